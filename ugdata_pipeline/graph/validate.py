@@ -1,0 +1,70 @@
+"""Invariants of the graph tables, as plain functions that asset checks and tests call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MIN_POI_ATTACHED_SHARE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    """Result of one invariant: whether it holds, what was observed, what was expected, and examples."""
+
+    passed: bool
+    observed: float | int
+    expected: str
+    examples: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, object]:
+        out: dict[str, object] = {"observed": self.observed, "expected": self.expected}
+        if self.examples:
+            out["examples"] = ", ".join(self.examples[:5])
+        return out
+
+
+def endpoints_exist(nodes: pd.DataFrame, edges: pd.DataFrame) -> CheckOutcome:
+    """Every edge's ``src`` and ``dst`` is a node id."""
+    known = pd.Index(nodes["node_id"])
+    missing = pd.concat([edges["src"], edges["dst"]])
+    missing = missing[~missing.isin(known)].unique()
+    return CheckOutcome(len(missing) == 0, len(missing), "0 unknown endpoints", [str(m) for m in missing])
+
+
+def coordinates_valid(nodes: pd.DataFrame) -> CheckOutcome:
+    """No NaN or out-of-range lon/lat."""
+    lon, lat = nodes["lon"].to_numpy(dtype=float), nodes["lat"].to_numpy(dtype=float)
+    bad = ~(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90))
+    return CheckOutcome(not bad.any(), int(bad.sum()), "0 nodes with NaN or out-of-range lon/lat",
+                        nodes.loc[bad, "node_id"].astype(str).tolist())  # fmt: skip
+
+
+def no_self_loops(edges: pd.DataFrame) -> CheckOutcome:
+    """No edge joins a node to itself."""
+    loops = edges["src"] == edges["dst"]
+    return CheckOutcome(not loops.any(), int(loops.sum()), "0 self-loops", edges.loc[loops, "src"].astype(str).tolist())
+
+
+def distances_positive(edges: pd.DataFrame) -> CheckOutcome:
+    """Every edge distance is finite and > 0, every bearing in [0, 360)."""
+    d = edges["distance_m"].to_numpy(dtype=float)
+    b = edges["bearing_deg"].to_numpy(dtype=float)
+    bad = ~(np.isfinite(d) & (d > 0) & np.isfinite(b) & (b >= 0) & (b < 360))
+    examples = [f"{s}->{t}" for s, t in zip(edges.loc[bad, "src"], edges.loc[bad, "dst"], strict=True)]
+    return CheckOutcome(not bad.any(), int(bad.sum()), "0 edges with distance <= 0 or bearing outside [0, 360)",
+                        examples)  # fmt: skip
+
+
+def poi_attachment_share(nodes: pd.DataFrame, edges: pd.DataFrame,
+                         minimum: float = MIN_POI_ATTACHED_SHARE) -> CheckOutcome:  # fmt: skip
+    """Share of POI nodes with a ``nearest`` edge to a street (vacuously 1.0 without POIs)."""
+    pois = nodes.loc[nodes["kind"] == "poi", "node_id"]
+    if pois.empty:
+        return CheckOutcome(True, 1.0, f">= {minimum:.0%} of POIs attached to a street")
+    attached = pois.isin(edges.loc[edges["kind"] == "nearest", "src"])
+    share = float(attached.mean())
+    return CheckOutcome(share >= minimum, round(share, 4), f">= {minimum:.0%} of POIs attached to a street",
+                        pois[~attached].astype(str).tolist())  # fmt: skip
