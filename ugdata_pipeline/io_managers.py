@@ -1,0 +1,88 @@
+"""The (Geo)Parquet IO manager: every table asset lives at ``<root>/<city>/<asset>.parquet``.
+
+The root is a UPath, so a local folder and an object-store URL (``s3://bucket/ugdata``) work unchanged.
+Local writes go to a temporary file in the same folder and are renamed into place (atomic on POSIX); object
+stores receive one PUT of the whole file, which is atomic per object.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+
+import dagster as dg
+import geopandas as gpd
+import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import Field
+from upath import UPath
+
+
+def table_path(root: str, asset_name: str, partition: str | None) -> UPath:
+    """Where an asset's table lives: ``<root>/<partition>/<asset>.parquet`` (no partition: ``<root>/``)."""
+    base = UPath(root)
+    return (base / partition if partition else base) / f"{asset_name}.parquet"
+
+
+def write_bytes_atomic(path: UPath, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so readers never see a partial file."""
+    if path.protocol in ("", "file", "local"):
+        folder = os.fspath(path.parent.path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{path.name}.tmp-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, os.fspath(path.path))
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+
+
+def frame_to_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """Encode a DataFrame (GeoParquet for a GeoDataFrame) as Parquet bytes."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def read_table(path: UPath) -> pd.DataFrame:
+    """Read a table written by this IO manager; GeoParquet comes back as a GeoDataFrame."""
+    payload = path.read_bytes()
+    metadata = pq.read_schema(io.BytesIO(payload)).metadata or {}
+    if b"geo" in metadata:
+        return gpd.read_parquet(io.BytesIO(payload))
+    return pd.read_parquet(io.BytesIO(payload))
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores DataFrames and GeoDataFrames as (Geo)Parquet under ``root``, one folder per city partition."""
+
+    root: str = Field(description="Folder or object-store URL holding all tables (UGDATA_ROOT).")
+
+    def _path(self, context: dg.OutputContext | dg.InputContext) -> UPath:
+        name = context.asset_key.path[-1]
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        return table_path(self.root, name, partition)
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            msg = (f"asset {context.asset_key.to_user_string()!r} returned {type(obj).__name__}; the Parquet IO "
+                   "manager stores DataFrames and GeoDataFrames only")  # fmt: skip
+            raise TypeError(msg)
+        path = self._path(context)
+        write_bytes_atomic(path, frame_to_parquet_bytes(obj))
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        path = self._path(context)
+        if not path.exists():
+            msg = f"{path} does not exist; materialize {context.asset_key.to_user_string()!r} first"
+            raise FileNotFoundError(msg)
+        return read_table(path)
