@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny cities built in code, and temporary registries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ugdata_pipeline.graph.build import UrbanGraph, build_urban_graph
+from ugdata_pipeline.osm.schema import OsmExtract
+from ugdata_pipeline_tests.tiny_city import tiny_city
+
+
+@pytest.fixture
+def tiny_extract() -> OsmExtract:
+    return tiny_city()
+
+
+@pytest.fixture
+def tiny_graph(tiny_extract: OsmExtract) -> UrbanGraph:
+    return build_urban_graph(tiny_extract, city_name="Tinytown", country="Finland")
+
+
+@pytest.fixture
+def write_registry(tmp_path: Path):
+    """Write a registry YAML from text and return its path."""
+
+    def write(text: str, name: str = "cities.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
