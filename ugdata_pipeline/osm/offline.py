@@ -1,7 +1,8 @@
 """Offline OSM reading from ``.osm.pbf``, ``.osm`` and ``.osm.bz2`` files with pyosmium.
 
 Node locations are kept by osmium's C++ index; only tagged objects reach Python, and geometries are built
-once at the end with vectorised shapely, so a million-node extract reads in seconds.
+once at the end with vectorised shapely (a million-node extract reads in about 20 s on one core;
+benchmarks/bench_graph.py measures it).
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def read_osm_file(path: str | Path) -> OsmExtract:
     header = osm_file_header(path)
     collector = _Collector()
     try:
-        collector.apply_file(str(path), locations=True)
+        # untagged nodes only carry locations, which osmium indexes in C++; keep them out of Python
+        collector.apply_file(str(path), locations=True, filters=[osmium.filter.EmptyTagFilter()])
     except RuntimeError as exc:
         msg = f"{path} could not be parsed as OSM data ({exc})"
         raise OsmSourceError(msg) from exc
