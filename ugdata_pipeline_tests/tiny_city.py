@@ -25,6 +25,7 @@ import shapely
 from pyproj import Transformer
 
 from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, STREET_COLUMNS, OsmExtract, frame
+from ugdata_pipeline.osm.tags import street_category
 
 ORIGIN_E, ORIGIN_N = 385_000.0, 6_672_000.0
 _TO_LONLAT = Transformer.from_crs("EPSG:32635", "EPSG:4326", always_xy=True)
@@ -44,31 +45,40 @@ def grid_node_id(i: int, j: int) -> int:
     return 1000 + 10 * i + j
 
 
-def tiny_city() -> OsmExtract:
-    """The 3 x 3 grid with two POIs and one park, as normalized tables."""
+Way = tuple[int, str, str, list[int], list[tuple[float, float]]]  # way id, name, highway, node ids, layout metres
+
+
+def street_table(ways: list[Way]) -> gpd.GeoDataFrame:
+    """Normalized ``streets`` rows from ways given in layout metres."""
     streets: dict[str, list] = {c: [] for c in STREET_COLUMNS}
     lines = []
-    way = 100
-    for j, (name, _y) in enumerate(HORIZONTAL.items()):
+    for way_id, name, highway, node_ids, points in ways:
+        streets["way_id"].append(way_id)
+        streets["name"].append(name)
+        streets["highway"].append(highway)
+        streets["category"].append(street_category(highway))
+        streets["node_ids"].append(node_ids)
+        lines.append(shapely.LineString([lonlat(*p) for p in points]))
+    return frame(streets, STREET_COLUMNS, lines)
+
+
+def streets_only(ways: list[Way]) -> OsmExtract:
+    """An extract with these streets and no places."""
+    empty = tiny_city()
+    return OsmExtract(street_table(ways), empty.pois.iloc[:0], empty.aois.iloc[:0], source="test")
+
+
+def tiny_city() -> OsmExtract:
+    """The 3 x 3 grid with two POIs and one park, as normalized tables."""
+    ways: list[Way] = []
+    for j, name in enumerate(HORIZONTAL):
         for i0 in (0, 1):
-            ids = [grid_node_id(i0, j), grid_node_id(i0 + 1, j)]
-            way += 1
-            streets["way_id"].append(way)
-            streets["name"].append(name)
-            streets["highway"].append("residential")
-            streets["category"].append("residential")
-            streets["node_ids"].append(ids)
-            lines.append(shapely.LineString([lonlat(100 * i0, 100 * j), lonlat(100 * (i0 + 1), 100 * j)]))
-    for i, (name, _x) in enumerate(VERTICAL.items()):
+            ways.append((101 + len(ways), name, "residential", [grid_node_id(i0, j), grid_node_id(i0 + 1, j)],
+                         [(100 * i0, 100 * j), (100 * (i0 + 1), 100 * j)]))  # fmt: skip
+    for i, name in enumerate(VERTICAL):
         for j0 in (0, 1):
-            ids = [grid_node_id(i, j0), grid_node_id(i, j0 + 1)]
-            way += 1
-            streets["way_id"].append(way)
-            streets["name"].append(name)
-            streets["highway"].append("tertiary")
-            streets["category"].append("major_road")
-            streets["node_ids"].append(ids)
-            lines.append(shapely.LineString([lonlat(100 * i, 100 * j0), lonlat(100 * i, 100 * (j0 + 1))]))
+            ways.append((101 + len(ways), name, "tertiary", [grid_node_id(i, j0), grid_node_id(i, j0 + 1)],
+                         [(100 * i, 100 * j0), (100 * i, 100 * (j0 + 1))]))  # fmt: skip
     pois = {
         "osm_id": ["n1", "n2"],
         "name": ["Cafe Uno", "Bank Two"],
@@ -83,7 +93,7 @@ def tiny_city() -> OsmExtract:
         "address": [None], "height_m": [None], "is_building": [False],
     }  # fmt: skip
     return OsmExtract(
-        streets=frame(streets, STREET_COLUMNS, lines),
+        streets=street_table(ways),
         pois=frame(pois, POI_COLUMNS, [shapely.Point(lonlat(50, 10)), shapely.Point(lonlat(185, 150))]),
         aois=frame(aois, AOI_COLUMNS, [park]),
         source="tiny city (test)",

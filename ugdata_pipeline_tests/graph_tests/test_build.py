@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import shapely
 
 from ugdata_pipeline.errors import EmptyAreaError
 from ugdata_pipeline.graph.build import GraphConfig, build_urban_graph, slugify
 from ugdata_pipeline.graph.text import compass_word
-from ugdata_pipeline.osm.schema import STREET_COLUMNS, OsmExtract, frame
-from ugdata_pipeline_tests.tiny_city import grid_node_id, lonlat, tiny_city
+from ugdata_pipeline_tests.tiny_city import grid_node_id, lonlat, streets_only, tiny_city
 
 
 def edge(edges: pd.DataFrame, src: str, dst: str, kind: str) -> pd.Series:
@@ -120,21 +118,11 @@ def test_unnamed_streets_are_not_nodes_and_make_no_crossings():
 
 def test_nearby_junction_points_are_consolidated():
     """A junction drawn as two OSM nodes 8 m apart is one crossing (default tolerance 15 m)."""
-    streets = {c: [] for c in STREET_COLUMNS}
-    lines = []
-    for way, name, ids, pts in (
-        (1, "Main Street", [1, 2, 3, 4], [(0, 0), (100, 0), (108, 0), (200, 0)]),
-        (2, "North Road", [2, 5], [(100, 0), (100, 100)]),
-        (3, "South Road", [3, 6], [(108, 0), (108, -100)]),
-    ):
-        streets["way_id"].append(way)
-        streets["name"].append(name)
-        streets["highway"].append("residential")
-        streets["category"].append("residential")
-        streets["node_ids"].append(ids)
-        lines.append(shapely.LineString([lonlat(*p) for p in pts]))
-    extract = OsmExtract(frame(streets, STREET_COLUMNS, lines), tiny_city().pois.iloc[:0],
-                         tiny_city().aois.iloc[:0], source="test")  # fmt: skip
+    extract = streets_only([
+        (1, "Main Street", "residential", [1, 2, 3, 4], [(0, 0), (100, 0), (108, 0), (200, 0)]),
+        (2, "North Road", "residential", [2, 5], [(100, 0), (100, 100)]),
+        (3, "South Road", "residential", [3, 6], [(108, 0), (108, -100)]),
+    ])
     graph = build_urban_graph(extract, city_name="T", country="Finland")
     crossings = graph.nodes[graph.nodes["kind"] == "crossing"]
     assert len(crossings) == 1
@@ -146,21 +134,11 @@ def test_nearby_junction_points_are_consolidated():
 
 def test_dual_carriageway_is_one_street():
     """Two parallel one-way ways with one name, 20 m apart and sharing no node, are one street."""
-    streets = {c: [] for c in STREET_COLUMNS}
-    lines = []
-    for way, name, ids, pts in (
-        (1, "Boulevard", [1, 2], [(0, 0), (300, 0)]),
-        (2, "Boulevard", [3, 4], [(300, 20), (0, 20)]),
-        (3, "Cross Street", [5, 6], [(150, -50), (150, 70)]),
-    ):
-        streets["way_id"].append(way)
-        streets["name"].append(name)
-        streets["highway"].append("primary")
-        streets["category"].append("major_road")
-        streets["node_ids"].append(ids)
-        lines.append(shapely.LineString([lonlat(*p) for p in pts]))
-    extract = OsmExtract(frame(streets, STREET_COLUMNS, lines), tiny_city().pois.iloc[:0],
-                         tiny_city().aois.iloc[:0], source="test")  # fmt: skip
+    extract = streets_only([
+        (1, "Boulevard", "primary", [1, 2], [(0, 0), (300, 0)]),
+        (2, "Boulevard", "primary", [3, 4], [(300, 20), (0, 20)]),
+        (3, "Cross Street", "primary", [5, 6], [(150, -50), (150, 70)]),
+    ])
     graph = build_urban_graph(extract, city_name="T", country="Finland")
     assert sorted(graph.nodes["node_id"]) == ["street:boulevard", "street:cross-street"]
     # a bridge-like overpass that shares no OSM node is not a crossing
