@@ -33,3 +33,7 @@ class NetworkDisabledError(UgdataError, RuntimeError):
 
 class EmptyAreaError(UgdataError, ValueError):
     """An area holds no named streets, so no urban graph can be built from it."""
+
+
+class ImageryInputError(UgdataError, ValueError):
+    """An images table (or an option of an imagery function) is invalid."""

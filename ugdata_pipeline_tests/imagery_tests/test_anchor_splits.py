@@ -1,0 +1,238 @@
+"""Anchoring images to streets and spatially disjoint splits, on the tiny city."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ugdata_pipeline.graph.build import UrbanGraph
+from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
+from ugdata_pipeline.graph.text import compass_word
+from ugdata_pipeline.graph.validate import endpoints_exist
+from ugdata_pipeline.imagery import (
+    EXCLUDED,
+    ImageryInputError,
+    anchor_images,
+    assign_splits,
+    cell_id,
+    no_sequence_spans_splits,
+    no_test_near_train,
+)
+from ugdata_pipeline_tests.tiny_city import lonlat
+
+
+def make_images(points: dict[str, tuple[float, float]], source: str = "render") -> pd.DataFrame:
+    """Images at layout metres ``{image_id: (x, y)}``."""
+    coords = [lonlat(x, y) for x, y in points.values()]
+    return pd.DataFrame({
+        "image_id": list(points),
+        "source": source,
+        "lon": [c[0] for c in coords],
+        "lat": [c[1] for c in coords],
+        "compass_angle": 90.0,
+        "path": [f"images/{i}.jpg" for i in points],
+    })
+
+
+def anchor(images: pd.DataFrame, graph: UrbanGraph, **kwargs):
+    return anchor_images(images, graph.nodes, city_name="Tinytown", country="Finland", **kwargs)
+
+
+# --- anchoring -----------------------------------------------------------------------------------------------
+
+
+def test_image_snaps_to_nearest_street_with_bearing(tiny_graph: UrbanGraph) -> None:
+    result = anchor(make_images({"a": (50, 5), "far": (150, 300)}), tiny_graph, max_snap_m=50.0)
+    assert list(result.images["image_id"]) == ["a"]
+    row = result.images.iloc[0]
+    assert row["street_node"] == "street:alpha-street"
+    assert row["snap_distance_m"] == pytest.approx(5.0, abs=0.05)
+    assert row["path"] == "images/a.jpg"  # other input columns are kept
+    edge = result.image_edges.iloc[0]
+    assert edge["src"] == "image:render:a"
+    assert edge["dst"] == "street:alpha-street"
+    assert edge["kind"] == "image_street"
+    assert edge["street_name"] == "Alpha Street"
+    assert edge["distance_m"] == pytest.approx(5.0, abs=0.05)
+    assert compass_word(edge["bearing_deg"]) == "south"
+    assert list(result.image_edges.columns) == list(EDGE_COLUMNS)
+
+
+def test_far_image_is_dropped_and_counted(tiny_graph: UrbanGraph) -> None:
+    result = anchor(make_images({"a": (50, 5), "far": (150, 300)}), tiny_graph, max_snap_m=50.0)
+    assert result.dropped == 1
+    assert result.dropped_ids == ["far"]
+    wider = anchor(make_images({"far": (150, 300)}), tiny_graph, max_snap_m=150.0)
+    assert wider.dropped == 0
+    assert wider.images["street_node"].iloc[0] == "street:gamma-street"
+
+
+def test_image_nodes_and_edge_endpoints(tiny_graph: UrbanGraph) -> None:
+    images = make_images({"a": (50, 5), "b": (100, 150), "c": (160, 97), "on": (30, 0)})
+    result = anchor(images, tiny_graph)
+    nodes = result.image_nodes
+    assert list(nodes.columns) == list(NODE_COLUMNS)
+    assert list(nodes["node_id"]) == ["image:render:a", "image:render:b", "image:render:c", "image:render:on"]
+    assert set(nodes["kind"]) == {"image"} and set(nodes["category"]) == {"image"}
+    assert nodes["name"].isna().all() and nodes["address"].isna().all() and nodes["length_m"].isna().all()
+    assert "City: Tinytown" in nodes["node_text"].iloc[0] and "Country: Finland" in nodes["node_text"].iloc[0]
+    assert nodes.crs.to_epsg() == 4326
+    assert nodes.geometry.x.to_numpy() == pytest.approx(images["lon"].to_numpy())
+    all_nodes = pd.concat([tiny_graph.nodes, nodes], ignore_index=True)
+    assert endpoints_exist(all_nodes, result.image_edges).passed
+    assert dict(zip(result.images["image_id"], result.images["street_node"], strict=True)) == {
+        "a": "street:alpha-street", "b": "street:second-avenue", "c": "street:beta-street",
+        "on": "street:alpha-street",
+    }  # fmt: skip
+    # an image lying on its street still gets an edge of the floor length
+    assert result.image_edges["distance_m"].min() == MIN_EDGE_DISTANCE_M
+
+
+def test_tie_between_streets_goes_to_smaller_node_id(tiny_graph: UrbanGraph) -> None:
+    # (50, 50) is 50 m from Alpha Street, Beta Street and First/Second Avenue: the smallest id wins
+    result = anchor(make_images({"mid": (50, 50)}), tiny_graph, max_snap_m=60.0)
+    assert result.images["street_node"].iloc[0] == "street:alpha-street"
+
+
+def test_source_label_fills_source(tiny_graph: UrbanGraph) -> None:
+    images = make_images({"a": (50, 5)}).drop(columns="source")
+    result = anchor(images, tiny_graph, source_label="mapillary")
+    assert result.image_nodes["node_id"].iloc[0] == "image:mapillary:a"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kwargs", "match"),
+    [
+        (lambda df: df.drop(columns="compass_angle"), {}, "missing column.*compass_angle"),
+        (lambda df: df.assign(lat=[np.nan, df["lat"].iloc[1]]), {}, "images.lat has 1 NaN or out-of-range"),
+        (lambda df: df.assign(lon=[200.0, df["lon"].iloc[1]]), {}, "images.lon .*'a': 200.0"),
+        (lambda df: df.assign(image_id=["a", "a"]), {}, "image_id must be unique.*'a'"),
+        (lambda df: df, {"max_snap_m": 0.0}, "max_snap_m must be .* > 0 .* got 0.0"),
+        (lambda df: df, {"max_snap_m": -5}, "max_snap_m .* got -5"),
+        (lambda df: df, {"source_label": "mapillary"}, "source_label='mapillary' contradicts"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_message(tiny_graph: UrbanGraph, mutate, kwargs, match) -> None:
+    images = mutate(make_images({"a": (50, 5), "b": (60, 5)}))
+    with pytest.raises(ImageryInputError, match=match):
+        anchor(images, tiny_graph, **kwargs)
+
+
+def test_bad_input_error_is_a_value_error(tiny_graph: UrbanGraph) -> None:
+    with pytest.raises(ValueError, match="graph_nodes holds no 'street' nodes"):
+        anchor(make_images({"a": (50, 5)}), UrbanGraph(tiny_graph.nodes.iloc[:0], tiny_graph.edges, "EPSG:32635"))
+
+
+def test_imagery_never_imports_dagster() -> None:
+    import importlib
+
+    importlib.import_module("ugdata_pipeline.imagery")
+    for module in ("ugdata_pipeline.imagery.anchor", "ugdata_pipeline.imagery.splits"):
+        source = sys.modules[module].__file__
+        assert source is not None
+        with open(source, encoding="utf-8") as handle:
+            assert "dagster" not in handle.read()
+
+
+# --- splits --------------------------------------------------------------------------------------------------
+
+
+def line_city(length_m: float = 3000.0, step_m: float = 20.0, sequence_every: int | None = None) -> pd.DataFrame:
+    """Images every ``step_m`` along an east-west line of ``length_m`` (at y = 10 m, inside one block row)."""
+    xs = np.arange(0.0, length_m + step_m / 2, step_m)
+    images = make_images({f"i{k:04d}": (float(x), 10.0) for k, x in enumerate(xs)})
+    if sequence_every:
+        images["sequence_id"] = [f"s{k // sequence_every}" for k in range(len(images))]
+    return images
+
+
+def test_held_out_city_is_all_test() -> None:
+    out = assign_splits(line_city(500.0), city_split="held_out")
+    assert set(out["split"]) == {"test"}
+    assert out["cell"].notna().all()
+
+
+def test_training_city_has_disjoint_buffered_splits() -> None:
+    images = line_city()
+    out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0)
+    counts = out["split"].value_counts()
+    assert all(counts.get(s, 0) > 0 for s in ("train", "val", "test"))
+    assert counts["train"] > counts["test"]
+    assert len(out) == len(images) and list(out["image_id"]) == list(images["image_id"])
+    assert no_test_near_train(out, 100.0).passed
+    # every pair of splits is buffered, not only train/test
+    xy = np.column_stack([np.arange(len(out)) * 20.0])
+    for a, b in (("val", "test"), ("train", "val"), ("train", "test")):
+        gap = np.abs(xy[out["split"] == a][:, None, 0] - xy[out["split"] == b][None, :, 0])
+        assert gap.min() >= 100.0
+    assert (out["split"] == EXCLUDED).sum() > 0
+
+
+def test_default_options_on_the_line_city() -> None:
+    out = assign_splits(line_city(), city_split="train")  # 500 m buffer, 1 km blocks
+    assert no_test_near_train(out, 500.0).passed
+    assert (out["split"] == "test").any()
+
+
+def test_validator_detects_a_planted_violation() -> None:
+    out = assign_splits(line_city(), city_split="train", buffer_m=100.0, block_m=250.0, seed=0)
+    test_pos = np.flatnonzero(out["split"].to_numpy() == "test")[0]
+    planted = out.copy()
+    planted.loc[planted.index[test_pos + 1], "split"] = "train"  # 20 m from a test image
+    outcome = no_test_near_train(planted, 100.0)
+    assert not outcome.passed
+    assert outcome.observed >= 1
+    assert out["image_id"].iloc[test_pos] in outcome.examples
+
+
+def test_same_seed_same_splits_other_seed_differs() -> None:
+    images = line_city()
+    first = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=7)
+    again = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=7)
+    other = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=8)
+    assert first["split"].tolist() == again["split"].tolist()
+    assert first["split"].tolist() != other["split"].tolist()
+
+
+def test_sequences_never_span_splits() -> None:
+    images = line_city(sequence_every=17)  # 340 m sequences straddle the 250 m blocks
+    for seed in range(5):
+        out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=seed)
+        assert no_sequence_spans_splits(out).passed
+        assert no_test_near_train(out, 100.0).passed
+    spanning = out.copy()
+    spanning.loc[spanning.index[:2], "split"] = ["train", "test"]
+    outcome = no_sequence_spans_splits(spanning)
+    assert not outcome.passed and outcome.examples == ["s0"]
+
+
+def test_cell_is_the_35_m_grid_cell() -> None:
+    lon, lat = zip(*(lonlat(x, 10.0) for x in (0.0, 1.0, 40.0)), strict=True)
+    cells = cell_id(lon, lat, crs_metric="EPSG:32635")
+    # layout origin (385000, 6672000) is in cell (11000, 190628) of the 35 m grid
+    assert cells.tolist() == ["11000_190628", "11000_190628", "11001_190628"]
+    out = assign_splits(line_city(100.0), city_split="held_out", crs_metric="EPSG:32635")
+    assert out["cell"].iloc[0] == "11000_190628"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"city_split": "validation"}, "city_split must be 'train' or 'held_out'.*'validation'"),
+        ({"city_split": "train", "buffer_m": -1.0}, "buffer_m must be .* >= 0 .* got -1.0"),
+        ({"city_split": "train", "block_m": 0}, "block_m must be .* > 0 .* got 0"),
+        ({"city_split": "train", "fractions": (0.5, 0.5, 0.5)}, r"fractions .* got \(0.5, 0.5, 0.5\)"),
+    ],
+)
+def test_bad_split_options_are_rejected(kwargs, match) -> None:
+    with pytest.raises(ImageryInputError, match=match):
+        assign_splits(line_city(100.0), **kwargs)
+
+
+def test_splits_reject_bad_images() -> None:
+    images = line_city(100.0).drop(columns="lat")
+    with pytest.raises(ImageryInputError, match=r"missing column.*lat"):
+        assign_splits(images, city_split="train")
