@@ -229,11 +229,11 @@ def _along_street_edges(
     cand = memberships.reset_index(names="membership").merge(part_rows, on="street")
     points = shapely.points(crossings["x"].to_numpy()[cand["crossing"]], crossings["y"].to_numpy()[cand["crossing"]])
     geoms = part_geoms[cand["part"].to_numpy()]
-    cand["offset"] = shapely.distance(geoms, points)
-    nearest = cand.groupby("membership")["offset"].transform("min")
-    cand = cand[(cand["offset"] <= np.maximum(nearest, config.crossing_merge_m))].copy()
-    cand["position"] = shapely.line_locate_point(part_geoms[cand["part"].to_numpy()], shapely.points(
-        crossings["x"].to_numpy()[cand["crossing"]], crossings["y"].to_numpy()[cand["crossing"]]))
+    offset = shapely.distance(geoms, points)
+    nearest = pd.Series(offset).groupby(cand["membership"].to_numpy()).transform("min").to_numpy()
+    keep = offset <= np.maximum(nearest, config.crossing_merge_m)
+    cand = cand[keep].copy()
+    cand["position"] = shapely.line_locate_point(geoms[keep], points[keep])
     cand = cand.sort_values(["part", "position", "crossing"], kind="stable")
     consecutive = (cand["part"].to_numpy()[1:] == cand["part"].to_numpy()[:-1]) & (
         cand["crossing"].to_numpy()[1:] != cand["crossing"].to_numpy()[:-1])
@@ -374,8 +374,9 @@ def build_urban_graph(
     cross_lon, cross_lat = _to_lonlat(to_lonlat, crossings["x"].to_numpy(), crossings["y"].to_numpy())
     crossing_ids = np.array([f"crossing:{n}" for n in crossings["osm_node"]], dtype=object)
     crossing_streets = memberships.groupby("crossing")["street"].agg(list)
+    street_names = table["name"].to_numpy(dtype=object)  # one array, not a per-element lookup in the loop
     crossing_names = [
-        _crossing_name(sorted({table["name"].iat[s] for s in crossing_streets.get(i, [])}))
+        _crossing_name(sorted({street_names[s] for s in crossing_streets.get(i, [])}))
         for i in range(len(crossings))
     ]
 
