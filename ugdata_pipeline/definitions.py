@@ -15,7 +15,14 @@ import dagster as dg
 from ugdata_pipeline.assets import ALL_ASSETS
 from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.jobs import ALL_JOBS
-from ugdata_pipeline.resources import CityRegistryResource, OsmSourceResource, StorageResource
+from ugdata_pipeline.resources import (
+    CityRegistryResource,
+    MapillaryResource,
+    OsmSourceResource,
+    RenderedImagesResource,
+    StorageResource,
+)
+from ugdata_pipeline.schedules import ALL_SCHEDULES, ALL_SENSORS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = ("local", "ci", "online")
@@ -39,7 +46,43 @@ def resources_for(deployment: str) -> dict[str, object]:
         "cities": CityRegistryResource(path=os.environ.get("UGDATA_CITIES")),
         "osm": OsmSourceResource(allow_network=online,
                                  cache_dir=str(Path(root) / "_cache" / "osmnx") if online else None),  # fmt: skip
+        "images": (MapillaryResource(access_token=dg.EnvVar("MAPILLARY_ACCESS_TOKEN")) if online
+                   else RenderedImagesResource(max_views=_int_env("UGDATA_MAX_VIEWS"))),  # fmt: skip
     }
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        msg = f"{name}={value!r} must be an integer"
+        raise ValueError(msg) from None
+
+
+def executor_for(name: str | None) -> dg.ExecutorDefinition:
+    """``UGDATA_EXECUTOR``: multiprocess (default), ``k8s`` (one pod per step) or ``celery`` (worker fleet)."""
+    if name in (None, "", "multiprocess"):
+        # Pools throttle across runs only; inside a run, cap processes so a 2-core laptop is not oversubscribed.
+        return dg.multiprocess_executor.configured({"max_concurrent": 2})
+    if name == "in_process":
+        return dg.in_process_executor
+    try:
+        if name == "k8s":
+            from dagster_k8s import k8s_job_executor
+
+            return k8s_job_executor
+        if name == "celery":
+            from dagster_celery import celery_executor
+
+            return celery_executor
+    except ImportError as error:
+        msg = f"UGDATA_EXECUTOR={name} needs the package {error.name}; pip install dagster-k8s / dagster-celery"
+        raise ValueError(msg) from error
+    msg = f"UGDATA_EXECUTOR={name!r} is unknown; use multiprocess, in_process, k8s or celery"
+    raise ValueError(msg)
 
 
 DEPLOYMENT = os.environ.get("UGDATA_DEPLOYMENT", "local")
@@ -47,7 +90,8 @@ DEPLOYMENT = os.environ.get("UGDATA_DEPLOYMENT", "local")
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=ALL_JOBS,
+    schedules=ALL_SCHEDULES,
+    sensors=ALL_SENSORS,
     resources=resources_for(DEPLOYMENT),
-    # Pools throttle across runs only; inside a run, cap processes so a 2-core laptop is not oversubscribed.
-    executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
+    executor=executor_for(os.environ.get("UGDATA_EXECUTOR")),
 )

@@ -12,6 +12,7 @@ _TABLES = {
     "osm_streets": "Street ways (highway=*) with names, categories, OSM node ids and LineStrings (EPSG:4326).",
     "osm_pois": "Point places (amenities, shops, stops, trees, ...) with categories from the tag mapping.",
     "osm_aois": "Areas (buildings, parks, land use, ...) with categories, heights and polygons.",
+    "osm_trees": "Single trees (natural=tree nodes) that the street-view renderer draws.",
 }
 
 
@@ -32,7 +33,12 @@ def osm_extract(
     summary = extract.summary()
     context.log.info(f"{city.slug}: {summary}")
     shared = {"source": summary["source"], "osm_snapshot": summary["snapshot"], "city": city.name}
-    for name, frame in (("osm_streets", extract.streets), ("osm_pois", extract.pois), ("osm_aois", extract.aois)):
+    tables = {"osm_streets": extract.streets, "osm_pois": extract.pois, "osm_aois": extract.aois,
+              "osm_trees": extract.trees}  # fmt: skip
+    for name, frame in tables.items():
+        if name == "osm_trees":
+            yield dg.Output(frame, name, metadata={**shared, "count": len(frame)})
+            continue
         counts = frame["category"].value_counts().head(12)
         yield dg.Output(
             frame,

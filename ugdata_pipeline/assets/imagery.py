@@ -1,0 +1,199 @@
+"""Imagery assets: candidate views, image files, anchoring into the graph, and leakage-safe splits."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import geopandas as gpd
+import pandas as pd
+from pydantic import Field
+
+from ugdata_pipeline.assets._metadata import check_result, png, preview
+from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.graph.validate import CheckOutcome
+from ugdata_pipeline.imagery.anchor import anchor_images
+from ugdata_pipeline.imagery.plot import split_map_png
+from ugdata_pipeline.imagery.render import contact_sheet
+from ugdata_pipeline.imagery.splits import assign_splits, no_sequence_spans_splits, no_test_near_train
+from ugdata_pipeline.osm.schema import OsmExtract
+from ugdata_pipeline.resources import CityRegistryResource, ImageSourceResource, StorageResource
+
+_OSM = ("osm_streets", "osm_pois", "osm_aois", "osm_trees")
+
+
+def _extract(city_source: str, tables: dict[str, gpd.GeoDataFrame]) -> OsmExtract:
+    return OsmExtract(streets=tables["osm_streets"], pois=tables["osm_pois"], aois=tables["osm_aois"],
+                      trees=tables["osm_trees"], source=city_source)  # fmt: skip
+
+
+def metric_crs(streets: gpd.GeoDataFrame) -> str:
+    """The city's UTM zone, estimated from its streets (the same rule as the graph build)."""
+    return streets.estimate_utm_crs().to_string()
+
+
+def local_root(storage: StorageResource) -> Path:
+    """Image sources write files; they need the root on local disk (object-store roots: see deploy/README.md)."""
+    root = storage.city_path("").parent
+    if root.protocol not in ("", "file", "local"):
+        msg = (f"image sources write files to a local folder, but UGDATA_ROOT is {root.protocol}://; "
+               "run imagery steps with a local UGDATA_ROOT and sync it to object storage afterwards")  # fmt: skip
+        raise ValueError(msg)
+    return Path(root.path)
+
+
+@dg.asset(
+    ins={name: dg.AssetIn(name) for name in _OSM},
+    partitions_def=city_partitions,
+    group_name="imagery",
+    io_manager_key="table_io_manager",
+    kinds={"pandas"},
+)
+def image_candidates(
+    context: dg.AssetExecutionContext,
+    cities: CityRegistryResource,
+    images: ImageSourceResource,
+    storage: StorageResource,
+    osm_streets: gpd.GeoDataFrame,
+    osm_pois: gpd.GeoDataFrame,
+    osm_aois: gpd.GeoDataFrame,
+    osm_trees: gpd.GeoDataFrame,
+) -> dg.Output[pd.DataFrame]:
+    """Where images can be taken: rendered camera positions (offline) or Mapillary images found and thinned."""
+    city = cities.city(context.partition_key)
+    tables = {"osm_streets": osm_streets, "osm_pois": osm_pois, "osm_aois": osm_aois, "osm_trees": osm_trees}
+    extract = _extract(city.source.describe(), tables)
+    work_dir = local_root(storage) / city.slug / "_work"
+    frame, counts = images.candidates(city, extract, crs_metric=metric_crs(osm_streets), work_dir=work_dir)
+    return dg.Output(frame, metadata={
+        "source": images.label(), "count": len(frame),
+        **{k: v for k, v in counts.items() if isinstance(v, int | float | str | bool)},
+        "preview": preview(frame),
+    })  # fmt: skip
+
+
+@dg.asset(
+    ins={"image_candidates": dg.AssetIn(), **{name: dg.AssetIn(name) for name in _OSM}},
+    partitions_def=city_partitions,
+    group_name="imagery",
+    io_manager_key="table_io_manager",
+    kinds={"pandas"},
+)
+def image_files(
+    context: dg.AssetExecutionContext,
+    cities: CityRegistryResource,
+    images: ImageSourceResource,
+    storage: StorageResource,
+    image_candidates: pd.DataFrame,
+    osm_streets: gpd.GeoDataFrame,
+    osm_pois: gpd.GeoDataFrame,
+    osm_aois: gpd.GeoDataFrame,
+    osm_trees: gpd.GeoDataFrame,
+) -> dg.Output[pd.DataFrame]:
+    """Image files under ``<root>/<city>/images/`` and their manifest; finished files are never fetched again."""
+    city = cities.city(context.partition_key)
+    tables = {"osm_streets": osm_streets, "osm_pois": osm_pois, "osm_aois": osm_aois, "osm_trees": osm_trees}
+    extract = _extract(city.source.describe(), tables)
+    root = local_root(storage)
+    manifest, failures, counts = images.fetch(city, extract, image_candidates, crs_metric=metric_crs(osm_streets),
+                                              root=root, log=context.log)  # fmt: skip
+    sample = manifest.iloc[:: max(1, len(manifest) // 16)].head(16)
+    sheet = {}
+    if len(sample):
+        sheet = png(storage.city_path(city.slug, "previews", "contact_sheet.png"),
+                    contact_sheet([root / p for p in sample["path"]], ncols=4), alt="contact_sheet")  # fmt: skip
+    return dg.Output(manifest, metadata={
+        "source": images.label(), "count": len(manifest), "failed": len(failures),
+        **{k: v for k, v in counts.items() if isinstance(v, int | float | str | bool)},
+        "failures": preview(failures) if len(failures) else "none",
+        "preview": preview(manifest, columns=["image_id", "source", "lon", "lat", "compass_angle", "path"]),
+        **sheet,
+    })  # fmt: skip
+
+
+class AnchorConfig(dg.Config):
+    max_snap_m: float = Field(default=50.0, description="Images farther than this from every street are dropped.")
+
+
+@dg.multi_asset(
+    outs={
+        "anchored_images": dg.AssetOut(description="Images with their street node and snap distance.",
+                                       io_manager_key="table_io_manager", kinds={"pandas"}),
+        "image_nodes": dg.AssetOut(description="One `image` node per anchored image (graph node columns).",
+                                   io_manager_key="table_io_manager", kinds={"geopandas"}),
+        "image_edges": dg.AssetOut(description="One `image_street` edge per anchored image.",
+                                   io_manager_key="table_io_manager", kinds={"pandas"}),
+    },  # fmt: skip
+    ins={"image_files": dg.AssetIn(), "nodes": dg.AssetIn()},
+    partitions_def=city_partitions,
+    group_name="imagery",
+    check_specs=[dg.AssetCheckSpec("images_snapped", asset="anchored_images", blocking=False,
+                                   description=">= 80 % of images lie within the snap distance of a street.")],
+)  # fmt: skip
+def image_anchoring(
+    context: dg.AssetExecutionContext,
+    config: AnchorConfig,
+    cities: CityRegistryResource,
+    image_files: pd.DataFrame,
+    nodes: gpd.GeoDataFrame,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Snap each image to its nearest street and add it to the graph as an `image` node."""
+    city = cities.city(context.partition_key)
+    result = anchor_images(image_files, nodes, city_name=city.name, country=city.country,
+                           max_snap_m=config.max_snap_m)  # fmt: skip
+    kept = len(result.images)
+    share = kept / max(1, len(image_files))
+    yield dg.Output(result.images, "anchored_images", metadata={
+        "count": kept, "dropped": result.dropped, "snapped_share": round(share, 4),
+        "snap_distance_m_median": float(result.images["snap_distance_m"].median()) if kept else 0.0,
+        "preview": preview(result.images, columns=["image_id", "street_node", "snap_distance_m", "compass_angle"]),
+    })  # fmt: skip
+    yield dg.Output(result.image_nodes, "image_nodes", metadata={"count": len(result.image_nodes)})
+    yield dg.Output(result.image_edges, "image_edges", metadata={"count": len(result.image_edges)})
+    outcome = CheckOutcome(passed=share >= 0.8 or not len(image_files), observed=round(share, 4), expected=">= 0.8",
+                           examples=list(result.dropped_ids[:5]))  # fmt: skip
+    yield check_result("images_snapped", outcome, asset_key="anchored_images", blocking_severity=False)
+
+
+class SplitConfig(dg.Config):
+    buffer_m: float = Field(default=500.0, description="Minimum distance between images of different splits.")
+    train_share: float = Field(default=0.7, description="Share of spatial blocks for training.")
+    val_share: float = Field(default=0.1, description="Share of spatial blocks for validation; the rest is test.")
+    seed: int = Field(default=0, description="Which blocks go to which split.")
+
+
+@dg.asset(
+    partitions_def=city_partitions,
+    group_name="imagery",
+    io_manager_key="table_io_manager",
+    kinds={"pandas"},
+    check_specs=[
+        dg.AssetCheckSpec("no_test_near_train", asset="images", blocking=True,
+                          description="No test image lies within the buffer of a train image."),
+        dg.AssetCheckSpec("no_sequence_spans_splits", asset="images", blocking=True,
+                          description="Every sequence lies in one split."),
+    ],  # fmt: skip
+)
+def images(
+    context: dg.AssetExecutionContext,
+    config: SplitConfig,
+    cities: CityRegistryResource,
+    storage: StorageResource,
+    anchored_images: pd.DataFrame,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The city's images with train/val/test splits: spatial blocks with buffers; a held-out city is all test."""
+    city = cities.city(context.partition_key)
+    fractions = (config.train_share, config.val_share, 1.0 - config.train_share - config.val_share)
+    split = assign_splits(anchored_images, city_split=city.split, buffer_m=config.buffer_m, fractions=fractions,
+                          seed=config.seed)  # fmt: skip
+    by_split = split["split"].value_counts().to_dict()
+    image = png(storage.city_path(city.slug, "previews", "images_by_split.png"),
+                split_map_png(split, title=f"{city.name}: images by split ({city.split} city)"), alt="map")  # fmt: skip
+    yield dg.Output(split, metadata={
+        "count": len(split), "by_split": dg.MetadataValue.json({str(k): int(v) for k, v in by_split.items()}),
+        "buffer_m": config.buffer_m, "city_split": city.split,
+        "preview": preview(split, columns=["image_id", "split", "cell", "street_node", "lon", "lat"]),
+        **image,
+    })  # fmt: skip
+    yield check_result("no_test_near_train", no_test_near_train(split, config.buffer_m), asset_key="images")
+    yield check_result("no_sequence_spans_splits", no_sequence_spans_splits(split), asset_key="images")
+
