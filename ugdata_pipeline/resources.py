@@ -125,7 +125,7 @@ class MapillaryResource(ImageSourceResource):
     max_per_cell: int = Field(default=2, description="Images kept per ~35 m H3 cell (resolution 12).")
     include_panos: bool = Field(default=False, description="Keep 360-degree panoramas.")
     start_date: str | None = Field(default=None, description="Earliest capture date (ISO), inclusive.")
-    end_date: str | None = Field(default=None, description="Latest capture date (ISO), inclusive.")
+    end_date: str | None = Field(default=None, description="Capture dates before this (ISO), exclusive.")
     max_requests_per_day: int | None = Field(default=5000, description="Daily discovery request budget.")
     cache_max_age_days: float | None = Field(default=7.0, description="Reuse discovery cells younger than this.")
 

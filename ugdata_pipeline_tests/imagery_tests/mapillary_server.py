@@ -1,0 +1,319 @@
+"""A loopback HTTP server that speaks the parts of the Mapillary API v4 the pipeline uses.
+
+Real HTTP on 127.0.0.1 (``ThreadingHTTPServer`` in a background thread, one thread per connection, so a per-request
+``latency_s`` sleep does not hold up other requests):
+
+* ``GET /images?bbox=minlon,minlat,maxlon,maxlat&fields=...&limit=N`` -> ``{"data": [...]}``: the images inside the
+  box (edges included) sorted by id, at most ``min(N, max_results)``, with only the requested fields and
+  ``geometry`` = ``{"type": "Point", "coordinates": [lon, lat]}``, ``captured_at`` in epoch milliseconds and
+  ``creator`` = ``{"username": ..., "id": ...}`` like the real API;
+* ``GET /<image_id>?fields=thumb_1024_url`` -> ``{"id": ..., "thumb_1024_url": "<server>/thumbs/<id>.jpg?sig=<n>"}``
+  (a fresh signature per call);
+* ``GET /thumbs/<image_id>.jpg?sig=<n>`` -> a small JPEG (no token needed, like the CDN).
+
+Graph requests need ``Authorization: OAuth <token>``; otherwise the answer is HTTP 401 or, with
+``auth_error_style="oauth400"``, Mapillary's HTTP 400 ``OAuthException`` / code 190 body.
+
+Faults for tests: :meth:`MapillaryServer.inject` queues canned responses for a path (429 + Retry-After, 500, ...);
+``timeout_above_deg`` answers bbox searches wider than that with Mapillary's HTTP 400 "Query Timeout";
+``truncate_ids`` serves a cut-off JPEG (with a correct Content-Length); ``expire_first_url`` makes the first
+signature issued for an image expire (CDN 403). Every request is logged (:attr:`MapillaryServer.log`) so tests can
+count exactly what was asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image
+
+QUERY_TIMEOUT_BODY = {
+    "error": {
+        "message": "Please reduce the amount of data you're asking for, then retry your request",
+        "type": "MLYApiException",
+        "code": 1,
+        "error_subcode": 3404014,
+        "is_transient": False,
+        "error_user_title": "Query Timeout",
+        "error_user_msg": "",
+        "fbtrace_id": "AbCdEfG",
+    }
+}
+OAUTH_ERROR_BODY = {
+    "error": {
+        "message": "Invalid OAuth access token - Cannot parse access token",
+        "type": "OAuthException",
+        "code": 190,
+        "fbtrace_id": "AbCdEfG",
+    }
+}
+THUMB_FIELDS = ("thumb_256_url", "thumb_1024_url", "thumb_2048_url", "thumb_original_url")
+
+
+@dataclass(frozen=True)
+class FakeImage:
+    """One image held by the server; ``captured_at_ms`` is epoch milliseconds like the real API."""
+
+    image_id: str
+    lon: float
+    lat: float
+    compass_angle: float | None = 90.0
+    captured_at_ms: int = 1_600_000_000_000
+    sequence: str = "seq0"
+    is_pano: bool = False
+    creator: str = "alice"
+
+    def as_json(self, fields: list[str]) -> dict[str, Any]:
+        full: dict[str, Any] = {
+            "id": self.image_id,
+            "geometry": {"type": "Point", "coordinates": [self.lon, self.lat]},
+            "compass_angle": self.compass_angle,
+            "captured_at": self.captured_at_ms,
+            "sequence": self.sequence,
+            "is_pano": self.is_pano,
+            "creator": {"username": self.creator, "id": f"u-{self.creator}"},
+        }
+        record = {"id": self.image_id}
+        record.update({name: full[name] for name in fields if name in full and full[name] is not None})
+        return record
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A canned response: status, JSON (dict) or raw (bytes) body, extra headers."""
+
+    status: int
+    body: dict[str, Any] | bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    path: str
+    query: dict[str, str]
+    authorization: str | None
+    at: float
+
+
+def jpeg_bytes(image_id: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small JPEG whose colour depends on the image id (so images differ)."""
+    digest = hashlib.sha1(image_id.encode()).digest()
+    buffer = io.BytesIO()
+    Image.new("RGB", size, tuple(digest[:3])).save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+class MapillaryServer:
+    """
+    The loopback Mapillary server; use as a context manager (``with MapillaryServer(images) as server``).
+
+    Parameters
+    ----------
+    images
+        Images the server holds.
+    token
+        The token it accepts (``Authorization: OAuth <token>``).
+    max_results
+        Most results one bbox search returns (2,000 on Mapillary).
+    latency_s
+        Sleep before every answer, in seconds (threads: other requests are not held up).
+    auth_error_style
+        ``"401"`` (HTTP 401) or ``"oauth400"`` (HTTP 400 with an ``OAuthException`` / code 190 body).
+    thumb_size
+        Pixel size of the served JPEGs.
+    """
+
+    def __init__(
+        self,
+        images: list[FakeImage] | tuple[FakeImage, ...] = (),
+        *,
+        token: str = "MLY|1234|test-secret",
+        max_results: int = 2000,
+        latency_s: float = 0.0,
+        auth_error_style: str = "401",
+        thumb_size: tuple[int, int] = (64, 48),
+    ) -> None:
+        self.images = {image.image_id: image for image in images}
+        self.token = token
+        self.max_results = max_results
+        self.latency_s = latency_s
+        self.auth_error_style = auth_error_style
+        self.thumb_size = thumb_size
+        self.timeout_above_deg: float | None = None
+        self.truncate_ids: set[str] = set()
+        self.expire_first_url: set[str] = set()
+        self.log: list[LoggedRequest] = []
+        self._faults: dict[str, deque[Fault]] = {}
+        self._expired: set[str] = set()
+        self._signatures = 0
+        self._jpegs: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> MapillaryServer:
+        handler = _make_handler(self)
+        httpd = _Server(("127.0.0.1", 0), handler)
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> MapillaryServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL (use as ``graph_url``)."""
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # ---------------------------------------------------------------- test controls
+    def inject(self, path: str, *faults: Fault) -> None:
+        """Answer the next requests to ``path`` (e.g. ``/images``, ``/123``, ``/thumbs/123.jpg``) with ``faults``."""
+        with self._lock:
+            self._faults.setdefault(path, deque()).extend(faults)
+
+    def count(self, path: str) -> int:
+        """Requests received for exactly ``path`` (faulted ones included)."""
+        with self._lock:
+            return sum(1 for request in self.log if request.path == path)
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(request.path for request in self.log)
+
+    def requests_to(self, path: str) -> list[LoggedRequest]:
+        with self._lock:
+            return [request for request in self.log if request.path == path]
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self.log.clear()
+
+    # ---------------------------------------------------------------- request handling
+    def handle(self, path: str, query: dict[str, str], authorization: str | None) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            self.log.append(LoggedRequest(path, query, authorization, time.monotonic()))
+            queued = self._faults.get(path)
+            fault = queued.popleft() if queued else None
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        if fault is not None:
+            body = fault.body if isinstance(fault.body, bytes) else json.dumps(fault.body).encode()
+            return fault.status, body, {"Content-Type": "application/json", **fault.headers}
+        if path.startswith("/thumbs/"):
+            return self._thumbnail(path, query)
+        if authorization != f"OAuth {self.token}":
+            if self.auth_error_style == "oauth400":
+                return _json(400, OAUTH_ERROR_BODY)
+            return _json(401, {"error": {"message": "Unauthorized", "type": "OAuthException", "code": 190}})
+        if path == "/images":
+            return self._search(query)
+        return self._entity(path.lstrip("/"), query)
+
+    def _search(self, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            minx, miny, maxx, maxy = (float(v) for v in query["bbox"].split(","))
+        except (KeyError, ValueError):
+            return _json(400, {"error": {"message": "Invalid bbox", "type": "MLYApiException", "code": 100}})
+        if self.timeout_above_deg is not None and (maxx - minx) > self.timeout_above_deg:
+            return _json(400, QUERY_TIMEOUT_BODY)
+        fields = query.get("fields", "id").split(",")
+        limit = min(int(query.get("limit", self.max_results)), self.max_results)
+        inside = sorted(
+            (image for image in self.images.values() if minx <= image.lon <= maxx and miny <= image.lat <= maxy),
+            key=lambda image: image.image_id,
+        )
+        return _json(200, {"data": [image.as_json(fields) for image in inside[:limit]]})
+
+    def _entity(self, image_id: str, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        if image_id not in self.images:
+            return _json(404, {"error": {"message": f"Unsupported get request. Object {image_id} does not exist",
+                                         "type": "GraphMethodException", "code": 100}})  # fmt: skip
+        record: dict[str, Any] = {"id": image_id}
+        for name in query.get("fields", "id").split(","):
+            if name in THUMB_FIELDS:
+                with self._lock:
+                    self._signatures += 1
+                    signature = f"s{self._signatures}"
+                    if image_id in self.expire_first_url:
+                        self.expire_first_url.discard(image_id)
+                        self._expired.add(signature)
+                record[name] = f"{self.url}/thumbs/{image_id}.jpg?sig={signature}"
+        return _json(200, record)
+
+    def _thumbnail(self, path: str, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        image_id = path.removeprefix("/thumbs/").removesuffix(".jpg")
+        if image_id not in self.images:
+            return 404, b"not found", {"Content-Type": "text/plain"}
+        if query.get("sig") in self._expired or "sig" not in query:
+            return 403, b"URL signature expired", {"Content-Type": "text/plain"}
+        with self._lock:
+            if image_id not in self._jpegs:
+                self._jpegs[image_id] = jpeg_bytes(image_id, self.thumb_size)
+            content = self._jpegs[image_id]
+        if image_id in self.truncate_ids:
+            content = content[: len(content) // 2]
+        return 200, content, {"Content-Type": "image/jpeg"}
+
+
+def _json(status: int, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps(body).encode(), {"Content-Type": "application/json"}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops SYNs under 32 concurrent connects (1 s stalls)
+    allow_reuse_address = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that was cancelled mid-request (the kill-and-resume test) closes its socket: not an error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+def _make_handler(server: MapillaryServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+        # Headers and body go out in two writes; with Nagle on, the body waits for the client's delayed ACK
+        # (~40 ms per response on Linux), which would swamp the latency being simulated.
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+            status, body, headers = server.handle(parts.path, query, self.headers.get("Authorization"))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # silence the per-request log on stderr
+
+    return Handler
