@@ -16,7 +16,7 @@ import shapely
 
 from ugdata_pipeline.errors import OsmSourceError
 from ugdata_pipeline.osm import tags as osm_tags
-from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, STREET_COLUMNS, OsmExtract, frame
+from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, STREET_COLUMNS, TREE_COLUMNS, OsmExtract, frame
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _tags(obj: osmium.osm.OSMObject) -> dict[str, str]:
 
 
 class _Collector(osmium.SimpleHandler):
-    """Collects street ways, POI nodes and AOI areas as plain lists."""
+    """Collects street ways, POI nodes, tree nodes and AOI areas as plain lists."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,6 +66,8 @@ class _Collector(osmium.SimpleHandler):
         self.street_coords: list[list[tuple[float, float]]] = []
         self.pois: dict[str, list] = {name: [] for name in POI_COLUMNS}
         self.poi_coords: list[tuple[float, float]] = []
+        self.tree_ids: list[str] = []
+        self.tree_coords: list[tuple[float, float]] = []
         self.aois: dict[str, list] = {name: [] for name in AOI_COLUMNS}
         self.aoi_wkb: list[bytes] = []
         self.wkb = osmium.geom.WKBFactory()
@@ -86,6 +88,9 @@ class _Collector(osmium.SimpleHandler):
         if decided is None or not n.location.valid():
             return
         self._seen(n)
+        if tags.get("natural") == "tree":
+            self.tree_ids.append(f"n{n.id}")
+            self.tree_coords.append((n.location.lon, n.location.lat))
         category, tag = decided
         self.pois["osm_id"].append(f"n{n.id}")
         self.pois["name"].append(osm_tags.first_name(tags))
@@ -156,7 +161,7 @@ def read_osm_file(path: str | Path) -> OsmExtract:
     Returns
     -------
     extract
-        Streets, POIs and AOIs in EPSG:4326, with the snapshot date (replication header, else the newest
+        Streets, POIs, AOIs and trees in EPSG:4326, with the snapshot date (replication header, else the newest
         object timestamp) when the file carries one.
     """
     path = Path(path)
@@ -175,6 +180,8 @@ def read_osm_file(path: str | Path) -> OsmExtract:
     streets = frame(collector.streets, STREET_COLUMNS, list(lines))
     points = shapely.points(collector.poi_coords) if collector.poi_coords else []
     pois = frame(collector.pois, POI_COLUMNS, list(points))
+    tree_points = shapely.points(collector.tree_coords) if collector.tree_coords else []
+    trees = frame({"osm_id": collector.tree_ids}, TREE_COLUMNS, list(tree_points))
     areas = shapely.from_wkb(collector.aoi_wkb) if collector.aoi_wkb else []
     aois = frame(collector.aois, AOI_COLUMNS, list(areas))
     invalid = ~aois.geometry.is_valid
@@ -194,6 +201,7 @@ def read_osm_file(path: str | Path) -> OsmExtract:
         aois=aois.reset_index(drop=True),
         source=f"file {path.name}",
         snapshot=snapshot,
+        trees=trees,
         counts={
             "skipped_ways": collector.skipped_ways,
             "skipped_areas": collector.skipped_areas,
@@ -201,7 +209,7 @@ def read_osm_file(path: str | Path) -> OsmExtract:
         },
     )
     logger.info(
-        "read %s: %s street ways, %s POIs, %s AOIs", path.name, f"{len(streets):,}", f"{len(pois):,}",
-        f"{len(aois):,}",
+        "read %s: %s street ways, %s POIs, %s AOIs, %s trees", path.name, f"{len(streets):,}", f"{len(pois):,}",
+        f"{len(aois):,}", f"{len(trees):,}",
     )
     return extract

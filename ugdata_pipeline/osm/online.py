@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from ugdata_pipeline.cities import City, bbox_area_km2
 from ugdata_pipeline.errors import OsmSourceError
 from ugdata_pipeline.osm import tags as osm_tags
-from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, STREET_COLUMNS, OsmExtract, frame
+from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, STREET_COLUMNS, TREE_COLUMNS, OsmExtract, frame
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +150,28 @@ def places_from_features(features: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, 
     return frame(pois, POI_COLUMNS, poi_geoms), frame(aois, AOI_COLUMNS, aoi_geoms)
 
 
+def trees_from_features(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """
+    The ``trees`` table from an osmnx features frame: ``natural=tree`` nodes with Point geometry.
+
+    Overpass returns them with the ``natural`` key that :data:`FEATURE_TAGS` already requests.
+    """
+    if "natural" not in features.columns or features.empty:
+        return frame({}, TREE_COLUMNS, [])
+    elements = features.index.get_level_values(0)
+    is_tree = (
+        (elements == "node")
+        & (features["natural"].map(_as_text) == "tree").to_numpy()
+        & (features.geometry.geom_type == "Point").to_numpy()
+    )
+    picked = features[is_tree]
+    ids = [f"n{osm_id}" for osm_id in picked.index.get_level_values(1)]
+    return frame({"osm_id": ids}, TREE_COLUMNS, list(picked.geometry.values))
+
+
 def download_city_osm(city: City, *, cache_dir: Path | None = None) -> OsmExtract:
     """
-    Download a city's streets, POIs and AOIs from Overpass through osmnx.
+    Download a city's streets, POIs, AOIs and trees from Overpass through osmnx.
 
     Parameters
     ----------
@@ -168,13 +187,15 @@ def download_city_osm(city: City, *, cache_dir: Path | None = None) -> OsmExtrac
     streets = streets_from_graph(G)
     features = ox.features_from_polygon(polygon, tags=FEATURE_TAGS)
     pois, aois = places_from_features(features)
+    trees = trees_from_features(features)
     extract = OsmExtract(
         streets=streets,
         pois=pois,
         aois=aois,
         source=f"osmnx {city.source.describe()}",
         snapshot=datetime.now(tz=UTC),  # Overpass serves the live database
+        trees=trees,
     )
-    logger.info("downloaded %s: %s street pieces, %s POIs, %s AOIs", city.slug, f"{len(streets):,}",
-                f"{len(pois):,}", f"{len(aois):,}")  # fmt: skip
+    logger.info("downloaded %s: %s street pieces, %s POIs, %s AOIs, %s trees", city.slug, f"{len(streets):,}",
+                f"{len(pois):,}", f"{len(aois):,}", f"{len(trees):,}")  # fmt: skip
     return extract

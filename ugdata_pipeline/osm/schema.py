@@ -11,6 +11,9 @@
 ``aois``
     Areas: ``osm_id`` (``w<id>`` or ``r<id>``), ``name``, ``category``, ``tag``, ``address``, ``height_m``,
     ``is_building``, Polygon/MultiPolygon ``geometry``.
+``trees``
+    Single trees (``natural=tree`` nodes, which are also POIs of category ``natural``): ``osm_id`` (``n<id>``)
+    and Point ``geometry``; the street-view renderer draws them. Empty when the source maps none.
 
 Everything is EPSG:4326.
 """
@@ -28,6 +31,7 @@ CRS = "EPSG:4326"
 STREET_COLUMNS: tuple[str, ...] = ("way_id", "name", "highway", "category", "node_ids")
 POI_COLUMNS: tuple[str, ...] = ("osm_id", "name", "category", "tag", "address", "height_m")
 AOI_COLUMNS: tuple[str, ...] = ("osm_id", "name", "category", "tag", "address", "height_m", "is_building")
+TREE_COLUMNS: tuple[str, ...] = ("osm_id",)
 
 _DTYPES: dict[str, str] = {
     "way_id": "int64",
@@ -51,9 +55,14 @@ def frame(rows: dict[str, list], columns: tuple[str, ...], geometry: list | gpd.
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geometry, crs=CRS).values, crs=CRS)
 
 
+def empty_trees() -> gpd.GeoDataFrame:
+    """A ``trees`` table with no rows (the default for extracts made without trees)."""
+    return frame({}, TREE_COLUMNS, [])
+
+
 @dataclass(slots=True)
 class OsmExtract:
-    """The three normalized tables of one city, plus where they came from."""
+    """The normalized tables of one city (streets, POIs, AOIs, trees), plus where they came from."""
 
     streets: gpd.GeoDataFrame
     pois: gpd.GeoDataFrame
@@ -61,6 +70,7 @@ class OsmExtract:
     source: str  # human-readable description of the source, e.g. "file Helsinki.osm.pbf"
     snapshot: datetime | None = None  # newest OSM timestamp seen (or the replication header), if known
     counts: dict[str, int] = field(default_factory=dict)  # skipped/repaired objects, for metadata
+    trees: gpd.GeoDataFrame = field(default_factory=empty_trees)  # natural=tree nodes (osm_id, Point)
 
     def summary(self) -> dict[str, object]:
         """Counts and provenance for logs and asset metadata."""
@@ -69,6 +79,7 @@ class OsmExtract:
             "named_streets": int(self.streets["name"].notna().sum()),
             "pois": len(self.pois),
             "aois": len(self.aois),
+            "trees": len(self.trees),
             "source": self.source,
             "snapshot": self.snapshot.isoformat() if self.snapshot else "unknown",
             **self.counts,

@@ -1,0 +1,960 @@
+"""The offline street-view renderer: the default image source, drawn from the city's own OSM geometry.
+
+Each view is a pinhole camera ``eye_height_m`` above the ground, level, looking along ``heading_deg``
+(clockwise from grid north of the scene's metric CRS). It is drawn by a vectorised 2.5D column raycaster:
+
+1. the footprint edges within ``max_distance_m`` (STRtree query) that face the camera and meet the view
+   frustum are intersected with one ray per image column; the nearest hit per column gives the wall's depth,
+   building and position along the façade, hence the wall's top and bottom rows;
+2. walls get the building's façade colour and sun shade, a window grid (bays by position along the wall,
+   storeys of 3.2 m, a per-window tint), a darker cornice, and for POIs a shop window and a sign band in the
+   POI category's colour at ground-floor height;
+3. below the horizon every pixel's ground point is looked up in the land-cover raster (roads, parks, land use,
+   water); above the walls is a sky gradient; both fade into haze with distance;
+4. trees (``natural=tree``) and free-standing POI sign boards are billboards, far to near, hidden behind
+   nearer walls;
+5. a per-view brightness and sky variation and mild pixel noise come from the view's RNG.
+
+The same scene, position, heading, config and RNG state give the same bytes. :func:`render_view` also
+returns the *scene facts* it drew (visible buildings, POIs, areas and trees with names, categories, distances
+and sides; pixel fractions), which the captioner and the perception task read.
+
+:func:`render_city` samples cameras along the named streets (:mod:`ugdata_pipeline.imagery.cameras`),
+renders them to ``<root>/<city>/images/<image_id>.png`` (atomic writes; the scene facts and a config
+fingerprint travel inside the file, so a rerun skips finished images and still lists their facts) and returns
+the ``images`` manifest with ``source="render"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+from PIL import Image, PngImagePlugin
+
+from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.imagery.cameras import sample_cameras
+from ugdata_pipeline.imagery.scene import (
+    FLOOR_HEIGHT_M,
+    GREEN_CLASSES,
+    GROUND_PALETTE,
+    ROAD_CLASSES,
+    SIGN_HALF_WIDTH_M,
+    Scene,
+    build_scene,
+    stable_hash,
+)
+from ugdata_pipeline.osm.schema import OsmExtract
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the drawing changes, so that existing files are re-rendered.
+RENDER_VERSION = 1
+#: The ``creator`` of every rendered image (the offline twin of Mapillary).
+CREATOR = "ugdata-render (offline twin)"
+SOURCE = "render"
+#: Columns of the ``images`` manifest (shared with the Mapillary source).
+IMAGE_COLUMNS: tuple[str, ...] = (
+    "image_id", "source", "lon", "lat", "compass_angle", "captured_at", "sequence_id", "path", "width", "height",
+    "is_pano", "creator", "scene_facts",
+)  # fmt: skip
+#: At most this many entries in ``scene_facts["visible"]``.
+MAX_VISIBLE = 20
+_FACTS_KEY = "ugdata:scene_facts"
+_FINGERPRINT_KEY = "ugdata:render"
+_NEAR_M = 0.3
+_MIN_PIXELS = 6  # fewer pixels than this do not make a thing "visible"
+_AHEAD_DEG = 15.0  # things within this angle of the view axis are "ahead"
+_TREE_RANGE_M = 150.0
+_HAZE = np.array([196, 204, 212], dtype=np.float32)
+_SKY_TOP = np.array([84, 134, 196], dtype=np.float32)
+_SKY_HORIZON = np.array([190, 212, 232], dtype=np.float32)
+_OVERCAST = np.array([176, 180, 186], dtype=np.float32)
+_WINDOW_TINTS = np.array([(44, 54, 66), (60, 72, 88), (96, 118, 140), (34, 38, 44), (70, 84, 96),
+                          (206, 192, 140)], dtype=np.float32)  # fmt: skip
+_GLASS = np.array([120, 150, 168], dtype=np.float32)
+_TRUNK = np.array([88, 66, 48], dtype=np.float32)
+_POST = np.array([70, 72, 76], dtype=np.float32)
+
+
+class RenderInputError(UgdataError, ValueError):
+    """A render option or input is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderConfig:
+    """
+    Options of the offline renderer.
+
+    Attributes
+    ----------
+    size
+        Image width and height in pixels (square), 16..2048.
+    spacing_m
+        Distance between cameras along a street, metres.
+    fov_deg
+        Horizontal field of view, degrees in (10, 170).
+    eye_height_m
+        Camera height above the ground, metres.
+    max_distance_m
+        Nothing farther than this is drawn (haze instead), metres.
+    heading_jitter_deg
+        Half-width of the uniform jitter around the street tangent, degrees.
+    default_building_height_m
+        Typical height of a building without height tags, metres.
+    image_format
+        ``"png"`` (lossless, the default) or ``"jpeg"``.
+    seed
+        Seeds heading jitter, lighting and noise; same seed, same images.
+    noise
+        Standard deviation of the pixel noise, in 0..255 units.
+    max_views
+        Cap on views per city (evenly spread over all cameras), ``None`` for all.
+    """
+
+    size: int = 256
+    spacing_m: float = 40.0
+    fov_deg: float = 90.0
+    eye_height_m: float = 2.5
+    max_distance_m: float = 200.0
+    heading_jitter_deg: float = 8.0
+    default_building_height_m: float = 10.0
+    image_format: str = "png"
+    seed: int = 0
+    noise: float = 2.5
+    max_views: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`RenderInputError` naming the first bad option."""
+        checks = (
+            ("size", isinstance(self.size, int) and 16 <= self.size <= 2048, "an integer in 16..2048"),
+            ("spacing_m", _positive(self.spacing_m), "a positive number of metres"),
+            ("fov_deg", _positive(self.fov_deg) and 10 < self.fov_deg < 170, "degrees in (10, 170)"),
+            ("eye_height_m", _positive(self.eye_height_m), "a positive number of metres"),
+            ("max_distance_m", _positive(self.max_distance_m), "a positive number of metres"),
+            ("heading_jitter_deg", _positive(self.heading_jitter_deg, zero=True) and self.heading_jitter_deg < 90,
+             "degrees in [0, 90)"),
+            ("default_building_height_m", _positive(self.default_building_height_m), "a positive number of metres"),
+            ("image_format", self.image_format in {"png", "jpeg"}, '"png" or "jpeg"'),
+            ("seed", isinstance(self.seed, int) and not isinstance(self.seed, bool), "an integer"),
+            ("noise", _positive(self.noise, zero=True), "a number >= 0"),
+            ("max_views", self.max_views is None or (isinstance(self.max_views, int) and self.max_views >= 0),
+             "None or an integer >= 0"),
+        )  # fmt: skip
+        for name, ok, accepted in checks:
+            if not ok:
+                msg = f"RenderConfig.{name} must be {accepted}, got {getattr(self, name)!r}"
+                raise RenderInputError(msg)
+
+    @property
+    def extension(self) -> str:
+        """File extension of the images (``png`` or ``jpg``)."""
+        return "jpg" if self.image_format == "jpeg" else "png"
+
+    def fingerprint(self, city_slug: str) -> str:
+        """A short hash of everything that changes the pixels of ``city_slug``'s images (not ``max_views``)."""
+        options = {k: v for k, v in asdict(self).items() if k not in {"max_views", "spacing_m"}}
+        return hashlib.sha1(json.dumps([RENDER_VERSION, city_slug, options], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _positive(value: object, *, zero: bool = False) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return value >= 0 if zero else value > 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Camera:
+    """Per-(size, field of view, eye height, range) constants of the pinhole model."""
+
+    focal_px: float
+    centre: float
+    u: np.ndarray  # (W,) tangent of each column's angle from the view axis
+    secant: np.ndarray  # (W,) 1 / cos(column angle): forward depth -> distance
+    rows: np.ndarray  # (H, 1) pixel-centre row coordinates
+    cols: np.ndarray  # (1, W) pixel-centre column coordinates
+    horizon_row: int  # first ground row
+    ground_depth: np.ndarray  # (Hg, 1) forward depth of each ground row's ground point, metres
+    ground_fog: np.ndarray  # (Hg, W) int32 haze level of each ground pixel, times the number of ground classes
+    sky: np.ndarray  # (Hs, 1, 1) 0 at the top, 1 at the horizon
+    noise_pool: np.ndarray  # packed int32 luminance noise (same value in R, G, B); a view takes a window
+
+
+_FOG_LEVELS = 24
+
+
+@lru_cache(maxsize=8)
+def _camera(size: int, fov_deg: float, eye_m: float, reach_m: float, noise: float) -> _Camera:
+    focal = (size / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+    centre = size / 2.0
+    cols = np.arange(size, dtype=np.float32) + 0.5
+    rows = np.arange(size, dtype=np.float32) + 0.5
+    u = ((cols - centre) / focal).astype(np.float32)
+    secant = np.sqrt(1.0 + u * u).astype(np.float32)
+    horizon = size // 2
+    ground_depth = (focal * eye_m / (rows[horizon:] - centre)).astype(np.float32)[:, None]
+    fog = np.clip(ground_depth * secant / reach_m, 0.0, 1.0) ** 1.5
+    ground_fog = (np.rint(fog * (_FOG_LEVELS - 1)).astype(np.int32)) * len(GROUND_PALETTE)
+    # a fixed pool of Gaussian noise: each view reads a window at an offset drawn from its own RNG
+    pool = np.rint(np.random.default_rng(20_240_501).standard_normal(4 * size * size) * noise)
+    pool = np.clip(pool, -_NOISE_MAX, _NOISE_MAX).astype(np.int32) * _ONE_PER_CHANNEL
+    return _Camera(
+        focal_px=focal, centre=centre, u=u, secant=secant, rows=rows[:, None], cols=cols[None, :],
+        horizon_row=horizon, ground_depth=ground_depth, ground_fog=ground_fog,
+        sky=(rows[:horizon] / centre)[:, None, None].astype(np.float32),
+        noise_pool=pool,
+    )  # fmt: skip
+
+
+def _side(u: float) -> str:
+    angle = math.degrees(math.atan(u))
+    if abs(angle) <= _AHEAD_DEG:
+        return "ahead"
+    return "right" if angle > 0 else "left"
+
+
+def _entry(osm_id: object, name: object, category: object, kind: str, distance: float, u: float) -> dict:
+    return {
+        "osm_id": None if osm_id is None else str(osm_id),
+        "name": None if name is None or (isinstance(name, float) and math.isnan(name)) else str(name),
+        "category": str(category), "kind": kind, "distance_m": round(float(distance), 1), "side": _side(u),
+    }  # fmt: skip
+
+
+def _to_u8(colour: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+
+
+# wall materials: an index into each column's palette
+_FACADE, _CORNICE, _SHOP_GLASS, _SIGN, _WINDOW0 = 1, 2, 3, 4, 5
+_MATERIALS = _WINDOW0 + len(_WINDOW_TINTS)
+
+
+@dataclass(slots=True)
+class WallHits:
+    """
+    Per-column result of the wall raycast (:func:`cast_walls`).
+
+    Attributes
+    ----------
+    depth
+        ``(W,)`` forward depth (along the view axis) of the nearest wall in metres; ``inf`` where none.
+    wall
+        ``(W,)`` index of the footprint edge hit (``Scene.wall_*``); meaningful where ``depth`` is finite.
+    fraction
+        ``(W,)`` position of the hit along that edge, 0 (start) to 1 (end).
+    """
+
+    depth: np.ndarray
+    wall: np.ndarray
+    fraction: np.ndarray
+
+
+def cast_walls(scene: Scene, x: float, y: float, heading_deg: float, *, size: int = 256, fov_deg: float = 90.0,
+               max_distance_m: float = 200.0) -> WallHits:  # fmt: skip
+    """
+    Cast one ray per image column against the footprint edges around ``(x, y)``; nearest hit per column.
+
+    Only edges within ``max_distance_m`` (STRtree box query) that face the camera and touch the view frustum
+    take part; a hit counts when its distance from the camera is below ``max_distance_m``.
+
+    Parameters
+    ----------
+    scene
+        The city's scene.
+    x, y
+        Camera position in metres in ``scene.crs_metric``.
+    heading_deg
+        View direction, degrees clockwise from grid north.
+    size, fov_deg, max_distance_m
+        Columns (pixels), horizontal field of view (degrees) and range (metres).
+
+    Returns
+    -------
+    hits
+        Depth, edge and position along the edge of the nearest wall, per column.
+    """
+    focal = (size / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+    u = ((np.arange(size, dtype=np.float32) + 0.5 - size / 2.0) / focal).astype(np.float32)
+    secant = np.sqrt(1.0 + u * u)
+    heading = math.radians(heading_deg)
+    fwd = np.array([math.sin(heading), math.cos(heading)])
+    right = np.array([math.cos(heading), -math.sin(heading)])
+    depth = np.full(size, np.inf, dtype=np.float32)
+    wall_index = np.zeros(size, dtype=np.int64)
+    fraction = np.zeros(size, dtype=np.float32)
+    reach = max_distance_m
+    candidates = scene.wall_tree.query(shapely.box(x - reach, y - reach, x + reach, y + reach))
+    if not candidates.size:
+        return WallHits(depth, wall_index, fraction)
+    a = scene.wall_start[candidates] - (x, y)
+    b = scene.wall_end[candidates] - (x, y)
+    d = b - a
+    ax, az, bx, bz = a @ right, a @ fwd, b @ right, b @ fwd
+    edge_u = float(u[-1]) * 1.02
+    keep = (a[:, 0] * d[:, 1] - a[:, 1] * d[:, 0]) < 0  # the camera is on the outer side of the edge
+    keep &= (az > _NEAR_M) | (bz > _NEAR_M)
+    keep &= ~((ax > edge_u * az) & (bx > edge_u * bz)) & ~((ax < -edge_u * az) & (bx < -edge_u * bz))
+    if not keep.any():
+        return WallHits(depth, wall_index, fraction)
+    candidates = candidates[keep]
+    dx = (bx[keep] - ax[keep]).astype(np.float32)[:, None]
+    dz = (bz[keep] - az[keep]).astype(np.float32)[:, None]
+    ax, az = ax[keep].astype(np.float32)[:, None], az[keep].astype(np.float32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = (u * az - ax) / (dx - u * dz)
+        t = az + w * dz
+        t[~((w >= -1e-5) & (w <= 1.00001) & (t > _NEAR_M) & (t * secant < reach))] = np.inf
+    nearest = np.argmin(t, axis=0)
+    columns = np.arange(size)
+    return WallHits(t[nearest, columns], candidates[nearest], np.clip(w[nearest, columns], 0.0, 1.0))
+
+
+def render_view(
+    scene: Scene,
+    x: float,
+    y: float,
+    heading_deg: float,
+    config: RenderConfig,
+    rng: np.random.Generator,
+    *,
+    street_name: str | None = None,
+    weather: float | None = None,
+) -> tuple[np.ndarray, dict]:
+    """
+    Draw one street-level view and the facts of what it shows.
+
+    Parameters
+    ----------
+    scene
+        The city's scene (:func:`ugdata_pipeline.imagery.scene.build_scene`).
+    x, y
+        Camera position in metres in ``scene.crs_metric``.
+    heading_deg
+        View direction, degrees clockwise from grid north of ``scene.crs_metric``.
+    config
+        Size, field of view, eye height, range, noise (not validated here; :func:`render_city` validates).
+    rng
+        Source of the per-view lighting and noise; the image is a pure function of its state.
+    street_name
+        Recorded in the facts as ``street_name``.
+    weather
+        Cloud cover in ``[0, 1]`` (greys the sky and the haze); by default drawn from ``rng`` in
+        ``[0, 0.3]``. :func:`render_city` fixes it per sequence, as one capture session has one sky.
+
+    Returns
+    -------
+    image, facts
+        ``(size, size, 3)`` uint8 RGB, and the ``scene_facts`` dict of the data contract (``visible`` nearest
+        first, at most :data:`MAX_VISIBLE`; ``*_fraction`` shares of the image's pixels).
+    """
+    size = config.size
+    eye, reach = float(config.eye_height_m), float(config.max_distance_m)
+    cam = _camera(size, float(config.fov_deg), eye, reach, float(config.noise))
+    focal, centre, horizon, u = cam.focal_px, cam.centre, cam.horizon_row, cam.u
+    heading = math.radians(heading_deg)
+    fwd = np.array([math.sin(heading), math.cos(heading)])
+    right = np.array([math.cos(heading), -math.sin(heading)])
+
+    # ---- per-view lighting (always drawn in this order, so the RNG stream is fixed)
+    brightness = 1.0 + rng.uniform(-0.03, 0.03)
+    drawn_weather = rng.uniform(0.0, 0.3)
+    overcast = float(np.clip(drawn_weather if weather is None else weather, 0.0, 1.0))
+    noise_offset = int(rng.integers(0, 3 * size * size))
+    haze = _HAZE * (1.0 - 0.3 * overcast) + _OVERCAST * 0.3 * overcast
+
+    # Every pixel is an index into this view's palette of packed colours: sky rows, then ground classes by haze
+    # level, then each column's wall materials, then billboard colours. Labels for the facts are index ranges.
+    sky_top = _SKY_TOP * (1.0 - overcast) + _OVERCAST * overcast
+    sky_low = _SKY_HORIZON * (1.0 - overcast) + _OVERCAST * overcast
+    fogs = np.linspace(0.0, 1.0, _FOG_LEVELS, dtype=np.float32)[:, None, None]
+    palettes = [
+        _pack((sky_top * (1.0 - cam.sky[:, 0]) + sky_low * cam.sky[:, 0]) * brightness),
+        _pack((GROUND_PALETTE[None] * (1.0 - fogs) + haze * fogs) * brightness),
+    ]
+    ground_start = horizon
+    walls_start = ground_start + len(palettes[1])
+    billboards_start = walls_start + size * _MATERIALS
+    index = np.empty((size, size), dtype=np.int32)
+    index[:horizon] = np.arange(horizon, dtype=np.int32)[:, None]
+
+    # ---- ground: each pixel's ground point looked up in the land-cover raster
+    res = scene.ground_resolution_m
+    raster_rows, raster_cols = scene.ground_class.shape
+    origin_x, origin_y = (x - scene.ground_origin[0]) / res, (y - scene.ground_origin[1]) / res
+    ray_x = ((fwd[0] + u * right[0]) / res).astype(np.float32)
+    ray_y = ((fwd[1] + u * right[1]) / res).astype(np.float32)
+    ix = (cam.ground_depth * ray_x + np.float32(origin_x)).astype(np.int32)
+    iy = (cam.ground_depth * ray_y + np.float32(origin_y)).astype(np.int32)
+    np.clip(ix, 0, raster_cols - 1, out=ix)  # the raster reaches max_distance_m beyond every street
+    np.clip(iy, 0, raster_rows - 1, out=iy)
+    ground_class = np.take(scene.ground_class, iy * raster_cols + ix)
+    np.add(cam.ground_fog, ground_class, out=index[horizon:])
+    index[horizon:] += ground_start
+
+    # ---- walls: one ray per column, then a material per pixel and a palette per column
+    hits = cast_walls(scene, x, y, heading_deg, size=size, fov_deg=float(config.fov_deg), max_distance_m=reach)
+    depth, wall_index = hits.depth, hits.wall
+    hit = np.isfinite(depth)
+    building = scene.wall_building[wall_index] if len(scene.wall_building) else np.zeros(size, np.int64)
+    sign_poi = np.full(size, -1, dtype=np.int64)
+    band_pixels = np.zeros(size, dtype=np.int64)
+    wall_palette = np.zeros((size, _MATERIALS, 3), dtype=np.float32)
+    if hit.any():
+        hit_depth = np.where(hit, depth, 0.0).astype(np.float32)
+        height = np.where(hit, scene.building_height_m[building], 0.0).astype(np.float32)
+        with np.errstate(divide="ignore"):
+            top = np.where(hit, centre - focal * (height - eye) / depth, np.inf).astype(np.float32)
+            bottom = np.where(hit, centre + focal * eye / depth, -np.inf).astype(np.float32)
+        first = max(0, math.floor(float(top[hit].min())))
+        last = min(size, math.ceil(float(bottom[hit].max())) + 1)
+        rows = cam.rows[first:last]
+        band_wall = (rows >= top) & (rows < bottom)
+        z = eye + (centre - rows) * (hit_depth / np.float32(focal))  # height of each wall pixel above ground
+        along = scene.wall_along_m[wall_index] + hits.fraction * scene.wall_length_m[wall_index]
+        bay_pos = along / scene.building_bay_m[building]
+        bay_index = np.floor(bay_pos)
+        in_bay = bay_pos - bay_index
+        storey = np.floor(z * np.float32(1.0 / FLOOR_HEIGHT_M))
+        in_storey = z - storey * np.float32(FLOOR_HEIGHT_M)
+        window = (in_storey > 0.9) & (in_storey < 2.3) & (z < height - 0.9) & ((in_bay > 0.2) & (in_bay < 0.8))
+        column_seed = ((bay_index.astype(np.int64) * 7919 + scene.building_seed[building]) % 65_521).astype(np.int32)
+        tint = (storey.astype(np.int32) * 104_729 + column_seed) % len(_WINDOW_TINTS)
+        material = np.where(window, tint + _WINDOW0, _FACADE)
+        material[z > height - 0.5] = _CORNICE
+        sign_poi = np.where(hit, scene.wall_sign_poi[wall_index], -1)
+        has_sign = sign_poi >= 0
+        if has_sign.any():
+            has_sign &= np.abs(along - scene.wall_sign_along_m[wall_index]) <= SIGN_HALF_WIDTH_M
+            sign_poi = np.where(has_sign, sign_poi, -1)
+        if has_sign.any():
+            signed = np.flatnonzero(has_sign)
+            zs = z[:, signed]
+            shop = (zs > 0.3) & (zs < 2.3) & ((in_bay[signed] > 0.06) & (in_bay[signed] < 0.94))
+            band = (zs >= 2.5) & (zs < 3.4)
+            material[:, signed] = np.where(shop, _SHOP_GLASS, np.where(band, _SIGN,
+                                           np.where(zs < 3.2, _FACADE, material[:, signed])))  # fmt: skip
+            band_pixels[signed] = (band & band_wall[:, signed]).sum(axis=0)
+        material += walls_start + np.arange(size, dtype=np.int32) * _MATERIALS
+        np.copyto(index[first:last], material, where=band_wall, casting="unsafe")
+        # each column's palette: façade, cornice, glass, sign, window tints; shaded, hazed, lit
+        base = scene.building_color[building]
+        wall_palette[:, _FACADE] = base
+        wall_palette[:, _CORNICE] = base * 0.72
+        wall_palette[:, _SHOP_GLASS] = _GLASS
+        wall_palette[:, _SIGN] = scene.poi_color[np.maximum(sign_poi, 0)] if len(scene.poi_color) else 0.0
+        wall_palette[:, _WINDOW0:] = _WINDOW_TINTS[None] * 0.6 + base[:, None] * 0.4  # glass mirrors the wall
+        shade = scene.wall_shade[wall_index][:, None, None]
+        fog = (np.clip(hit_depth * cam.secant / reach, 0.0, 1.0) ** 1.5)[:, None, None]
+        wall_palette = ((wall_palette * shade) * (1.0 - fog) + haze * fog) * brightness
+    palettes.append(_pack(wall_palette))
+
+    # ---- billboards: trees and free-standing POI boards, far to near, hidden behind nearer walls
+    drawn: list[tuple[str, int, int, float, float]] = []  # kind, index, pixels, distance, u
+    extra: list[np.ndarray] = []
+    for kind, item, across, ahead in _billboards(scene, x, y, fwd, right, float(u[-1]), reach):
+        start = billboards_start + sum(len(p) for p in extra)
+        pixels, colours = _draw_billboard(scene, kind, item, across, ahead, index, start, depth, cam, eye, reach,
+                                          haze, brightness)  # fmt: skip
+        if pixels:
+            extra.append(colours)
+            drawn.append((kind, item, pixels, math.hypot(across, ahead), across / ahead))
+    palette = np.concatenate(palettes + extra)
+
+    # ---- colours, plus mild luminance noise from a window of the fixed pool chosen by the view's RNG
+    packed = np.take(palette, index)
+    if config.noise > 0:
+        packed += cam.noise_pool[noise_offset : noise_offset + size * size].reshape(size, size)
+    channels = packed.view(np.uint8).reshape(size, size, 4)
+    image = np.empty((size, size, 3), dtype=np.uint8)
+    for channel in range(3):
+        image[..., channel] = channels[..., channel]
+
+    facts = _facts(scene, index, (walls_start, billboards_start), building, depth, hit, sign_poi, band_pixels,
+                   ground_class, (iy, ix), u, cam, drawn, street_name, (x, y))  # fmt: skip
+    return image, facts
+
+
+_NOISE_MAX = 8  # noise is clipped to +-_NOISE_MAX and colours to [_NOISE_MAX, 255 - _NOISE_MAX], so no channel wraps
+_ONE_PER_CHANNEL = int(np.frombuffer(bytes([1, 1, 1, 0]), dtype=np.int32)[0])
+
+
+def _pack(colour: np.ndarray) -> np.ndarray:
+    """RGB floats ``(..., 3)`` -> flat int32 whose bytes are R, G, B, 0 (in memory order)."""
+    rgb = np.clip(np.rint(colour.reshape(-1, 3)), _NOISE_MAX, 255 - _NOISE_MAX).astype(np.uint8)
+    rgba = np.zeros((len(rgb), 4), dtype=np.uint8)
+    rgba[:, :3] = rgb
+    return rgba.view(np.int32).ravel()
+
+
+def _billboards(
+    scene: Scene, x: float, y: float, fwd: np.ndarray, right: np.ndarray, edge_u: float, reach: float,
+) -> list[tuple[str, int, float, float]]:
+    """Trees and free POI boards in view, as (kind, index, across, ahead), farthest first."""
+    items: list[tuple[str, int, float, float]] = []
+    limit = min(reach, _TREE_RANGE_M)
+    free = scene.free_poi_index
+    for kind, xy, index in (("tree", scene.tree_xy, np.arange(len(scene.tree_xy))),
+                            ("poi", scene.poi_xy[free], free)):  # fmt: skip
+        if not len(index):
+            continue
+        rel = xy - (x, y)
+        ahead, across = rel @ fwd, rel @ right
+        keep = (ahead > 1.0) & (np.abs(across) < edge_u * ahead + 4.0) & (np.hypot(ahead, across) < limit)
+        items.extend((kind, int(i), float(c), float(a)) for i, c, a in zip(index[keep], across[keep], ahead[keep],
+                                                                          strict=True))  # fmt: skip
+    items.sort(key=lambda item: (-item[3], item[0], item[1]))
+    return items
+
+
+_CROWN_TONES = np.array([0.8, 0.9, 1.0, 1.1], dtype=np.float32)
+
+
+def _draw_billboard(
+    scene: Scene, kind: str, item: int, across: float, ahead: float, index: np.ndarray, start: int,
+    wall_depth: np.ndarray, cam: _Camera, eye: float, reach: float, haze: np.ndarray, brightness: float,
+) -> tuple[int, np.ndarray]:
+    """Draw one tree or sign board into ``index`` (its colours numbered from ``start``); pixels and colours."""
+    size = index.shape[0]
+    focal, centre = cam.focal_px, cam.centre
+    scale = focal / ahead
+    column = centre + across * scale
+    ground_row = centre + eye * scale
+    if kind == "tree":
+        radius_m, crown_m = float(scene.tree_crown_m[item]), float(scene.tree_crown_height_m[item])
+        half_width = radius_m * scale
+        top_row = centre - (crown_m + radius_m - eye) * scale
+    else:
+        half_width = 0.8 * scale
+        top_row = centre - (2.7 - eye) * scale
+    c0, c1 = max(0, math.floor(column - half_width)), min(size, math.ceil(column + half_width) + 1)
+    r0, r1 = max(0, math.floor(top_row)), min(size, math.ceil(ground_row) + 1)
+    empty = np.empty(0, dtype=np.int32)
+    if c0 >= c1 or r0 >= r1:
+        return 0, empty
+    rows = cam.rows[r0:r1]
+    cols = cam.cols[:, c0:c1]
+    visible = ahead < wall_depth[c0:c1][None, :]
+    fog = min(1.0, math.hypot(across, ahead) / reach) ** 1.5
+    patch = index[r0:r1, c0:c1]
+    if kind == "tree":
+        crown_row = centre - (crown_m - eye) * scale
+        crown = (((cols - column) ** 2 + ((rows - crown_row) * 1.15) ** 2) <= half_width**2) & visible
+        trunk = (np.abs(cols - column) <= max(0.5, 0.18 * scale)) & (rows >= crown_row) & (rows < ground_row)
+        trunk &= visible & ~crown
+        # the crown is lighter at the top: four tones by height
+        tone = np.clip(((crown_row + half_width - rows) / max(2 * half_width, 1e-3) * 4).astype(np.int32), 0, 3)
+        colours = np.concatenate([scene.tree_color[item][None] * _CROWN_TONES[:, None], _TRUNK[None]])
+        np.copyto(patch, start + tone, where=crown)
+        np.copyto(patch, start + 4, where=trunk)
+        pixels = int(crown.sum() + trunk.sum())
+    else:
+        board_row0, board_row1 = centre - (2.7 - eye) * scale, centre - (1.7 - eye) * scale
+        board = (np.abs(cols - column) <= half_width) & (rows >= board_row0) & (rows < board_row1) & visible
+        post = (np.abs(cols - column) <= max(0.5, 0.06 * scale)) & (rows >= board_row1) & (rows < ground_row)
+        post &= visible
+        colours = np.stack([scene.poi_color[item], _POST])
+        np.copyto(patch, start, where=board)
+        np.copyto(patch, start + 1, where=post)
+        pixels = int(board.sum() + post.sum())
+    if not pixels:
+        return 0, empty
+    return pixels, _pack((colours * (1 - fog) + haze * fog) * brightness)
+
+
+_GREEN_LUT = np.isin(np.arange(len(GROUND_PALETTE)), GREEN_CLASSES)
+_ROAD_LUT = np.isin(np.arange(len(GROUND_PALETTE)), ROAD_CLASSES)
+
+
+def _facts(
+    scene: Scene, index: np.ndarray, starts: tuple[int, int], building: np.ndarray, depth: np.ndarray,
+    hit: np.ndarray, sign_poi: np.ndarray, band_pixels: np.ndarray, ground_class: np.ndarray,
+    ground_cell: tuple[np.ndarray, ...], u: np.ndarray, cam: _Camera, drawn: list[tuple[str, int, int, float, float]],
+    street_name: str | None, origin: tuple[float, float],
+) -> dict:
+    """The ``scene_facts`` of one view from its palette-index image (index ranges are labels) and column hits."""
+    walls_start, billboards_start = starts
+    total = float(index.size)
+    horizon = cam.horizon_row
+    wall_mask = (index >= walls_start) & (index < billboards_start)
+    visible_ground = index[horizon:] < walls_start  # below the horizon, lower indices are ground colours
+    tree_pixels = sum(p for kind, _, p, _, _ in drawn if kind == "tree")
+    green_ground = int(np.count_nonzero(visible_ground & _GREEN_LUT[ground_class]))
+    road_ground = int(np.count_nonzero(visible_ground & _ROAD_LUT[ground_class]))
+    wall_pixels = wall_mask.sum(axis=0)
+    wall_count = int(wall_pixels.sum())
+    sky_count = int(np.count_nonzero(index[:horizon] < horizon))
+    entries: list[dict] = []
+    heights: list[float] = []
+
+    seen_columns = np.flatnonzero(hit & (wall_pixels > 0))
+    if seen_columns.size:
+        ids, inverse = np.unique(building[seen_columns], return_inverse=True)
+        pixels = np.bincount(inverse, weights=wall_pixels[seen_columns])
+        distance = depth[seen_columns] * cam.secant[seen_columns]
+        nearest = np.full(len(ids), np.inf)
+        np.minimum.at(nearest, inverse, distance)
+        mean_u = np.bincount(inverse, weights=u[seen_columns]) / np.bincount(inverse)
+        for k, b in enumerate(ids):
+            if pixels[k] >= _MIN_PIXELS:
+                entries.append(_entry(scene.building_osm_id[b], scene.building_name[b], scene.building_category[b],
+                                      "building", nearest[k], mean_u[k]))  # fmt: skip
+                heights.append(float(scene.building_height_m[b]))
+    signed = np.flatnonzero(band_pixels > 0)
+    if signed.size:
+        ids, inverse = np.unique(sign_poi[signed], return_inverse=True)
+        pixels = np.bincount(inverse, weights=band_pixels[signed])
+        mean_u = np.bincount(inverse, weights=u[signed]) / np.bincount(inverse)
+        for k, q in enumerate(ids):
+            if pixels[k] >= 2:
+                gap = math.hypot(*(scene.poi_xy[q] - origin))
+                entries.append(_entry(scene.poi_osm_id[q], scene.poi_name[q], scene.poi_category[q], "poi", gap,
+                                      mean_u[k]))  # fmt: skip
+    for kind, index, pixels_drawn, distance, across_u in drawn:
+        if pixels_drawn < _MIN_PIXELS // 2:
+            continue
+        if kind == "tree":
+            entries.append(_entry(scene.tree_osm_id[index], None, "tree", "tree", distance, across_u))
+        else:
+            entries.append(_entry(scene.poi_osm_id[index], scene.poi_name[index], scene.poi_category[index], "poi",
+                                  distance, across_u))  # fmt: skip
+    # areas on the ground, from every 2nd row and 4th column (each sample stands for 8 pixels)
+    iy, ix = ground_cell
+    sample = visible_ground[::2, ::4]
+    areas = scene.ground_area[iy[::2, ::4][sample], ix[::2, ::4][sample]]
+    on_area = areas >= 0
+    if on_area.any():
+        rows_sampled = np.broadcast_to(cam.ground_depth[::2], sample.shape)[sample][on_area]
+        cols_sampled = np.broadcast_to(np.arange(0, len(u), 4)[None, :], sample.shape)[sample][on_area]
+        areas = areas[on_area]
+        ids, inverse, counts = np.unique(areas, return_inverse=True, return_counts=True)
+        distance = rows_sampled * cam.secant[cols_sampled]
+        nearest = np.full(len(ids), np.inf)
+        np.minimum.at(nearest, inverse, distance)
+        mean_u = np.bincount(inverse, weights=u[cols_sampled]) / counts
+        for k, a in enumerate(ids):
+            if counts[k] * 8 >= 4 * _MIN_PIXELS:
+                entries.append(_entry(scene.area_osm_id[a], scene.area_name[a], scene.area_category[a], "area",
+                                      nearest[k], mean_u[k]))  # fmt: skip
+    entries.sort(key=lambda e: (e["distance_m"], e["kind"], e["osm_id"] or ""))
+    return {
+        "visible": entries[:MAX_VISIBLE],
+        "building_fraction": round(wall_count / total, 4),
+        "green_fraction": round((tree_pixels + green_ground) / total, 4),
+        "sky_fraction": round(sky_count / total, 4),
+        "road_fraction": round(road_ground / total, 4),
+        "tree_count": sum(1 for kind, _, p, _, _ in drawn if kind == "tree" and p >= _MIN_PIXELS // 2),
+        "mean_building_height_m": round(float(np.mean(heights)), 1) if heights else None,
+        "street_name": street_name,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# files
+
+
+def encode_image(image: np.ndarray, facts: dict, *, image_format: str = "png", fingerprint: str = "") -> bytes:
+    """
+    Encode a view as PNG or JPEG bytes with its scene facts and render fingerprint inside the file.
+
+    PNG keeps them in text chunks (``ugdata:scene_facts``, ``ugdata:render``), JPEG in its comment, so a
+    finished file alone is enough to list the view in the manifest again (:func:`read_image_facts`).
+    """
+    facts_json = json.dumps(facts, ensure_ascii=False, separators=(",", ":"))
+    buffer = io.BytesIO()
+    picture = Image.fromarray(image, mode="RGB")
+    if image_format == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(_FINGERPRINT_KEY, fingerprint)
+        info.add_itxt(_FACTS_KEY, facts_json)
+        # pixel noise makes stronger compression cost 2-4x the time for ~10% smaller files
+        picture.save(buffer, format="PNG", pnginfo=info, compress_level=1)
+    else:
+        comment = json.dumps({"render": fingerprint, "scene_facts": facts}, ensure_ascii=False)
+        picture.save(buffer, format="JPEG", quality=90, comment=comment.encode("utf-8"))
+    return buffer.getvalue()
+
+
+def read_image_facts(path: Path) -> tuple[str, dict] | None:
+    """
+    The render fingerprint and scene facts stored in a rendered image, or ``None`` when the file is not a
+    complete rendered image (missing, truncated, or written by something else).
+    """
+    try:
+        with Image.open(path) as picture:
+            picture.verify()
+        with Image.open(path) as picture:
+            info = dict(picture.info)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    try:
+        if _FACTS_KEY in info:
+            return str(info.get(_FINGERPRINT_KEY, "")), json.loads(info[_FACTS_KEY])
+        if "comment" in info:
+            stored = json.loads(bytes(info["comment"]).decode("utf-8"))
+            return str(stored["render"]), dict(stored["scene_facts"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def view_rng(seed: int, image_id: str) -> np.random.Generator:
+    """The RNG of one view: a function of the config seed and the image id only, never of render order."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, stable_hash("view", image_id) & 0xFFFFFFFF])
+
+
+def sequence_weather(seed: int, sequence_id: str) -> float:
+    """Cloud cover of a sequence (one capture session), in ``[0, 0.3]``, from the config seed."""
+    return 0.3 * (stable_hash("weather", seed, sequence_id) % 10_007) / 10_007
+
+
+def city_seed(seed: int, city_slug: str) -> int:
+    """The scene seed of a city (fixes its sun azimuth) from the config seed."""
+    return stable_hash("city", seed, city_slug) & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a whole city
+
+
+@dataclass(slots=True)
+class RenderResult:
+    """
+    The rendered views of one city.
+
+    Attributes
+    ----------
+    images
+        The ``images`` manifest (:data:`IMAGE_COLUMNS`), one row per view, in camera order.
+    counts
+        ``views``, ``rendered`` (drawn this run), ``reused`` (finished files kept), ``cameras`` (before the
+        ``max_views`` cap), the scene's counts (``buildings``, ``invalid_geometry_repaired``, ...), and mean
+        fractions over the views, for asset metadata.
+    """
+
+    images: pd.DataFrame
+    counts: dict[str, float | int] = field(default_factory=dict)
+
+
+def _empty_manifest() -> pd.DataFrame:
+    types = {"lon": "float64", "lat": "float64", "compass_angle": "float64", "width": "int64", "height": "int64",
+             "is_pano": "bool"}  # fmt: skip
+    return pd.DataFrame({c: pd.Series(dtype=types.get(c, "object")) for c in IMAGE_COLUMNS})
+
+
+def _captured_at(extract: OsmExtract) -> str:
+    if extract.snapshot is None:
+        return "1970-01-01T00:00:00Z"  # unknown snapshot: a fixed, obviously synthetic date keeps runs identical
+    stamp = extract.snapshot if extract.snapshot.tzinfo else extract.snapshot.replace(tzinfo=UTC)
+    return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_city(
+    extract: OsmExtract,
+    *,
+    city_slug: str,
+    root: Path,
+    config: RenderConfig | None = None,
+    max_views: int | None = None,
+    crs_metric: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RenderResult:
+    """
+    Render street-level views along a city's named streets into ``<root>/<city_slug>/images/``.
+
+    Parameters
+    ----------
+    extract
+        The city's OSM tables (EPSG:4326).
+    city_slug
+        Registry slug: the folder name and part of every image id.
+    root
+        Storage root; image paths in the manifest are relative to it (POSIX).
+    config
+        Renderer options (defaults: 256 x 256 PNG, a camera every 40 m both ways, seed 0).
+    max_views
+        Cap on views (overrides ``config.max_views``); cameras are thinned evenly along the camera order.
+    crs_metric
+        Metric CRS; by default the UTM zone estimated from the streets.
+    progress
+        Called as ``progress(done, total)`` after each view.
+
+    Returns
+    -------
+    result
+        Manifest rows with ``source="render"``, ``creator`` :data:`CREATOR`, ``captured_at`` = the extract's
+        snapshot (UTC), ``scene_facts`` JSON; and counts. A file that is already complete and was drawn with the
+        same options is not drawn again; its facts are read back from the file.
+
+    Raises
+    ------
+    RenderInputError
+        A bad option or ``city_slug``, before any work.
+    """
+    config = config or RenderConfig()
+    config.validate()
+    if not city_slug or any(ch in city_slug for ch in "/\\") or city_slug.startswith("."):
+        msg = f"`city_slug` must be a plain folder name such as 'helsinki', got {city_slug!r}"
+        raise RenderInputError(msg)
+    cap = max_views if max_views is not None else config.max_views
+    if cap is not None and (not isinstance(cap, int) or cap < 0):
+        msg = f"`max_views` must be None or an integer >= 0, got {cap!r}"
+        raise RenderInputError(msg)
+    root = Path(root)
+    streets = extract.streets
+    if crs_metric is None and len(streets):
+        crs_metric = streets.estimate_utm_crs().to_string()
+    scene = build_scene(extract, crs_metric=crs_metric, seed=city_seed(config.seed, city_slug),
+                        default_building_height_m=config.default_building_height_m,
+                        margin_m=config.max_distance_m + 50.0)  # fmt: skip
+    cameras = sample_cameras(streets, crs_metric=scene.crs_metric, spacing_m=config.spacing_m, seed=config.seed,
+                             heading_jitter_deg=config.heading_jitter_deg, city_slug=city_slug)  # fmt: skip
+    n_cameras = len(cameras)
+    if cap is not None and n_cameras > cap:
+        picked = np.unique(np.linspace(0, n_cameras - 1, cap).round().astype(int)) if cap else np.empty(0, int)
+        cameras = cameras.iloc[picked].reset_index(drop=True)
+    fingerprint = config.fingerprint(city_slug)
+    folder = root / city_slug / "images"
+    captured_at = _captured_at(extract)
+    rendered = reused = 0
+    facts_out: list[str] = []
+    paths: list[str] = []
+    sums = dict.fromkeys(("building_fraction", "green_fraction", "sky_fraction", "road_fraction"), 0.0)
+    for done, camera in enumerate(cameras.itertuples(index=False), start=1):
+        path = folder / f"{camera.camera_id}.{config.extension}"
+        stored = read_image_facts(path) if path.exists() else None
+        if stored is not None and stored[0] == fingerprint:
+            facts = stored[1]
+            reused += 1
+        else:
+            image, facts = render_view(scene, camera.x_m, camera.y_m, camera.heading_deg, config,
+                                       view_rng(config.seed, camera.camera_id), street_name=camera.street_name,
+                                       weather=sequence_weather(config.seed, camera.sequence_id))
+            _write_atomic(path, encode_image(image, facts, image_format=config.image_format,
+                                             fingerprint=fingerprint))  # fmt: skip
+            rendered += 1
+        for key in sums:
+            sums[key] += float(facts.get(key, 0.0))
+        facts_out.append(json.dumps(facts, ensure_ascii=False, separators=(",", ":")))
+        paths.append(path.relative_to(root).as_posix())
+        if progress is not None:
+            progress(done, len(cameras))
+    if len(cameras):
+        images = pd.DataFrame({
+            "image_id": cameras["camera_id"].astype(str),
+            "source": SOURCE,
+            "lon": cameras["lon"].astype(float),
+            "lat": cameras["lat"].astype(float),
+            "compass_angle": cameras["compass_angle"].astype(float),
+            "captured_at": captured_at,
+            "sequence_id": cameras["sequence_id"].astype(str),
+            "path": paths,
+            "width": config.size,
+            "height": config.size,
+            "is_pano": False,
+            "creator": CREATOR,
+            "scene_facts": facts_out,
+        })[list(IMAGE_COLUMNS)]  # fmt: skip
+    else:
+        images = _empty_manifest()
+    views = len(images)
+    counts: dict[str, float | int] = {
+        "views": views, "rendered": rendered, "reused": reused, "cameras": n_cameras, **scene.counts,
+        **{f"mean_{k}": round(v / views, 4) if views else 0.0 for k, v in sums.items()},
+    }  # fmt: skip
+    logger.info("%s: %s views (%s rendered, %s reused) from %s cameras", city_slug, f"{views:,}", f"{rendered:,}",
+                f"{reused:,}", f"{n_cameras:,}")  # fmt: skip
+    return RenderResult(images=images, counts=counts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers for checks and metadata
+
+
+def image_distance(first: np.ndarray, second: np.ndarray, *, grid: int | None = 16) -> float:
+    """
+    Mean absolute difference of two same-shape uint8 images, in 0..255 (0: identical).
+
+    With ``grid`` (the default), both images are first reduced to ``grid x grid`` block means (a "tiny image"
+    distance), so pixel noise and shifts of a pixel or two barely count while a different street scene does;
+    ``grid=None`` compares raw pixels. The renderer's spatial properties are stated in this distance.
+    """
+    if first.shape != second.shape:
+        msg = f"images must have the same shape to be compared, got {first.shape} and {second.shape}"
+        raise RenderInputError(msg)
+    a, b = first.astype(np.float32), second.astype(np.float32)
+    if grid is not None:
+        if not isinstance(grid, int) or grid < 1 or first.shape[0] % grid or first.shape[1] % grid:
+            msg = f"`grid` must be a positive integer that divides the image size {first.shape[:2]}, got {grid!r}"
+            raise RenderInputError(msg)
+        h, w = first.shape[0] // grid, first.shape[1] // grid
+        a = a.reshape(grid, h, grid, w, -1).mean(axis=(1, 3))
+        b = b.reshape(grid, h, grid, w, -1).mean(axis=(1, 3))
+    return float(np.abs(a - b).mean())
+
+
+def contact_sheet(images: Sequence[np.ndarray | str | Path], *, ncols: int = 4, tile_px: int = 128) -> bytes:
+    """
+    A PNG grid of views for asset metadata.
+
+    Parameters
+    ----------
+    images
+        uint8 RGB arrays or image file paths (any number; none gives a single blank tile).
+    ncols
+        Tiles per row (>= 1).
+    tile_px
+        Each view is resized to ``tile_px x tile_px``.
+
+    Returns
+    -------
+    png
+        The sheet as PNG bytes, with a 2 px white gutter.
+    """
+    if not isinstance(ncols, int) or ncols < 1 or not isinstance(tile_px, int) or tile_px < 8:
+        msg = f"`ncols` must be an integer >= 1 and `tile_px` >= 8, got {ncols!r} and {tile_px!r}"
+        raise RenderInputError(msg)
+    tiles = []
+    for item in images:
+        if isinstance(item, np.ndarray):
+            picture = Image.fromarray(item.astype(np.uint8), mode="RGB")
+        else:
+            with Image.open(item) as opened:
+                picture = opened.convert("RGB")
+        tiles.append(picture.resize((tile_px, tile_px), Image.Resampling.BILINEAR))
+    count = max(1, len(tiles))
+    cols = min(ncols, count)
+    rows = math.ceil(count / cols)
+    gutter = 2
+    sheet = Image.new("RGB", (cols * (tile_px + gutter) + gutter, rows * (tile_px + gutter) + gutter), "white")
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        sheet.paste(tile, (gutter + c * (tile_px + gutter), gutter + r * (tile_px + gutter)))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
