@@ -1,0 +1,70 @@
+"""UGBench: geolocation ranking, image retrieval, urban perception and spatial grounding, scored by Hit@K and MRR.
+
+Plain Python (no Dagster). Build tasks with :func:`build_tasks` from each city's anchored images, graph and
+subgraph tables; score any set of embedding models with :func:`evaluate`; write a report with
+:func:`write_report`. The CLI (``python -m ugdata_pipeline.ugbench.cli``) compares checkpoints on a saved benchmark.
+"""
+
+from __future__ import annotations
+
+from ugdata_pipeline.ugbench._records import (
+    GROUNDING_TYPES,
+    MODES,
+    TASK_COLUMNS,
+    TASK_MODES,
+    TASKS,
+    BenchConfig,
+    BenchmarkInputError,
+    BuildStats,
+    CityInputs,
+)
+from ugdata_pipeline.ugbench.evaluate import RESULT_COLUMNS, evaluate, relative_gains
+from ugdata_pipeline.ugbench.metrics import HIT_KS, METRICS, bootstrap_intervals, per_record_metrics, rank_counts
+from ugdata_pipeline.ugbench.models import EmbeddingCache, EmbeddingModel, UgeModel
+from ugdata_pipeline.ugbench.perception import perception_measures
+from ugdata_pipeline.ugbench.placepulse import load_place_pulse, place_pulse_levels, place_pulse_scores
+from ugdata_pipeline.ugbench.report import paper_table, results_metadata, write_report
+from ugdata_pipeline.ugbench.tasks import (
+    build_tasks,
+    export_jsonl,
+    load_benchmark,
+    save_benchmark,
+    task_summary,
+    validate_tasks,
+)
+
+__all__ = [
+    "GROUNDING_TYPES",
+    "HIT_KS",
+    "METRICS",
+    "MODES",
+    "RESULT_COLUMNS",
+    "TASKS",
+    "TASK_COLUMNS",
+    "TASK_MODES",
+    "BenchConfig",
+    "BenchmarkInputError",
+    "BuildStats",
+    "CityInputs",
+    "EmbeddingCache",
+    "EmbeddingModel",
+    "UgeModel",
+    "bootstrap_intervals",
+    "build_tasks",
+    "evaluate",
+    "export_jsonl",
+    "load_benchmark",
+    "load_place_pulse",
+    "paper_table",
+    "per_record_metrics",
+    "perception_measures",
+    "place_pulse_levels",
+    "place_pulse_scores",
+    "rank_counts",
+    "relative_gains",
+    "results_metadata",
+    "save_benchmark",
+    "task_summary",
+    "validate_tasks",
+    "write_report",
+]
