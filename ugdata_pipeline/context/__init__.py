@@ -1,0 +1,1 @@
+"""Spatial context: radius subgraphs around images, their text descriptions, and captioners."""

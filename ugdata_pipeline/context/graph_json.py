@@ -1,0 +1,241 @@
+"""The reference's graph JSON for one subgraph, written and read back.
+
+Format (the reference's ``{"nodes": [{"node_id", "coords", "node_text"}], "edges": [{"source", "target"}],
+"center_node"}``, with more fields per node and edge so nothing is lost)::
+
+    {
+      "image_id": "abc",                      # when the node rows carry one image_id
+      "center_node": "image:mapillary:abc",
+      "nodes": [{"node_id": "...", "coords": [lon, lat], "node_text": "...",
+                 "kind": "...", "name": ..., "category": ..., "dx_m": ..., "dy_m": ..., "distance_m": ...,
+                 "rank": ...}, ...],
+      "edges": [{"source": "...", "target": "...", "kind": "...", "distance_m": ..., "bearing_deg": ...,
+                 "street_name": ...}, ...]
+    }
+
+``coords`` is ``[lon, lat]`` in decimal degrees (EPSG:4326), the order the reference uses. Each edge is listed
+**once**, as stored (``source`` = ``src``; ``bearing_deg`` is from source to target); edges are undirected in
+meaning and a reader that wants both directions adds the reverse itself. Missing values are ``null``; the
+optional fields are written only when the tables have those columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ugdata_pipeline.context.subgraph import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS, SubgraphInputError
+
+#: Optional node fields copied from / to the node table when present (besides node_id, coords, node_text).
+NODE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "name", "category", "dx_m", "dy_m", "distance_m", "rank")
+#: Optional edge fields copied from / to the edge table when present (besides source and target).
+EDGE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "distance_m", "bearing_deg", "street_name")
+_FLOAT_FIELDS = {"dx_m", "dy_m", "distance_m", "bearing_deg", "lon", "lat"}
+
+
+def _plain(value: object) -> object:
+    """A JSON-ready scalar: numpy scalars as Python ones, NaN / None / pd.NA as None."""
+    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return None
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def to_graph_json(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, center_node: str) -> dict[str, Any]:
+    """
+    One subgraph as the reference's graph JSON (a dict ready for ``json.dumps``).
+
+    Parameters
+    ----------
+    nodes_df
+        The subgraph's node rows (from :func:`~ugdata_pipeline.context.subgraph.subgraph_for`): at least
+        ``node_id``, ``lon``, ``lat`` (decimal degrees) and ``node_text``.
+    edges_df
+        Its edge rows: at least ``src`` and ``dst``, both among ``nodes_df.node_id``.
+    center_node
+        The centre node id (the image node, ``image:<source>:<id>``).
+
+    Returns
+    -------
+    graph
+        ``{"nodes", "edges", "center_node"}`` (plus ``"image_id"`` when the node rows carry exactly one).
+
+    Raises
+    ------
+    SubgraphInputError
+        Missing columns, a centre or an edge endpoint that is not a node.
+    """
+    missing = [c for c in ("node_id", "lon", "lat", "node_text") if c not in nodes_df.columns]
+    missing += [f"edges.{c}" for c in ("src", "dst") if c not in edges_df.columns]
+    if missing:
+        msg = (f"to_graph_json needs node columns node_id, lon, lat, node_text and edge columns src, dst; "
+               f"missing {missing}")
+        raise SubgraphInputError(msg)
+    ids = set(nodes_df["node_id"].astype(str))
+    if str(center_node) not in ids:
+        msg = f"center_node {center_node!r} is not among the {len(ids)} nodes; pass the subgraph's image node id"
+        raise SubgraphInputError(msg)
+    dangling = [f"{s}->{d}" for s, d in zip(edges_df["src"], edges_df["dst"], strict=True)
+                if str(s) not in ids or str(d) not in ids]  # fmt: skip
+    if dangling:
+        msg = f"{len(dangling)} edge(s) join nodes outside the subgraph, e.g. {dangling[:3]}; pass induced edges only"
+        raise SubgraphInputError(msg)
+
+    node_extra = [c for c in NODE_EXTRA_FIELDS if c in nodes_df.columns]
+    nodes = []
+    for row in nodes_df[["node_id", "lon", "lat", "node_text", *node_extra]].itertuples(index=False):
+        record = dict(zip(["node_id", "lon", "lat", "node_text", *node_extra], row, strict=True))
+        node: dict[str, object] = {
+            "node_id": str(record["node_id"]),
+            "coords": [_plain(record["lon"]), _plain(record["lat"])],
+            "node_text": _plain(record["node_text"]),
+        }
+        node.update({c: _plain(record[c]) for c in node_extra})
+        nodes.append(node)
+    edge_extra = [c for c in EDGE_EXTRA_FIELDS if c in edges_df.columns]
+    edges = []
+    for row in edges_df[["src", "dst", *edge_extra]].itertuples(index=False):
+        edge = {"source": str(row[0]), "target": str(row[1])}
+        edge.update({c: _plain(v) for c, v in zip(edge_extra, row[2:], strict=True)})
+        edges.append(edge)
+
+    graph: dict[str, Any] = {}
+    if "image_id" in nodes_df.columns and nodes_df["image_id"].nunique() == 1:
+        graph["image_id"] = str(nodes_df["image_id"].iloc[0])
+    graph |= {"center_node": str(center_node), "nodes": nodes, "edges": edges}
+    return graph
+
+
+def from_graph_json(graph: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """
+    Read a graph JSON dict back into node and edge tables.
+
+    Parameters
+    ----------
+    graph
+        As written by :func:`to_graph_json`, or a bare reference graph (``node_id``, ``coords``,
+        ``node_text``; ``source``, ``target``).
+
+    Returns
+    -------
+    nodes_df, edges_df, center_node
+        ``nodes_df`` has ``node_id``, ``lon``, ``lat``, ``node_text`` and whichever optional fields the JSON
+        held (plus ``image_id`` when the JSON names one), in the order of the subgraph tables; ``edges_df``
+        has ``src``, ``dst`` and every optional edge field (missing values as None / NaN).
+
+    Raises
+    ------
+    SubgraphInputError
+        A missing key, bad ``coords``, or a centre / edge endpoint that is not a node.
+    """
+    if not isinstance(graph, Mapping):
+        msg = f"graph JSON must be an object (dict), got {type(graph).__name__}"
+        raise SubgraphInputError(msg)
+    missing = [k for k in ("nodes", "edges", "center_node") if k not in graph]
+    if missing:
+        msg = f"graph JSON is missing key(s) {missing}; it has {sorted(graph)}"
+        raise SubgraphInputError(msg)
+    rows: list[dict[str, object]] = []
+    for i, node in enumerate(graph["nodes"]):
+        absent = [k for k in ("node_id", "coords", "node_text") if k not in node]
+        coords = node.get("coords")
+        if absent or not isinstance(coords, list | tuple) or len(coords) != 2:
+            msg = (f"graph JSON node {i} needs node_id, coords ([lon, lat]) and node_text; missing {absent}, "
+                   f"coords={coords!r}")  # fmt: skip
+            raise SubgraphInputError(msg)
+        row = {"node_id": str(node["node_id"]), "lon": coords[0], "lat": coords[1], "node_text": node["node_text"]}
+        row.update({k: node[k] for k in NODE_EXTRA_FIELDS if k in node})
+        rows.append(row)
+    edge_rows: list[dict[str, object]] = []
+    for i, edge in enumerate(graph["edges"]):
+        if "source" not in edge or "target" not in edge:
+            msg = f"graph JSON edge {i} needs 'source' and 'target', got keys {sorted(edge)}"
+            raise SubgraphInputError(msg)
+        row = {"src": str(edge["source"]), "dst": str(edge["target"])}
+        row.update({k: edge[k] for k in EDGE_EXTRA_FIELDS if k in edge})
+        edge_rows.append(row)
+
+    node_columns = ["node_id", "lon", "lat", "node_text", *(k for k in NODE_EXTRA_FIELDS if any(k in r for r in rows))]
+    nodes_df = _frame(rows, node_columns)
+    if "image_id" in graph:
+        nodes_df.insert(0, "image_id", pd.Series([str(graph["image_id"])] * len(nodes_df), dtype=object))
+        nodes_df = nodes_df[[c for c in SUBGRAPH_NODE_COLUMNS if c in nodes_df.columns]]
+    edge_columns = ["src", "dst", *EDGE_EXTRA_FIELDS]  # all of them, so an empty edge list keeps its columns
+    edges_df = _frame(edge_rows, edge_columns)
+    if "image_id" in graph:
+        edges_df.insert(0, "image_id", pd.Series([str(graph["image_id"])] * len(edges_df), dtype=object))
+        edges_df = edges_df[[c for c in SUBGRAPH_EDGE_COLUMNS if c in edges_df.columns]]
+
+    center = str(graph["center_node"])
+    ids = set(nodes_df["node_id"])
+    if center not in ids:
+        msg = f"graph JSON center_node {center!r} is not among its {len(ids)} nodes"
+        raise SubgraphInputError(msg)
+    dangling = [f"{s}->{d}" for s, d in zip(edges_df["src"], edges_df["dst"], strict=True)
+                if s not in ids or d not in ids]  # fmt: skip
+    if dangling:
+        msg = f"graph JSON has {len(dangling)} edge(s) whose ends are not nodes, e.g. {dangling[:3]}"
+        raise SubgraphInputError(msg)
+    return nodes_df, edges_df, center
+
+
+def _frame(rows: list[dict[str, object]], columns: list[str]) -> pd.DataFrame:
+    """Rows as a frame with the subgraph tables' dtypes: floats, int64 rank, text as object with None."""
+    data: dict[str, pd.Series] = {}
+    for column in columns:
+        values = [r.get(column) for r in rows]
+        if column in _FLOAT_FIELDS:
+            data[column] = pd.Series([np.nan if v is None else float(v) for v in values], dtype="float64")
+        elif column == "rank":
+            data[column] = pd.Series(values, dtype="int64")
+        else:
+            data[column] = pd.Series(values, dtype=object)
+    return pd.DataFrame(data, columns=columns)
+
+
+def write_graph_json(path: str | os.PathLike[str], nodes_df: pd.DataFrame, edges_df: pd.DataFrame,
+                     center_node: str) -> Path:  # fmt: skip
+    """
+    Write one subgraph as graph JSON, atomically (temporary file in the same folder, then rename).
+
+    Parameters
+    ----------
+    path
+        Target file (``.json``); its folder is created if needed.
+    nodes_df, edges_df, center_node
+        As for :func:`to_graph_json`.
+
+    Returns
+    -------
+    path
+        The written file.
+    """
+    target = Path(path)
+    text = json.dumps(to_graph_json(nodes_df, edges_df, center_node), ensure_ascii=False, allow_nan=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def read_graph_json(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Read a graph JSON file written by :func:`write_graph_json` (see :func:`from_graph_json`)."""
+    return from_graph_json(json.loads(Path(path).read_text(encoding="utf-8")))
