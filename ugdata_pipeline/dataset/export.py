@@ -1,0 +1,333 @@
+"""Export training records to the reference's ms-swift JSONL, with images and graph JSON beside it.
+
+Layout of an export folder (every path in the JSONL is relative to the folder, so it can be moved or shipped
+whole; the reference wrote absolute paths and needed ``rewrite_*_paths.py`` scripts)::
+
+    <out_dir>/
+      stage1_ugdata_train.jsonl   stage1_ugdata_val.jsonl   stage1_ugdata_test.jsonl
+      images/<image path relative to the storage root>
+      graphs/<image_id>.json      (stage 2 only)
+
+One JSON object per record (reference §7.3, plus ms-swift's ``negative_messages`` for hard negatives)::
+
+    {"messages": [{"role": "user", "content": "<image> {instruction}"}],        # stage 2: "<graph><image> ..."
+     "positive_messages": [[{"role": "user", "content": "{positive}"}]],
+     "negative_messages": [[{"role": "user", "content": "{negative}"}], ...],    # [] when there are none
+     "images": ["images/helsinki/images/123.png"],
+     "graphs": [] | ["graphs/123.json"],
+     "pair_type": "stage1_image_only" | "stage2_image_graph",
+     "label": 1}
+
+Graph JSON follows the reference: ``{"nodes": [{"node_id", "coords", "node_text"}], "edges": [{"source",
+"target"}], "center_node"}``; it is produced by the caller's ``subgraph_json`` callable (normally
+:func:`subgraph_json_from_tables`, which uses the one graph-JSON writer in ``context.graph_json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS, DatasetInputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MS_SWIFT_PAIR_TYPES",
+    "MsSwiftExport",
+    "MsSwiftFormatError",
+    "export_ms_swift",
+    "read_ms_swift",
+    "subgraph_json_from_tables",
+    "validate_graph_json",
+]
+
+MS_SWIFT_PAIR_TYPES: dict[int, str] = {1: "stage1_image_only", 2: "stage2_image_graph"}
+_QUERY_PREFIX: dict[int, str] = {1: "<image>", 2: "<graph><image>"}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+SubgraphJson = Callable[[str], Mapping[str, Any]]
+
+
+class MsSwiftFormatError(DatasetInputError):
+    """A JSONL line or a graph JSON does not follow the ms-swift / reference format."""
+
+
+@dataclass(frozen=True)
+class MsSwiftExport:
+    """What an export wrote: the folder, one JSONL per split, and counts (for asset metadata)."""
+
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    n_records: int = 0
+    n_images: int = 0
+    n_graphs: int = 0
+
+    def metadata(self) -> dict[str, object]:
+        return {"out_dir": str(self.out_dir), "files": {k: v.name for k, v in self.files.items()},
+                "records": self.n_records, "images": self.n_images, "graphs": self.n_graphs}  # fmt: skip
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _place_image(source: Path, target: Path, link: str) -> None:
+    """Hard-link (or symlink, or copy) ``source`` to ``target``; an existing file of the same size is kept."""
+    if target.exists() and target.stat().st_size == source.stat().st_size:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    if link == "symlink":
+        tmp.symlink_to(source.resolve())
+    elif link == "hardlink":
+        try:
+            tmp.hardlink_to(source)
+        except OSError:  # another filesystem, or links not allowed: copy instead
+            shutil.copy2(source, tmp)
+    else:
+        shutil.copy2(source, tmp)
+    tmp.replace(target)
+
+
+def validate_graph_json(graph: Mapping[str, Any], *, where: str = "graph") -> None:
+    """
+    Check a graph JSON object against the reference format.
+
+    Raises
+    ------
+    MsSwiftFormatError
+        When ``nodes`` / ``edges`` / ``center_node`` are missing, a node lacks ``node_id`` / ``coords`` /
+        ``node_text``, an edge lacks ``source`` / ``target`` or names an unknown node, or the centre is not a node.
+    """
+    if not isinstance(graph, Mapping):
+        msg = f"{where}: graph JSON must be an object, got {type(graph).__name__}"
+        raise MsSwiftFormatError(msg)
+    missing = [k for k in ("nodes", "edges", "center_node") if k not in graph]
+    if missing:
+        msg = f"{where}: graph JSON lacks {missing}; expected keys nodes, edges, center_node"
+        raise MsSwiftFormatError(msg)
+    ids = set()
+    for node in graph["nodes"]:
+        absent = [k for k in ("node_id", "coords", "node_text") if k not in node]
+        if absent:
+            msg = f"{where}: a node lacks {absent}: {str(node)[:120]}"
+            raise MsSwiftFormatError(msg)
+        if len(node["coords"]) != 2:
+            msg = f"{where}: node {node['node_id']!r} coords must be [lon, lat], got {node['coords']!r}"
+            raise MsSwiftFormatError(msg)
+        ids.add(node["node_id"])
+    for edge in graph["edges"]:
+        if "source" not in edge or "target" not in edge:
+            msg = f"{where}: an edge lacks source/target: {str(edge)[:120]}"
+            raise MsSwiftFormatError(msg)
+        if edge["source"] not in ids or edge["target"] not in ids:
+            msg = f"{where}: edge {edge['source']!r} -> {edge['target']!r} names a node that is not in the graph"
+            raise MsSwiftFormatError(msg)
+    if graph["center_node"] not in ids:
+        msg = f"{where}: center_node {graph['center_node']!r} is not one of the graph's nodes"
+        raise MsSwiftFormatError(msg)
+
+
+def subgraph_json_from_tables(subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame,
+                              subgraphs: pd.DataFrame) -> SubgraphJson:  # fmt: skip
+    """
+    A ``subgraph_json(image_id)`` callable over the long subgraph tables, using ``context.graph_json``.
+
+    Tables are grouped once; each call renders one image's graph with ``to_graph_json(nodes, edges, center)``.
+    """
+    from ugdata_pipeline.context.graph_json import to_graph_json  # the one graph-JSON writer
+
+    nodes_by_image = {str(k): v for k, v in subgraph_nodes.groupby("image_id", sort=False)}
+    edges_by_image = {str(k): v for k, v in subgraph_edges.groupby("image_id", sort=False)}
+    centres = dict(zip(subgraphs["image_id"].astype(str), subgraphs["center_node"], strict=True))
+    empty_edges = subgraph_edges.iloc[0:0]
+
+    def render(image_id: str) -> Mapping[str, Any]:
+        if image_id not in nodes_by_image or image_id not in centres:
+            msg = f"image {image_id!r} has no subgraph in the subgraph tables; build subgraphs before stage 2"
+            raise DatasetInputError(msg)
+        return to_graph_json(nodes_by_image[image_id], edges_by_image.get(image_id, empty_edges), centres[image_id])
+
+    return render
+
+
+def _line(record: Mapping[str, Any], image_rel: str, graph_rel: str | None) -> dict[str, Any]:
+    stage = int(record["stage"])
+    return {
+        "messages": [{"role": "user", "content": f"{_QUERY_PREFIX[stage]} {record['instruction']}"}],
+        "positive_messages": [[{"role": "user", "content": record["positive"]}]],
+        "negative_messages": [[{"role": "user", "content": text}] for text in record["hard_negatives"]],
+        "images": [image_rel],
+        "graphs": [graph_rel] if graph_rel else [],
+        "pair_type": MS_SWIFT_PAIR_TYPES[stage],
+        "label": 1,
+    }
+
+
+def export_ms_swift(
+    records: pd.DataFrame,
+    *,
+    root: Path,
+    out_dir: Path,
+    subgraph_json: SubgraphJson | None = None,
+    link: Literal["hardlink", "symlink", "copy"] = "hardlink",
+) -> MsSwiftExport:
+    """
+    Write ``records`` as ms-swift JSONL (one file per split) with their images and graph JSON files.
+
+    Parameters
+    ----------
+    records
+        ``training_records`` of one stage and variant (:func:`~ugdata_pipeline.dataset.records.build_training_records`).
+    root
+        Storage root that ``records.image_path`` is relative to.
+    out_dir
+        Export folder; created if needed. JSONL files are replaced atomically; images already there are kept.
+    subgraph_json
+        ``image_id -> graph JSON object``; required when the records are stage 2.
+    link
+        How images get into the folder: hard link (falls back to a copy across filesystems), symlink, or copy.
+
+    Returns
+    -------
+    export
+        :class:`MsSwiftExport` with the JSONL path of each split.
+    """
+    missing = [c for c in TRAINING_RECORD_COLUMNS if c not in records.columns]
+    if missing:
+        msg = f"records is missing column(s) {missing}; pass the output of build_training_records"
+        raise DatasetInputError(msg)
+    if link not in ("hardlink", "symlink", "copy"):
+        msg = f"`link` must be 'hardlink', 'symlink' or 'copy', got {link!r}"
+        raise DatasetInputError(msg)
+    stages = sorted({int(s) for s in records["stage"]})
+    variants = sorted(set(records["variant"].astype(str)))
+    if len(stages) > 1 or len(variants) > 1:
+        msg = f"export one stage and variant at a time; records mix stages {stages} and variants {variants}"
+        raise DatasetInputError(msg)
+    stage = stages[0] if stages else 1
+    if stage == 2 and subgraph_json is None:
+        msg = "stage-2 records need `subgraph_json` (image_id -> graph JSON); see subgraph_json_from_tables"
+        raise DatasetInputError(msg)
+    root, out_dir = Path(root), Path(out_dir)
+    sources = {p: root / p for p in records["image_path"].astype(str).unique()}
+    absent = [str(v) for v in sources.values() if not v.is_file()]
+    if absent:
+        msg = f"{len(absent)} image file(s) of the records do not exist under {root}, e.g. {absent[:3]}"
+        raise DatasetInputError(msg)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image_rel = {}
+    for rel, source in sources.items():
+        target_rel = Path("images") / Path(rel)
+        _place_image(source, out_dir / target_rel, link)
+        image_rel[rel] = target_rel.as_posix()
+    graph_rel: dict[str, str] = {}
+    if stage == 2:
+        assert subgraph_json is not None
+        for image_id in records["image_id"].astype(str).unique():
+            graph = subgraph_json(image_id)
+            validate_graph_json(graph, where=f"graph of image {image_id!r}")
+            rel = f"graphs/{_SAFE_NAME.sub('_', image_id)}.json"
+            _atomic_write(out_dir / rel, json.dumps(graph, ensure_ascii=False))
+            graph_rel[image_id] = rel
+    files = {}
+    variant = variants[0] if variants else "ugdata"
+    for split, group in records.groupby("split", sort=True):
+        path = out_dir / f"stage{stage}_{variant}_{split}.jsonl"
+        lines = [json.dumps(_line(rec, image_rel[str(rec["image_path"])], graph_rel.get(str(rec["image_id"]))),
+                            ensure_ascii=False) for rec in group.to_dict("records")]  # fmt: skip
+        _atomic_write(path, "\n".join(lines) + "\n")
+        files[str(split)] = path
+    export = MsSwiftExport(out_dir, files, len(records), len(image_rel), len(graph_rel))
+    logger.info("exported %d stage-%d %s records to %s (%d images, %d graphs)", len(records), stage, variant,
+                out_dir, export.n_images, export.n_graphs)  # fmt: skip
+    return export
+
+
+def _check_messages(value: Any, where: str) -> str:
+    if (not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict)
+            or value[0].get("role") != "user" or not isinstance(value[0].get("content"), str)):  # fmt: skip
+        msg = f"{where} must be one user message [{{'role': 'user', 'content': str}}], got {str(value)[:120]}"
+        raise MsSwiftFormatError(msg)
+    return value[0]["content"]
+
+
+def read_ms_swift(path: Path, *, check_files: bool = True) -> pd.DataFrame:
+    """
+    Read and validate an exported ms-swift JSONL file (the round trip of :func:`export_ms_swift`).
+
+    Every line must have ``messages``, ``positive_messages``, ``images``, ``graphs``, ``pair_type`` and
+    ``label``; the query must start with ``<image>`` (stage 1) or ``<graph><image>`` (stage 2) matching
+    ``pair_type``, with one image and (stage 2) one graph whose paths are relative and exist.
+
+    Returns
+    -------
+    frame
+        ``stage, instruction, positive, hard_negatives, image_path, graph_path, pair_type, label`` per line,
+        with paths as written (relative to the file's folder).
+    """
+    path = Path(path)
+    folder = path.parent
+    rows = []
+    stage_of = {v: k for k, v in MS_SWIFT_PAIR_TYPES.items()}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{path.name}:{number}"
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            msg = f"{where}: not JSON ({exc.msg})"
+            raise MsSwiftFormatError(msg) from exc
+        missing = [k for k in ("messages", "positive_messages", "images", "graphs", "pair_type", "label")
+                   if k not in line]  # fmt: skip
+        if missing:
+            msg = f"{where}: missing key(s) {missing}"
+            raise MsSwiftFormatError(msg)
+        if line["pair_type"] not in stage_of:
+            msg = f"{where}: pair_type {line['pair_type']!r} is not one of {sorted(stage_of)}"
+            raise MsSwiftFormatError(msg)
+        stage = stage_of[line["pair_type"]]
+        query = _check_messages(line["messages"], f"{where} messages")
+        prefix = _QUERY_PREFIX[stage] + " "
+        if not query.startswith(prefix):
+            msg = f"{where}: a {line['pair_type']} query must start with {prefix!r}, got {query[:40]!r}"
+            raise MsSwiftFormatError(msg)
+        if not isinstance(line["positive_messages"], list) or len(line["positive_messages"]) != 1:
+            msg = f"{where}: positive_messages must hold exactly one message list"
+            raise MsSwiftFormatError(msg)
+        positive = _check_messages(line["positive_messages"][0], f"{where} positive_messages[0]")
+        negatives = [_check_messages(m, f"{where} negative_messages") for m in line.get("negative_messages", [])]
+        n_graphs = 1 if stage == 2 else 0
+        if len(line["images"]) != query.count("<image>") or len(line["graphs"]) != n_graphs:
+            msg = (f"{where}: {len(line['images'])} image(s) and {len(line['graphs'])} graph(s) for a query with "
+                   f"{query.count('<image>')} <image> tag(s) in a {line['pair_type']} record")  # fmt: skip
+            raise MsSwiftFormatError(msg)
+        for rel in [*line["images"], *line["graphs"]]:
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                msg = f"{where}: path {rel!r} must be relative to the export folder"
+                raise MsSwiftFormatError(msg)
+            if check_files and not (folder / rel).is_file():
+                msg = f"{where}: {rel!r} does not exist under {folder}"
+                raise MsSwiftFormatError(msg)
+        rows.append({"stage": stage, "instruction": query[len(prefix):], "positive": positive,
+                     "hard_negatives": negatives, "image_path": line["images"][0],
+                     "graph_path": line["graphs"][0] if line["graphs"] else None, "pair_type": line["pair_type"],
+                     "label": line["label"]})  # fmt: skip
+    return pd.DataFrame(rows, columns=["stage", "instruction", "positive", "hard_negatives", "image_path",
+                                       "graph_path", "pair_type", "label"])  # fmt: skip
