@@ -3,7 +3,9 @@
 Ways of one street name are merged into continuous parts (``shapely.line_merge``). On each part, cameras sit
 every ``spacing_m`` metres (centred, so a short part still gets one camera), 1.5 m to the right of the centre
 line in the direction of travel, looking along the street's tangent with a uniform heading jitter of
-``± heading_jitter_deg``. Each (street, part, direction) is one sequence, in travel order.
+``± heading_jitter_deg``. Each (street, part, direction, 200 m stretch) is one sequence, in travel order: like a
+capture session, a sequence covers a few hundred metres, so it fits inside one spatial split block instead of
+dragging a whole avenue into one split.
 
 Ids and jitter are derived from ``(city, street, part, direction, index)`` with a stable hash, so the same
 extract always gives the same cameras, however many views are rendered afterwards.
@@ -31,6 +33,9 @@ CAMERA_COLUMNS: tuple[str, ...] = (
 #: Cameras stand this far right of the street's centre line, as a car or pedestrian would.
 LANE_OFFSET_M = 1.5
 
+
+#: Length of street one rendered sequence covers (metres along the street part).
+SEQUENCE_STRETCH_M = 200.0
 
 def _camera_id(city: str, street: str, part: int, direction: str, index: int) -> str:
     return f"r{stable_hash('camera', city, street, part, direction, index):016x}"[:11]
@@ -67,7 +72,7 @@ def sample_cameras(
     -------
     cameras
         One row per camera, columns :data:`CAMERA_COLUMNS`; ``camera_id`` is ``"r"`` + 10 hex digits,
-        ``sequence_id`` is ``"<city>:<street-slug>:<part>:<f|b>"``, ``compass_angle`` is in ``[0, 360)``.
+        ``sequence_id`` is ``"<city>:<street-slug>:<part>:<f|b>:<stretch>"``, ``compass_angle`` is in ``[0, 360)``.
 
     Raises
     ------
@@ -113,7 +118,8 @@ def sample_cameras(
                     right = np.array([math.cos(travel), -math.sin(travel)])
                     x, y = points[i] + LANE_OFFSET_M * right
                     rows["camera_id"].append(camera_id)
-                    rows["sequence_id"].append(f"{city_slug}:{slug}:{part_index}:{direction}")
+                    stretch = int(along[i] // SEQUENCE_STRETCH_M)
+                    rows["sequence_id"].append(f"{city_slug}:{slug}:{part_index}:{direction}:{stretch}")
                     rows["street_name"].append(str(name))
                     rows["x_m"].append(float(x))
                     rows["y_m"].append(float(y))

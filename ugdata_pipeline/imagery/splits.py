@@ -3,14 +3,22 @@
 Decisions (all distances in metres, measured in the images' UTM CRS):
 
 * **Held-out city**: every image is ``test``.
-* **Training city**: images are gridded into square blocks of ``block_m`` (default ``max(2 * buffer_m,
-  250)``, i.e. 1 km for the default 500 m buffer, so a block keeps images after the buffer bites into it).
-  Blocks, sorted by grid index, are shuffled with ``numpy.random.default_rng(seed)`` and dealt to train, val
-  and test by ``fractions`` (largest remainders; every split with a positive fraction gets at least one
-  block when there are enough blocks).
+* **Training city, ``layout="blocks"``** (large cities): images are gridded into square blocks of ``block_m``
+  (default ``max(2 * buffer_m, 250)``, i.e. 1 km for the default 500 m buffer, so a block keeps images after
+  the buffer bites into it). Blocks, sorted by grid index, are shuffled with ``numpy.random.default_rng(seed)``
+  and dealt to train, val and test by ``fractions`` (largest remainders; every split with a positive fraction
+  gets at least one block when there are enough blocks).
+* **Training city, ``layout="sweep"``** (small cities, where random 1 km blocks and buffers around each of them
+  would exclude most images): the test split is the end of the city along its longer axis holding the test
+  fraction of the images (which end: by ``seed``), train and val share the rest. Val is dealt in 250 m blocks
+  among the non-test images and is *not* buffered from train (a small city cannot afford a second buffer; val
+  only picks the best epoch, the benchmark uses test). The test buffer is kept in full.
+* **``layout="auto"``** (default): ``blocks`` when the city spans at least :data:`MIN_BLOCKS_FOR_BLOCKS` blocks,
+  else ``sweep``.
 * **Sequences**: when a ``sequence_id`` column exists, every image of a sequence takes the split held by
   most of its images (ties: test, then val, then train), so no sequence spans splits.
-* **Buffer**: images of *different* splits must lie at least ``buffer_m`` apart, for every pair of splits.
+* **Buffer**: images of *different* splits must lie at least ``buffer_m`` apart, for every pair of splits
+  (``sweep``: for test against train and val).
   Test images always stay; a val image closer than ``buffer_m`` to a test image, and a train image closer
   than ``buffer_m`` to a test or val image, become ``split = "excluded"``. Excluded rows are kept (so their
   number can be reported) and must be filtered out before training; they belong to no split. This keeps
@@ -43,6 +51,9 @@ CELL_SIZE_M = 35.0
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Split label of images removed by the buffer rule; they belong to no split.
 EXCLUDED = "excluded"
+#: Below this many occupied blocks, ``layout="auto"`` uses the sweep layout.
+MIN_BLOCKS_FOR_BLOCKS = 12
+_VAL_BLOCK_M = 250.0
 _PRIORITY = {"test": 0, "val": 1, "train": 2}  # who wins a sequence tie and who keeps images near a border
 
 
@@ -111,13 +122,38 @@ def _block_counts(n_blocks: int, fractions: tuple[float, float, float]) -> np.nd
     return counts
 
 
-def _enforce_buffer(split: np.ndarray, x: np.ndarray, y: np.ndarray, buffer_m: float) -> np.ndarray:
-    """Exclude val near test, then train near test or val (distance < ``buffer_m``)."""
+def _sweep(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Test at one end of the longer axis (its share of images), val in 250 m blocks among the rest."""
+    along = x if np.ptp(x) >= np.ptp(y) else y
+    if seed % 2:
+        along = -along
+    n = len(along)
+    order = np.argsort(-along, kind="stable")
+    split = np.full(n, "train", dtype=object)
+    n_test = round(fractions[2] * n)
+    split[order[:n_test]] = "test"
+    rest = np.flatnonzero(split == "train")
+    val_share = fractions[1] / max(fractions[0] + fractions[1], 1e-12)
+    if len(rest) and val_share > 0:
+        blocks = pd.MultiIndex.from_arrays([np.floor(x[rest] / _VAL_BLOCK_M).astype(np.int64),
+                                            np.floor(y[rest] / _VAL_BLOCK_M).astype(np.int64)])  # fmt: skip
+        unique = blocks.unique().sort_values()
+        n_val = max(1, round(val_share * len(unique)))
+        chosen = np.random.default_rng(seed).permutation(len(unique))[:n_val]
+        is_val = np.isin(unique.get_indexer(blocks), chosen)
+        split[rest[is_val]] = "val"
+    return split
+
+
+def _enforce_buffer(split: np.ndarray, x: np.ndarray, y: np.ndarray, buffer_m: float, *,
+                    val_buffered: bool = True) -> np.ndarray:  # fmt: skip
+    """Exclude val near test, then train near test (or val, when ``val_buffered``) (distance < ``buffer_m``)."""
     split = split.copy()
     if buffer_m <= 0:
         return split
     xy = np.column_stack([x, y])
-    for loser, winners in (("val", ("test",)), ("train", ("test", "val"))):
+    train_losers = ("test", "val") if val_buffered else ("test",)
+    for loser, winners in (("val", ("test",)), ("train", train_losers)):
         keep = np.isin(split, winners)
         lose = split == loser
         if not keep.any() or not lose.any():
@@ -138,6 +174,7 @@ def assign_splits(
     seed: int = 0,
     cell_size_m: float = CELL_SIZE_M,
     crs_metric: str | None = None,
+    layout: Literal["auto", "blocks", "sweep"] = "auto",
 ) -> pd.DataFrame:
     """
     Add ``split`` (train | val | test | excluded) and ``cell`` columns to a city's images.
@@ -163,6 +200,8 @@ def assign_splits(
         Side in metres of the thinning cell written to ``cell``.
     crs_metric
         Metric CRS (e.g. ``UrbanGraph.crs_metric``); by default the UTM zone estimated from the images.
+    layout
+        ``"blocks"``, ``"sweep"`` or ``"auto"`` (see the module docstring).
 
     Returns
     -------
@@ -189,6 +228,9 @@ def assign_splits(
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
         msg = f"seed must be an integer, got {seed!r}"
         raise ImageryInputError(msg)
+    if layout not in ("auto", "blocks", "sweep"):
+        msg = f"layout must be 'auto', 'blocks' or 'sweep', got {layout!r}"
+        raise ImageryInputError(msg)
     if block <= buffer:
         logger.warning("block_m=%s is not larger than buffer_m=%s: the buffer may empty whole val blocks",
                        block, buffer)  # fmt: skip
@@ -207,15 +249,20 @@ def assign_splits(
     blocks = pd.MultiIndex.from_arrays([bx, by])
     unique_blocks = blocks.unique().sort_values()
     block_of = unique_blocks.get_indexer(blocks)
-    counts = _block_counts(len(unique_blocks), frac)
-    labels = np.repeat(np.array(SPLITS, dtype=object), counts)
-    dealt = np.empty(len(unique_blocks), dtype=object)
-    dealt[np.random.default_rng(int(seed)).permutation(len(unique_blocks))] = labels
-    split = dealt[block_of]
+    if layout == "auto":
+        layout = "blocks" if len(unique_blocks) >= MIN_BLOCKS_FOR_BLOCKS else "sweep"
+    if layout == "blocks":
+        counts = _block_counts(len(unique_blocks), frac)
+        labels = np.repeat(np.array(SPLITS, dtype=object), counts)
+        dealt = np.empty(len(unique_blocks), dtype=object)
+        dealt[np.random.default_rng(int(seed)).permutation(len(unique_blocks))] = labels
+        split = dealt[block_of]
+    else:
+        split = _sweep(x, y, frac, int(seed))
 
     if "sequence_id" in out.columns:
         split = _sequence_majority(out["sequence_id"], split)
-    final = _enforce_buffer(split, x, y, buffer)
+    final = _enforce_buffer(split, x, y, buffer, val_buffered=layout == "blocks")
     out["split"] = final
     excluded = int((final == EXCLUDED).sum())
     tally = {s: int((final == s).sum()) for s in SPLITS}
@@ -223,8 +270,8 @@ def assign_splits(
     if empty:
         logger.warning("split(s) %s hold no images after the %s m buffer (%s blocks of %s m); use smaller "
                        "blocks or a larger area", empty, buffer, len(unique_blocks), block)  # fmt: skip
-    logger.info("split %s images over %s blocks of %s m: %s; %s excluded by the %s m buffer",
-                f"{len(out):,}", len(unique_blocks), block, tally, excluded, buffer)  # fmt: skip
+    logger.info("split %s images (%s layout, %s blocks of %s m): %s; %s excluded by the %s m buffer",
+                f"{len(out):,}", layout, len(unique_blocks), block, tally, excluded, buffer)  # fmt: skip
     return out
 
 

@@ -236,3 +236,37 @@ def test_splits_reject_bad_images() -> None:
     images = line_city(100.0).drop(columns="lat")
     with pytest.raises(ImageryInputError, match=r"missing column.*lat"):
         assign_splits(images, city_split="train")
+
+
+def grid_city(width_m: float, height_m: float, step_m: float = 25.0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Images on a regular grid covering ``width_m`` x ``height_m`` (a small city like the bundled Helsinki),
+    and their north coordinates in metres."""
+    xs, ys = np.meshgrid(np.arange(0.0, width_m, step_m), np.arange(0.0, height_m, step_m))
+    points = {f"g{k:05d}": (float(x), float(y)) for k, (x, y) in enumerate(zip(xs.ravel(), ys.ravel(), strict=True))}
+    return make_images(points), ys.ravel()
+
+
+def test_small_city_uses_the_sweep_layout_and_keeps_most_images() -> None:
+    images, y = grid_city(1000.0, 1650.0)
+    out = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=0)
+    share = out["split"].value_counts(normalize=True)
+    # test is the far end along the longer (north-south) axis and holds its share of the images
+    assert share["test"] == pytest.approx(0.2, abs=0.01)
+    assert share["train"] + share["val"] > 0.45 and share["val"] > 0.03
+    # only the 500 m band next to test is lost, never a checkerboard of buffers
+    assert share[EXCLUDED] == pytest.approx(500.0 / 1650.0, abs=0.04)
+    assert no_test_near_train(out, 500.0).passed
+    assert y[out["split"] == "test"].min() >= y[out["split"].isin(["train", "val"])].max() + 450.0  # 500 m apart in the plane
+    other = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=1)
+    assert y[other["split"] == "test"].max() < y[other["split"] == "train"].min()  # an odd seed takes the other end
+
+
+def test_block_layout_is_chosen_for_large_cities_and_can_be_forced() -> None:
+    images = line_city(3000.0)
+    auto = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0)  # 13 blocks: blocks layout
+    forced = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, layout="blocks")
+    pd.testing.assert_frame_equal(auto, forced)
+    swept = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, layout="sweep")
+    assert not swept["split"].equals(auto["split"]) and no_test_near_train(swept, 100.0).passed
+    with pytest.raises(ImageryInputError, match="layout must be"):
+        assign_splits(images, city_split="train", layout="rings")

@@ -343,9 +343,12 @@ def test_cameras_every_spacing_both_ways_along_the_street():
     assert list(cameras.columns) == list(CAMERA_COLUMNS)
     assert len(cameras) == 20 and cameras["camera_id"].is_unique
     assert cameras["camera_id"].str.fullmatch(r"r[0-9a-f]{10}").all()
-    assert sorted(cameras["sequence_id"].unique()) == ["t:east-road:0:b", "t:east-road:0:f"]
-    forward = cameras[cameras["sequence_id"].str.endswith(":f")]
-    backward = cameras[cameras["sequence_id"].str.endswith(":b")]
+    # one sequence per direction and 200 m stretch of the 400 m street
+    assert sorted(cameras["sequence_id"].unique()) == ["t:east-road:0:b:0", "t:east-road:0:b:1",
+                                                       "t:east-road:0:f:0", "t:east-road:0:f:1"]
+    assert (cameras.groupby("sequence_id")["x_m"].agg(np.ptp) <= 200.0).all()
+    forward = cameras[cameras["sequence_id"].str.contains(":f:")]
+    backward = cameras[cameras["sequence_id"].str.contains(":b:")]
     assert np.allclose(np.diff(forward["x_m"] - ORIGIN_E), 40.0) and np.allclose(np.diff(backward["x_m"]), -40.0)
     assert np.allclose(forward["y_m"] - ORIGIN_N, -1.5) and np.allclose(backward["y_m"] - ORIGIN_N, 1.5)
     assert forward["heading_deg"].between(85, 95).all() and backward["heading_deg"].between(265, 275).all()
