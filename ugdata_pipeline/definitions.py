@@ -18,9 +18,12 @@ from ugdata_pipeline.jobs import ALL_JOBS
 from ugdata_pipeline.resources import (
     CityRegistryResource,
     MapillaryResource,
+    OpenAICaptionerResource,
     OsmSourceResource,
     RenderedImagesResource,
     StorageResource,
+    TemplateCaptionerResource,
+    TrainerResource,
 )
 from ugdata_pipeline.schedules import ALL_SCHEDULES, ALL_SENSORS
 
@@ -48,6 +51,10 @@ def resources_for(deployment: str) -> dict[str, object]:
                                  cache_dir=str(Path(root) / "_cache" / "osmnx") if online else None),  # fmt: skip
         "images": (MapillaryResource(access_token=dg.EnvVar("MAPILLARY_ACCESS_TOKEN")) if online
                    else RenderedImagesResource(max_views=_int_env("UGDATA_MAX_VIEWS"))),  # fmt: skip
+        "captioner": (OpenAICaptionerResource(api_key=dg.EnvVar("OPENAI_API_KEY"),
+                                              base_url=dg.EnvVar("OPENAI_BASE_URL")) if online
+                      else TemplateCaptionerResource()),  # fmt: skip
+        "trainer": TrainerResource(max_steps=_int_env("UGDATA_MAX_TRAIN_STEPS")),
     }
 
 

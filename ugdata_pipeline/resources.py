@@ -12,6 +12,7 @@ from pydantic import Field
 from upath import UPath
 
 from ugdata_pipeline.cities import City, CityRegistry, load_registry
+from ugdata_pipeline.io_managers import read_table, table_path
 from ugdata_pipeline.osm import OsmExtract, load_city_osm
 
 
@@ -35,6 +36,29 @@ class StorageResource(dg.ConfigurableResource):
     def city_path(self, city: str, *parts: str) -> UPath:
         """``<root>/<city>/<parts...>``."""
         return UPath(self.root).joinpath(city, *parts)
+
+    def has_table(self, city: str, asset: str) -> bool:
+        """Whether the city's partition of a table asset has been materialized."""
+        return table_path(self.root, asset, city).exists()
+
+    def read_table(self, city: str, asset: str) -> pd.DataFrame:
+        """A city's partition of a table asset, for assets that combine cities (training, the benchmark)."""
+        path = table_path(self.root, asset, city)
+        if not path.exists():
+            msg = f"{path} does not exist; materialize {asset!r} for city {city!r} first (city_dataset_job)"
+            raise FileNotFoundError(msg)
+        return read_table(path)
+
+    def local_dir(self, *parts: str) -> Path:
+        """A local folder under the root (models, reports); object-store roots need a local working copy."""
+        root = UPath(self.root)
+        if root.protocol not in ("", "file", "local"):
+            msg = (f"{'/'.join(parts)} needs a local folder but UGDATA_ROOT is {root.protocol}://; set "
+                   "UGDATA_LOCAL_WORK to a local folder for model and report files")  # fmt: skip
+            raise ValueError(msg)
+        path = Path(root.path).joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 class OsmSourceResource(dg.ConfigurableResource):
@@ -158,3 +182,69 @@ class MapillaryResource(ImageSourceResource):
 
         result = download_images(self._client(), candidates, root=root, city_slug=city.slug)
         return result.manifest, result.failures, dict(result.counts)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training: where and how UGE models are trained.
+
+
+class TrainerResource(dg.ConfigurableResource):
+    """How UGE training runs: in this process (default), or out of process through Dagster Pipes with
+    ``accelerate launch`` (multi-GPU DDP on one node, or a Kubernetes pod with GPUs)."""
+
+    launcher: str = Field(default="in_process", description="in_process | accelerate")
+    num_processes: int = Field(default=1, description="Processes (GPUs) for the accelerate launcher.")
+    precision: str = Field(default="no", description="Mixed precision: no | bf16 | fp16.")
+    cpu: bool = Field(default=False, description="Force the CPU even when a GPU is present.")
+    epochs: int = Field(default=3, description="Passes over the training split per model.")
+    batch_size: int = Field(default=64, description="Records per step (in-batch negatives = batch - 1).")
+    max_steps: int | None = Field(default=None, description="Stop each model after this many steps.")
+    backbone: str = Field(default="compact", description="compact (CPU default) or hf_vlm (GPU).")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Captioners: the template twin offline, any OpenAI-compatible endpoint online.
+
+
+class CaptionerResource(dg.ConfigurableResource):
+    """Writes an image caption and a spatial summarization per image; subclasses are chosen per deployment."""
+
+    def captioner(self):
+        raise NotImplementedError
+
+
+class TemplateCaptionerResource(CaptionerResource):
+    """The offline twin: deterministic captions from the renderer's scene facts and the subgraph (model "template")."""
+
+    seed: int = Field(default=0, description="Picks among phrasings per image; same seed, same captions.")
+
+    def captioner(self):
+        from ugdata_pipeline.context.captioners import TemplateCaptioner
+
+        return TemplateCaptioner(seed=self.seed)
+
+
+class OpenAICaptionerResource(CaptionerResource):
+    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, DashScope/Qwen, Ollama) with a VLM.
+
+    ``api_key`` and ``base_url`` come from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` through ``EnvVar``; the key is
+    never logged or written to metadata.
+    """
+
+    model: str = Field(default="qwen2.5-vl-7b-instruct", description="Model name served by the endpoint.")
+    base_url: str | None = Field(default=None, description="Endpoint base URL (EnvVar('OPENAI_BASE_URL')).")
+    api_key: str | None = Field(default=None, description="API key (EnvVar('OPENAI_API_KEY')).")
+    concurrency: int = Field(default=16, description="Requests in flight at once.")
+    requests_per_minute: float = Field(default=600, description="Token-bucket limit on requests.")
+    tokens_per_minute: float | None = Field(default=None, description="Token-bucket limit on tokens (None: off).")
+    max_attempts: int = Field(default=5, description="Tries per image per run; failures are retried next run.")
+    timeout_s: float = Field(default=60, description="Seconds per request.")
+    json_schema: bool = Field(default=False, description="Ask for a JSON schema answer (endpoints that support it).")
+
+    def captioner(self):
+        from ugdata_pipeline.context.captioners import OpenAICompatibleCaptioner
+
+        return OpenAICompatibleCaptioner(self.model, base_url=self.base_url, api_key=self.api_key,
+                                         concurrency=self.concurrency, requests_per_minute=self.requests_per_minute,
+                                         tokens_per_minute=self.tokens_per_minute, max_attempts=self.max_attempts,
+                                         timeout_s=self.timeout_s, json_schema=self.json_schema)  # fmt: skip

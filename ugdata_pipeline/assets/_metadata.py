@@ -31,6 +31,15 @@ def png(path: UPath, payload: bytes, *, alt: str) -> dict[str, dg.MetadataValue]
     }
 
 
+def png_file(path: UPath, *, alt: str) -> dict[str, dg.MetadataValue]:
+    """Metadata that shows an already written PNG inline and links the file."""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return {
+        f"{alt}_path": dg.MetadataValue.path(str(path)),
+        alt: dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})"),
+    }
+
+
 def check_result(name: str, outcome: CheckOutcome, *, asset_key: str, blocking_severity: bool = True,
                  ) -> dg.AssetCheckResult:  # fmt: skip
     """An asset check result from a validator outcome."""

@@ -256,7 +256,7 @@ def test_small_city_uses_the_sweep_layout_and_keeps_most_images() -> None:
     # only the 500 m band next to test is lost, never a checkerboard of buffers
     assert share[EXCLUDED] == pytest.approx(500.0 / 1650.0, abs=0.04)
     assert no_test_near_train(out, 500.0).passed
-    assert y[out["split"] == "test"].min() >= y[out["split"].isin(["train", "val"])].max() + 450.0  # 500 m apart in the plane
+    assert y[out["split"] == "test"].min() >= y[out["split"].isin(["train", "val"])].max() + 450.0
     other = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=1)
     assert y[other["split"] == "test"].max() < y[other["split"] == "train"].min()  # an odd seed takes the other end
 
