@@ -33,12 +33,7 @@ def metric_crs(streets: gpd.GeoDataFrame) -> str:
 
 def local_root(storage: StorageResource) -> Path:
     """Image sources write files; they need the root on local disk (object-store roots: see deploy/README.md)."""
-    root = storage.city_path("").parent
-    if root.protocol not in ("", "file", "local"):
-        msg = (f"image sources write files to a local folder, but UGDATA_ROOT is {root.protocol}://; "
-               "run imagery steps with a local UGDATA_ROOT and sync it to object storage afterwards")  # fmt: skip
-        raise ValueError(msg)
-    return Path(root.path)
+    return storage.local_dir()
 
 
 @dg.asset(

@@ -1,0 +1,92 @@
+"""Spatial context assets: 700 m subgraphs per image, their text descriptions, and the captions written from them."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import geopandas as gpd
+import pandas as pd
+from pydantic import Field
+
+from ugdata_pipeline.assets._metadata import check_result, png, preview
+from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.reasoning import anchored_graph
+from ugdata_pipeline.context.describe import describe_subgraphs
+from ugdata_pipeline.context.subgraph import (
+    SubgraphConfig,
+    SubgraphTables,
+    build_subgraphs,
+    size_histogram_png,
+    subgraph_size_outcome,
+)
+from ugdata_pipeline.resources import CityRegistryResource, StorageResource
+
+
+class SubgraphsConfig(dg.Config):
+    radius_m: float = Field(default=700.0, description="A node is in when its geometry is this close to the image.")
+    max_nodes: int = Field(default=256, description="Cap on nodes per subgraph (nearest kept, image included).")
+
+
+@dg.multi_asset(
+    outs={
+        "subgraph_nodes": dg.AssetOut(description="Nodes of each image's 700 m subgraph (one row per image x node).",
+                                      io_manager_key="table_io_manager", kinds={"pandas"}),
+        "subgraph_edges": dg.AssetOut(description="Edges among each subgraph's nodes.",
+                                      io_manager_key="table_io_manager", kinds={"pandas"}),
+        "subgraphs": dg.AssetOut(description="One row per image: centre node, node and edge counts, truncation.",
+                                 io_manager_key="table_io_manager", kinds={"pandas"}),
+    },  # fmt: skip
+    ins={name: dg.AssetIn(name) for name in ("nodes", "edges", "image_nodes", "image_edges", "images")},
+    partitions_def=city_partitions,
+    group_name="context",
+    check_specs=[dg.AssetCheckSpec("subgraph_sizes", asset="subgraphs", blocking=True,
+                                   description="Every subgraph has 2..max_nodes nodes (the image and its street).")],
+)  # fmt: skip
+def spatial_subgraphs(
+    context: dg.AssetExecutionContext,
+    config: SubgraphsConfig,
+    cities: CityRegistryResource,
+    storage: StorageResource,
+    nodes: gpd.GeoDataFrame,
+    edges: pd.DataFrame,
+    image_nodes: gpd.GeoDataFrame,
+    image_edges: pd.DataFrame,
+    images: pd.DataFrame,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Every node whose geometry meets the radius around each image, nearest first, with the edges among them."""
+    city = cities.city(context.partition_key)
+    all_nodes, all_edges = anchored_graph(nodes, edges, image_nodes, image_edges)
+    core = SubgraphConfig(radius_m=config.radius_m, max_nodes=config.max_nodes)
+    tables = build_subgraphs(all_nodes, all_edges, images, config=core)
+    chart = {}
+    if len(tables.summary):
+        chart = png(storage.city_path(city.slug, "previews", "subgraph_sizes.png"), size_histogram_png(tables.summary),
+                    alt="size_histogram")  # fmt: skip
+    figures = {k: v for k, v in tables.counts.items() if isinstance(v, int | float)}
+    yield dg.Output(tables.nodes, "subgraph_nodes", metadata={"count": len(tables.nodes),
+                    "preview": preview(tables.nodes, columns=["image_id", "node_id", "kind", "name", "dx_m", "dy_m",
+                                                              "distance_m", "rank"])})  # fmt: skip
+    yield dg.Output(tables.edges, "subgraph_edges", metadata={"count": len(tables.edges)})
+    yield dg.Output(tables.summary, "subgraphs", metadata={"count": len(tables.summary), **figures,
+                                                           "preview": preview(tables.summary), **chart})  # fmt: skip
+    outcome = subgraph_size_outcome(tables.summary, max_nodes=config.max_nodes)
+    yield check_result("subgraph_sizes", outcome, asset_key="subgraphs")
+
+
+@dg.asset(
+    ins={name: dg.AssetIn(name) for name in ("images", "subgraph_nodes", "subgraph_edges")},
+    partitions_def=city_partitions,
+    group_name="context",
+    io_manager_key="table_io_manager",
+    kinds={"pandas"},
+)
+def subgraph_descriptions(
+    images: pd.DataFrame, subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame
+) -> dg.Output[pd.DataFrame]:
+    """The text the captioner reads: the image's street and crossing, places within 200 m, streets around."""
+    tables = SubgraphTables(nodes=subgraph_nodes, edges=subgraph_edges, summary=pd.DataFrame())
+    frame = describe_subgraphs(tables, images)
+    lengths = frame["description"].str.len()
+    return dg.Output(frame, metadata={
+        "count": len(frame), "chars_median": float(lengths.median()) if len(frame) else 0.0,
+        "example": dg.MetadataValue.md(frame["description"].iloc[0] if len(frame) else "no images"),
+    })  # fmt: skip

@@ -1,0 +1,151 @@
+"""Caption and training-record assets: spatial context captions with quality gates, stage-1/2 records, exports."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from ugdata_pipeline.assets._metadata import check_result, preview
+from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.context.captioners import (
+    both_sections_share,
+    build_caption_requests,
+    hallucination_rate,
+    homogeneity,
+    names_by_image,
+)
+from ugdata_pipeline.dataset.export import export_ms_swift, subgraph_json_from_tables
+from ugdata_pipeline.dataset.records import build_training_records, negatives_within_split, query_leaks
+from ugdata_pipeline.resources import CaptionerResource, CityRegistryResource, StorageResource
+
+_GATES = (
+    ("both_sections", False, "Share of captions with both an image caption and a spatial summarization."),
+    ("grounded_places", False, "Named places in summarizations exist in that image's subgraph (hallucinations)."),
+    ("homogeneity", False, "Distinct-2-gram ratio and near-duplicate rate across captions."),
+)
+
+
+@dg.asset(
+    ins={name: dg.AssetIn(name) for name in ("images", "subgraph_descriptions", "subgraph_nodes", "nodes")},
+    partitions_def=city_partitions,
+    group_name="dataset",
+    io_manager_key="table_io_manager",
+    kinds={"pandas"},
+    check_specs=[dg.AssetCheckSpec(name, asset="captions", blocking=blocking, description=text)
+                 for name, blocking, text in _GATES],  # fmt: skip
+)
+def captions(
+    context: dg.AssetExecutionContext,
+    cities: CityRegistryResource,
+    storage: StorageResource,
+    captioner: CaptionerResource,
+    images: pd.DataFrame,
+    subgraph_descriptions: pd.DataFrame,
+    subgraph_nodes: pd.DataFrame,
+    nodes: pd.DataFrame,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Spatial context captions: the VLM (or the template twin) reads the image and its subgraph description."""
+    city = cities.city(context.partition_key)
+    root = storage.local_dir()
+    requests = build_caption_requests(images, subgraph_descriptions, subgraph_nodes, root=root)
+    writer = captioner.captioner()
+    step = max(1, len(requests) // 10)
+
+    def progress(done: int, total: int) -> None:
+        if done % step == 0 or done == total:
+            context.log.info(f"captioned {done}/{total} images of {city.slug}")
+
+    frame = writer.caption_all(requests, cache_dir=storage.local_dir(city.slug, "_cache", "captions"),
+                               progress=progress)  # fmt: skip
+    status = frame["status"].value_counts().to_dict()
+    stats = getattr(writer, "last_stats", None)
+    yield dg.Output(frame, metadata={
+        "count": len(frame), "model": writer.model, "done": int(status.get("done", 0)),
+        "failed": int(status.get("failed", 0)),
+        "prompt_tokens": int(frame["prompt_tokens"].fillna(0).sum()),
+        "completion_tokens": int(frame["completion_tokens"].fillna(0).sum()),
+        **({f"run/{k}": v for k, v in stats.as_dict().items()} if stats is not None else {}),
+        "preview": preview(frame, columns=["image_id", "model", "status", "image_caption", "summarization"]),
+    })  # fmt: skip
+    known = set(nodes["name"].dropna().astype(str))
+    gates = {
+        "both_sections": both_sections_share(frame),
+        "grounded_places": hallucination_rate(frame, names_by_image(subgraph_nodes), known),
+        "homogeneity": homogeneity(frame),
+    }
+    for name, blocking, _ in _GATES:
+        yield check_result(name, gates[name].outcome, asset_key="captions", blocking_severity=blocking)
+
+
+class RecordsConfig(dg.Config):
+    hard_negatives: bool = Field(default=True, description="Add texts of images 200-800 m away (same split).")
+    n_negatives: int = Field(default=3, description="Hard negatives per record at most.")
+    max_paths_per_image: int = Field(default=2, description="Path records per image.")
+    seed: int = Field(default=0, description="Seed of instruction and negative choices.")
+
+
+@dg.asset(
+    ins={name: dg.AssetIn(name) for name in ("images", "captions", "srp", "subgraphs")},
+    partitions_def=city_partitions,
+    group_name="dataset",
+    io_manager_key="table_io_manager",
+    kinds={"pandas"},
+    check_specs=[
+        dg.AssetCheckSpec("no_query_contains_target", asset="training_records", blocking=True,
+                          description="No query text contains its positive's target place."),
+        dg.AssetCheckSpec("negatives_within_split", asset="training_records", blocking=True,
+                          description="Every hard negative comes from an image of the same split."),
+    ],  # fmt: skip
+)
+def training_records(
+    config: RecordsConfig,
+    images: pd.DataFrame,
+    captions: pd.DataFrame,
+    srp: pd.DataFrame,
+    subgraphs: pd.DataFrame,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Stage-1 and stage-2 UGData records plus the generic-caption baseline, splits carried from the images."""
+    options = {"hard_negatives": config.hard_negatives, "n_negatives": config.n_negatives,
+               "max_paths_per_image": config.max_paths_per_image, "seed": config.seed}  # fmt: skip
+    frames = [
+        build_training_records(images, captions, srp, stage=1, variant="ugdata", **options),
+        build_training_records(images, captions, srp, stage=2, variant="ugdata", subgraphs=subgraphs, **options),
+        build_training_records(images, captions, None, stage=1, variant="baseline", **options),
+    ]
+    records = pd.concat(frames, ignore_index=True)
+    counts = records.groupby(["stage", "variant", "split"]).size()
+    yield dg.Output(records, metadata={
+        "count": len(records),
+        "by_stage_variant_split": dg.MetadataValue.json({"/".join(map(str, k)): int(v) for k, v in counts.items()}),
+        "by_pair_type": dg.MetadataValue.json({str(k): int(v) for k, v in records["pair_type"].value_counts().items()}),
+        "preview": preview(records, columns=["record_id", "stage", "variant", "split", "instruction", "positive",
+                                             "pair_type"]),
+    })  # fmt: skip
+    yield check_result("no_query_contains_target", query_leaks(records), asset_key="training_records")
+    yield check_result("negatives_within_split", negatives_within_split(records), asset_key="training_records")
+
+
+@dg.asset(
+    ins={name: dg.AssetIn(name) for name in ("training_records", "subgraph_nodes", "subgraph_edges", "subgraphs")},
+    partitions_def=city_partitions,
+    group_name="dataset",
+    kinds={"json"},
+)
+def ms_swift_export(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    training_records: pd.DataFrame,
+    subgraph_nodes: pd.DataFrame,
+    subgraph_edges: pd.DataFrame,
+    subgraphs: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """The records as the reference's ms-swift JSONL (one folder per stage), images and graph JSON beside them."""
+    graph_json = subgraph_json_from_tables(subgraph_nodes, subgraph_edges, subgraphs)
+    root = storage.local_dir()
+    written = {}
+    for (stage, variant), records in training_records.groupby(["stage", "variant"]):
+        out_dir = storage.local_dir(context.partition_key, "export", f"{variant}_stage{stage}")
+        export = export_ms_swift(records, root=root, out_dir=out_dir, subgraph_json=graph_json if stage == 2 else None)
+        written[f"{variant}_stage{stage}"] = export.metadata()
+    return dg.MaterializeResult(metadata={"exports": dg.MetadataValue.json(written)})

@@ -1,0 +1,100 @@
+"""Spatial reasoning path assets: routes from each image to places, with their text, and their invariants."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import geopandas as gpd
+import pandas as pd
+from pydantic import Field
+
+from ugdata_pipeline.assets._metadata import check_result, png, preview
+from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.reasoning import validate
+from ugdata_pipeline.reasoning.paths import PathConfig, build_paths
+from ugdata_pipeline.reasoning.plot import distance_histogram_png, hop_histogram_png
+from ugdata_pipeline.resources import CityRegistryResource, StorageResource
+
+
+class PathsConfig(dg.Config):
+    max_paths: int = Field(default=10, description="Paths per image at most (shortest + alternatives).")
+    min_hops: int = Field(default=2, description="Fewest hops to a target (image -> street -> place is 2).")
+    max_hops: int = Field(default=8, description="Most hops to a target.")
+    max_distance_m: float = Field(default=1500.0, description="Largest straight-line distance to a target.")
+    seed: int = Field(default=0, description="Seed of the stratified target choice per (city, image).")
+
+
+def anchored_graph(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, image_nodes: gpd.GeoDataFrame,
+                   image_edges: pd.DataFrame) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:  # fmt: skip
+    """The urban graph with the city's image nodes and image_street edges added."""
+    all_nodes = gpd.GeoDataFrame(pd.concat([nodes, image_nodes], ignore_index=True), geometry="geometry",
+                                 crs=nodes.crs)  # fmt: skip
+    return all_nodes, pd.concat([edges, image_edges], ignore_index=True)
+
+
+_CHECKS = (
+    ("every_image_has_path_or_reason", True, "Every image has >= 1 path or a recorded reason."),
+    ("paths_are_walks", True, "Every path is a walk in the graph (consecutive nodes share an edge)."),
+    ("no_query_contains_target", True, "No query text (path_text, path_sentence) contains its target's name."),
+    ("paths_stay_with_their_image", True, "Paths start at their own image and pass through no other image."),
+)
+
+
+@dg.multi_asset(
+    outs={
+        "srp": dg.AssetOut(description="Spatial reasoning paths: one row per (image, path), target text apart.",
+                           io_manager_key="table_io_manager", kinds={"pandas"}),
+        "srp_missing": dg.AssetOut(description="Images without a path, and why.",
+                                   io_manager_key="table_io_manager", kinds={"pandas"}),
+    },  # fmt: skip
+    ins={name: dg.AssetIn(name) for name in ("nodes", "edges", "image_nodes", "image_edges", "images")},
+    partitions_def=city_partitions,
+    group_name="reasoning",
+    check_specs=[dg.AssetCheckSpec(name, asset="srp", blocking=blocking, description=text)
+                 for name, blocking, text in _CHECKS],  # fmt: skip
+)
+def spatial_reasoning_paths(
+    context: dg.AssetExecutionContext,
+    config: PathsConfig,
+    cities: CityRegistryResource,
+    storage: StorageResource,
+    nodes: gpd.GeoDataFrame,
+    edges: pd.DataFrame,
+    image_nodes: gpd.GeoDataFrame,
+    image_edges: pd.DataFrame,
+    images: pd.DataFrame,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Stratified routes from every image to POIs/AOIs 2-8 hops away, as triple chains and sentences."""
+    city = cities.city(context.partition_key)
+    all_nodes, all_edges = anchored_graph(nodes, edges, image_nodes, image_edges)
+    core = PathConfig(max_paths=config.max_paths, min_hops=config.min_hops, max_hops=config.max_hops,
+                      max_distance_m=config.max_distance_m, seed=config.seed)  # fmt: skip
+    result = build_paths(all_nodes, all_edges, images, city=city.slug, config=core)
+    paths, missing = result.paths, result.missing
+    charts = {}
+    if len(paths):
+        charts |= png(storage.city_path(city.slug, "previews", "srp_hops.png"), hop_histogram_png(paths),
+                      alt="hop_histogram")  # fmt: skip
+        charts |= png(storage.city_path(city.slug, "previews", "srp_distances.png"), distance_histogram_png(paths),
+                      alt="distance_histogram")  # fmt: skip
+    examples = "\n\n".join(f"**{row.path_type}, {row.hops} hops** — query: {row.path_sentence}  \nanswer: "
+                           f"{row.target_text}" for row in paths.head(4).itertuples())  # fmt: skip
+    yield dg.Output(paths, "srp", metadata={
+        "count": len(paths), "images_with_paths": int(paths["image_id"].nunique()) if len(paths) else 0,
+        **{k: v for k, v in result.counts.items() if isinstance(v, int | float)},
+        "examples": dg.MetadataValue.md(examples or "no paths"),
+        "preview": preview(paths, columns=["image_id", "target_name", "hops", "path_type", "path_text",
+                                           "target_text"]),
+        **charts,
+    })  # fmt: skip
+    yield dg.Output(missing, "srp_missing", metadata={
+        "count": len(missing),
+        "by_reason": dg.MetadataValue.json({str(k): int(v) for k, v in missing["reason"].value_counts().items()}),
+    })  # fmt: skip
+    outcomes = {
+        "every_image_has_path_or_reason": validate.every_image_has_path_or_reason(images, paths, missing),
+        "paths_are_walks": validate.paths_are_walks(paths, all_edges),
+        "no_query_contains_target": validate.no_query_contains_target(paths, all_nodes),
+        "paths_stay_with_their_image": validate.paths_stay_with_their_image(paths, images),
+    }
+    for name, blocking, _ in _CHECKS:
+        yield check_result(name, outcomes[name], asset_key="srp", blocking_severity=blocking)
