@@ -25,8 +25,9 @@ def table_path(root: str, asset_name: str, partition: str | None) -> UPath:
     return (base / partition if partition else base) / f"{asset_name}.parquet"
 
 
-def write_bytes_atomic(path: UPath, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so readers never see a partial file."""
+def write_bytes_atomic(path: UPath | os.PathLike[str], payload: bytes) -> None:
+    """Write ``payload`` to ``path`` (a UPath, or a local path) so readers never see a partial file."""
+    path = path if isinstance(path, UPath) else UPath(os.fspath(path))
     if path.protocol in ("", "file", "local"):
         folder = os.fspath(path.parent.path)
         os.makedirs(folder, exist_ok=True)

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import dagster as dg
@@ -89,7 +89,7 @@ def _train_model(asset: str, name: str, stage: int, variant: str, parent: str | 
                                    *([frame_to_parquet_bytes(nodes), frame_to_parquet_bytes(edges)] if stage == 2
                                      else []))  # fmt: skip
         out_dir = storage.local_dir("models", name, fingerprint)
-        config.out_dir = str(out_dir)
+        config = replace(config, out_dir=str(out_dir))
         root = storage.local_dir()
         subgraphs = SubgraphTables(nodes, edges) if stage == 2 else None
         if trainer.launcher == "accelerate":

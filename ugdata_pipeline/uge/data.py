@@ -1,0 +1,399 @@
+"""Training data for UGE: training records to batches, subgraph tables to PyG graphs.
+
+Graphs are built once per image from the long ``subgraph_nodes`` / ``subgraph_edges`` tables (DESIGN.md data
+contracts): every undirected edge appears in both directions (messages flow both ways; the reference kept one
+direction, notes §8 B5), edge features are computed per directed edge (the bearing reverses, the offset flips
+sign), node-text features come from the backbone's frozen text side once per unique text, and the image's own
+centre node carries no text (its learned node-kind embedding stands for it, so its coordinates or ids never leak
+in as text). A batch of graphs is a PyG ``Batch`` whose ``batch`` vector assigns every node to its own sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
+from ugdata_pipeline.graph.schema import NODE_KINDS
+from ugdata_pipeline.uge.graph_encoder import EDGE_FEATURE_DIM
+from ugdata_pipeline.uge.losses import text_ids
+
+logger = logging.getLogger(__name__)
+
+RECORD_COLUMNS: tuple[str, ...] = (
+    "record_id", "stage", "variant", "image_id", "split", "instruction", "image_path", "positive", "pair_type",
+    "hard_negatives",
+)  # fmt: skip
+SUBGRAPH_NODE_COLUMNS: tuple[str, ...] = (
+    "image_id", "node_id", "kind", "name", "category", "node_text", "lon", "lat", "dx_m", "dy_m", "distance_m", "rank",
+)  # fmt: skip
+SUBGRAPH_EDGE_COLUMNS: tuple[str, ...] = (
+    "image_id", "src", "dst", "kind", "distance_m", "bearing_deg", "street_name",
+)  # fmt: skip
+_KIND_INDEX = {kind: i for i, kind in enumerate(NODE_KINDS)}
+
+__all__ = [
+    "RECORD_COLUMNS",
+    "SUBGRAPH_EDGE_COLUMNS",
+    "SUBGRAPH_NODE_COLUMNS",
+    "ImageStore",
+    "RecordBatch",
+    "SubgraphTables",
+    "TrainingDataError",
+    "build_graphs",
+    "collate_graphs",
+    "edge_features",
+    "epoch_batches",
+    "make_batch",
+    "validate_records",
+]
+
+
+class TrainingDataError(UgdataError, ValueError):
+    """Training records, images or subgraph tables that the trainer cannot use."""
+
+
+class SubgraphTables(NamedTuple):
+    """The long subgraph tables of one or more cities (``subgraph_nodes``, ``subgraph_edges``)."""
+
+    nodes: pd.DataFrame
+    edges: pd.DataFrame
+
+
+def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        msg = f"{what} lacks columns {missing}; expected {list(columns)} (DESIGN.md data contracts)."
+        raise TrainingDataError(msg)
+
+
+def validate_records(records: pd.DataFrame) -> None:
+    """
+    Check a ``training_records`` table before any work starts.
+
+    Raises
+    ------
+    TrainingDataError
+        Missing columns, empty or missing positives, instructions or image paths, or duplicate record ids.
+    """
+    _require_columns(records, RECORD_COLUMNS, "training_records")
+    for column in ("positive", "image_path", "instruction"):
+        values = records[column]
+        bad = values.isna() | (values.astype(str).str.strip() == "")
+        if column != "instruction" and bool(bad.any()):
+            examples = records.loc[bad, "record_id"].head(3).tolist()
+            msg = f"training_records has {int(bad.sum())} rows with an empty {column!r} (e.g. {examples}); drop them."
+            raise TrainingDataError(msg)
+    duplicated = records["record_id"].duplicated()
+    if bool(duplicated.any()):
+        examples = records.loc[duplicated, "record_id"].head(3).tolist()
+        msg = f"training_records has duplicate record_id values, e.g. {examples}; record ids must be unique."
+        raise TrainingDataError(msg)
+
+
+def edge_features(
+    offset_src_m: np.ndarray, offset_dst_m: np.ndarray, distance_m: np.ndarray, bearing_deg: np.ndarray
+) -> np.ndarray:
+    """
+    Raw features of directed edges (:data:`ugdata_pipeline.uge.graph_encoder.EDGE_FEATURE_NAMES`).
+
+    Parameters
+    ----------
+    offset_src_m, offset_dst_m
+        ``[E, 2]`` east/north offsets of the source and target nodes from the image, metres.
+    distance_m
+        ``[E]`` edge length in metres (NaN: the straight-line distance between the offsets is used).
+    bearing_deg
+        ``[E]`` bearing source -> target, degrees clockwise from north (NaN: computed from the offsets).
+
+    Returns
+    -------
+    features
+        ``[E, 5]`` float32: ``log1p(distance_m)``, ``sin(bearing)``, ``cos(bearing)``, ``dx/1000``, ``dy/1000``
+        (the offset target - source in kilometres, so it is O(1) rather than raw degrees: notes §8 B12).
+    """
+    delta = np.asarray(offset_dst_m, dtype=np.float64) - np.asarray(offset_src_m, dtype=np.float64)
+    straight_m = np.hypot(delta[:, 0], delta[:, 1])
+    distance = np.where(np.isfinite(distance_m), distance_m, straight_m)
+    geometric_bearing = np.degrees(np.arctan2(delta[:, 0], delta[:, 1]))
+    bearing = normalize_bearing_deg(np.where(np.isfinite(bearing_deg), bearing_deg, geometric_bearing))
+    theta = np.radians(bearing)
+    features = np.stack(
+        [np.log1p(np.maximum(distance, 0.0)), np.sin(theta), np.cos(theta), delta[:, 0] / 1000, delta[:, 1] / 1000],
+        axis=1,
+    )
+    assert features.shape[1] == EDGE_FEATURE_DIM
+    return features.astype(np.float32)
+
+
+def build_graphs(
+    subgraphs: SubgraphTables,
+    encode_node_texts: Callable[[Sequence[str]], Tensor],
+    *,
+    image_ids: Iterable[str] | None = None,
+    max_nodes: int | None = None,
+) -> dict[str, Data]:
+    """
+    One PyG graph per image from the long subgraph tables.
+
+    Parameters
+    ----------
+    subgraphs
+        ``subgraph_nodes`` and ``subgraph_edges`` (contract columns).
+    encode_node_texts
+        Frozen text encoder (``Backbone.encode_node_texts``); called once with every unique node text.
+    image_ids
+        Images to build (default: all in ``subgraphs.nodes``). An id without nodes is an error.
+    max_nodes
+        Keep the ``max_nodes`` lowest-rank nodes (the centre and its nearest neighbours); deterministic.
+
+    Returns
+    -------
+    graphs
+        ``image_id -> Data`` with ``x_text [N, T]``, ``node_kind [N]``, ``pos_m [N, 2]``, ``edge_index [2, E]``
+        (both directions), ``edge_attr [E, 5]``, ``center_mask [N]`` (exactly one True: rank 0), ``image_id``.
+    """
+    nodes, edges = subgraphs
+    _require_columns(nodes, ("image_id", "node_id", "kind", "node_text", "dx_m", "dy_m", "rank"), "subgraph_nodes")
+    _require_columns(edges, ("image_id", "src", "dst", "distance_m", "bearing_deg"), "subgraph_edges")
+    if max_nodes is not None and max_nodes < 1:
+        msg = f"max_nodes must be >= 1 or None, got {max_nodes!r}."
+        raise TrainingDataError(msg)
+    nodes = nodes.assign(image_id=nodes["image_id"].astype(str))
+    edges = edges.assign(image_id=edges["image_id"].astype(str))
+    wanted = list(dict.fromkeys(str(i) for i in image_ids)) if image_ids is not None else None
+    if wanted is not None:
+        nodes = nodes[nodes["image_id"].isin(wanted)]
+        edges = edges[edges["image_id"].isin(wanted)]
+        missing = sorted(set(wanted) - set(nodes["image_id"]))
+        if missing:
+            msg = (
+                f"{len(missing)} images have no subgraph (e.g. {missing[:3]}); build subgraphs for every stage-2 "
+                "image or drop those records."
+            )
+            raise TrainingDataError(msg)
+    unknown_kinds = sorted(set(nodes["kind"]) - set(_KIND_INDEX))
+    if unknown_kinds:
+        msg = f"subgraph_nodes has unknown node kinds {unknown_kinds}; allowed: {list(NODE_KINDS)}."
+        raise TrainingDataError(msg)
+    nodes = nodes.sort_values(["image_id", "rank"], kind="stable")
+    if max_nodes is not None:
+        nodes = nodes.groupby("image_id", sort=False).head(max_nodes)
+
+    # node-text features: once per unique text; the centre image node gets zeros (its kind embedding stands in)
+    is_center = nodes["rank"].to_numpy() == 0
+    texts = nodes["node_text"].fillna("").astype(str).to_numpy()
+    unique_texts = sorted({t for t, c in zip(texts, is_center, strict=True) if not c and t})
+    text_matrix = encode_node_texts(unique_texts) if unique_texts else None
+    text_dim = int(text_matrix.shape[1]) if text_matrix is not None else int(encode_node_texts(["x"]).shape[1])
+    text_row = {t: i for i, t in enumerate(unique_texts)}
+
+    edges_by_image = dict(tuple(edges.groupby("image_id", sort=False)))
+    graphs: dict[str, Data] = {}
+    for image_id, group in nodes.groupby("image_id", sort=False):
+        graphs[str(image_id)] = _one_graph(
+            str(image_id), group, edges_by_image.get(image_id), text_matrix, text_row, text_dim
+        )
+    logger.info("built %d graphs (%d nodes, %d unique node texts)", len(graphs), len(nodes), len(unique_texts))
+    return graphs
+
+
+def _one_graph(
+    image_id: str,
+    nodes: pd.DataFrame,
+    edges: pd.DataFrame | None,
+    text_matrix: Tensor | None,
+    text_row: dict[str, int],
+    text_dim: int,
+) -> Data:
+    center = nodes["rank"].to_numpy() == 0
+    if int(center.sum()) != 1:
+        msg = f"subgraph of image {image_id!r} has {int(center.sum())} rank-0 (centre) nodes; it needs exactly one."
+        raise TrainingDataError(msg)
+    node_ids = nodes["node_id"].astype(str).to_numpy()
+    index = {node_id: i for i, node_id in enumerate(node_ids)}
+    if len(index) != len(node_ids):
+        msg = f"subgraph of image {image_id!r} lists a node twice; node_id must be unique per image."
+        raise TrainingDataError(msg)
+    n = len(node_ids)
+    x_text = torch.zeros(n, text_dim)
+    for i, (text, is_center) in enumerate(zip(nodes["node_text"].fillna("").astype(str), center, strict=True)):
+        if not is_center and text and text_matrix is not None:
+            x_text[i] = text_matrix[text_row[text]]
+    offsets = nodes[["dx_m", "dy_m"]].to_numpy(dtype=np.float64)
+    if not np.isfinite(offsets).all():
+        msg = f"subgraph of image {image_id!r} has NaN dx_m/dy_m offsets; every node needs its offset in metres."
+        raise TrainingDataError(msg)
+
+    src_idx: list[int] = []
+    dst_idx: list[int] = []
+    dist: list[float] = []
+    bear: list[float] = []
+    if edges is not None and len(edges):
+        seen: set[tuple[int, int]] = set()
+        for src, dst, d_m, b_deg in edges[["src", "dst", "distance_m", "bearing_deg"]].itertuples(index=False):
+            u, v = index.get(str(src)), index.get(str(dst))
+            if u is None or v is None or u == v:
+                continue  # an end outside the (truncated) node set, or a self-loop
+            key = (min(u, v), max(u, v))
+            if key in seen:
+                continue
+            seen.add(key)
+            b = float(b_deg) if b_deg is not None and np.isfinite(b_deg) else np.nan
+            d = float(d_m) if d_m is not None and np.isfinite(d_m) else np.nan
+            # both directions; the reverse edge's bearing turns round
+            src_idx += [u, v]
+            dst_idx += [v, u]
+            dist += [d, d]
+            bear += [b, b + 180.0 if np.isfinite(b) else np.nan]
+    edge_index = torch.tensor([src_idx, dst_idx], dtype=torch.long).reshape(2, -1)
+    attr = (
+        edge_features(offsets[src_idx], offsets[dst_idx], np.asarray(dist), np.asarray(bear))
+        if src_idx
+        else np.zeros((0, EDGE_FEATURE_DIM), dtype=np.float32)
+    )
+    return Data(
+        x_text=x_text,
+        node_kind=torch.tensor([_KIND_INDEX[k] for k in nodes["kind"]], dtype=torch.long),
+        pos_m=torch.from_numpy(offsets.astype(np.float32)),
+        edge_index=edge_index,
+        edge_attr=torch.from_numpy(attr),
+        center_mask=torch.from_numpy(center.copy()),
+        image_id=image_id,
+        num_nodes=n,
+    )
+
+
+def collate_graphs(graphs: Sequence[Data]) -> Batch:
+    """A PyG ``Batch`` of ``graphs`` in order; ``batch[i]`` is the sample that node i belongs to."""
+    if not graphs:
+        msg = "collate_graphs got no graphs; pass at least one."
+        raise TrainingDataError(msg)
+    return Batch.from_data_list(list(graphs))
+
+
+class ImageStore:
+    """
+    Decoded, backbone-prepared images, cached by path (each file is read once per process).
+
+    Parameters
+    ----------
+    root
+        Storage root that ``image_path`` values are relative to.
+    prepare
+        ``Backbone.prepare_image``.
+    """
+
+    def __init__(self, root: str | Path, prepare: Callable[[Image.Image], Any]) -> None:
+        self.root = Path(root)
+        self.prepare = prepare
+        self._cache: dict[str, Any] = {}
+
+    def check_exists(self, paths: Iterable[str]) -> None:
+        """Raise :class:`TrainingDataError` naming missing image files (before training starts)."""
+        missing = [p for p in dict.fromkeys(paths) if not (self.root / p).is_file()]
+        if missing:
+            msg = f"{len(missing)} image files are missing under root {self.root} (e.g. {missing[:3]}); check root."
+            raise TrainingDataError(msg)
+
+    def get(self, path: str) -> Any:
+        """The prepared image at ``root / path``."""
+        item = self._cache.get(path)
+        if item is None:
+            with Image.open(self.root / path) as image:
+                item = self.prepare(image)
+            self._cache[path] = item
+        return item
+
+
+@dataclass(slots=True)
+class RecordBatch:
+    """One batch of training records, ready for ``Backbone.forward``."""
+
+    record_ids: list[str]
+    images: Any  # Backbone.collate_images output, B images
+    instructions: list[str]
+    positives: list[str]
+    positive_ids: Tensor  # [B] text ids of the positives (false-negative masking)
+    query_ids: Tensor  # [B] ids of (image_id, instruction)
+    hard_negatives: list[str]  # M texts shared by the batch (possibly empty)
+    hard_negative_ids: Tensor  # [M]
+    graph: Batch | None  # B graphs in record order, or None
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+
+def make_batch(
+    records: pd.DataFrame,
+    *,
+    images: ImageStore,
+    collate_images: Callable[[Sequence[Any]], Any],
+    graphs: dict[str, Data] | None = None,
+    max_hard_negatives: int = 0,
+) -> RecordBatch:
+    """
+    Assemble the rows of ``records`` (in order) into a :class:`RecordBatch`.
+
+    Parameters
+    ----------
+    records
+        A slice of ``training_records``.
+    images
+        Image cache.
+    collate_images
+        ``Backbone.collate_images``.
+    graphs
+        ``image_id -> Data`` (stage 2); when given every record's image must have one.
+    max_hard_negatives
+        Hard-negative texts taken per record (0 = none).
+    """
+    instructions = records["instruction"].fillna("").astype(str).tolist()
+    positives = records["positive"].astype(str).tolist()
+    image_ids = records["image_id"].astype(str).tolist()
+    hard: list[str] = []
+    if max_hard_negatives > 0:
+        for value in records["hard_negatives"]:
+            if value is not None and not (isinstance(value, float) and np.isnan(value)):
+                hard.extend(str(t) for t in list(value)[:max_hard_negatives])
+        hard = list(dict.fromkeys(hard))
+    graph_batch = None
+    if graphs is not None:
+        missing = [i for i in image_ids if i not in graphs]
+        if missing:
+            msg = f"no graph for images {missing[:3]}; stage 2 needs a subgraph for every record's image."
+            raise TrainingDataError(msg)
+        graph_batch = collate_graphs([graphs[i] for i in image_ids])
+    return RecordBatch(
+        record_ids=records["record_id"].astype(str).tolist(),
+        images=collate_images([images.get(p) for p in records["image_path"].astype(str)]),
+        instructions=instructions,
+        positives=positives,
+        positive_ids=text_ids(positives),
+        query_ids=text_ids([f"{i}\x1f{s}" for i, s in zip(image_ids, instructions, strict=True)]),
+        hard_negatives=hard,
+        hard_negative_ids=text_ids(hard),
+        graph=graph_batch,
+    )
+
+
+def epoch_batches(n_rows: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
+    """
+    Row indices of each batch of one epoch; deterministic in ``(seed, epoch)`` so a resumed run sees the same order.
+
+    The last batch is dropped when it holds fewer than 2 rows (InfoNCE needs a negative).
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(n_rows) if shuffle else np.arange(n_rows)
+    batches = [order[i : i + batch_size] for i in range(0, n_rows, batch_size)]
+    return [b for b in batches if len(b) >= 2]

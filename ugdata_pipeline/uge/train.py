@@ -1,0 +1,585 @@
+"""The UGE trainer: stage 1 (image <-> text), stage 2 (+ graph encoder), and the generic-caption baseline.
+
+One loop on ``accelerate`` (device, precision, DDP) with AdamW, linear warmup + cosine decay, gradient clipping,
+seeds, symmetric InfoNCE over in-batch negatives (gathered across processes), optional hard negatives and masking of
+duplicate-text false negatives. Validation runs on the val split after every epoch (loss and query -> text
+retrieval: Recall@1/5/10, MRR); the best checkpoint is kept. ``<out_dir>/checkpoints/last`` is rewritten at every
+epoch end (and every ``checkpoint_every_steps``), so a killed run resumes where it stopped and reproduces the same
+next step; a finished run is not redone.
+
+Stage 2 resumes stage 1's weights (``init_from``), attaches a fresh graph encoder and fusion block and trains them at
+``graph_lr`` while the backbone runs at ``lr * backbone_lr_scale``; the graph group is asserted non-empty and fully
+trainable (the reference's graph encoder was silently frozen: notes §8 B1).
+
+Outputs in ``out_dir``: ``checkpoints/{last,best}``, ``history.csv`` (per-step loss and lr, per-epoch validation),
+``curve.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import pandas as pd
+import torch
+
+from ugdata_pipeline.uge.backbone import Backbone, build_backbone
+from ugdata_pipeline.uge.checkpoint import (
+    STATE_FILE,
+    build_model_from_config,
+    load_model_weights,
+    load_training_state,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+from ugdata_pipeline.uge.data import (
+    ImageStore,
+    RecordBatch,
+    SubgraphTables,
+    TrainingDataError,
+    build_graphs,
+    epoch_batches,
+    make_batch,
+    validate_records,
+)
+from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
+from ugdata_pipeline.uge.losses import DEFAULT_TEMPERATURE, retrieval_metrics, symmetric_info_nce
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["no", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+Variant = Literal["ugdata", "baseline"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+BEST_METRICS: tuple[str, ...] = ("mrr", "r@1", "r@5", "r@10", "loss")
+
+__all__ = ["PRECISIONS", "VARIANTS", "TrainConfig", "TrainResult", "select_records", "train"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Every knob of one training run (saved in each checkpoint's ``config.json``)."""
+
+    stage: int = 1  # 1: image <-> text; 2: + graph encoder (resumes stage 1 via init_from)
+    variant: Variant = "ugdata"  # which records: "ugdata" (SCC/SRP) or "baseline" (generic captions)
+    epochs: int = 3  # passes over the train split
+    batch_size: int = 64  # records per step (in-batch negatives = batch_size - 1 per process)
+    lr: float = 2e-3  # backbone learning rate (stage 2 uses lr * backbone_lr_scale)
+    graph_lr: float = 1e-3  # graph encoder + fusion learning rate (stage 2)
+    backbone_lr_scale: float = 0.1  # stage-2 backbone learning-rate factor
+    temperature: float = DEFAULT_TEMPERATURE  # InfoNCE softmax temperature
+    warmup_ratio: float = 0.05  # share of steps with linear warmup
+    weight_decay: float = 0.01  # AdamW weight decay (not on biases and norms)
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    seed: int = 0  # model init, dropout and data order
+    precision: Precision = "no"  # accelerate mixed precision
+    max_steps: int | None = None  # stop (and end the LR schedule) after this many optimizer steps
+    eval_every_epoch: bool = True  # validate on the val split after each epoch
+    out_dir: str = "uge_run"  # run folder (checkpoints, history, curve)
+    backbone: str = "compact"  # registry name (ugdata_pipeline.uge.backbone.BACKBONE_CLASSES)
+    backbone_config: dict[str, Any] = field(default_factory=dict)  # backbone constructor config ({} = defaults)
+    graph_encoder: dict[str, Any] = field(default_factory=dict)  # GraphEncoderConfig fields (stage 2)
+    hard_negatives: int = 0  # hard-negative texts used per record (0 = in-batch negatives only)
+    mask_duplicates: bool = True  # mask in-batch negatives with the same positive text / the same query
+    max_nodes: int | None = 64  # nodes kept per subgraph (lowest rank first)
+    pair_types: tuple[str, ...] | None = None  # restrict records to these pair types (None = all)
+    best_metric: str = "mrr"  # validation metric that picks the best checkpoint ("loss": lowest)
+    checkpoint_every_steps: int | None = None  # also save checkpoints/last every N steps
+    cpu: bool = False  # force the CPU even when an accelerator is present
+    val_batch_size: int = 256  # records per validation forward pass
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (self.stage in (1, 2), f"stage must be 1 or 2, got {self.stage!r}"),
+            (self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs!r}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2 (InfoNCE needs negatives), got {self.batch_size!r}"),
+            (self.lr > 0 and self.graph_lr > 0, f"lr and graph_lr must be > 0, got {self.lr!r}, {self.graph_lr!r}"),
+            (self.backbone_lr_scale >= 0, f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale!r}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature!r}"),
+            (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}"),
+            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps!r}"),
+            (self.best_metric in BEST_METRICS, f"best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}"),
+            (self.hard_negatives >= 0, f"hard_negatives must be >= 0, got {self.hard_negatives!r}"),
+        ]
+        for ok, text in checks:
+            if not ok:
+                msg = f"TrainConfig: {text}."
+                raise ValueError(msg)
+        if self.graph_encoder:
+            GraphEncoderConfig.from_dict(self.graph_encoder)  # validates the keys early
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        data = asdict(self)
+        data["pair_types"] = list(self.pair_types) if self.pair_types is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            msg = f"unknown TrainConfig keys {unknown}; known keys are {sorted(known)}."
+            raise ValueError(msg)
+        data = dict(data)
+        if data.get("pair_types") is not None:
+            data["pair_types"] = tuple(data["pair_types"])
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class TrainResult:
+    """What :func:`train` returns (all figures metadata-friendly)."""
+
+    checkpoint_dir: Path  # the best checkpoint (weights-only); load with embed.load_model
+    last_checkpoint_dir: Path  # the resumable last checkpoint
+    best_metrics: dict[str, float]  # validation metrics of the best epoch ({} without a val split)
+    history: pd.DataFrame  # one row per step (split="train") and per validation (split="val")
+    curve_png: bytes  # loss / MRR curve
+    params_trained: dict[str, int]  # parameter counts: backbone and graph (trained), frozen (incl. frozen MiniLM)
+    steps: int  # optimizer steps taken in total
+    samples_per_s: float  # training throughput of this call (0 when nothing was trained)
+    resumed: bool  # True when an earlier run in out_dir was continued or found finished
+
+
+def select_records(records: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
+    """
+    The records one run trains and validates on: its stage and variant (and pair types), train + val splits.
+
+    Raises
+    ------
+    TrainingDataError
+        No train record is left; the message lists the (stage, variant) pairs that do exist.
+    """
+    validate_records(records)
+    stage = pd.to_numeric(records["stage"], errors="coerce")
+    keep = (stage == config.stage) & (records["variant"].astype(str) == config.variant)
+    if config.pair_types is not None:
+        keep &= records["pair_type"].isin(config.pair_types)
+    keep &= records["split"].isin(["train", "val"])
+    selected = records[keep].reset_index(drop=True)
+    if not bool((selected["split"] == "train").any()):
+        available = sorted({(int(s), str(v)) for s, v in zip(stage.fillna(-1), records["variant"], strict=True)})
+        msg = (
+            f"no train records for stage={config.stage}, variant={config.variant!r}"
+            f"{f', pair_types={list(config.pair_types)}' if config.pair_types else ''}; "
+            f"(stage, variant) pairs present: {available}."
+        )
+        raise TrainingDataError(msg)
+    return selected
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _param_groups(model: Backbone, config: TrainConfig) -> list[dict[str, Any]]:
+    no_decay = ("bias", "norm", "Norm", "embedding")
+
+    def split(params_named: list[tuple[str, torch.nn.Parameter]], lr: float, name: str) -> list[dict[str, Any]]:
+        decay = [p for n, p in params_named if not any(k in n for k in no_decay) and p.ndim > 1]
+        rest = [p for n, p in params_named if any(k in n for k in no_decay) or p.ndim <= 1]
+        groups = [
+            {"params": decay, "lr": lr, "weight_decay": config.weight_decay, "name": f"{name}_decay"},
+            {"params": rest, "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay"},
+        ]
+        return [g for g in groups if g["params"]]
+
+    graph_named = [(n, p) for n, p in model.named_parameters() if n.startswith(model.GRAPH_PREFIXES)]
+    backbone_named = [
+        (n, p) for n, p in model.named_parameters() if not n.startswith(model.GRAPH_PREFIXES) and p.requires_grad
+    ]
+    backbone_lr = config.lr * (config.backbone_lr_scale if config.stage == 2 else 1.0)
+    groups = split(backbone_named, backbone_lr, "backbone")
+    if config.stage == 2:
+        frozen = [n for n, p in graph_named if not p.requires_grad]
+        if not graph_named or frozen:
+            msg = f"stage 2 needs a fully trainable graph encoder; frozen graph parameters: {frozen[:5]}."
+            raise RuntimeError(msg)
+        groups += split(graph_named, config.graph_lr, "graph")
+    return groups
+
+
+def _build_model(config: TrainConfig, init_from: Path | None) -> Backbone:
+    torch.manual_seed(config.seed)
+    if init_from is not None:
+        saved = read_checkpoint_config(init_from)["model"]
+        if saved["backbone"] != config.backbone:
+            msg = (
+                f"init_from {init_from} holds backbone {saved['backbone']!r}, but config.backbone={config.backbone!r}."
+            )
+            raise TrainingDataError(msg)
+        model = build_model_from_config(
+            {**saved, "graph_encoder": None if config.stage == 2 else saved.get("graph_encoder")}
+        )
+        if config.stage == 2:
+            model.attach_graph_encoder(GraphEncoderConfig.from_dict(config.graph_encoder or {}))
+        # stage 2 from a stage-1 checkpoint: the graph side is new, everything else must load
+        load_model_weights(model, init_from, allow_missing_prefixes=model.GRAPH_PREFIXES)
+        logger.info("initialised from %s", init_from)
+        return model
+    model = build_backbone(config.backbone, config.backbone_config)
+    if config.stage == 2:
+        logger.warning("stage 2 without init_from: the backbone starts untrained (the stage2_only ablation)")
+        model.attach_graph_encoder(GraphEncoderConfig.from_dict(config.graph_encoder or {}))
+    return model
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in ("out_dir", "eval_every_epoch", "checkpoint_every_steps")}
+
+
+def _loss(out: Any, batch: RecordBatch, config: TrainConfig, *, gather: bool = True) -> torch.Tensor:
+    return symmetric_info_nce(
+        out.query,
+        out.positive,
+        temperature=config.temperature,
+        hard_negatives=out.hard_negatives,
+        positive_ids=batch.positive_ids if config.mask_duplicates else None,
+        query_ids=batch.query_ids if config.mask_duplicates else None,
+        hard_negative_ids=batch.hard_negative_ids if out.hard_negatives is not None else None,
+        gather=gather,
+    )
+
+
+@torch.no_grad()
+def _validate(
+    model: Backbone, val: pd.DataFrame, make: Callable[[pd.DataFrame], RecordBatch], config: TrainConfig
+) -> dict[str, float]:
+    model.eval()
+    queries, positives, ids, losses = [], [], [], []
+    for start in range(0, len(val), config.val_batch_size):
+        batch = make(val.iloc[start : start + config.val_batch_size])
+        out = model(batch.images, batch.instructions, batch.positives, batch.graph, None)
+        queries.append(out.query.float())
+        positives.append(out.positive.float())
+        ids.append(batch.positive_ids)
+        if len(batch) >= 2:
+            # every process validates the whole split, so nothing is gathered here
+            losses.append(float(_loss(out, batch, config, gather=False)) * len(batch))
+    model.train()
+    metrics = retrieval_metrics(torch.cat(queries), torch.cat(positives), positive_ids=torch.cat(ids))
+    metrics["loss"] = sum(losses) / max(1, len(val))
+    return metrics
+
+
+def _is_better(metrics: dict[str, float], best: dict[str, float] | None, key: str) -> bool:
+    if best is None:
+        return True
+    if key == "loss":
+        return metrics[key] < best[key]
+    return metrics[key] > best[key]
+
+
+def _curve_png(history: pd.DataFrame, title: str) -> bytes:
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    train_rows = history[history["split"] == "train"]
+    val_rows = history[history["split"] == "val"]
+    if len(train_rows):
+        ax.plot(train_rows["step"], train_rows["loss"], color="0.7", lw=0.8, label="train loss")
+        smooth = train_rows["loss"].rolling(max(1, len(train_rows) // 20), min_periods=1).mean()
+        ax.plot(train_rows["step"], smooth, color="C0", label="train loss (smoothed)")
+    if len(val_rows):
+        ax.plot(val_rows["step"], val_rows["loss"], "o-", color="C1", label="val loss")
+        ax2 = ax.twinx()
+        ax2.plot(val_rows["step"], val_rows["mrr"], "s--", color="C2", label="val MRR")
+        ax2.set_ylabel("val MRR")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper center")
+    ax.set_xlabel("step")
+    ax.set_ylabel("InfoNCE loss")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = ["step", "epoch", "split", "loss", "lr", "batch_acc", "r@1", "r@5", "r@10", "mrr", "mean_rank"]
+    frame = pd.DataFrame(history, columns=columns)
+    tmp = out_dir / "history.csv.tmp"
+    frame.to_csv(tmp, index=False)
+    tmp.replace(out_dir / "history.csv")
+    return frame
+
+
+def _count_params(model: Backbone) -> dict[str, int]:
+    graph = sum(p.numel() for p in model.graph_parameters())
+    backbone = sum(p.numel() for p in model.backbone_parameters())
+    total = sum(p.numel() for p in model.parameters())
+    frozen = total - backbone - graph + model.external_frozen_parameters()
+    return {"backbone": backbone, "graph": graph, "frozen": frozen}
+
+
+def train(
+    records: pd.DataFrame,
+    *,
+    root: str | Path,
+    subgraphs: SubgraphTables | None = None,
+    config: TrainConfig,
+    init_from: str | Path | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """
+    Train one UGE model (baseline, stage 1 or stage 2) and keep its best checkpoint.
+
+    Parameters
+    ----------
+    records
+        ``training_records`` (contract columns); rows of ``config.stage`` / ``config.variant`` on the train and val
+        splits are used.
+    root
+        Storage root that ``image_path`` is relative to.
+    subgraphs
+        ``subgraph_nodes`` / ``subgraph_edges`` tables (required for stage 2).
+    config
+        :class:`TrainConfig`.
+    init_from
+        Checkpoint folder to start from (stage 2: the stage-1 best checkpoint).
+    progress
+        Show a tqdm progress bar.
+    on_step
+        Called after every optimizer step (and its checkpoint) with ``(step, {"loss": .., "lr": ..})``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    out_dir = Path(config.out_dir)
+    subgraphs = SubgraphTables(*subgraphs) if subgraphs is not None else None  # a plain (nodes, edges) works too
+    init_path = Path(init_from) if init_from is not None else None
+    if config.stage == 2 and subgraphs is None:
+        msg = "stage 2 needs `subgraphs` (subgraph_nodes and subgraph_edges tables); pass SubgraphTables(nodes, edges)."
+        raise TrainingDataError(msg)
+    selected = select_records(records, config)
+    train_rows = selected[selected["split"] == "train"].reset_index(drop=True)
+    val_rows = selected[selected["split"] == "val"].reset_index(drop=True)
+    if len(train_rows) < 2:
+        msg = f"only {len(train_rows)} train record(s) for stage {config.stage}; InfoNCE needs at least 2."
+        raise TrainingDataError(msg)
+    saved_config = {**config.to_dict(), "init_from": str(init_path) if init_path else None}
+    # cheap input checks before any model is built
+    ImageStore(root, prepare=lambda image: image).check_exists(selected["image_path"].astype(str))
+    if subgraphs is not None and config.stage == 2:
+        covered = set(subgraphs.nodes["image_id"].astype(str)) if "image_id" in subgraphs.nodes.columns else set()
+        uncovered = sorted(set(selected["image_id"].astype(str)) - covered)
+        if uncovered:
+            msg = (
+                f"{len(uncovered)} stage-2 images have no subgraph (e.g. {uncovered[:3]}); build subgraphs for them "
+                "or drop their records."
+            )
+            raise TrainingDataError(msg)
+    if init_path is not None:
+        read_checkpoint_config(init_path)  # raises naming what is missing
+
+    # ---- resume or start -------------------------------------------------------------------------------------
+    last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
+    resume_state: dict[str, Any] | None = None
+    if (last_dir / STATE_FILE).is_file():
+        previous = read_checkpoint_config(last_dir)["train"]
+        if _comparable(previous) != _comparable(saved_config):
+            changed = sorted(k for k in _comparable(saved_config) if previous.get(k) != saved_config.get(k))
+            msg = (
+                f"{out_dir} holds a run with a different config (changed: {changed}); choose another out_dir or "
+                "delete the old run to start over."
+            )
+            raise TrainingDataError(msg)
+        resume_state = json.loads((last_dir / STATE_FILE).read_text(encoding="utf-8"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    if resume_state is not None:
+        model = build_model_from_config(read_checkpoint_config(last_dir)["model"])
+        load_model_weights(model, last_dir)
+    else:
+        model = _build_model(config, init_path)
+    params_trained = _count_params(model)
+
+    accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.precision)
+    batches_per_epoch = len(epoch_batches(len(train_rows), config.batch_size, seed=config.seed, epoch=0))
+    total_steps = config.epochs * batches_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    optimizer = torch.optim.AdamW(_param_groups(model, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, round(config.warmup_ratio * total_steps))
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model: Backbone = accelerator.unwrap_model(model)
+
+    history: list[dict[str, Any]] = []
+    step, start_epoch, start_batch = 0, 0, 0
+    best_metrics: dict[str, float] | None = None
+    if resume_state is not None:
+        load_training_state(last_dir, optimizer, scheduler)
+        step = int(resume_state["step"])
+        start_epoch, start_batch = int(resume_state["epoch"]), int(resume_state["batch_in_epoch"])
+        best_metrics = resume_state.get("best_metrics")
+        if (out_dir / "history.csv").is_file():
+            old = pd.read_csv(out_dir / "history.csv")
+            history = old[old["step"] <= step].to_dict("records")
+        logger.info("resuming %s at step %d (epoch %d, batch %d)", out_dir, step, start_epoch, start_batch)
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    images = ImageStore(root, raw_model.prepare_image)
+    graphs = None
+    if config.stage == 2:
+        assert subgraphs is not None
+        graphs = build_graphs(
+            subgraphs,
+            raw_model.encode_node_texts,
+            image_ids=selected["image_id"].astype(str),
+            max_nodes=config.max_nodes,
+        )
+    texts = [*selected["instruction"].fillna("").astype(str), *selected["positive"].astype(str)]
+    if config.hard_negatives:
+        texts += [t for v in selected["hard_negatives"] if v is not None for t in list(v)[: config.hard_negatives]]
+    raw_model.warm_text_cache(texts)
+
+    def make(rows: pd.DataFrame) -> RecordBatch:
+        return make_batch(
+            rows,
+            images=images,
+            collate_images=raw_model.collate_images,
+            graphs=graphs,
+            max_hard_negatives=config.hard_negatives,
+        )
+
+    def state(epoch: int, batch_in_epoch: int, finished: bool) -> dict[str, Any]:
+        return {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "finished": finished, "best_metrics": best_metrics}
+
+    def save_last(epoch: int, batch_in_epoch: int, finished: bool = False) -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(
+                last_dir,
+                raw_model,
+                optimizer,
+                scheduler,
+                step,
+                saved_config,
+                state=state(epoch, batch_in_epoch, finished),
+            )
+            _write_history(out_dir, history)
+
+    # ---- loop -------------------------------------------------------------------------------------------------
+    finished = bool(resume_state and resume_state.get("finished"))
+    trained_samples, started = 0, time.perf_counter()
+    model.train()
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=f"stage {config.stage} {config.variant}",
+        disable=not progress or finished or not accelerator.is_main_process,
+    )
+    for epoch in range(start_epoch, config.epochs):
+        if finished or step >= total_steps:
+            break
+        batches = epoch_batches(len(train_rows), config.batch_size, seed=config.seed, epoch=epoch)
+        first = start_batch if epoch == start_epoch else 0
+        for index in range(first, len(batches)):
+            # under DDP each process takes an equal share (all_gather needs equal sizes); the remainder is skipped
+            global_rows = batches[index]
+            global_rows = global_rows[: len(global_rows) - len(global_rows) % accelerator.num_processes]
+            rows = global_rows[accelerator.process_index :: accelerator.num_processes]
+            batch = make(train_rows.iloc[rows])
+            with accelerator.autocast():
+                out = model(
+                    batch.images, batch.instructions, batch.positives, batch.graph, batch.hard_negatives or None
+                )
+                loss = _loss(out, batch, config)
+            accelerator.backward(loss)
+            if config.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            trained_samples += len(batch)
+            with torch.no_grad():
+                scores = out.query.float() @ out.positive.float().T
+                batch_acc = float((scores.argmax(1) == torch.arange(len(batch), device=scores.device)).float().mean())
+            figures = {"loss": float(loss.detach()), "lr": float(scheduler.get_last_lr()[0]), "batch_acc": batch_acc}
+            history.append({"step": step, "epoch": epoch, "split": "train", **figures})
+            bar.update(1)
+            bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{batch_acc:.2f}")
+            at_end_of_epoch = index + 1 == len(batches)
+            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and not at_end_of_epoch:
+                save_last(epoch, index + 1)
+            if on_step is not None:
+                on_step(step, figures)
+            if step >= total_steps:
+                break
+        # ---- end of epoch (or of the step budget): validate, keep the best, save last -------------------------
+        if config.eval_every_epoch and len(val_rows) >= 2:
+            metrics = _validate(raw_model, val_rows, make, config)
+            history.append({"step": step, "epoch": epoch, "split": "val", **metrics})
+            logger.info("epoch %d step %d val %s", epoch, step, {k: round(v, 4) for k, v in metrics.items()})
+            if _is_better(metrics, best_metrics, config.best_metric):
+                best_metrics = metrics
+                if accelerator.is_main_process:
+                    save_checkpoint(
+                        best_dir, raw_model, step=step, config=saved_config, state=state(epoch + 1, 0, False)
+                    )
+        done = step >= total_steps or epoch + 1 == config.epochs
+        save_last(epoch + 1, 0, finished=done)
+        finished = done
+    bar.close()
+    elapsed = time.perf_counter() - started
+
+    if not best_dir.is_dir() or (len(val_rows) < 2 and trained_samples):
+        # no validation split: the last weights are the best we have
+        save_checkpoint(best_dir, raw_model, step=step, config=saved_config, state=state(config.epochs, 0, True))
+    frame = _write_history(out_dir, history)
+    png = _curve_png(frame, f"UGE stage {config.stage} ({config.variant}, {config.backbone})")
+    tmp_png = out_dir / "curve.png.tmp"
+    tmp_png.write_bytes(png)
+    tmp_png.replace(out_dir / "curve.png")
+    samples_per_s = trained_samples / elapsed if trained_samples else 0.0
+    logger.info(
+        "trained stage %d (%s): %d steps, %.1f samples/s, best %s",
+        config.stage,
+        config.variant,
+        step,
+        samples_per_s,
+        {k: round(v, 4) for k, v in (best_metrics or {}).items()},
+    )
+    accelerator.free_memory()
+    return TrainResult(
+        checkpoint_dir=best_dir,
+        last_checkpoint_dir=last_dir,
+        best_metrics=dict(best_metrics or {}),
+        history=frame,
+        curve_png=png,
+        params_trained=params_trained,
+        steps=step,
+        samples_per_s=samples_per_s,
+        resumed=resume_state is not None,
+    )

@@ -1,0 +1,138 @@
+"""Symmetric InfoNCE and retrieval metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ugdata_pipeline.uge.losses import retrieval_metrics, symmetric_info_nce, text_ids
+
+
+def _ce(logits: list[float], target: int) -> float:
+    return -logits[target] + math.log(sum(math.exp(v) for v in logits))
+
+
+def test_info_nce_matches_hand_computed_value() -> None:
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    document = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    tau = 0.5
+    # cosines: q0.d0 = 1, q0.d1 = 0.6, q1.d0 = 0, q1.d1 = 0.8
+    q_to_d = (_ce([2.0, 1.2], 0) + _ce([0.0, 1.6], 1)) / 2
+    d_to_q = (_ce([2.0, 0.0], 0) + _ce([1.2, 1.6], 1)) / 2
+    expected = (q_to_d + d_to_q) / 2
+    assert expected == pytest.approx(0.29866, abs=1e-4)
+    assert float(symmetric_info_nce(query, document, temperature=tau)) == pytest.approx(expected, abs=1e-6)
+    # inputs are normalised inside: scaling a row changes nothing
+    assert float(symmetric_info_nce(query * 3, document, temperature=tau)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_duplicate_positive_texts_are_not_negatives() -> None:
+    torch.manual_seed(0)
+    query, document = torch.randn(3, 4), torch.randn(3, 4)
+    ids = text_ids(["a caption", "another", " a caption "])  # rows 0 and 2 share a text (spaces are stripped)
+    assert ids[0] == ids[2] and ids[0] != ids[1]
+    masked = float(symmetric_info_nce(query, document, temperature=0.1, positive_ids=ids))
+    qn, dn = torch.nn.functional.normalize(query, dim=-1), torch.nn.functional.normalize(document, dim=-1)
+    s = (qn @ dn.T / 0.1).tolist()
+    st = (dn @ qn.T / 0.1).tolist()
+    # row 0 never sees column 2 and row 2 never sees column 0, in both directions
+    q_to_d = (_ce([s[0][0], s[0][1]], 0) + _ce(s[1], 1) + _ce([s[2][1], s[2][2]], 1)) / 3
+    d_to_q = (_ce([st[0][0], st[0][1]], 0) + _ce(st[1], 1) + _ce([st[2][1], st[2][2]], 1)) / 3
+    assert masked == pytest.approx((q_to_d + d_to_q) / 2, abs=1e-5)
+    assert masked != pytest.approx(float(symmetric_info_nce(query, document, temperature=0.1)), abs=1e-4)
+
+
+def test_hard_negatives_widen_only_the_query_side() -> None:
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    document = query.clone()
+    hard = torch.tensor([[0.8, 0.6]])  # shared by both queries
+    base = float(symmetric_info_nce(query, document, temperature=1.0))
+    with_hard = float(symmetric_info_nce(query, document, temperature=1.0, hard_negatives=hard))
+    q_to_d = (_ce([1.0, 0.0, 0.8], 0) + _ce([0.0, 1.0, 0.6], 1)) / 2
+    d_to_q = (_ce([1.0, 0.0], 0) + _ce([0.0, 1.0], 1)) / 2
+    assert with_hard == pytest.approx((q_to_d + d_to_q) / 2, abs=1e-6)
+    assert with_hard > base
+    # a hard negative equal (by text id) to a query's own positive is masked for that query
+    pos_ids = text_ids(["x", "y"])
+    masked = float(
+        symmetric_info_nce(
+            query,
+            document,
+            temperature=1.0,
+            hard_negatives=hard,
+            positive_ids=pos_ids,
+            hard_negative_ids=text_ids(["x"]),
+        )
+    )
+    q_to_d_masked = (_ce([1.0, 0.0], 0) + _ce([0.0, 1.0, 0.6], 1)) / 2
+    assert masked == pytest.approx((q_to_d_masked + d_to_q) / 2, abs=1e-6)
+    # per-query hard negatives [B, K, D]
+    per_query = torch.tensor([[[0.8, 0.6]], [[1.0, 0.0]]])
+    value = float(symmetric_info_nce(query, document, temperature=1.0, hard_negatives=per_query))
+    q_to_d_pq = (_ce([1.0, 0.0, 0.8], 0) + _ce([0.0, 1.0, 0.0], 1)) / 2
+    assert value == pytest.approx((q_to_d_pq + d_to_q) / 2, abs=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        symmetric_info_nce(torch.eye(2), torch.eye(2), temperature=0)
+    with pytest.raises(ValueError, match="same shape"):
+        symmetric_info_nce(torch.eye(2), torch.eye(3))
+    with pytest.raises(ValueError, match="positive_ids must have shape"):
+        symmetric_info_nce(torch.eye(2), torch.eye(2), positive_ids=torch.zeros(3, dtype=torch.long))
+
+
+def test_retrieval_metrics_known_ranks() -> None:
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    document = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    # q0 -> d0 rank 1; q1 -> d1: d2 (1.0) and d0 (0) ... cos(q1,d1)=0.0995 < cos(q1,d2)=1 -> rank 2;
+    # q2 -> d2: cos=0.707, d1: 0.774 higher, d0: 0.707 tie (not strictly higher) -> rank 2
+    metrics = retrieval_metrics(query, document, ks=(1, 2))
+    assert metrics["r@1"] == pytest.approx(1 / 3)
+    assert metrics["r@2"] == pytest.approx(1.0)
+    assert metrics["mrr"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert metrics["mean_rank"] == pytest.approx(5 / 3)
+    # d1 and d2 share a text: q1 (best: d2) and q2 (best: d1) are now both right at rank 1
+    ids = torch.tensor([0, 1, 1])
+    shared = retrieval_metrics(query, document, positive_ids=ids, ks=(1,))
+    assert shared["r@1"] == pytest.approx(1.0)
+    assert shared["mean_rank"] == pytest.approx(1.0)
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        query_all = torch.randn(4, 3, generator=generator)
+        document_all = torch.randn(4, 3, generator=generator)
+        rows = slice(2 * rank, 2 * rank + 2)
+        query = query_all[rows].clone().requires_grad_(True)
+        loss = symmetric_info_nce(query, document_all[rows], temperature=0.3)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grad": query.grad}, f"{result_dir}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_candidates_are_gathered_across_processes_with_gradients(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    world = 2
+    # fork: the children inherit the imported modules, so the test costs a second, not a fresh interpreter each
+    mp.start_processes(
+        _ddp_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True, start_method="fork"
+    )
+    generator = torch.Generator().manual_seed(0)
+    query_all = torch.randn(4, 3, generator=generator).requires_grad_(True)
+    document_all = torch.randn(4, 3, generator=generator)
+    full = symmetric_info_nce(query_all, document_all, temperature=0.3)
+    full.backward()
+    full = full.detach()
+    parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    # each rank scores its rows against all 4 candidates: the mean of the ranks' losses is the full-batch loss
+    assert float(sum(p["loss"] for p in parts) / world) == pytest.approx(float(full), abs=1e-6)
+    # remote copies keep their gradients: each rank's rows get world x the full-batch gradient (DDP then averages)
+    torch.testing.assert_close(torch.cat([p["grad"] for p in parts]), world * query_all.grad)
