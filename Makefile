@@ -31,6 +31,8 @@ RUN_STAMP := $(UGDATA_ROOT)/.make-run-stamp
 RUN_INPUTS := $(shell git ls-files ugdata_pipeline cities.yaml dagster.yaml pyproject.toml 2>/dev/null)
 EXECUTE := $(VENV)/bin/dagster job execute -m ugdata_pipeline.definitions
 
+# One process per run: on a laptop, spawning a process per step costs more than the parallelism gains.
+run: export UGDATA_EXECUTOR ?= in_process
 run: install home $(RUN_STAMP)
 	@$(PY) -m ugdata_pipeline.cli summary
 

@@ -39,8 +39,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if not rows:
         print(f"nothing built under {root} yet; run `make run`")
         return 1
-    node_kinds = ["street", "crossing", "poi", "aoi", "image"]
-    edge_kinds = ["crossing", "along_street", "nearest", "bounds", "within", "image_street"]
+    node_kinds = ["street", "crossing", "poi", "aoi"]
+    edge_kinds = ["crossing", "along_street", "nearest", "bounds", "within"]
     header = ["city", "split", "nodes", "edges", *node_kinds, *edge_kinds]
     table = [[slug, split, n, e, *(int(bn.get(k, 0)) for k in node_kinds), *(int(be.get(k, 0)) for k in edge_kinds)]
              for slug, split, n, e, bn, be in rows]  # fmt: skip
@@ -48,9 +48,51 @@ def cmd_summary(args: argparse.Namespace) -> int:
     print("Urban graphs (nodes and edges by kind):")
     for line in [header, *table]:
         print("  ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True)))
-    print(f"\nTables: {root}/<city>/{{osm_streets,osm_pois,osm_aois,nodes,edges}}.parquet; "
-          f"maps: {root}/<city>/previews/graph_map.png")  # fmt: skip
+    print(f"\nTables: {root}/<city>/<asset>.parquet; previews (maps, contact sheets, charts): {root}/<city>/previews/")
+    _print_dataset(registry, root)
+    _print_benchmark(root)
     return 0
+
+
+def _rows(root: str, city: str, asset: str) -> int | None:
+    import pyarrow.parquet as pq
+
+    from ugdata_pipeline.io_managers import table_path
+
+    path = table_path(root, asset, city)
+    return pq.ParquetFile(path.open("rb")).metadata.num_rows if path.exists() else None
+
+
+def _print_dataset(registry, root: str) -> None:
+    """Images, paths, subgraphs, captions, records and benchmark records per city."""
+    assets = ["images", "srp", "subgraphs", "captions", "training_records", "benchmark_tasks"]
+    table = [[city.slug, *(_rows(root, city.slug, a) for a in assets)] for city in registry]
+    table = [row for row in table if any(v is not None for v in row[1:])]
+    if not table:
+        return
+    header = ["city", *assets]
+    cells = [[str("-" if v is None else v) for v in row] for row in table]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *cells, strict=True)]
+    print("\nUGData (rows per table):")
+    for line in [header, *cells]:
+        print("  ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True)))
+
+
+def _print_benchmark(root: str) -> None:
+    """The UGBench Hit@5 table (image and fusion queries) and where the full report is."""
+    import pandas as pd
+
+    results_path = Path(root) / "reports" / "ugbench" / "results.parquet"
+    if not results_path.exists():
+        print("\nUGBench: not run yet (benchmark_job)")
+        return
+    results = pd.read_parquet(results_path)
+    pivot = results.pivot_table(index=["task", "city", "split", "mode"], columns="model", values="hit@5",
+                                aggfunc="mean")  # fmt: skip
+    pivot = (100 * pivot).round(1)
+    print("\nUGBench Hit@5 (%), mean over query types; 95 % intervals and MRR in the report:")
+    print(pivot.to_string())
+    print(f"\nReport: {results_path.parent / 'report.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ugdata_pipeline.definitions import defs, resources_for
@@ -21,11 +22,20 @@ CORE = ("osm", "graph", "imagery", "reasoning", "context", "dataset", "uge", "ug
 
 def test_definitions_load_and_jobs_resolve():
     repo = defs.get_repository_def()
-    assert {"sample_job", "city_graph_job"} <= {job.name for job in repo.get_all_jobs()}
+    assert {"city_dataset_job", "city_graph_job", "city_refresh_job", "training_job", "benchmark_job"} <= {
+        job.name for job in repo.get_all_jobs()}
+    assert [s.name for s in repo.schedule_defs] == ["city_refresh"]
+    assert {s.name for s in repo.sensor_defs} == {"retrain_after_refresh", "benchmark_after_training"}
+    assert repo.get_job("training_job").tags["ugdata/pool"] == "gpu"
     for job in repo.get_all_jobs():
         job.get_subset  # noqa: B018 - touching a resolved job proves it was built
     keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
-    assert {"osm_streets", "osm_pois", "osm_aois", "nodes", "edges"} <= keys
+    assert {"osm_streets", "osm_pois", "osm_aois", "nodes", "edges", "images", "srp", "subgraph_nodes", "captions",
+            "training_records", "benchmark_tasks", "uge_baseline", "uge_stage1", "uge_stage2",
+            "benchmark_results"} <= keys
+    checks = {key.name for key in repo.asset_graph.asset_check_keys}
+    assert {"no_test_near_train", "no_sequence_spans_splits", "paths_are_walks", "no_query_contains_target",
+            "subgraph_sizes", "both_sections", "grounded_places", "benchmark_records_valid"} <= checks
     partitions = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys()
                                            if k.to_user_string() == "nodes")).partitions_def  # fmt: skip
     assert partitions.get_partition_keys()[:2] == ["helsinki", "karhula"]
@@ -36,6 +46,10 @@ def test_every_deployment_has_the_same_resource_keys():
     assert keys["local"] == keys["ci"] == keys["online"]
     assert resources_for("online")["osm"].allow_network is True
     assert resources_for("local")["osm"].allow_network is False
+    assert type(resources_for("local")["images"]).__name__ == "RenderedImagesResource"
+    assert type(resources_for("online")["images"]).__name__ == "MapillaryResource"
+    assert type(resources_for("local")["captioner"]).__name__ == "TemplateCaptionerResource"
+    assert type(resources_for("online")["captioner"]).__name__ == "OpenAICaptionerResource"
     with pytest.raises(ValueError, match="UGDATA_DEPLOYMENT='prod' is unknown; use one of local, ci, online"):
         resources_for("prod")
 
@@ -54,26 +68,55 @@ def test_core_packages_never_import_dagster():
     assert offenders == []
 
 
+def _execute(job: str, env: dict[str, str], *extra: str) -> str:
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run([str(dagster), "job", "execute", "-m", "ugdata_pipeline.definitions", "-j", job, *extra],
+                            env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    output = result.stderr + result.stdout
+    assert result.returncode == 0 and "RUN_SUCCESS" in output, output[-4000:]
+    assert "ASSET_CHECK_EVALUATION" not in output or "failed" not in _check_lines(output), _check_lines(output)
+    return output
+
+
+def _check_lines(output: str) -> str:
+    return "\n".join(line for line in output.splitlines() if "Asset check" in line and "failed" in line)
+
+
 @pytest.mark.slow
-def test_dagster_job_execute_builds_karhula(tmp_path):
-    """The same command `make run` uses, on a temporary instance and data root."""
+def test_sample_run_end_to_end_with_dagster_job_execute(tmp_path):
+    """What `make run` does, on a reduced configuration: both bundled cities, three models, the benchmark."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text((PACKAGE.parent / "dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "UGDATA_ROOT": str(tmp_path / "data")}
-    dagster = Path(sys.executable).parent / "dagster"
-    result = subprocess.run(
-        [str(dagster), "job", "execute", "-m", "ugdata_pipeline.definitions", "-j", "sample_job",
-         "--tags", json.dumps({"dagster/partition": "karhula"})],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "RUN_SUCCESS" in result.stderr + result.stdout
-    nodes = read_table(table_path(str(tmp_path / "data"), "nodes", "karhula"))
-    edges = read_table(table_path(str(tmp_path / "data"), "edges", "karhula"))
+    data = tmp_path / "data"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "UGDATA_ROOT": str(data), "UGDATA_EXECUTOR": "in_process",
+           "UGDATA_MAX_VIEWS": "150", "UGDATA_MAX_TRAIN_STEPS": "3", "OMP_NUM_THREADS": "2"}  # fmt: skip
+    for city in ("helsinki", "karhula"):
+        _execute("city_dataset_job", env, "--tags", json.dumps({"dagster/partition": city}))
+    _execute("training_job", env)
+    config = tmp_path / "bench.yaml"
+    config.write_text("ops:\n  benchmark_results:\n    config: {bootstrap: 20, limit_per_group: 15}\n")
+    _execute("benchmark_job", env, "-c", str(config))
+
+    nodes = read_table(table_path(str(data), "nodes", "karhula"))
     assert set(nodes["kind"]) >= {"street", "crossing", "poi"}
-    assert len(edges) > 200
-    assert (tmp_path / "data" / "karhula" / "previews" / "graph_map.png").read_bytes()[:4] == b"\x89PNG"
-    summary = subprocess.run([sys.executable, "-m", "ugdata_pipeline.cli", "summary", "--root", str(tmp_path / "data")],
+    images = read_table(table_path(str(data), "images", "karhula"))
+    assert set(images["split"]) == {"test"} and len(images) == 150 and (images["source"] == "render").all()
+    assert (data / images["path"].iloc[0]).read_bytes()[:4] == b"\x89PNG"
+    records = read_table(table_path(str(data), "training_records", "helsinki"))
+    stages = set(zip(records["stage"], records["variant"], strict=True))
+    assert {(1, "ugdata"), (2, "ugdata"), (1, "baseline")} <= stages
+    tasks = read_table(table_path(str(data), "benchmark_tasks", "karhula"))
+    assert set(tasks["city"]) == {"karhula"} and set(tasks["split"]) == {"held_out"}
+    assert tasks["image_id"].isin(set(images["image_id"])).all()
+    results = pd.read_parquet(data / "reports" / "ugbench" / "results.parquet")
+    assert set(results["model"]) == {"baseline", "stage1", "stage2"}
+    assert set(results["city"]) == {"helsinki", "karhula"}
+    assert set(results.loc[results["mode"] == "fusion", "model"]) == {"stage2"}
+    for name in ("baseline", "stage1", "stage2"):
+        pointer = json.loads((data / "models" / name / "current.json").read_text())
+        assert Path(pointer["checkpoint"], "model.safetensors").exists()
+    summary = subprocess.run([sys.executable, "-m", "ugdata_pipeline.cli", "summary", "--root", str(data)], env=env,
                              capture_output=True, text=True, check=True)  # fmt: skip
+    assert "UGBench Hit@5" in summary.stdout and "report.md" in summary.stdout
     assert "karhula" in summary.stdout and "held_out" in summary.stdout

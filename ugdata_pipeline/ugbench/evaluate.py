@@ -207,6 +207,8 @@ def evaluate(
     for name, model in models.items():
         cache = EmbeddingCache(cache_dir, str(getattr(model, "cache_id", name)))
         for mode in chosen:
+            if mode == "fusion" and not getattr(model, "supports_fusion", True):
+                continue  # an image-text model (baseline, stage 1) has no graph side: no fusion rows for it
             subset = tasks[tasks["task"].map(lambda t, mode=mode: mode in TASK_MODES.get(t, ()))]
             if subset.empty:
                 continue

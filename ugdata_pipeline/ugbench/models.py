@@ -135,6 +135,11 @@ class UgeModel:
         self.model = embed.load_model(self.checkpoint_dir, device=device)
         self.cache_id = f"uge-{self.checkpoint_dir.name}-{_fingerprint_dir(self.checkpoint_dir)}"
 
+    @property
+    def supports_fusion(self) -> bool:
+        """Only a stage-2 checkpoint has a graph encoder; the evaluator skips the fusion mode for the others."""
+        return getattr(self.model, "graph_encoder", None) is not None
+
     def embed_images(self, image_paths: Sequence[str], *, instruction: str | None = None) -> np.ndarray:
         """Image-query embeddings through ``uge.embed.embed_images``."""
         vectors = self._embed.embed_images(self.model, list(image_paths), instruction, self.batch_size)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from ugdata_pipeline.assets import ALL_ASSETS
+from ugdata_pipeline.assets.graph import urban_graph
+from ugdata_pipeline.assets.osm import osm_extract
 from ugdata_pipeline.io_managers import ParquetIOManager, read_table, table_path
 from ugdata_pipeline.resources import CityRegistryResource, OsmSourceResource, StorageResource
+
+OSM_AND_GRAPH = [osm_extract, urban_graph]
 
 
 def resources(root: str, registry: str | None = None) -> dict[str, object]:
@@ -21,7 +24,8 @@ def resources(root: str, registry: str | None = None) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_materialize_helsinki(tmp_path):
-    result = dg.materialize(ALL_ASSETS, partition_key="helsinki", resources=resources(str(tmp_path)))
+    result = dg.materialize(OSM_AND_GRAPH, partition_key="helsinki",
+                            resources=resources(str(tmp_path)))  # fmt: skip
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"edge_endpoints_exist": True, "coordinates_valid": True, "no_self_loops": True,
@@ -49,5 +53,6 @@ def test_city_without_streets_fails_before_writing_a_graph(tmp_path, write_regis
     registry = write_registry("cities:\n  karhula:\n    name: Empty\n    country: Finland\n    split: train\n"
                               "    source: {kind: file, path: empty.osm}\n", name="reg.yaml")  # fmt: skip
     with pytest.raises(Exception, match="city 'karhula' has no named streets"):
-        dg.materialize(ALL_ASSETS, partition_key="karhula", resources=resources(str(tmp_path / "data"), str(registry)))
+        dg.materialize(OSM_AND_GRAPH, partition_key="karhula",
+                       resources=resources(str(tmp_path / "data"), str(registry)))  # fmt: skip
     assert not (tmp_path / "data" / "karhula" / "nodes.parquet").exists()

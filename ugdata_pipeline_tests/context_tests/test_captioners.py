@@ -63,7 +63,8 @@ def make_requests(folder: Path, tags: list[str]) -> list[CaptionRequest]:
 
 
 def fast_captioner(base_url: str, **kwargs) -> OpenAICompatibleCaptioner:
-    options = {"concurrency": 4, "requests_per_minute": None, "timeout_s": 0.5,
+    # 2 s: long enough that a loaded CI machine never times out a healthy answer, short enough for the hang tests
+    options = {"concurrency": 4, "requests_per_minute": None, "timeout_s": 2.0,
                "retry_policy": RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=2.0)}  # fmt: skip
     options.update(kwargs)
     return OpenAICompatibleCaptioner("test-vlm", base_url=base_url, api_key=SECRET, **options)
@@ -140,7 +141,7 @@ def test_retries_reask_and_recorded_failures_then_rerun_retries_only_the_failure
     plan = {
         "a": [rate_limited("0.3"), ok()],
         "b": [server_error(500), ok()],
-        "c": [hang(1.5), ok()],
+        "c": [hang(5.0), ok()],
         "d": [malformed(), ok()],
         "e": [server_error(503)] * 3,
         "f": [malformed(), malformed()],
@@ -181,9 +182,9 @@ def test_retries_reask_and_recorded_failures_then_rerun_retries_only_the_failure
         # Retry-After honoured: the retry of a came at least 0.3 s after the 429
         calls_a = server.calls_for("a")
         assert calls_a[0].status == 429 and calls_a[1].at - calls_a[0].at >= 0.3
-        # the timeout was abandoned by the client (0.5 s), not waited out (1.5 s)
+        # the timeout was abandoned by the client (2 s), not waited out (5 s)
         calls_c = server.calls_for("c")
-        assert calls_c[1].at - calls_c[0].at < 1.4
+        assert calls_c[1].at - calls_c[0].at < 4.5
         # the re-ask continues the conversation with the model's answer and a format reminder
         calls_d = server.calls_for("d")
         assert [(c.n_messages, c.reminder) for c in calls_d] == [(2, False), (4, True)]

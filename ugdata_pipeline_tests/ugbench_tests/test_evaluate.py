@@ -140,6 +140,21 @@ def test_constant_model_scores_exactly_chance_and_reports_no_instruction(bench):
     assert out["hit@1_lo"].isna().all()
 
 
+class ImageTextModel(ConstantModel):
+    """A model without a graph side (like the baseline and stage 1)."""
+
+    supports_fusion = False
+
+    def embed_fusion(self, image_paths, graphs):
+        raise AssertionError("the evaluator must not ask an image-text model for fusion embeddings")
+
+
+def test_models_without_a_graph_side_get_no_fusion_rows(bench):
+    out = evaluate(bench.tasks, {"image_text": ImageTextModel()}, bootstrap=0, subgraph_nodes=bench.subgraph_nodes,
+                   subgraph_edges=bench.subgraph_edges)  # fmt: skip
+    assert set(out["mode"]) == {"image", "text"}
+
+
 def test_bootstrap_intervals_are_reproducible(bench, results):
     again = evaluate(bench.tasks, {"baseline": RandomModel()}, modes=["image"], bootstrap=200, seed=1)
     mine = results[(results["model"] == "baseline") & (results["mode"] == "image")].reset_index(drop=True)
