@@ -21,9 +21,10 @@ from ugdata_pipeline.resources import CityRegistryResource, ImageSourceResource,
 _OSM = ("osm_streets", "osm_pois", "osm_aois", "osm_trees")
 
 
-def _extract(city_source: str, tables: dict[str, gpd.GeoDataFrame]) -> OsmExtract:
-    return OsmExtract(streets=tables["osm_streets"], pois=tables["osm_pois"], aois=tables["osm_aois"],
-                      trees=tables["osm_trees"], source=city_source)  # fmt: skip
+def _extract(city_source: str, streets: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, aois: gpd.GeoDataFrame,
+             trees: gpd.GeoDataFrame) -> OsmExtract:  # fmt: skip
+    """The OSM tables of a city as one extract, the renderer's and Mapillary's input."""
+    return OsmExtract(streets=streets, pois=pois, aois=aois, trees=trees, source=city_source)
 
 
 def metric_crs(streets: gpd.GeoDataFrame) -> str:
@@ -55,8 +56,7 @@ def image_candidates(
 ) -> dg.Output[pd.DataFrame]:
     """Where images can be taken: rendered camera positions (offline) or Mapillary images found and thinned."""
     city = cities.city(context.partition_key)
-    tables = {"osm_streets": osm_streets, "osm_pois": osm_pois, "osm_aois": osm_aois, "osm_trees": osm_trees}
-    extract = _extract(city.source.describe(), tables)
+    extract = _extract(city.source.describe(), osm_streets, osm_pois, osm_aois, osm_trees)
     work_dir = local_root(storage) / city.slug / "_work"
     frame, counts = images.candidates(city, extract, crs_metric=metric_crs(osm_streets), work_dir=work_dir)
     return dg.Output(frame, metadata={
@@ -86,8 +86,7 @@ def image_files(
 ) -> dg.Output[pd.DataFrame]:
     """Image files under ``<root>/<city>/images/`` and their manifest; finished files are never fetched again."""
     city = cities.city(context.partition_key)
-    tables = {"osm_streets": osm_streets, "osm_pois": osm_pois, "osm_aois": osm_aois, "osm_trees": osm_trees}
-    extract = _extract(city.source.describe(), tables)
+    extract = _extract(city.source.describe(), osm_streets, osm_pois, osm_aois, osm_trees)
     root = local_root(storage)
     manifest, failures, counts = images.fetch(city, extract, image_candidates, crs_metric=metric_crs(osm_streets),
                                               root=root, log=context.log)  # fmt: skip

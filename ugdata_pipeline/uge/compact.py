@@ -169,6 +169,8 @@ class FrozenSentenceEncoder:
         """
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            # Similar lengths per batch: padding to the longest text is most of the cost on a CPU.
+            missing.sort(key=len)
             for start in range(0, len(missing), _ENCODE_BATCH):
                 chunk = missing[start : start + _ENCODE_BATCH]
                 tokens = self.tokenizer(
