@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export UGDATA_ROOT ?= $(CURDIR)/data
-# Fewer BLAS threads than cores: the pipeline already runs steps in parallel.
-export OMP_NUM_THREADS ?= 1
+# Torch and BLAS use every core: `make run` executes one step at a time (in-process executor).
+export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: install home run test lint dev bench clean
 

@@ -156,9 +156,9 @@ class UgeModel:
         nodes = pd.concat([g[0] for g in graphs], ignore_index=True).drop_duplicates(["image_id", "node_id"])
         edges = pd.concat([g[1] for g in graphs], ignore_index=True).drop_duplicates(["image_id", "src", "dst", "kind"])
         ids = [str(g[0]["image_id"].iloc[0]) for g in graphs]
-        built = self._data.build_graphs(self._data.SubgraphTables(nodes, edges), self.model.encode_node_texts,
-                                        image_ids=sorted(set(ids)))  # fmt: skip
-        vectors = self._embed.embed_fusion(self.model, list(image_paths), [built[i] for i in ids], instruction,
+        # The model's own node cap, as in training: a larger graph at inference is slower and out of distribution.
+        built = self._embed.build_model_graphs(self.model, self._data.SubgraphTables(nodes, edges), ids)
+        vectors = self._embed.embed_fusion(self.model, list(image_paths), built, instruction,
                                            self.batch_size)  # fmt: skip
         return np.asarray(vectors, dtype=np.float32)
 
