@@ -129,8 +129,9 @@ class RenderedImagesResource(ImageSourceResource):
             if done % step == 0 or done == total:
                 log.info(f"rendered {done}/{total} views of {city.slug}")
 
+        # The cameras stored by `candidates` are the ones to draw: no second sampling.
         result = render_city(extract, city_slug=city.slug, root=root, config=self._config(), crs_metric=crs_metric,
-                             progress=progress)  # fmt: skip
+                             progress=progress, cameras=candidates)  # fmt: skip
         failures = pd.DataFrame(columns=["image_id", "stage", "attempts", "error", "last_attempt_at"])
         return result.images, failures, dict(result.counts)
 

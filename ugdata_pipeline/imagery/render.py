@@ -783,6 +783,7 @@ def render_city(
     max_views: int | None = None,
     crs_metric: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cameras: pd.DataFrame | None = None,
 ) -> RenderResult:
     """
     Render street-level views along a city's named streets into ``<root>/<city_slug>/images/``.
@@ -803,6 +804,9 @@ def render_city(
         Metric CRS; by default the UTM zone estimated from the streets.
     progress
         Called as ``progress(done, total)`` after each view.
+    cameras
+        The cameras :func:`sample_cameras` gave for this city and config (e.g. stored by an earlier step), so they
+        are not sampled again; by default they are sampled here.
 
     Returns
     -------
@@ -832,8 +836,9 @@ def render_city(
     scene = build_scene(extract, crs_metric=crs_metric, seed=city_seed(config.seed, city_slug),
                         default_building_height_m=config.default_building_height_m,
                         margin_m=config.max_distance_m + 50.0)  # fmt: skip
-    cameras = sample_cameras(streets, crs_metric=scene.crs_metric, spacing_m=config.spacing_m, seed=config.seed,
-                             heading_jitter_deg=config.heading_jitter_deg, city_slug=city_slug)  # fmt: skip
+    if cameras is None:
+        cameras = sample_cameras(streets, crs_metric=scene.crs_metric, spacing_m=config.spacing_m, seed=config.seed,
+                                 heading_jitter_deg=config.heading_jitter_deg, city_slug=city_slug)  # fmt: skip
     n_cameras = len(cameras)
     if cap is not None and n_cameras > cap:
         picked = np.unique(np.linspace(0, n_cameras - 1, cap).round().astype(int)) if cap else np.empty(0, int)

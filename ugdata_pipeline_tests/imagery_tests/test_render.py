@@ -135,6 +135,19 @@ def view(scene, x, y, heading, *, config=CONFIG, key="v"):
 # ---- determinism and files
 
 
+def test_render_city_draws_the_cameras_it_is_given(long_street_extract, tmp_path):
+    config = RenderConfig(size=64, spacing_m=60.0)
+    sampled = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, max_views=5)
+    cameras = sample_cameras(long_street_extract.streets, crs_metric=CRS, spacing_m=60.0, seed=0,
+                             heading_jitter_deg=config.heading_jitter_deg, city_slug="longtown")  # fmt: skip
+    given = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, max_views=5,
+                        cameras=cameras)  # fmt: skip
+    pd.testing.assert_frame_equal(sampled.images, given.images)
+    only_two = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "c", config=config,
+                           cameras=cameras.head(2))  # fmt: skip
+    assert list(only_two.images["image_id"]) == list(cameras["camera_id"].head(2))
+
+
 def test_render_city_is_deterministic_and_resumable(long_street_extract, tmp_path):
     config = RenderConfig(size=96, spacing_m=60.0)
     first = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, max_views=8)
