@@ -98,6 +98,12 @@ class RenderedImagesResource(ImageSourceResource):
 
     size: int = Field(default=256, description="Image width and height in pixels.")
     spacing_m: float = Field(default=40.0, description="A camera every this many metres along each street.")
+    view_offsets_deg: list[float] = Field(
+        default=[0.0],
+        description="Views per camera point, as heading offsets in degrees clockwise from the direction of travel: "
+        "[0] looks forward only; [0, 90, -90] adds right- and left-facing views (same position and sequence). "
+        "Forward views keep their ids whatever offsets are added.",
+    )
     seed: int = Field(default=0, description="Heading jitter, lighting and noise; same seed, same images.")
     max_views: int | None = Field(default=None, description="Cap on views per city (evenly spread), None for all.")
     image_format: str = Field(default="png", description="png or jpeg.")
@@ -109,16 +115,19 @@ class RenderedImagesResource(ImageSourceResource):
         from ugdata_pipeline.imagery.render import RenderConfig
 
         return RenderConfig(size=self.size, spacing_m=self.spacing_m, seed=self.seed, max_views=self.max_views,
-                            image_format=self.image_format)  # fmt: skip
+                            image_format=self.image_format,
+                            view_offsets_deg=tuple(float(v) for v in self.view_offsets_deg))  # fmt: skip
 
     def candidates(self, city, extract, *, crs_metric, work_dir):
         from ugdata_pipeline.imagery.cameras import sample_cameras
 
         config = self._config()
+        config.validate()
         cameras = sample_cameras(extract.streets, crs_metric=crs_metric, spacing_m=config.spacing_m,
                                  seed=config.seed, heading_jitter_deg=config.heading_jitter_deg,
-                                 city_slug=city.slug)  # fmt: skip
-        return cameras, {"cameras": len(cameras), "spacing_m": self.spacing_m}
+                                 city_slug=city.slug, view_offsets_deg=config.view_offsets_deg)  # fmt: skip
+        offsets = ",".join(f"{v:g}" for v in config.view_offsets_deg)  # metadata values are scalars
+        return cameras, {"cameras": len(cameras), "spacing_m": self.spacing_m, "view_offsets_deg": offsets}
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
         from ugdata_pipeline.imagery.render import render_city

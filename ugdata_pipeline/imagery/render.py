@@ -6,23 +6,26 @@ Each view is a pinhole camera ``eye_height_m`` above the ground, level, looking 
 1. the footprint edges within ``max_distance_m`` (STRtree query) that face the camera and meet the view
    frustum are intersected with one ray per image column; the nearest hit per column gives the wall's depth,
    building and position along the façade, hence the wall's top and bottom rows;
-2. walls get the building's façade colour and sun shade, a window grid (bays by position along the wall,
-   storeys of 3.2 m, a per-window tint), a darker cornice, and for POIs a shop window and a sign band in the
-   POI category's colour at ground-floor height;
+2. walls get the building's façade colour shaded by the sequence's sun on their outward normal, a window grid
+   (bays by position along the wall, storeys of 3.2 m, a per-window tint), a darker cornice, and for POIs a
+   shop window and a sign band in the POI category's colour at ground-floor height;
 3. below the horizon every pixel's ground point is looked up in the land-cover raster (roads, parks, land use,
    water); above the walls is a sky gradient; both fade into haze with distance;
 4. trees (``natural=tree``) and free-standing POI sign boards are billboards, far to near, hidden behind
    nearer walls;
-5. a per-view brightness and sky variation and mild pixel noise come from the view's RNG.
+5. the light is the sequence's (:mod:`ugdata_pipeline.imagery.lighting`: sun azimuth and elevation, season of
+   trees and ground, time-of-day tint), so the shading does not give away the absolute heading; a per-view
+   brightness variation and mild pixel noise come from the view's RNG.
 
 The same scene, position, heading, config and RNG state give the same bytes. :func:`render_view` also
 returns the *scene facts* it drew (visible buildings, POIs, areas and trees with names, categories, distances
-and sides; pixel fractions), which the captioner and the perception task read.
+and sides; pixel fractions), which the captioner and the perception task read, plus the light it was drawn in
+(``sun_azimuth_deg``, ``sun_elevation_deg``, ``season``: recorded for inspection, never to be used as labels).
 
-:func:`render_city` samples cameras along the named streets (:mod:`ugdata_pipeline.imagery.cameras`),
-renders them to ``<root>/<city>/images/<image_id>.png`` (atomic writes; the scene facts and a config
-fingerprint travel inside the file, so a rerun skips finished images and still lists their facts) and returns
-the ``images`` manifest with ``source="render"``.
+:func:`render_city` samples cameras along the named streets (:mod:`ugdata_pipeline.imagery.cameras`, one view
+per ``view_offsets_deg`` at each point), renders them to ``<root>/<city>/images/<image_id>.png`` (atomic writes;
+the scene facts and a config fingerprint travel inside the file, so a rerun skips finished images and still
+lists their facts) and returns the ``images`` manifest with ``source="render"``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ import shapely
 from PIL import Image, PngImagePlugin
 
 from ugdata_pipeline.errors import UgdataError
-from ugdata_pipeline.imagery.cameras import sample_cameras
+from ugdata_pipeline.imagery.cameras import normalize_offsets, sample_cameras
+from ugdata_pipeline.imagery.lighting import Lighting, place_lighting, sequence_lighting
 from ugdata_pipeline.imagery.scene import (
     FLOOR_HEIGHT_M,
     GREEN_CLASSES,
@@ -54,6 +58,7 @@ from ugdata_pipeline.imagery.scene import (
     ROAD_CLASSES,
     SIGN_HALF_WIDTH_M,
     Scene,
+    SceneInputError,
     build_scene,
     stable_hash,
 )
@@ -62,7 +67,8 @@ from ugdata_pipeline.osm.schema import OsmExtract
 logger = logging.getLogger(__name__)
 
 #: Bump when the drawing changes, so that existing files are re-rendered.
-RENDER_VERSION = 1
+#: 2: light per sequence (sun azimuth and elevation, season, time of day) instead of one sun per city.
+RENDER_VERSION = 2
 #: The ``creator`` of every rendered image (the offline twin of Mapillary).
 CREATOR = "ugdata-render (offline twin)"
 SOURCE = "render"
@@ -112,13 +118,17 @@ class RenderConfig:
     max_distance_m
         Nothing farther than this is drawn (haze instead), metres.
     heading_jitter_deg
-        Half-width of the uniform jitter around the street tangent, degrees.
+        Half-width of the uniform jitter around the street tangent (applied to every view), degrees.
+    view_offsets_deg
+        One view per camera point and offset, degrees clockwise from the direction of travel: ``(0.0,)``
+        looks forward only, ``(0.0, 90.0, -90.0)`` adds right- and left-facing views. Forward views keep
+        their ids whatever else is asked for.
     default_building_height_m
         Typical height of a building without height tags, metres.
     image_format
         ``"png"`` (lossless, the default) or ``"jpeg"``.
     seed
-        Seeds heading jitter, lighting and noise; same seed, same images.
+        Seeds heading jitter, each sequence's light (sun, season, time of day) and noise; same seed, same images.
     noise
         Standard deviation of the pixel noise, in 0..255 units.
     max_views
@@ -131,6 +141,7 @@ class RenderConfig:
     eye_height_m: float = 2.5
     max_distance_m: float = 200.0
     heading_jitter_deg: float = 8.0
+    view_offsets_deg: tuple[float, ...] = (0.0,)
     default_building_height_m: float = 10.0
     image_format: str = "png"
     seed: int = 0
@@ -147,6 +158,7 @@ class RenderConfig:
             ("max_distance_m", _positive(self.max_distance_m), "a positive number of metres"),
             ("heading_jitter_deg", _positive(self.heading_jitter_deg, zero=True) and self.heading_jitter_deg < 90,
              "degrees in [0, 90)"),
+            ("view_offsets_deg", _offsets_ok(self.view_offsets_deg), "a non-empty tuple of distinct finite degrees"),
             ("default_building_height_m", _positive(self.default_building_height_m), "a positive number of metres"),
             ("image_format", self.image_format in {"png", "jpeg"}, '"png" or "jpeg"'),
             ("seed", isinstance(self.seed, int) and not isinstance(self.seed, bool), "an integer"),
@@ -165,9 +177,23 @@ class RenderConfig:
         return "jpg" if self.image_format == "jpeg" else "png"
 
     def fingerprint(self, city_slug: str) -> str:
-        """A short hash of everything that changes the pixels of ``city_slug``'s images (not ``max_views``)."""
-        options = {k: v for k, v in asdict(self).items() if k not in {"max_views", "spacing_m"}}
+        """
+        A short hash of everything that changes the pixels of ``city_slug``'s images.
+
+        Camera sampling options that only choose which views exist (``max_views``, ``spacing_m``,
+        ``view_offsets_deg``) are left out: a view's id already names its position and offset, so adding
+        side views does not redraw the forward ones.
+        """
+        options = {k: v for k, v in asdict(self).items() if k not in {"max_views", "spacing_m", "view_offsets_deg"}}
         return hashlib.sha1(json.dumps([RENDER_VERSION, city_slug, options], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _offsets_ok(value: object) -> bool:
+    try:
+        normalize_offsets(value)
+    except SceneInputError:
+        return False
+    return True
 
 
 def _positive(value: object, *, zero: bool = False) -> bool:
@@ -333,6 +359,7 @@ def render_view(
     *,
     street_name: str | None = None,
     weather: float | None = None,
+    lighting: Lighting | None = None,
 ) -> tuple[np.ndarray, dict]:
     """
     Draw one street-level view and the facts of what it shows.
@@ -354,12 +381,17 @@ def render_view(
     weather
         Cloud cover in ``[0, 1]`` (greys the sky and the haze); by default drawn from ``rng`` in
         ``[0, 0.3]``. :func:`render_city` fixes it per sequence, as one capture session has one sky.
+    lighting
+        Sun, season and time of day (:func:`ugdata_pipeline.imagery.lighting.sequence_lighting`, which
+        :func:`render_city` passes per sequence); by default one hashed from the camera position
+        (:func:`~ugdata_pipeline.imagery.lighting.place_lighting`), never from the heading.
 
     Returns
     -------
     image, facts
         ``(size, size, 3)`` uint8 RGB, and the ``scene_facts`` dict of the data contract (``visible`` nearest
-        first, at most :data:`MAX_VISIBLE`; ``*_fraction`` shares of the image's pixels).
+        first, at most :data:`MAX_VISIBLE`; ``*_fraction`` shares of the image's pixels; the light's
+        ``sun_azimuth_deg``, ``sun_elevation_deg`` and ``season``).
     """
     size = config.size
     eye, reach = float(config.eye_height_m), float(config.max_distance_m)
@@ -375,6 +407,8 @@ def render_view(
     overcast = float(np.clip(drawn_weather if weather is None else weather, 0.0, 1.0))
     noise_offset = int(rng.integers(0, 3 * size * size))
     haze = _HAZE * (1.0 - 0.3 * overcast) + _OVERCAST * 0.3 * overcast
+    lighting = place_lighting(x, y) if lighting is None else lighting
+    light = brightness * lighting.tint  # (3,) time of day and per-view exposure, applied to every colour
 
     # Every pixel is an index into this view's palette of packed colours: sky rows, then ground classes by haze
     # level, then each column's wall materials, then billboard colours. Labels for the facts are index ranges.
@@ -382,8 +416,8 @@ def render_view(
     sky_low = _SKY_HORIZON * (1.0 - overcast) + _OVERCAST * overcast
     fogs = np.linspace(0.0, 1.0, _FOG_LEVELS, dtype=np.float32)[:, None, None]
     palettes = [
-        _pack((sky_top * (1.0 - cam.sky[:, 0]) + sky_low * cam.sky[:, 0]) * brightness),
-        _pack((GROUND_PALETTE[None] * (1.0 - fogs) + haze * fogs) * brightness),
+        _pack((sky_top * (1.0 - cam.sky[:, 0]) + sky_low * cam.sky[:, 0]) * light),
+        _pack((lighting.ground_palette[None] * (1.0 - fogs) + haze * fogs) * light),
     ]
     ground_start = horizon
     walls_start = ground_start + len(palettes[1])
@@ -457,9 +491,10 @@ def render_view(
         wall_palette[:, _SHOP_GLASS] = _GLASS
         wall_palette[:, _SIGN] = scene.poi_color[np.maximum(sign_poi, 0)] if len(scene.poi_color) else 0.0
         wall_palette[:, _WINDOW0:] = _WINDOW_TINTS[None] * 0.6 + base[:, None] * 0.4  # glass mirrors the wall
-        shade = scene.wall_shade[wall_index][:, None, None]
+        # shaded per view from the wall's normal and this sequence's sun (W columns: cheap)
+        shade = lighting.wall_shade(scene.wall_normal[wall_index], overcast)[:, None, :]
         fog = (np.clip(hit_depth * cam.secant / reach, 0.0, 1.0) ** 1.5)[:, None, None]
-        wall_palette = ((wall_palette * shade) * (1.0 - fog) + haze * fog) * brightness
+        wall_palette = ((wall_palette * shade) * (1.0 - fog) + haze * fog) * light
     palettes.append(_pack(wall_palette))
 
     # ---- billboards: trees and free-standing POI boards, far to near, hidden behind nearer walls
@@ -468,7 +503,7 @@ def render_view(
     for kind, item, across, ahead in _billboards(scene, x, y, fwd, right, float(u[-1]), reach):
         start = billboards_start + sum(len(p) for p in extra)
         pixels, colours = _draw_billboard(scene, kind, item, across, ahead, index, start, depth, cam, eye, reach,
-                                          haze, brightness)  # fmt: skip
+                                          haze, light, lighting)  # fmt: skip
         if pixels:
             extra.append(colours)
             drawn.append((kind, item, pixels, math.hypot(across, ahead), across / ahead))
@@ -485,6 +520,7 @@ def render_view(
 
     facts = _facts(scene, index, (walls_start, billboards_start), building, depth, hit, sign_poi, band_pixels,
                    ground_class, (iy, ix), u, cam, drawn, street_name, (x, y))  # fmt: skip
+    facts.update(lighting.facts())
     return image, facts
 
 
@@ -525,9 +561,15 @@ _CROWN_TONES = np.array([0.8, 0.9, 1.0, 1.1], dtype=np.float32)
 
 def _draw_billboard(
     scene: Scene, kind: str, item: int, across: float, ahead: float, index: np.ndarray, start: int,
-    wall_depth: np.ndarray, cam: _Camera, eye: float, reach: float, haze: np.ndarray, brightness: float,
+    wall_depth: np.ndarray, cam: _Camera, eye: float, reach: float, haze: np.ndarray, light: np.ndarray,
+    lighting: Lighting,
 ) -> tuple[int, np.ndarray]:
-    """Draw one tree or sign board into ``index`` (its colours numbered from ``start``); pixels and colours."""
+    """
+    Draw one tree or sign board into ``index`` (its colours numbered from ``start``); pixels and colours.
+
+    ``light`` is the view's RGB multiplier; ``lighting`` gives the crowns their season's colour (the crown's
+    pixels, and so the facts, do not depend on it).
+    """
     size = index.shape[0]
     focal, centre = cam.focal_px, cam.centre
     scale = focal / ahead
@@ -557,7 +599,8 @@ def _draw_billboard(
         trunk &= visible & ~crown
         # the crown is lighter at the top: four tones by height
         tone = np.clip(((crown_row + half_width - rows) / max(2 * half_width, 1e-3) * 4).astype(np.int32), 0, 3)
-        colours = np.concatenate([scene.tree_color[item][None] * _CROWN_TONES[:, None], _TRUNK[None]])
+        crown_colour = lighting.crown_color(scene.tree_color[item], item)
+        colours = np.concatenate([crown_colour[None] * _CROWN_TONES[:, None], _TRUNK[None]])
         np.copyto(patch, start + tone, where=crown)
         np.copyto(patch, start + 4, where=trunk)
         pixels = int(crown.sum() + trunk.sum())
@@ -572,7 +615,7 @@ def _draw_billboard(
         pixels = int(board.sum() + post.sum())
     if not pixels:
         return 0, empty
-    return pixels, _pack((colours * (1 - fog) + haze * fog) * brightness)
+    return pixels, _pack((colours * (1 - fog) + haze * fog) * light)
 
 
 _GREEN_LUT = np.isin(np.arange(len(GROUND_PALETTE)), GREEN_CLASSES)
@@ -733,11 +776,6 @@ def sequence_weather(seed: int, sequence_id: str) -> float:
     return 0.3 * (stable_hash("weather", seed, sequence_id) % 10_007) / 10_007
 
 
-def city_seed(seed: int, city_slug: str) -> int:
-    """The scene seed of a city (fixes its sun azimuth) from the config seed."""
-    return stable_hash("city", seed, city_slug) & 0xFFFFFFFF
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # a whole city
 
@@ -833,12 +871,12 @@ def render_city(
     streets = extract.streets
     if crs_metric is None and len(streets):
         crs_metric = streets.estimate_utm_crs().to_string()
-    scene = build_scene(extract, crs_metric=crs_metric, seed=city_seed(config.seed, city_slug),
-                        default_building_height_m=config.default_building_height_m,
+    scene = build_scene(extract, crs_metric=crs_metric, default_building_height_m=config.default_building_height_m,
                         margin_m=config.max_distance_m + 50.0)  # fmt: skip
     if cameras is None:
         cameras = sample_cameras(streets, crs_metric=scene.crs_metric, spacing_m=config.spacing_m, seed=config.seed,
-                                 heading_jitter_deg=config.heading_jitter_deg, city_slug=city_slug)  # fmt: skip
+                                 heading_jitter_deg=config.heading_jitter_deg, city_slug=city_slug,
+                                 view_offsets_deg=config.view_offsets_deg)  # fmt: skip
     n_cameras = len(cameras)
     if cap is not None and n_cameras > cap:
         picked = np.unique(np.linspace(0, n_cameras - 1, cap).round().astype(int)) if cap else np.empty(0, int)
@@ -859,7 +897,8 @@ def render_city(
         else:
             image, facts = render_view(scene, camera.x_m, camera.y_m, camera.heading_deg, config,
                                        view_rng(config.seed, camera.camera_id), street_name=camera.street_name,
-                                       weather=sequence_weather(config.seed, camera.sequence_id))
+                                       weather=sequence_weather(config.seed, camera.sequence_id),
+                                       lighting=sequence_lighting(config.seed, str(camera.sequence_id)))
             _write_atomic(path, encode_image(image, facts, image_format=config.image_format,
                                              fingerprint=fingerprint))  # fmt: skip
             rendered += 1

@@ -5,8 +5,9 @@ column raycaster of :mod:`ugdata_pipeline.imagery.render` reads:
 
 * **walls**: every edge of every building footprint ring (exteriors counter-clockwise, holes clockwise, so the
   outside of the building is always on the right of an edge), with its building, its length, its position
-  along the ring (for the window texture) and a Lambert shade from a sun azimuth fixed per ``seed``;
-  an STRtree over the edges finds those around a camera.
+  along the ring (for the window texture) and its outward normal (the renderer shades it per view from the
+  sequence's sun, :mod:`ugdata_pipeline.imagery.lighting`; the scene fixes no sun); an STRtree over the edges
+  finds those around a camera.
 * **buildings**: height from ``height`` / ``building:levels`` (:func:`ugdata_pipeline.osm.tags.height_m`),
   else a default that depends on the ``building=*`` type (houses and garages are low) and varies by
   building; façade colour by category (houses from a wooden-house palette, the rest from plaster tones),
@@ -161,8 +162,10 @@ class Scene:
         Height in metres, façade RGB (0..255, float32, ``(n, 3)``), window bay width in metres, texture seed.
     wall_start, wall_end
         ``(m, 2)`` float64 start / end points of each footprint edge (outside on the right of the edge).
-    wall_building, wall_along_m, wall_length_m, wall_shade
-        Building index, distance along its ring where the edge starts, edge length, sun shade factor.
+    wall_building, wall_along_m, wall_length_m
+        Building index, distance along its ring where the edge starts (metres), edge length (metres).
+    wall_normal
+        ``(m, 2)`` float32 outward unit normal of each edge (east, north), for the per-view sun shading.
     wall_sign_poi, wall_sign_along_m
         POI whose sign sits on the edge (``-1`` none) and the sign's centre along the ring.
     wall_tree
@@ -178,8 +181,6 @@ class Scene:
         none); cell ``[i, j]`` covers ``x0 + j * resolution``, ``y0 + i * resolution`` (south-west corner).
     ground_origin, ground_resolution_m
         ``(x0, y0)`` and the cell side in metres.
-    sun_azimuth_deg
-        Direction the sunlight comes from, clockwise from grid north.
     counts
         Figures for metadata: buildings, wall segments, repaired and skipped footprints, signed POIs...
     """
@@ -197,7 +198,7 @@ class Scene:
     wall_building: np.ndarray
     wall_along_m: np.ndarray
     wall_length_m: np.ndarray
-    wall_shade: np.ndarray
+    wall_normal: np.ndarray
     wall_sign_poi: np.ndarray
     wall_sign_along_m: np.ndarray
     wall_tree: shapely.STRtree
@@ -219,7 +220,6 @@ class Scene:
     ground_area: np.ndarray
     ground_origin: tuple[float, float]
     ground_resolution_m: float
-    sun_azimuth_deg: float
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -382,7 +382,6 @@ def build_scene(
     extract: OsmExtract,
     *,
     crs_metric: str | None = None,
-    seed: int = 0,
     default_building_height_m: float = 10.0,
     margin_m: float = 300.0,
 ) -> Scene:
@@ -395,8 +394,6 @@ def build_scene(
         The city's normalized OSM tables (EPSG:4326); ``trees`` may be empty.
     crs_metric
         Metric CRS to work in; by default the UTM zone estimated from the streets (or areas).
-    seed
-        Fixes the sun azimuth (the lighting of every view of this scene).
     default_building_height_m
         Typical height of a building without ``height`` / ``building:levels`` tags (houses, garages and sheds
         get their own lower defaults); each building varies around it, whole storeys of 3.2 m.
@@ -427,8 +424,6 @@ def build_scene(
     aois = _to_metric(extract.aois, crs)
     pois = _to_metric(extract.pois, crs)
     trees = _to_metric(extract.trees, crs)
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, 17])
-    sun_azimuth_deg = float(rng.uniform(90.0, 270.0))  # the sun is somewhere in the southern half
 
     # --- buildings and their walls
     is_building = aois["is_building"].to_numpy(dtype=bool)
@@ -451,9 +446,8 @@ def build_scene(
     walls = _wall_segments(polygons)
     wall_building = polygon_building[walls["polygon"]] if len(polygons) else np.empty(0, np.int64)
     direction = walls["end"] - walls["start"]
+    # the outside is on the right of each edge; no sun here: a city-wide sun would tie shading to the heading
     outward = np.stack([direction[:, 1], -direction[:, 0]], axis=1) / np.maximum(walls["length"], 1e-9)[:, None]
-    sun = np.array([math.sin(math.radians(sun_azimuth_deg)), math.cos(math.radians(sun_azimuth_deg))])
-    wall_shade = (0.62 + 0.38 * np.clip(outward @ sun, 0.0, 1.0)).astype(np.float32)
 
     # --- POIs: signs on the nearest façade, or free-standing sign boards
     poi_tag = pois["tag"].astype(str)
@@ -541,7 +535,7 @@ def build_scene(
         wall_building=wall_building.astype(np.int64),
         wall_along_m=walls["along"].astype(np.float32),
         wall_length_m=walls["length"].astype(np.float32),
-        wall_shade=wall_shade,
+        wall_normal=outward.astype(np.float32).reshape(-1, 2),
         wall_sign_poi=sign_poi,
         wall_sign_along_m=sign_along,
         wall_tree=wall_tree,
@@ -563,6 +557,5 @@ def build_scene(
         ground_area=ground_area,
         ground_origin=origin,
         ground_resolution_m=resolution,
-        sun_azimuth_deg=sun_azimuth_deg,
         counts=counts,
     )

@@ -16,6 +16,7 @@ from pyproj import Transformer
 
 from ugdata_pipeline.cities import load_registry
 from ugdata_pipeline.imagery.cameras import CAMERA_COLUMNS, sample_cameras
+from ugdata_pipeline.imagery.lighting import make_lighting
 from ugdata_pipeline.imagery.render import (
     CREATOR,
     IMAGE_COLUMNS,
@@ -321,7 +322,9 @@ def test_walls_stand_where_the_pinhole_model_puts_them():
     assert np.allclose(hits.depth, 50.0, atol=0.01)  # forward depth of a wall square to the view axis
     behind = cast_walls(scene, ORIGIN_E, ORIGIN_N, 180.0, size=128, fov_deg=90.0)
     assert np.isinf(behind.depth).all()
-    image, facts = render_view(scene, ORIGIN_E, ORIGIN_N, 0.0, RenderConfig(size=128, noise=0), view_rng(0, "p"))
+    # a clear sky and the sun behind the camera light the wall, so its colour stands out from the ground
+    image, facts = render_view(scene, ORIGIN_E, ORIGIN_N, 0.0, RenderConfig(size=128, noise=0), view_rng(0, "p"),
+                               weather=0.0, lighting=make_lighting(180.0, 30.0))  # fmt: skip
     # focal length 64 px: the wall spans rows 64 - 64 * 15.5 / 50 = 44.2 to 64 + 64 * 2.5 / 50 = 67.2
     column = image[:, 10].astype(int)
     facade = column[50]
