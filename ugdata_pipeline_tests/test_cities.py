@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from ugdata_pipeline.cities import check_source, load_registry
+from ugdata_pipeline.cities import bbox_area_km2, check_source, load_registry
 from ugdata_pipeline.errors import CityConfigError, OsmSourceError, UnknownCityError
 from ugdata_pipeline_tests.tiny_city import write_tiny_city
 
@@ -117,3 +119,73 @@ def test_extract_over_the_area_limit(write_registry):
     registry = load_registry(write_registry(text))
     with pytest.raises(OsmSourceError, match=r"city 'town': source.extract covers \d+ km², over the limit of 1 km²"):
         check_source(registry.get("town"))
+
+
+KARHULA = "kind: bundled, extract: test.osm.pbf"  # header bbox 26.93, 60.52, 26.97, 60.54 (4.9 km²)
+
+
+@pytest.mark.parametrize(
+    ("clip", "message"),
+    [
+        ("[26.94, 60.525, 26.96]", r"city 'town': source.clip must be \[west, south, east, north\] in degrees"),
+        ("26.94", r"city 'town': source.clip must be \[west, south, east, north\] in degrees"),
+        ("[a, b, c, d]", r"city 'town': source.clip must hold four numbers"),
+        ("[26.96, 60.525, 26.94, 60.535]", r"city 'town': source.clip .* is inverted .* \[west, south, east, north\]"),
+        ("[26.94, 60.535, 26.96, 60.525]", r"city 'town': source.clip .* is inverted"),
+        ("[26.94, 60.525, 26.94, 60.535]", r"city 'town': source.clip .* is degenerate"),
+        ("[26.94, 95, 26.96, 96]", r"city 'town': source.clip .* is outside \[-180, 180\] x \[-90, 90\]"),
+    ],
+)
+def test_bad_clips_are_rejected_at_load(write_registry, clip, message):
+    with pytest.raises(CityConfigError, match=message):
+        load_registry(write_registry(CITY.format(source=f"{{{KARHULA}, clip: {clip}}}")))
+
+
+def test_clip_over_the_area_limit_is_rejected_at_load(write_registry):
+    text = CITY.format(source=f"{{{KARHULA}, clip: [26.93, 60.52, 26.97, 60.54]}}") + "    max_area_km2: 1\n"
+    with pytest.raises(CityConfigError, match=r"city 'town': source.clip covers 5 km², over the limit of 1 km²"):
+        load_registry(write_registry(text))
+
+
+def test_clip_on_an_online_source_is_rejected(write_registry):
+    text = CITY.format(source="{kind: place, query: Kotka, clip: [26.94, 60.525, 26.96, 60.535]}")
+    with pytest.raises(CityConfigError, match=r"city 'town': source.clip applies to bundled and file sources only"):
+        load_registry(write_registry(text))
+
+
+@pytest.mark.parametrize("clip", ["[26.90, 60.525, 26.95, 60.535]", "[26.94, 60.53, 26.96, 60.55]",
+                                  "[14.498, 35.886, 14.52, 35.904]"])  # fmt: skip
+def test_clip_outside_the_extent_is_refused_before_reading(write_registry, clip):
+    registry = load_registry(write_registry(CITY.format(source=f"{{{KARHULA}, clip: {clip}}}")))
+    with pytest.raises(OsmSourceError, match=r"city 'town': source.clip \[.*\] is not inside the extent of "
+                                             r"test.osm.pbf \[26.93, 60.52, 26.97, 60.54\]"):  # fmt: skip
+        check_source(registry.get("town"))
+
+
+def test_area_limit_applies_to_the_clip_not_the_file(write_registry):
+    # the whole Karhula file (4.9 km²) is over a 1 km² limit (test_extract_over_the_area_limit); a clip is not
+    text = CITY.format(source=f"{{{KARHULA}, clip: [26.94, 60.525, 26.95, 60.53]}}") + "    max_area_km2: 1\n"
+    town = load_registry(write_registry(text)).get("town")
+    assert town.source.clip == (26.94, 60.525, 26.95, 60.53)
+    assert bbox_area_km2(town.source.clip) < 1
+    check_source(town)
+
+
+def test_study_registry():
+    root = Path(__file__).resolve().parent.parent
+    registry = load_registry(root / "cities-study.yaml")
+    assert registry.offline_slugs() == registry.slugs() == ["vancouver", "ankara", "valletta", "karhula"]
+    assert [c.slug for c in registry if c.split == "train"] == ["vancouver"]
+    files = {c.slug: c.source.path for c in registry}
+    assert files["vancouver"] == root / "extracts" / "vancouver-2015.osm.pbf"
+    assert files["ankara"] == root / "extracts" / "ankara-centre-2019.osm.pbf"
+    assert files["valletta"] == root / "extracts" / "malta-2018.osm.pbf"
+    assert registry.get("karhula").source.path.name == "test.osm.pbf"
+    for city in registry:
+        check_source(city)  # files present and OSM, clips inside the files' extents
+        if city.slug != "karhula":
+            assert 2 <= bbox_area_km2(city.source.clip) <= 10
+    readme = (root / "extracts" / "README.md").read_text(encoding="utf-8")
+    for required in ("© OpenStreetMap contributors", "ODbL", "https://www.openstreetmap.org/copyright",
+                     "https://opendatacommons.org/licenses/odbl/"):
+        assert required in readme  # the licence requires the attribution next to the data

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ugdata_pipeline.cities import City, check_source
-from ugdata_pipeline.errors import NetworkDisabledError
+from ugdata_pipeline.errors import EmptyAreaError, NetworkDisabledError
 from ugdata_pipeline.osm.schema import OsmExtract
 
 __all__ = ["OsmExtract", "load_city_osm"]
@@ -13,7 +13,7 @@ __all__ = ["OsmExtract", "load_city_osm"]
 
 def load_city_osm(city: City, *, allow_network: bool = False, cache_dir: Path | None = None) -> OsmExtract:
     """
-    Acquire a city's OSM data as normalized tables.
+    Acquire a city's OSM data as normalized tables, limited to the source's ``clip`` box when it has one.
 
     Parameters
     ----------
@@ -29,7 +29,9 @@ def load_city_osm(city: City, *, allow_network: bool = False, cache_dir: Path | 
     NetworkDisabledError
         The city needs network and ``allow_network`` is false.
     OsmSourceError
-        The source file is missing, unreadable, not OSM, or over the area limit.
+        The source file is missing, unreadable, not OSM, or over the area limit, or its clip lies outside it.
+    EmptyAreaError
+        The clip holds no named streets of the file.
     """
     if city.source.requires_network:
         if not allow_network:
@@ -43,4 +45,15 @@ def load_city_osm(city: City, *, allow_network: bool = False, cache_dir: Path | 
     from ugdata_pipeline.osm.offline import read_osm_file
 
     assert city.source.path is not None
-    return read_osm_file(city.source.path)
+    extract = read_osm_file(city.source.path)
+    if city.source.clip is None:
+        return extract
+    from ugdata_pipeline.osm.clip import clip_extract
+
+    clipped = clip_extract(extract, city.source.clip)
+    # a file without a header bbox cannot be checked before reading: a clip beside its data shows up here
+    if not clipped.streets["name"].notna().any():
+        msg = (f"city {city.slug!r}: source.clip {list(city.source.clip)} holds no named streets of "
+               f"{city.source.path.name}; give a [west, south, east, north] box over the file's streets")  # fmt: skip
+        raise EmptyAreaError(msg)
+    return clipped

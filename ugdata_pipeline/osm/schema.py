@@ -4,7 +4,8 @@
     One row per OSM way (or way piece) with a ``highway`` tag that is a street: ``way_id`` (int64), ``name``
     (may be missing; the graph uses named streets only, the renderer draws all), ``highway``, ``category``,
     ``node_ids`` (list of int64 OSM node ids, in order; shared ids are how streets meet) and a LineString
-    ``geometry`` whose vertices are those nodes.
+    ``geometry`` whose vertices are those nodes. A street cut at a registry ``clip`` ends on the box edge at a
+    synthetic negative id that no other street shares (:mod:`ugdata_pipeline.osm.clip`).
 ``pois``
     Point places: ``osm_id`` (``n<id>``), ``name``, ``category``, ``tag`` (the ``key=value`` that decided
     the category), ``address``, ``height_m``, Point ``geometry``.
