@@ -3,6 +3,7 @@
 Plain Python (no Dagster). Build tasks with :func:`build_tasks` from each city's anchored images, graph and
 subgraph tables; score any set of embedding models with :func:`evaluate`; write a report with
 :func:`write_report`. The CLI (``python -m ugdata_pipeline.ugbench.cli``) compares checkpoints on a saved benchmark.
+Clustered, paired and multi-seed statistics (spatial clusters, paired model differences) live in :mod:`.stats`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,22 @@ from ugdata_pipeline.ugbench._records import (
     CityInputs,
 )
 from ugdata_pipeline.ugbench.evaluate import RESULT_COLUMNS, evaluate, relative_gains
-from ugdata_pipeline.ugbench.metrics import HIT_KS, METRICS, bootstrap_intervals, per_record_metrics, rank_counts
+from ugdata_pipeline.ugbench.metrics import (
+    HIT_KS,
+    METRICS,
+    PairedDifference,
+    SeedPairedDifference,
+    SeedSummary,
+    bootstrap_intervals,
+    chance_levels,
+    cluster_bootstrap_intervals,
+    paired_differences,
+    paired_differences_over_seeds,
+    per_record_metrics,
+    rank_counts,
+    seed_summary,
+    spatial_clusters,
+)
 from ugdata_pipeline.ugbench.models import EmbeddingCache, EmbeddingModel, UgeModel
 from ugdata_pipeline.ugbench.perception import perception_measures
 from ugdata_pipeline.ugbench.placepulse import load_place_pulse, place_pulse_levels, place_pulse_scores
@@ -48,13 +64,20 @@ __all__ = [
     "CityInputs",
     "EmbeddingCache",
     "EmbeddingModel",
+    "PairedDifference",
+    "SeedPairedDifference",
+    "SeedSummary",
     "UgeModel",
     "bootstrap_intervals",
     "build_tasks",
+    "chance_levels",
+    "cluster_bootstrap_intervals",
     "evaluate",
     "export_jsonl",
     "load_benchmark",
     "load_place_pulse",
+    "paired_differences",
+    "paired_differences_over_seeds",
     "paper_table",
     "per_record_metrics",
     "perception_measures",
@@ -64,6 +87,8 @@ __all__ = [
     "relative_gains",
     "results_metadata",
     "save_benchmark",
+    "seed_summary",
+    "spatial_clusters",
     "task_summary",
     "validate_tasks",
     "write_report",
