@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, NamedTuple
@@ -34,7 +35,10 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ugdata_pipeline.uge.graph_encoder import GraphEncoder, GraphEncoderConfig
+from ugdata_pipeline.uge.losses import DEFAULT_TEMPERATURE
 
+#: The learned logit scale is capped here (temperature >= 0.01), as in CLIP: beyond it training gets unstable.
+MAX_LOGIT_SCALE = math.log(100.0)
 #: backbone name -> "module:Class" (imported lazily so the compact path never imports the VLM stack).
 BACKBONE_CLASSES: dict[str, str] = {
     "compact": "ugdata_pipeline.uge.compact:CompactBackbone",
@@ -111,6 +115,15 @@ class Backbone(nn.Module, abc.ABC):
         self.graph_fusion: GatedFusion | None = None
         #: node cap of the training run's subgraphs (set by ``embed.load_model``; inference builds graphs alike)
         self.graph_max_nodes: int | None = None
+        #: what the graph side was trained on ("own", "shuffled", "none"; set by ``embed.load_model``): a model
+        #: trained without graphs is given none at inference either
+        self.graph_input: str = "own"
+        #: log of the inverse InfoNCE temperature, learned with the model (CLIP); trained in stage 1, kept after
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / DEFAULT_TEMPERATURE)))
+
+    def temperature(self) -> Tensor:
+        """The InfoNCE temperature ``1 / exp(logit_scale)``, with the scale capped at :data:`MAX_LOGIT_SCALE`."""
+        return 1.0 / self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
 
     # ---- to implement -------------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -68,6 +68,7 @@ class CompactConfig:
     lora_dropout: float = 0.1  # LoRA dropout
     max_text_tokens: int = 128  # MiniLM truncation, tokens
     dropout: float = 0.1  # dropout in the projection heads
+    augment: float = 0.2  # training only: random shifts (1/12 of the side) and brightness/contrast jitter +- this
     model_dir: str | None = None  # MiniLM directory; None = the bundled package
 
     def __post_init__(self) -> None:
@@ -83,6 +84,9 @@ class CompactConfig:
                 f"CompactConfig.image_size={self.image_size!r} is too small for a stride-{self.stem_stride} stem and "
                 f"{len(self.channels) - 1} stride-2 blocks; use at least {smallest} pixels."
             )
+            raise ValueError(msg)
+        if not 0 <= self.augment < 1:
+            msg = f"CompactConfig.augment must be in [0, 1), got {self.augment!r}."
             raise ValueError(msg)
         if self.embed_dim < 1 or not self.channels:
             msg = f"CompactConfig needs embed_dim >= 1 and at least one channel block, got {self.embed_dim!r}."
@@ -157,10 +161,24 @@ class FrozenSentenceEncoder:
         """Number of cached texts."""
         return len(self._cache)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text with its ``[CLS]`` and ``[SEP]`` (no truncation)."""
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]
+
+    def long_text_share(self, texts: Sequence[str]) -> float:
+        """Share of ``texts`` longer than the model's window (they are chunked and pooled, not cut)."""
+        if not texts:
+            return 0.0
+        return float(np.mean([n > self.max_tokens for n in self.token_counts(texts)]))
+
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> Tensor:
         """
         Embeddings of ``texts``, from the cache where possible.
+
+        A text longer than the ``max_tokens`` window is not cut: it is split into consecutive windows (each with
+        its own ``[CLS]`` / ``[SEP]``), every window is encoded, and the token embeddings of all windows are
+        mean-pooled together -- the same mean pooling the model was trained with, over the whole text.
 
         Returns
         -------
@@ -169,19 +187,39 @@ class FrozenSentenceEncoder:
         """
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-            # Similar lengths per batch: padding to the longest text is most of the cost on a CPU.
-            missing.sort(key=len)
-            for start in range(0, len(missing), _ENCODE_BATCH):
-                chunk = missing[start : start + _ENCODE_BATCH]
-                tokens = self.tokenizer(
-                    chunk, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-                )
-                hidden = self.model(**tokens).last_hidden_state
-                pooled = F.normalize(_mean_pool(hidden, tokens["attention_mask"]), dim=-1)
-                self._cache.update(zip(chunk, pooled.unbind(0), strict=True))
+            if missing:
+                self._encode_missing(missing)
             if not texts:
                 return torch.zeros(0, MINILM_DIM)
             return torch.stack([self._cache[t] for t in texts])
+
+    def _encode_missing(self, missing: list[str]) -> None:
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        width = self.max_tokens - 2
+        windows: list[tuple[int, list[int]]] = []  # (text index, token ids with CLS/SEP)
+        for index, ids in enumerate(self.tokenizer(missing, add_special_tokens=False, truncation=False)["input_ids"]):
+            for start in range(0, max(len(ids), 1), width):
+                windows.append((index, [cls_id, *ids[start : start + width], sep_id]))
+        # Similar lengths per batch: padding to the longest window is most of the cost on a CPU.
+        order = sorted(range(len(windows)), key=lambda w: (len(windows[w][1]), w))
+        sums = torch.zeros(len(missing), MINILM_DIM, dtype=torch.float64)
+        counts = torch.zeros(len(missing), dtype=torch.float64)
+        for start in range(0, len(order), _ENCODE_BATCH):
+            chunk = [windows[w] for w in order[start : start + _ENCODE_BATCH]]
+            length = max(len(ids) for _, ids in chunk)
+            input_ids = torch.zeros(len(chunk), length, dtype=torch.long)
+            mask = torch.zeros(len(chunk), length, dtype=torch.long)
+            for row, (_, ids) in enumerate(chunk):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                mask[row, : len(ids)] = 1
+            hidden = self.model(input_ids=input_ids, attention_mask=mask,
+                                token_type_ids=torch.zeros_like(input_ids)).last_hidden_state  # fmt: skip
+            token_sums = (hidden * mask.unsqueeze(-1)).sum(1).double()
+            for row, (index, ids) in enumerate(chunk):
+                sums[index] += token_sums[row]
+                counts[index] += len(ids)
+        pooled = F.normalize((sums / counts.clamp_min(1.0)[:, None]).float(), dim=-1)
+        self._cache.update(zip(missing, pooled.unbind(0), strict=True))
 
 
 @functools.cache
@@ -313,10 +351,38 @@ class CompactBackbone(Backbone):
         """Stack prepared images to ``[B, 3, S, S]`` uint8."""
         return torch.stack([item if isinstance(item, Tensor) else self.prepare_image(item) for item in items])
 
+    def _augment(self, pixels: Tensor) -> Tensor:
+        """
+        Training-time views of ``[B, 3, S, S]`` pixels: a random shift of up to ``S / 12`` (replicate-padded crop)
+        and brightness and contrast scaled by ``1 +- augment``, drawn from torch's (seeded) generator.
+
+        Rendered views of one street differ mostly by small shifts and light; without this the from-scratch CNN
+        memorises the training views (train loss ~0.1) instead of learning what generalises to new streets.
+        """
+        x = pixels.float()
+        batch, channels, height, width = x.shape
+        pad = max(1, height // 12)
+        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+        dy = torch.randint(0, 2 * pad + 1, (batch,), device=x.device)
+        dx = torch.randint(0, 2 * pad + 1, (batch,), device=x.device)
+        rows = (dy[:, None] + torch.arange(height, device=x.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(width, device=x.device))[:, None, None, :]
+        x = padded[torch.arange(batch, device=x.device)[:, None, None, None],
+                   torch.arange(channels, device=x.device)[None, :, None, None], rows, cols]  # fmt: skip
+        strength = self.config.augment
+        gain = 1 + strength * (2 * torch.rand(batch, 1, 1, 1, device=x.device) - 1)
+        contrast = 1 + strength * (2 * torch.rand(batch, 1, 1, 1, device=x.device) - 1)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (((x - mean) * contrast + mean) * gain).clamp(0.0, 255.0)
+
     # ---- text ---------------------------------------------------------------------------------------------------
     def encode_node_texts(self, texts: Sequence[str]) -> Tensor:
         """Frozen MiniLM embeddings ``[N, 384]`` (cached)."""
         return self._frozen.encode(list(texts))
+
+    def long_text_share(self, texts: Sequence[str]) -> float:
+        """Share of ``texts`` longer than MiniLM's window (chunked and pooled by the frozen encoder, never cut)."""
+        return self._frozen.long_text_share(texts)
 
     def external_frozen_parameters(self) -> int:
         """The shared frozen MiniLM (about 22.7 M parameters)."""
@@ -347,7 +413,10 @@ class CompactBackbone(Backbone):
     def embed_query_unfused(self, images: Any, instructions: Sequence[str] | None) -> Tensor:
         """Instruction-conditioned image vectors ``[B, embed_dim]`` (FiLM + residual MLP; not normalised)."""
         pixels = images if isinstance(images, Tensor) else self.collate_images(list(images))
-        image_vec = self.image_encoder(pixels.to(self._device()))
+        pixels = pixels.to(self._device())
+        if self.training and self.config.augment > 0:
+            pixels = self._augment(pixels)
+        image_vec = self.image_encoder(pixels)
         if instructions is not None:
             if len(instructions) != image_vec.shape[0]:
                 msg = f"got {len(instructions)} instructions for {image_vec.shape[0]} images; pass one per image."

@@ -52,10 +52,12 @@ __all__ = [
     "SubgraphTables",
     "TrainingDataError",
     "build_graphs",
+    "centre_only",
     "collate_graphs",
     "edge_features",
     "epoch_batches",
     "make_batch",
+    "shuffle_graphs",
     "validate_records",
 ]
 
@@ -273,6 +275,41 @@ def _one_graph(
         image_id=image_id,
         num_nodes=n,
     )
+
+
+def centre_only(graph: Data) -> Data:
+    """
+    ``graph`` reduced to its centre node (the image) with no edges: the graph-dropped ablation's input.
+
+    The model keeps its graph encoder and fusion block but learns and answers with no neighbourhood at all, so
+    stage 2 trained this way measures what the extra steps and instructions alone give.
+    """
+    keep = graph.center_mask.nonzero().flatten()
+    return Data(
+        x_text=graph.x_text[keep].clone(),
+        node_kind=graph.node_kind[keep].clone(),
+        pos_m=graph.pos_m[keep].clone(),
+        edge_index=torch.zeros(2, 0, dtype=torch.long),
+        edge_attr=torch.zeros(0, EDGE_FEATURE_DIM),
+        center_mask=torch.ones(len(keep), dtype=torch.bool),
+        image_id=graph.image_id,
+        num_nodes=len(keep),
+    )
+
+
+def shuffle_graphs(graphs: dict[str, Data], *, seed: int) -> dict[str, Data]:
+    """
+    Give every image another image's graph (a seeded derangement: no image keeps its own).
+
+    The shuffled-graph ablation trains stage 2 on graphs that do not belong to the image; whatever it still gains
+    over stage 1 does not come from the graph's content.
+    """
+    ids = sorted(graphs)
+    if len(ids) < 2:
+        return dict(graphs)
+    order = [ids[i] for i in np.random.default_rng([seed, 0x5EED]).permutation(len(ids))]
+    # each image takes the graph of the next one in a random cycle: a derangement by construction
+    return {image_id: graphs[order[(k + 1) % len(order)]] for k, image_id in enumerate(order)}
 
 
 def collate_graphs(graphs: Sequence[Data]) -> Batch:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ugdata_pipeline.uge.backbone import Backbone
 from ugdata_pipeline.uge.checkpoint import load_checkpoint
-from ugdata_pipeline.uge.data import SubgraphTables, build_graphs, collate_graphs
+from ugdata_pipeline.uge.data import SubgraphTables, build_graphs, centre_only, collate_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,14 @@ def load_model(checkpoint_dir: str | Path, *, device: str | torch.device = "cpu"
     The backbone saved in ``checkpoint_dir`` (e.g. ``<out_dir>/checkpoints/best``), in eval mode on ``device``.
 
     The training run's subgraph node cap is kept as ``model.graph_max_nodes`` so :func:`build_model_graphs`
-    truncates graphs exactly as training did (the reference used different caps: notes §8 B11).
+    truncates graphs exactly as training did (the reference used different caps: notes §8 B11), and its
+    ``graph_input`` as ``model.graph_input``: a model trained without neighbourhoods gets none at inference.
     """
     loaded = load_checkpoint(checkpoint_dir)
     model = loaded.model.to(device).eval()
-    model.graph_max_nodes = (loaded.config.get("train") or {}).get("max_nodes")
+    train_config = loaded.config.get("train") or {}
+    model.graph_max_nodes = train_config.get("max_nodes")
+    model.graph_input = train_config.get("graph_input") or "own"
     return model
 
 
@@ -66,6 +69,8 @@ def build_model_graphs(model: Backbone, subgraphs: SubgraphTables, image_ids: Se
     graph_map = build_graphs(
         subgraphs, model.encode_node_texts, image_ids=ids, max_nodes=getattr(model, "graph_max_nodes", None)
     )
+    if getattr(model, "graph_input", "own") == "none":
+        return [centre_only(graph_map[i]) for i in ids]
     return [graph_map[i] for i in ids]
 
 

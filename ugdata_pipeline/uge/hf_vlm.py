@@ -971,7 +971,8 @@ class HfVlmBackbone(Backbone):
         directory
             A directory written by :meth:`save_adapter` (or any peft LoRA adapter of this base model).
         trainable
-            Keep the loaded LoRA weights trainable (stage 2) or freeze them (inference).
+            Keep the loaded LoRA weights (and the learned temperature) trainable (stage 2) or freeze them
+            (inference).
 
         Returns
         -------
@@ -988,6 +989,7 @@ class HfVlmBackbone(Backbone):
         with _peft_reads_deprecated_checkpointing_flag():
             self.vlm = PeftModel.from_pretrained(base, str(source), is_trainable=trainable)
         self._drop_input_grad_hooks()
+        self.logit_scale.requires_grad_(trainable)  # inference freezes everything, the temperature included
         n_lora = sum(p.numel() for n, p in self.vlm.named_parameters() if "lora_" in n)
         logger.info("loaded hf_vlm adapter from %s (%s LoRA parameters)", source, f"{n_lora:,}")
         return {"path": str(source), "lora_parameters": n_lora}

@@ -20,7 +20,9 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPERATURE = 0.02
+#: CLIP's initial temperature. Lower values (0.01-0.02, the reference's) give near-one-hot softmaxes over
+#: nearly identical untrained embeddings and, with a high learning rate, collapsed the compact model on UGData.
+DEFAULT_TEMPERATURE = 0.07
 
 __all__ = ["DEFAULT_TEMPERATURE", "gather_with_grad", "retrieval_metrics", "symmetric_info_nce", "text_ids"]
 
@@ -108,7 +110,7 @@ def symmetric_info_nce(
     query: Tensor,
     document: Tensor,
     *,
-    temperature: float = DEFAULT_TEMPERATURE,
+    temperature: float | Tensor = DEFAULT_TEMPERATURE,
     hard_negatives: Tensor | None = None,
     positive_ids: Tensor | None = None,
     query_ids: Tensor | None = None,
@@ -132,7 +134,8 @@ def symmetric_info_nce(
     query, document
         ``[B, D]`` paired embeddings.
     temperature
-        Softmax temperature, > 0 (default 0.02).
+        Softmax temperature, > 0: a number, or a 0-d tensor when it is learned (``1 / Backbone.logit_scale.exp()``;
+        the gradient flows into it). Default 0.07, CLIP's initial value.
     hard_negatives
         Optional extra documents, ``[B, K, D]`` (K per query, used only by their own query) or ``[M, D]``
         (shared by every query). Only the query -> document direction sees them.
@@ -153,8 +156,9 @@ def symmetric_info_nce(
     ------
     query, document: ``[B, D]``; hard_negatives: ``[B, K, D]`` or ``[M, D]``; ids: ``[B]``.
     """
-    if temperature <= 0:
-        msg = f"temperature must be > 0, got {temperature!r}; the default is {DEFAULT_TEMPERATURE}."
+    value = float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
+    if value <= 0:
+        msg = f"temperature must be > 0, got {value!r}; the default is {DEFAULT_TEMPERATURE}."
         raise ValueError(msg)
     if query.ndim != 2 or query.shape != document.shape:
         msg = (

@@ -17,16 +17,18 @@ Outputs in ``out_dir``: ``checkpoints/{last,best}``, ``history.csv`` (per-step l
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -45,8 +47,10 @@ from ugdata_pipeline.uge.data import (
     SubgraphTables,
     TrainingDataError,
     build_graphs,
+    centre_only,
     epoch_batches,
     make_batch,
+    shuffle_graphs,
     validate_records,
 )
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
@@ -58,6 +62,10 @@ Precision = Literal["no", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 Variant = Literal["ugdata", "baseline"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
+#: What stage 2's graph side sees: each record's own subgraph, another record's (the shuffled-graph ablation), or
+#: only the image's centre node (the graph-dropped ablation; also at inference).
+GraphInput = Literal["own", "shuffled", "none"]
+GRAPH_INPUTS: tuple[str, ...] = get_args(GraphInput)
 BEST_METRICS: tuple[str, ...] = ("mrr", "r@1", "r@5", "r@10", "loss")
 
 __all__ = ["PRECISIONS", "VARIANTS", "TrainConfig", "TrainResult", "select_records", "train"]
@@ -69,19 +77,22 @@ class TrainConfig:
 
     stage: int = 1  # 1: image <-> text; 2: + graph encoder (resumes stage 1 via init_from)
     variant: Variant = "ugdata"  # which records: "ugdata" (SCC/SRP) or "baseline" (generic captions)
-    epochs: int = 3  # passes over the train split
+    epochs: int = 3  # passes over the train split (ignored when `steps` is set)
+    steps: int | None = None  # the budget in optimizer steps, cycling over the data as often as needed
     batch_size: int = 64  # records per step (in-batch negatives = batch_size - 1 per process)
-    lr: float = 2e-3  # backbone learning rate (stage 2 uses lr * backbone_lr_scale)
+    lr: float = 3e-4  # backbone learning rate (stage 2 uses lr * backbone_lr_scale)
     graph_lr: float = 1e-3  # graph encoder + fusion learning rate (stage 2)
     backbone_lr_scale: float = 0.1  # stage-2 backbone learning-rate factor
-    temperature: float = DEFAULT_TEMPERATURE  # InfoNCE softmax temperature
+    temperature: float = DEFAULT_TEMPERATURE  # InfoNCE temperature (the initial one when it is learned)
+    learn_temperature: bool = True  # learn the temperature with the model (CLIP's logit scale)
     warmup_ratio: float = 0.05  # share of steps with linear warmup
     weight_decay: float = 0.01  # AdamW weight decay (not on biases and norms)
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
     seed: int = 0  # model init, dropout and data order
     precision: Precision = "no"  # accelerate mixed precision
     max_steps: int | None = None  # stop (and end the LR schedule) after this many optimizer steps
-    eval_every_epoch: bool = True  # validate on the val split after each epoch
+    eval_every_epoch: bool = True  # validate on the val split after each epoch (or every eval_every_steps)
+    eval_every_steps: int | None = None  # validate every N steps instead (default with `steps`: steps // 5)
     out_dir: str = "uge_run"  # run folder (checkpoints, history, curve)
     backbone: str = "compact"  # registry name (ugdata_pipeline.uge.backbone.BACKBONE_CLASSES)
     backbone_config: dict[str, Any] = field(default_factory=dict)  # backbone constructor config ({} = defaults)
@@ -94,6 +105,8 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None  # also save checkpoints/last every N steps
     cpu: bool = False  # force the CPU even when an accelerator is present
     val_batch_size: int = 256  # records per validation forward pass
+    threads: int = 2  # torch threads inside training: fixed, so results do not depend on the machine's cores
+    graph_input: GraphInput = "own"  # stage 2: "own" graphs, "shuffled" across records, or "none" (ablations)
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -109,6 +122,11 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps!r}"),
             (self.best_metric in BEST_METRICS, f"best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}"),
             (self.hard_negatives >= 0, f"hard_negatives must be >= 0, got {self.hard_negatives!r}"),
+            (self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps!r}"),
+            (self.eval_every_steps is None or self.eval_every_steps >= 1,
+             f"eval_every_steps must be >= 1, got {self.eval_every_steps!r}"),
+            (self.threads >= 1, f"threads must be >= 1, got {self.threads!r}"),
+            (self.graph_input in GRAPH_INPUTS, f"graph_input must be one of {GRAPH_INPUTS}, got {self.graph_input!r}"),
         ]
         for ok, text in checks:
             if not ok:
@@ -242,14 +260,41 @@ def _build_model(config: TrainConfig, init_from: Path | None) -> Backbone:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ("out_dir", "eval_every_epoch", "checkpoint_every_steps")}
+    # where the run and its parent live is not part of what it is: a moved data root resumes, never retrains
+    ignored = ("out_dir", "init_from", "eval_every_epoch", "checkpoint_every_steps")
+    return {k: v for k, v in config.items() if k not in ignored}
 
 
-def _loss(out: Any, batch: RecordBatch, config: TrainConfig, *, gather: bool = True) -> torch.Tensor:
+@contextlib.contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """
+    Run torch with exactly ``threads`` intra-op threads and deterministic algorithms, then restore both.
+
+    CPU reductions (matrix products, sums) are split across threads, so their rounding depends on the thread
+    count: the same training run on a 1-core and a 2-core machine drifted apart by several benchmark points.
+    Fixing the count inside training and evaluation makes the numbers the same on any machine.
+    """
+    before_threads = torch.get_num_threads()
+    before_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before_threads)
+        torch.use_deterministic_algorithms(before_deterministic)
+
+
+def _temperature(model: Backbone, config: TrainConfig) -> torch.Tensor | float:
+    return model.temperature() if config.learn_temperature else config.temperature
+
+
+def _loss(out: Any, batch: RecordBatch, config: TrainConfig, temperature: torch.Tensor | float, *,
+          gather: bool = True) -> torch.Tensor:  # fmt: skip
     return symmetric_info_nce(
         out.query,
         out.positive,
-        temperature=config.temperature,
+        temperature=temperature,
         hard_negatives=out.hard_negatives,
         positive_ids=batch.positive_ids if config.mask_duplicates else None,
         query_ids=batch.query_ids if config.mask_duplicates else None,
@@ -262,6 +307,13 @@ def _loss(out: Any, batch: RecordBatch, config: TrainConfig, *, gather: bool = T
 def _validate(
     model: Backbone, val: pd.DataFrame, make: Callable[[pd.DataFrame], RecordBatch], config: TrainConfig
 ) -> dict[str, float]:
+    """
+    Val loss, and query -> text retrieval **within each pair type** (averaged over records).
+
+    Within a pair type, because across types a model can tell captions from route texts by the instruction
+    alone: over all val records at once that scored ~3x chance with images that carried no information.
+    ``chance_mrr`` is the MRR of a random ranking of the same groups.
+    """
     model.eval()
     queries, positives, ids, losses = [], [], [], []
     for start in range(0, len(val), config.val_batch_size):
@@ -272,9 +324,23 @@ def _validate(
         ids.append(batch.positive_ids)
         if len(batch) >= 2:
             # every process validates the whole split, so nothing is gathered here
-            losses.append(float(_loss(out, batch, config, gather=False)) * len(batch))
+            losses.append(float(_loss(out, batch, config, _temperature(model, config), gather=False)) * len(batch))
     model.train()
-    metrics = retrieval_metrics(torch.cat(queries), torch.cat(positives), positive_ids=torch.cat(ids))
+    query, positive, positive_ids = torch.cat(queries), torch.cat(positives), torch.cat(ids)
+    totals: dict[str, float] = {}
+    by_type: dict[str, float] = {}
+    types = val["pair_type"].astype(str).to_numpy()
+    for pair_type in sorted(set(types)):
+        rows = torch.from_numpy(np.flatnonzero(types == pair_type))
+        if len(rows) < 2:
+            continue
+        part = retrieval_metrics(query[rows], positive[rows], positive_ids=positive_ids[rows])
+        part["chance_mrr"] = sum(1.0 / k for k in range(1, len(rows) + 1)) / len(rows)
+        by_type[f"mrr/{pair_type}"] = part["mrr"]
+        for key, value in part.items():
+            totals[key] = totals.get(key, 0.0) + value * len(rows)
+    counted = max(1, sum(int((types == t).sum()) for t in set(types) if int((types == t).sum()) >= 2))
+    metrics = {key: value / counted for key, value in totals.items()} | by_type
     metrics["loss"] = sum(losses) / max(1, len(val))
     return metrics
 
@@ -319,7 +385,8 @@ def _curve_png(history: pd.DataFrame, title: str) -> bytes:
 
 
 def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = ["step", "epoch", "split", "loss", "lr", "batch_acc", "r@1", "r@5", "r@10", "mrr", "mean_rank"]
+    columns = ["step", "epoch", "split", "loss", "lr", "batch_acc", "temperature", "r@1", "r@5", "r@10", "mrr",
+               "mean_rank", "chance_mrr"]
     frame = pd.DataFrame(history, columns=columns)
     tmp = out_dir / "history.csv.tmp"
     frame.to_csv(tmp, index=False)
@@ -370,6 +437,30 @@ def train(
     -------
     TrainResult
     """
+    with fixed_threads(config.threads):
+        return _train(records, root=root, subgraphs=subgraphs, config=config, init_from=init_from,
+                      progress=progress, on_step=on_step)  # fmt: skip
+
+
+def _stage2_graphs(graphs: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """The graphs stage 2 trains on, per :attr:`TrainConfig.graph_input` (own, shuffled across images, none)."""
+    if config.graph_input == "shuffled":
+        return shuffle_graphs(graphs, seed=config.seed)
+    if config.graph_input == "none":
+        return {image_id: centre_only(graph) for image_id, graph in graphs.items()}
+    return graphs
+
+
+def _train(
+    records: pd.DataFrame,
+    *,
+    root: str | Path,
+    subgraphs: SubgraphTables | None,
+    config: TrainConfig,
+    init_from: str | Path | None,
+    progress: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -421,13 +512,18 @@ def train(
         load_model_weights(model, last_dir)
     else:
         model = _build_model(config, init_path)
+        if init_path is None:  # a fresh model starts from the configured temperature; stage 2 keeps stage 1's
+            with torch.no_grad():
+                model.logit_scale.fill_(math.log(1.0 / config.temperature))
+    model.logit_scale.requires_grad_(config.learn_temperature)
     params_trained = _count_params(model)
 
     accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.precision)
     batches_per_epoch = len(epoch_batches(len(train_rows), config.batch_size, seed=config.seed, epoch=0))
-    total_steps = config.epochs * batches_per_epoch
+    total_steps = config.steps if config.steps is not None else config.epochs * batches_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    eval_every = config.eval_every_steps or (max(1, total_steps // 5) if config.steps is not None else None)
     optimizer = torch.optim.AdamW(_param_groups(model, config))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(total_steps, round(config.warmup_ratio * total_steps))
@@ -453,12 +549,12 @@ def train(
     graphs = None
     if config.stage == 2:
         assert subgraphs is not None
-        graphs = build_graphs(
+        graphs = _stage2_graphs(build_graphs(
             subgraphs,
             raw_model.encode_node_texts,
             image_ids=selected["image_id"].astype(str),
             max_nodes=config.max_nodes,
-        )
+        ), config)  # fmt: skip
     texts = [*selected["instruction"].fillna("").astype(str), *selected["positive"].astype(str)]
     if config.hard_negatives:
         texts += [t for v in selected["hard_negatives"] if v is not None for t in list(v)[: config.hard_negatives]]
@@ -489,8 +585,20 @@ def train(
             )
             _write_history(out_dir, history)
 
+    def validate_and_keep_best(epoch: int, next_epoch: int, next_batch: int) -> None:
+        nonlocal best_metrics
+        metrics = _validate(raw_model, val_rows, make, config)
+        history.append({"step": step, "epoch": epoch, "split": "val", **metrics})
+        logger.info("epoch %d step %d val %s", epoch, step, {k: round(v, 4) for k, v in metrics.items()})
+        if _is_better(metrics, best_metrics, config.best_metric):
+            best_metrics = metrics
+            if accelerator.is_main_process:
+                save_checkpoint(best_dir, raw_model, step=step, config=saved_config,
+                                state=state(next_epoch, next_batch, False))  # fmt: skip
+
     # ---- loop -------------------------------------------------------------------------------------------------
     finished = bool(resume_state and resume_state.get("finished"))
+    can_validate = config.eval_every_epoch and len(val_rows) >= 2
     trained_samples, started = 0, time.perf_counter()
     model.train()
     bar = tqdm(
@@ -499,11 +607,11 @@ def train(
         desc=f"stage {config.stage} {config.variant}",
         disable=not progress or finished or not accelerator.is_main_process,
     )
-    for epoch in range(start_epoch, config.epochs):
-        if finished or step >= total_steps:
-            break
+    epoch = start_epoch
+    while not finished and step < total_steps and (config.steps is not None or epoch < config.epochs):
         batches = epoch_batches(len(train_rows), config.batch_size, seed=config.seed, epoch=epoch)
         first = start_batch if epoch == start_epoch else 0
+        saved_at = None
         for index in range(first, len(batches)):
             # under DDP each process takes an equal share (all_gather needs equal sizes); the remainder is skipped
             global_rows = batches[index]
@@ -514,7 +622,7 @@ def train(
                 out = model(
                     batch.images, batch.instructions, batch.positives, batch.graph, batch.hard_negatives or None
                 )
-                loss = _loss(out, batch, config)
+                loss = _loss(out, batch, config, _temperature(raw_model, config))
             accelerator.backward(loss)
             if config.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -526,31 +634,31 @@ def train(
             with torch.no_grad():
                 scores = out.query.float() @ out.positive.float().T
                 batch_acc = float((scores.argmax(1) == torch.arange(len(batch), device=scores.device)).float().mean())
-            figures = {"loss": float(loss.detach()), "lr": float(scheduler.get_last_lr()[0]), "batch_acc": batch_acc}
+            figures = {"loss": float(loss.detach()), "lr": float(scheduler.get_last_lr()[0]), "batch_acc": batch_acc,
+                       "temperature": float(torch.as_tensor(_temperature(raw_model, config)).detach())}  # fmt: skip
             history.append({"step": step, "epoch": epoch, "split": "train", **figures})
             bar.update(1)
             bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{batch_acc:.2f}")
             at_end_of_epoch = index + 1 == len(batches)
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and not at_end_of_epoch:
-                save_last(epoch, index + 1)
+            resume_at = (epoch + 1, 0) if at_end_of_epoch else (epoch, index + 1)
+            if can_validate and eval_every is not None and (step % eval_every == 0 or step >= total_steps):
+                validate_and_keep_best(epoch, *resume_at)
+                save_last(*resume_at, finished=step >= total_steps)
+                saved_at = step
+            elif config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and not at_end_of_epoch:
+                save_last(*resume_at)
             if on_step is not None:
                 on_step(step, figures)
             if step >= total_steps:
                 break
-        # ---- end of epoch (or of the step budget): validate, keep the best, save last -------------------------
-        if config.eval_every_epoch and len(val_rows) >= 2:
-            metrics = _validate(raw_model, val_rows, make, config)
-            history.append({"step": step, "epoch": epoch, "split": "val", **metrics})
-            logger.info("epoch %d step %d val %s", epoch, step, {k: round(v, 4) for k, v in metrics.items()})
-            if _is_better(metrics, best_metrics, config.best_metric):
-                best_metrics = metrics
-                if accelerator.is_main_process:
-                    save_checkpoint(
-                        best_dir, raw_model, step=step, config=saved_config, state=state(epoch + 1, 0, False)
-                    )
-        done = step >= total_steps or epoch + 1 == config.epochs
-        save_last(epoch + 1, 0, finished=done)
+        # ---- end of epoch (or of the step budget): validate once per epoch unless validated by steps -------------
+        if can_validate and eval_every is None:
+            validate_and_keep_best(epoch, epoch + 1, 0)
+        done = step >= total_steps or (config.steps is None and epoch + 1 == config.epochs)
+        if saved_at != step:
+            save_last(epoch + 1, 0, finished=done)
         finished = done
+        epoch += 1
     bar.close()
     elapsed = time.perf_counter() - started
 

@@ -94,11 +94,12 @@ def test_lora_lands_on_language_model_q_and_v_only() -> None:
     assert all(".language_model." in n and n.endswith(("q_proj", "v_proj")) for n in lora_modules)
     assert len(lora_modules) == 2 * VLMSizes().num_layers  # q and v in every decoder layer, none in the ViT
     trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
-    assert trainable == {f"vlm.{n}" for n, _ in backbone.vlm.named_parameters() if "lora_" in n}
+    # LoRA of the language model, and the learned InfoNCE temperature of every backbone
+    assert trainable == {f"vlm.{n}" for n, _ in backbone.vlm.named_parameters() if "lora_" in n} | {"logit_scale"}
     counts = backbone.parameter_counts()
     # per layer and projection: A [r, in] + B [out, in]; q_proj 64 -> 64, v_proj 64 -> 32 (2 kv heads of 16)
     assert counts["lora"] == VLMSizes().num_layers * 16 * ((64 + 64) + (64 + 32))
-    assert counts["trainable"] == counts["lora"]
+    assert counts["trainable"] == counts["lora"] + 1  # + the logit scale
 
 
 def test_custom_lora_targets_and_bad_targets() -> None:
