@@ -54,7 +54,8 @@ def resources_for(deployment: str) -> dict[str, object]:
         "captioner": (OpenAICaptionerResource(api_key=dg.EnvVar("OPENAI_API_KEY"),
                                               base_url=dg.EnvVar("OPENAI_BASE_URL")) if online
                       else TemplateCaptionerResource()),  # fmt: skip
-        "trainer": TrainerResource(max_steps=_int_env("UGDATA_MAX_TRAIN_STEPS")),
+        "trainer": TrainerResource(**{k: v for k, v in (("steps", _int_env("UGDATA_TRAIN_STEPS")),
+                                                         ("seeds", os.environ.get("UGDATA_SEEDS"))) if v}),
     }
 
 

@@ -111,23 +111,26 @@ class RenderedImagesResource(ImageSourceResource):
     def label(self) -> str:
         return "render (offline twin)"
 
-    def _config(self):
+    def _config(self, city: City):
+        """The render options for ``city``: this resource's, with the city's own ``imagery:`` options on top."""
         from ugdata_pipeline.imagery.render import RenderConfig
 
-        return RenderConfig(size=self.size, spacing_m=self.spacing_m, seed=self.seed, max_views=self.max_views,
-                            image_format=self.image_format,
-                            view_offsets_deg=tuple(float(v) for v in self.view_offsets_deg))  # fmt: skip
+        options = {"spacing_m": self.spacing_m, "max_views": self.max_views,
+                   "view_offsets_deg": list(self.view_offsets_deg), **dict(city.imagery)}  # fmt: skip
+        return RenderConfig(size=self.size, spacing_m=float(options["spacing_m"]), seed=self.seed,
+                            max_views=options["max_views"], image_format=self.image_format,
+                            view_offsets_deg=tuple(float(v) for v in options["view_offsets_deg"]))  # fmt: skip
 
     def candidates(self, city, extract, *, crs_metric, work_dir):
         from ugdata_pipeline.imagery.cameras import sample_cameras
 
-        config = self._config()
+        config = self._config(city)
         config.validate()
         cameras = sample_cameras(extract.streets, crs_metric=crs_metric, spacing_m=config.spacing_m,
                                  seed=config.seed, heading_jitter_deg=config.heading_jitter_deg,
                                  city_slug=city.slug, view_offsets_deg=config.view_offsets_deg)  # fmt: skip
         offsets = ",".join(f"{v:g}" for v in config.view_offsets_deg)  # metadata values are scalars
-        return cameras, {"cameras": len(cameras), "spacing_m": self.spacing_m, "view_offsets_deg": offsets}
+        return cameras, {"cameras": len(cameras), "spacing_m": config.spacing_m, "view_offsets_deg": offsets}
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
         from ugdata_pipeline.imagery.render import render_city
@@ -139,7 +142,7 @@ class RenderedImagesResource(ImageSourceResource):
                 log.info(f"rendered {done}/{total} views of {city.slug}")
 
         # The cameras stored by `candidates` are the ones to draw: no second sampling.
-        result = render_city(extract, city_slug=city.slug, root=root, config=self._config(), crs_metric=crs_metric,
+        result = render_city(extract, city_slug=city.slug, root=root, config=self._config(city), crs_metric=crs_metric,
                              progress=progress, cameras=candidates)  # fmt: skip
         failures = pd.DataFrame(columns=["image_id", "stage", "attempts", "error", "last_attempt_at"])
         return result.images, failures, dict(result.counts)
@@ -199,17 +202,41 @@ class MapillaryResource(ImageSourceResource):
 
 
 class TrainerResource(dg.ConfigurableResource):
-    """How UGE training runs: in this process (default), or out of process through Dagster Pipes with
-    ``accelerate launch`` (multi-GPU DDP on one node, or a Kubernetes pod with GPUs)."""
+    """How the UGE model family trains: one step budget and batch for every model, once per seed, in this process
+    (default) or out of process through Dagster Pipes with ``accelerate launch`` (multi-GPU DDP on one node, or a
+    Kubernetes pod with GPUs). The baseline gets twice the budget (as many steps as stage 1 and stage 2 together).
+    """
 
     launcher: str = Field(default="in_process", description="in_process | accelerate")
     num_processes: int = Field(default=1, description="Processes (GPUs) for the accelerate launcher.")
     precision: str = Field(default="no", description="Mixed precision: no | bf16 | fp16.")
     cpu: bool = Field(default=False, description="Force the CPU even when a GPU is present.")
-    epochs: int = Field(default=3, description="Passes over the training split per model.")
+    steps: int = Field(default=500, description="Optimizer steps of stage 1 and of stage 2 (the baseline: twice).")
     batch_size: int = Field(default=64, description="Records per step (in-batch negatives = batch - 1).")
-    max_steps: int | None = Field(default=None, description="Stop each model after this many steps.")
+    lr: float = Field(default=3e-4, description="Backbone learning rate (stage 2: x 0.1).")
+    seeds: str = Field(default="0", description="Training seeds, comma-separated; every model is trained per seed.")
     backbone: str = Field(default="compact", description="compact (CPU default) or hf_vlm (GPU).")
+    threads: int = Field(default=2, description="Torch threads inside training: fixed, so results do not depend on "
+                                                "the machine's core count.")  # fmt: skip
+
+    def seed_list(self) -> list[int]:
+        """The seeds as integers (``"0,1,2"`` -> ``[0, 1, 2]``)."""
+        try:
+            seeds = [int(v) for v in str(self.seeds).split(",") if v.strip()]
+        except ValueError:
+            msg = f"trainer.seeds must be comma-separated integers such as '0,1,2', got {self.seeds!r}"
+            raise ValueError(msg) from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            msg = f"trainer.seeds must list distinct integers such as '0,1,2', got {self.seeds!r}"
+            raise ValueError(msg)
+        return seeds
+
+    def base_config(self):
+        """The training settings every model of the family shares (each run adds stage, variant, steps, seed)."""
+        from ugdata_pipeline.uge.train import TrainConfig
+
+        return TrainConfig(batch_size=self.batch_size, lr=self.lr, precision=self.precision, cpu=self.cpu,
+                           backbone=self.backbone, threads=self.threads)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,15 +1,14 @@
-"""UGE training assets: the baseline, stage 1 and stage 2 models, trained on every training city's records.
+"""UGE training assets: the model family of :mod:`ugdata_pipeline.uge.runs`, trained on every training city.
 
-Each model lives in ``<root>/models/<name>/<fingerprint>/`` where the fingerprint hashes its records, subgraphs,
-configuration and starting checkpoint: a rerun with nothing changed finds the finished run and trains nothing, and
-a killed run resumes from its last checkpoint. ``<root>/models/<name>/current.json`` points at the model in use.
+One asset per model (baseline, stage 1, stage 2 and its two graph ablations), each trained once per seed of the
+``trainer`` resource on one shared step budget. Run bookkeeping (fingerprints, reuse, resume, the ``current.json``
+pointer with root-relative paths) lives in the core; these assets load inputs, call it and report.
 """
 
-import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -18,22 +17,9 @@ import pandas as pd
 from ugdata_pipeline.assets._metadata import png
 from ugdata_pipeline.io_managers import frame_to_parquet_bytes, write_bytes_atomic
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
+from ugdata_pipeline.uge.runs import MODEL_SPECS, ModelSpec
 
-#: (asset name, model name, stage, variant, model it starts from)
-MODELS = (
-    ("uge_baseline", "baseline", 1, "baseline", None),
-    ("uge_stage1", "stage1", 1, "ugdata", None),
-    ("uge_stage2", "stage2", 2, "ugdata", "stage1"),
-)
-MODEL_ASSETS = [dg.AssetKey(asset) for asset, *_ in MODELS]
-
-
-def model_checkpoint(storage: StorageResource, name: str) -> Path:
-    """The best checkpoint of the current ``name`` model (may not exist yet)."""
-    pointer = storage.local_dir("models", name) / "current.json"
-    if not pointer.exists():
-        return pointer.parent / "missing"
-    return Path(json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"])
+MODEL_ASSETS = [dg.AssetKey(f"uge_{spec.name}") for spec in MODEL_SPECS]
 
 
 def _training_inputs(cities: CityRegistryResource, storage: StorageResource, stage: int,
@@ -53,81 +39,60 @@ def _training_inputs(cities: CityRegistryResource, storage: StorageResource, sta
     return slugs, records, nodes, edges
 
 
-def _fingerprint(*parts: bytes | str) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part if isinstance(part, bytes) else part.encode("utf-8"))
-    return digest.hexdigest()[:16]
-
-
-def _train_model(asset: str, name: str, stage: int, variant: str, parent: str | None):
+def _train_model(spec: ModelSpec):
     @dg.asset(
-        name=asset,
+        name=f"uge_{spec.name}",
         deps=[dg.AssetDep("training_records"), dg.AssetDep("subgraph_nodes"),
-              *([dg.AssetKey(f"uge_{parent}")] if parent else [])],  # fmt: skip
+              *([dg.AssetKey(f"uge_{spec.parent}")] if spec.parent else [])],  # fmt: skip
         group_name="uge",
         kinds={"pytorch"},
         pool="gpu",
-        description=f"UGE {name}: stage {stage} on {variant} records of the training cities.",
+        description=spec.description,
     )
     def train_asset(context: dg.AssetExecutionContext, cities: CityRegistryResource, storage: StorageResource,
                     trainer: TrainerResource) -> dg.MaterializeResult:  # fmt: skip
         from ugdata_pipeline.uge.data import SubgraphTables
-        from ugdata_pipeline.uge.train import TrainConfig, train
+        from ugdata_pipeline.uge.runs import train_seed
 
-        slugs, records, nodes, edges = _training_inputs(cities, storage, stage)
-        records = records[(records["stage"] == stage) & (records["variant"] == variant)].reset_index(drop=True)
-        init_from = model_checkpoint(storage, parent) if parent else None
-        if init_from is not None and not init_from.exists():
-            msg = f"{asset} starts from the {parent} model, which is not trained yet; materialize uge_{parent} first"
-            raise FileNotFoundError(msg)
-        config = TrainConfig(stage=stage, variant=variant, epochs=trainer.epochs, batch_size=trainer.batch_size,
-                             max_steps=trainer.max_steps, precision=trainer.precision, cpu=trainer.cpu,
-                             backbone=trainer.backbone)  # fmt: skip
-        fingerprint = _fingerprint(frame_to_parquet_bytes(records), json.dumps(asdict(config), sort_keys=True,
-                                   default=str), str(init_from or ""),  # fmt: skip
-                                   *([frame_to_parquet_bytes(nodes), frame_to_parquet_bytes(edges)] if stage == 2
-                                     else []))  # fmt: skip
-        out_dir = storage.local_dir("models", name, fingerprint)
-        config = replace(config, out_dir=str(out_dir))
+        slugs, records, nodes, edges = _training_inputs(cities, storage, spec.stage)
+        subgraphs = SubgraphTables(nodes, edges) if spec.stage == 2 else None
         root = storage.local_dir()
-        subgraphs = SubgraphTables(nodes, edges) if stage == 2 else None
-        if trainer.launcher == "accelerate":
-            result = _launch_with_pipes(context, trainer, records, subgraphs, config, root, init_from, out_dir)
-        elif trainer.launcher == "in_process":
-            result = train(records, root=root, subgraphs=subgraphs, config=config, init_from=init_from, progress=False,
-                           on_step=_step_logger(context))  # fmt: skip
-        else:
-            msg = f"trainer launcher {trainer.launcher!r} is unknown; use in_process or accelerate"
-            raise ValueError(msg)
-        pointer = {"checkpoint": str(result.checkpoint_dir), "fingerprint": fingerprint, "cities": slugs}
-        write_bytes_atomic(storage.local_dir("models", name) / "current.json", json.dumps(pointer).encode("utf-8"))
-        curve = png(storage.city_path("models", name, "loss_curve.png"), result.curve_png, alt="loss_curve")
+        base = trainer.base_config()
+        runs = []
+        for seed in trainer.seed_list():
+            context.log.info(f"{spec.name}: seed {seed}, {trainer.steps * spec.step_factor} steps")
+            launch = None
+            if trainer.launcher == "accelerate":
+                def launch(config, init_from, *, _records=records, _subgraphs=subgraphs):
+                    return _launch_with_pipes(context, trainer, _records, _subgraphs, config, root, init_from)
+            elif trainer.launcher != "in_process":
+                msg = f"trainer launcher {trainer.launcher!r} is unknown; use in_process or accelerate"
+                raise ValueError(msg)
+            runs.append(train_seed(spec, records, root=root, base=base, steps=trainer.steps, seed=seed,
+                                   cities=slugs, subgraphs=subgraphs, launch=launch))  # fmt: skip
+        first = runs[0].result
+        curve = png(storage.city_path("models", spec.name, "loss_curve.png"), first.curve_png, alt="loss_curve")
+        val = {f"val/{k}": float(v) for k, v in first.best_metrics.items()}
+        train_loss = first.history.loc[first.history["split"] == "train", "loss"] if len(first.history) else None
         return dg.MaterializeResult(metadata={
-            "cities": ", ".join(slugs), "records": len(records), "checkpoint": dg.MetadataValue.path(
-                str(result.checkpoint_dir)), "fingerprint": fingerprint, "steps": result.steps,
-            "reused_finished_run": bool(result.resumed and result.samples_per_s == 0),
-            "samples_per_s": round(result.samples_per_s, 1),
-            **{f"params/{k}": v for k, v in result.params_trained.items()},
-            **{f"val/{k}": round(float(v), 4) for k, v in result.best_metrics.items()},
-            **curve,
+            "cities": ", ".join(slugs), "seeds": ", ".join(str(r.seed) for r in runs),
+            "steps": first.steps, "fingerprints": ", ".join(r.fingerprint for r in runs),
+            "checkpoint": dg.MetadataValue.path(str(first.checkpoint)),
+            "reused_finished_run": bool(first.resumed and first.samples_per_s == 0),
+            "samples_per_s": float(round(first.samples_per_s, 1)),
+            "final_train_loss": float(train_loss.tail(20).mean()) if train_loss is not None and len(train_loss)
+            else float("nan"),
+            **{f"params/{k}": v for k, v in first.params_trained.items()}, **val, **curve,
         })  # fmt: skip
 
     return train_asset
 
 
-def _step_logger(context: dg.AssetExecutionContext):
-    def log(step: int, figures: dict[str, float]) -> None:
-        if step % 20 == 0:
-            context.log.info(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
-
-    return log
-
-
-def _launch_with_pipes(context, trainer, records, subgraphs, config, root, init_from, out_dir):
+def _launch_with_pipes(context, trainer, records, subgraphs, config, root, init_from):
     """Train in ``accelerate launch`` subprocesses (DDP), reporting back through Dagster Pipes."""
     from ugdata_pipeline.uge.train import TrainResult
 
+    out_dir = Path(config.out_dir)
     inputs = out_dir / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(inputs / "records.parquet", frame_to_parquet_bytes(records))
@@ -148,4 +113,4 @@ def _launch_with_pipes(context, trainer, records, subgraphs, config, root, init_
                        resumed=summary["resumed"])  # fmt: skip
 
 
-ALL_UGE_ASSETS = [_train_model(*spec) for spec in MODELS]
+ALL_UGE_ASSETS = [_train_model(spec) for spec in MODEL_SPECS]

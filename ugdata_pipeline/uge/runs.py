@@ -1,0 +1,239 @@
+"""Training runs of the UGE model family: which models, on what budget, where they live, and which one is current.
+
+The family (:data:`MODEL_SPECS`) is what the paper's claim needs side by side, under **one budget** of ``steps``
+optimizer steps of ``batch_size`` records:
+
+==========================  =====  ========================  ==========  =========================================
+model                       stage  starts from               steps       what it tests
+==========================  =====  ========================  ==========  =========================================
+``baseline``                1      scratch                   2 x steps   generic (name-free) captions only: the
+                                                                         matched control, as many steps as stage 2
+                                                                         has in all
+``stage1``                  1      scratch                   steps       spatial texts (captions, summaries, paths)
+``stage2``                  2      ``stage1``                steps       + the image's own subgraph
+``stage2_shuffled_graphs``  2      ``stage1``                steps       + another image's subgraph (ablation)
+``stage2_no_graph``         2      ``stage1``                steps       + no neighbourhood at all (ablation)
+==========================  =====  ========================  ==========  =========================================
+
+Every model is trained once per seed. A run lives in ``<root>/models/<name>/seed-<k>/<fingerprint>/``; the
+fingerprint hashes the records, the subgraphs (stage 2), the training config and the parent run's fingerprint,
+so an unchanged rerun trains nothing and a killed run resumes. ``<root>/models/<name>/current.json`` points at the
+current run of every seed, with paths **relative to the data root**, so a copied or moved root keeps its models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError
+from ugdata_pipeline.uge.train import TrainConfig, TrainResult, train
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MODEL_SPECS",
+    "ModelSpec",
+    "TrainedRun",
+    "current_checkpoints",
+    "model_spec",
+    "run_config",
+    "run_fingerprint",
+    "train_seed",
+]
+
+POINTER_FILE = "current.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One member of the model family (see the module docstring)."""
+
+    name: str
+    stage: int
+    variant: str
+    parent: str | None
+    graph_input: str
+    step_factor: int  # multiples of the family's step budget
+    description: str
+
+
+MODEL_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec("baseline", 1, "baseline", None, "own", 2,
+              "Generic-caption control: stage-1 training on name-free image captions only, for as many steps as "
+              "stage 1 and stage 2 together."),
+    ModelSpec("stage1", 1, "ugdata", None, "own", 1,
+              "UGE stage 1: image <-> spatial texts (captions, spatial summaries, reasoning paths)."),
+    ModelSpec("stage2", 2, "ugdata", "stage1", "own", 1,
+              "UGE stage 2: stage 1 + the graph encoder over each image's own 700 m subgraph, fused with the image."),
+    ModelSpec("stage2_shuffled_graphs", 2, "ugdata", "stage1", "shuffled", 1,
+              "Ablation: stage 2 trained on subgraphs of other images (a seeded derangement)."),
+    ModelSpec("stage2_no_graph", 2, "ugdata", "stage1", "none", 1,
+              "Ablation: stage 2 trained with the graph reduced to the image's own node (no neighbourhood)."),
+)  # fmt: skip
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` called ``name``."""
+    for spec in MODEL_SPECS:
+        if spec.name == name:
+            return spec
+    msg = f"unknown UGE model {name!r}; the family is {[s.name for s in MODEL_SPECS]}"
+    raise ValueError(msg)
+
+
+def run_config(spec: ModelSpec, base: TrainConfig, *, steps: int, seed: int) -> TrainConfig:
+    """``base`` specialised to one model and seed: its stage, variant, graph input and its share of the budget."""
+    return replace(base, stage=spec.stage, variant=spec.variant, graph_input=spec.graph_input,
+                   steps=steps * spec.step_factor, seed=seed)  # fmt: skip
+
+
+def run_fingerprint(records: pd.DataFrame, subgraphs: SubgraphTables | None, config: TrainConfig,
+                    parent_fingerprint: str | None) -> str:  # fmt: skip
+    """A 16-hex-digit hash of everything that changes a run's result (never of machine paths)."""
+    digest = hashlib.sha256()
+    for frame in (records, *(subgraphs if subgraphs is not None else ())):
+        digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("out_dir", "eval_every_epoch",
+                                                                        "checkpoint_every_steps")}  # fmt: skip
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode("utf-8"))
+    digest.update((parent_fingerprint or "").encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class TrainedRun:
+    """One trained seed of one model."""
+
+    seed: int
+    fingerprint: str
+    checkpoint: Path  # absolute, under the data root
+    result: TrainResult
+
+
+def _pointer(root: Path, name: str) -> Path:
+    return root / "models" / name / POINTER_FILE
+
+
+def _read_pointer(root: Path, name: str) -> dict[str, Any]:
+    path = _pointer(root, name)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"seeds": {}}
+
+
+def current_checkpoints(root: str | Path, name: str, seeds: Sequence[int] | None = None) -> dict[int, Path]:
+    """
+    ``seed -> best checkpoint`` of the current runs of model ``name`` (only those that exist on disk).
+
+    Parameters
+    ----------
+    root
+        The data root the pointer's relative paths are resolved against.
+    seeds
+        Restrict to these seeds (default: every seed the pointer lists).
+    """
+    root = Path(root)
+    entries = _read_pointer(root, name).get("seeds", {})
+    out = {}
+    for key, entry in sorted(entries.items(), key=lambda kv: int(kv[0])):
+        seed = int(key)
+        path = root / entry["checkpoint"]
+        if (seeds is None or seed in seeds) and path.is_dir():
+            out[seed] = path
+    return out
+
+
+def current_fingerprint(root: str | Path, name: str, seed: int) -> str | None:
+    """The fingerprint of the current run of ``name`` for ``seed`` (None when there is none)."""
+    entry = _read_pointer(Path(root), name).get("seeds", {}).get(str(seed))
+    return entry.get("fingerprint") if entry else None
+
+
+def _write_pointer(root: Path, name: str, seed: int, fingerprint: str, checkpoint: Path, cities: Sequence[str],
+                   ) -> None:  # fmt: skip
+    pointer = _read_pointer(root, name)
+    pointer.setdefault("seeds", {})[str(seed)] = {"fingerprint": fingerprint,
+                                                  "checkpoint": checkpoint.relative_to(root).as_posix()}  # fmt: skip
+    pointer["cities"] = list(cities)
+    path = _pointer(root, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(pointer, handle, indent=1, sort_keys=True)
+        Path(tmp).replace(path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def train_seed(
+    spec: ModelSpec,
+    records: pd.DataFrame,
+    *,
+    root: str | Path,
+    base: TrainConfig,
+    steps: int,
+    seed: int,
+    cities: Sequence[str],
+    subgraphs: SubgraphTables | None = None,
+    launch: Callable[[TrainConfig, Path | None], TrainResult] | None = None,
+) -> TrainedRun:
+    """
+    Train (or find finished, or resume) one seed of one model and make it current.
+
+    Parameters
+    ----------
+    spec
+        The model.
+    records
+        The training cities' ``training_records`` (all stages and variants; the run selects its own).
+    root
+        The data root: runs go under ``<root>/models/``.
+    base
+        Settings shared by the family (batch size, learning rates, backbone, ...).
+    steps, seed
+        The family's step budget and this run's seed.
+    cities
+        The training cities (recorded in the pointer).
+    subgraphs
+        ``subgraph_nodes`` / ``subgraph_edges`` of the training cities (stage 2).
+    launch
+        How to train: default :func:`~ugdata_pipeline.uge.train.train` in this process; the Dagster shell passes
+        an out-of-process launcher (Pipes + ``accelerate launch``).
+
+    Raises
+    ------
+    TrainingDataError
+        The parent model has no current run for this seed.
+    """
+    root = Path(root)
+    parent_checkpoint, parent_fingerprint = None, None
+    if spec.parent is not None:
+        parent_checkpoint = current_checkpoints(root, spec.parent, [seed]).get(seed)
+        parent_fingerprint = current_fingerprint(root, spec.parent, seed)
+        if parent_checkpoint is None or parent_fingerprint is None:
+            msg = (f"{spec.name} (seed {seed}) starts from the {spec.parent} model, which has no trained run for this "
+                   f"seed; train {spec.parent} first (materialize uge_{spec.parent})")  # fmt: skip
+            raise TrainingDataError(msg)
+    config = run_config(spec, base, steps=steps, seed=seed)
+    chosen = records[(records["stage"] == spec.stage) & (records["variant"] == spec.variant)].reset_index(drop=True)
+    fingerprint = run_fingerprint(chosen, subgraphs if spec.stage == 2 else None, config, parent_fingerprint)
+    out_dir = root / "models" / spec.name / f"seed-{seed}" / fingerprint
+    config = replace(config, out_dir=str(out_dir))
+    if launch is None:
+        result = train(chosen, root=root, subgraphs=subgraphs if spec.stage == 2 else None, config=config,
+                       init_from=parent_checkpoint, progress=False)  # fmt: skip
+    else:
+        result = launch(config, parent_checkpoint)
+    _write_pointer(root, spec.name, seed, fingerprint, result.checkpoint_dir, cities)
+    logger.info("%s seed %s: %s steps, best %s", spec.name, seed, result.steps,
+                {k: round(v, 4) for k, v in result.best_metrics.items()})  # fmt: skip
+    return TrainedRun(seed=seed, fingerprint=fingerprint, checkpoint=result.checkpoint_dir, result=result)
