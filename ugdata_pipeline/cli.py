@@ -79,20 +79,42 @@ def _print_dataset(registry, root: str) -> None:
 
 
 def _print_benchmark(root: str) -> None:
-    """The UGBench Hit@5 table (image and fusion queries) and where the full report is."""
+    """The UGBench headline table (models beside chance and the best blind scorer) and the key comparisons."""
     import pandas as pd
 
-    results_path = Path(root) / "reports" / "ugbench" / "results.parquet"
-    if not results_path.exists():
+    from ugdata_pipeline.ugbench.report import headline_metric
+
+    folder = Path(root) / "reports" / "ugbench"
+    if not (folder / "results.parquet").exists():
         print("\nUGBench: not run yet (benchmark_job)")
         return
-    results = pd.read_parquet(results_path)
-    pivot = results.pivot_table(index=["task", "city", "split", "mode"], columns="model", values="hit@5",
-                                aggfunc="mean")  # fmt: skip
-    pivot = (100 * pivot).round(1)
-    print("\nUGBench Hit@5 (%), mean over query types; 95 % intervals and MRR in the report:")
-    print(pivot.to_string())
-    print(f"\nReport: {results_path.parent / 'report.md'}")
+    results = pd.read_parquet(folder / "results.parquet")
+    results = results[results["role"] == "headline"]
+    results = results.assign(metric=results["task"].map(headline_metric))
+    results["value"] = [row[m] for m, row in zip(results["metric"], results.to_dict("records"), strict=True)]
+    results["chance"] = [row[f"chance_{m}"] for m, row in zip(results["metric"], results.to_dict("records"),
+                                                               strict=True)]  # fmt: skip
+    keys = ["task", "query_type", "city", "mode", "metric"]
+    table = results[results["kind"] == "model"].pivot_table(index=keys, columns="model", values="value")
+    models = list(dict.fromkeys(results.loc[results["kind"] == "model", "model"]))
+    table = table[[m for m in models if m in table.columns]]
+    table.insert(0, "blind", results[results["kind"] == "blind"].groupby(keys)["value"].max())
+    table.insert(0, "chance", results.groupby(keys)["chance"].first())
+    print("\nUGBench headline (%; Hit@5 with 20 candidates, Hit@1 for perception; mean over seeds; "
+          "blind = best blind scorer):")
+    print((100 * table).round(1).to_string())
+    comparisons_path = folder / "comparisons.parquet"
+    if comparisons_path.exists():
+        comparisons = pd.read_parquet(comparisons_path)
+        key = comparisons[(comparisons["role"] == "headline") & (comparisons["metric"] == "mrr")
+                          & (comparisons["b"] != "chance")]  # fmt: skip
+        if len(key):
+            print("\nPaired MRR differences (points, clustered 95 % interval):")
+            for row in key.sort_values(["a", "b", "task", "city"]).to_dict("records"):
+                print(f"  {row['a']} - {row['b']:<24} {row['task']:<11} {row['query_type']:<18} {row['city']:<10} "
+                      f"{row['mode']:<6} {100 * row['diff']:+5.1f} [{100 * row['lo']:+5.1f}, {100 * row['hi']:+5.1f}]"
+                      f"  {row['verdict']}")  # fmt: skip
+    print(f"\nReport: {folder / 'report.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:

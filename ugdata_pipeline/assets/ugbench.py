@@ -1,4 +1,4 @@
-"""UGBench assets: benchmark records per city, then every trained model scored on every built city."""
+"""UGBench assets: benchmark records per city (guarded by blind scorers), then the model family scored on them."""
 
 from collections.abc import Iterator
 
@@ -8,18 +8,19 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png_file, preview
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.assets.uge import MODEL_ASSETS, model_checkpoint
 from ugdata_pipeline.graph.validate import CheckOutcome
-from ugdata_pipeline.resources import CityRegistryResource, StorageResource
+from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
 from ugdata_pipeline.ugbench._records import BenchConfig, CityInputs
 from ugdata_pipeline.ugbench.tasks import build_tasks, task_summary, validate_tasks
+from ugdata_pipeline.uge.runs import MODEL_SPECS
 
-_INPUTS = ("images", "nodes", "edges", "subgraph_nodes", "subgraph_edges")
+_INPUTS = ("images", "nodes", "edges", "subgraph_nodes", "subgraph_edges", "osm_aois", "osm_pois", "osm_trees")
+MODEL_ASSETS = [dg.AssetKey(f"uge_{spec.name}") for spec in MODEL_SPECS]
 
 
 class BenchTasksConfig(dg.Config):
-    seed: int = Field(default=0, description="Seed of every distractor and sample choice.")
-    n_distractors: int = Field(default=19, description="Distractors per record (>= 19).")
+    seed: int = Field(default=0, description="Seed of every grouping, distractor and sample choice.")
+    n_distractors: int = Field(default=19, description="Distractors per record (group size - 1, >= 19).")
     max_records_per_task: int | None = Field(default=300, description="Per task, query type and city (None: all).")
 
 
@@ -29,9 +30,14 @@ class BenchTasksConfig(dg.Config):
     group_name="benchmark_tasks",
     io_manager_key="table_io_manager",
     kinds={"pandas"},
-    check_specs=[dg.AssetCheckSpec("benchmark_records_valid", asset="benchmark_tasks", blocking=True,
-                                   description="One correct candidate, >= 19 distractors in the distance band, no "
-                                               "query-answer leakage, records only from this city.")],  # fmt: skip
+    check_specs=[
+        dg.AssetCheckSpec("benchmark_records_valid", asset="benchmark_tasks", blocking=True,
+                          description="One correct candidate, groups that share one candidate set, distractors in "
+                                      "the distance band, no query-answer leakage, records only from this city."),
+        dg.AssetCheckSpec("no_blind_shortcut", asset="benchmark_tasks", blocking=True,
+                          description="No blind scorer (candidate-only, query-text-only, graph-only) beats chance "
+                                      "by more than 5 points Hit@1 or Hit@5 on a headline row."),
+    ],  # fmt: skip
 )
 def benchmark_tasks(
     context: dg.AssetExecutionContext,
@@ -42,27 +48,44 @@ def benchmark_tasks(
     edges: pd.DataFrame,
     subgraph_nodes: pd.DataFrame,
     subgraph_edges: pd.DataFrame,
+    osm_aois: pd.DataFrame,
+    osm_pois: pd.DataFrame,
+    osm_trees: pd.DataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Geolocation, retrieval, perception and grounding records from the city's test images."""
+    """Geolocation, retrieval, perception and grounding records from the city's test images, with blind scorers."""
+    from ugdata_pipeline.ugbench.blind import shortcut_problems
+    from ugdata_pipeline.ugbench.evaluate import evaluate
+
     city = cities.city(context.partition_key)
     core = BenchConfig(seed=config.seed, n_distractors=config.n_distractors,
                        max_records_per_task=config.max_records_per_task)  # fmt: skip
     inputs = CityInputs(city=city.slug, role=city.split, images=images, nodes=nodes, edges=edges,
-                        subgraph_nodes=subgraph_nodes, subgraph_edges=subgraph_edges)  # fmt: skip
+                        subgraph_nodes=subgraph_nodes, subgraph_edges=subgraph_edges, osm_aois=osm_aois,
+                        osm_pois=osm_pois, osm_trees=osm_trees)  # fmt: skip
     tasks, stats = build_tasks([inputs], config=core)
     problems = validate_tasks(tasks, config=core, images_by_city={city.slug: set(images["image_id"].astype(str))})
+    blind = evaluate(tasks, {}, subgraph_nodes=subgraph_nodes, subgraph_edges=subgraph_edges, bootstrap=500).results
+    shortcuts = shortcut_problems(blind)
+    top = blind.assign(excess=blind["hit@5"] - blind["chance_hit@5"]).sort_values("excess", ascending=False)
     yield dg.Output(tasks, metadata={
-        "count": len(tasks), "by_task": dg.MetadataValue.json(task_summary(tasks)),
+        "dagster/row_count": len(tasks), "by_task": dg.MetadataValue.json(task_summary(tasks)),
         "skipped": dg.MetadataValue.json({k: v for k, v in stats.as_metadata().items() if k.startswith("skipped")}),
-        "preview": preview(tasks),
+        "clusters": int(tasks["cluster"].nunique()) if len(tasks) else 0,
+        "preview": preview(tasks, columns=["record_id", "task", "query_type", "group_id", "cluster", "query_text",
+                                           "ground_truth"]),
+        "blind_scorers": preview(top, rows=12, columns=["task", "query_type", "mode", "model", "hit@1", "hit@5",
+                                                        "chance_hit@5"]),
     })  # fmt: skip
     outcome = CheckOutcome(passed=not problems, observed=len(problems), expected=0, examples=problems[:5])
     yield check_result("benchmark_records_valid", outcome, asset_key="benchmark_tasks")
+    outcome = CheckOutcome(passed=not shortcuts, observed=len(shortcuts), examples=shortcuts[:5],
+                           expected="no blind scorer more than 5 points above chance on a headline row")  # fmt: skip
+    yield check_result("no_blind_shortcut", outcome, asset_key="benchmark_tasks")
 
 
 class BenchmarkConfig(dg.Config):
     modes: list[str] = Field(default=["image", "fusion", "text"], description="Query modes to score.")
-    bootstrap: int = Field(default=1000, description="Bootstrap resamples for the 95 % intervals.")
+    bootstrap: int = Field(default=1000, description="Cluster-bootstrap resamples for the 95 % intervals.")
     seed: int = Field(default=0, description="Bootstrap seed.")
     limit_per_group: int | None = Field(default=None, description="Records per (task, city, split, mode) at most.")
 
@@ -72,17 +95,24 @@ class BenchmarkConfig(dg.Config):
     group_name="ugbench",
     kinds={"pytorch"},
     pool="gpu",
+    check_specs=[dg.AssetCheckSpec("graph_matters", asset="benchmark_results", blocking=False,
+                                   description="Stage 2 scores clearly worse on graph-reading records when each "
+                                               "record gets another record's graph (clustered, paired).")],  # fmt: skip
 )
 def benchmark_results(
     context: dg.AssetExecutionContext,
     config: BenchmarkConfig,
     cities: CityRegistryResource,
     storage: StorageResource,
-) -> dg.MaterializeResult:
-    """Baseline, stage 1 and stage 2 scored on every built city: Hit@K, MRR, mean rank with intervals, a report."""
+    trainer: TrainerResource,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The model family (every seed) and the blind scorers on every built city: a report with paired intervals."""
     from ugdata_pipeline.ugbench.evaluate import evaluate
+    from ugdata_pipeline.ugbench.graph_check import graph_dependence
     from ugdata_pipeline.ugbench.models import UgeModel
-    from ugdata_pipeline.ugbench.report import paper_table, results_metadata, write_report
+    from ugdata_pipeline.ugbench.perception import PROXY_OF
+    from ugdata_pipeline.ugbench.report import results_metadata, results_table, write_report
+    from ugdata_pipeline.uge.runs import current_checkpoints
 
     built = [slug for slug in cities.registry().slugs() if storage.has_table(slug, "benchmark_tasks")]
     if not built:
@@ -91,25 +121,54 @@ def benchmark_results(
     tasks = pd.concat([storage.read_table(slug, "benchmark_tasks") for slug in built], ignore_index=True)
     sub_nodes = pd.concat([storage.read_table(slug, "subgraph_nodes") for slug in built], ignore_index=True)
     sub_edges = pd.concat([storage.read_table(slug, "subgraph_edges") for slug in built], ignore_index=True)
-    models = {name: UgeModel(model_checkpoint(storage, name)) for name in ("baseline", "stage1", "stage2")
-              if model_checkpoint(storage, name).exists()}  # fmt: skip
+    root = storage.local_dir()
+    seeds = trainer.seed_list()
+    models = {spec.name: [UgeModel(path) for path in current_checkpoints(root, spec.name, seeds).values()]
+              for spec in MODEL_SPECS}  # fmt: skip
+    models = {name: found for name, found in models.items() if found}
     if not models:
         msg = "no trained model found; run training_job first"
         raise FileNotFoundError(msg)
-    context.log.info(f"scoring {sorted(models)} on {len(tasks)} records of {built}")
-    results = evaluate(tasks, models, modes=config.modes, bootstrap=config.bootstrap, seed=config.seed,
-                       subgraph_nodes=sub_nodes, subgraph_edges=sub_edges, image_root=storage.local_dir(),
-                       cache_dir=storage.local_dir("_cache", "embeddings"),
-                       limit_per_group=config.limit_per_group)  # fmt: skip
+    context.log.info(f"scoring {[(m, len(s)) for m, s in models.items()]} (model, seeds) on {len(tasks)} records "
+                     f"of {built}")  # fmt: skip
+    cache = storage.local_dir("_cache", "embeddings")
+    evaluation = evaluate(tasks, models, modes=config.modes, bootstrap=config.bootstrap, seed=config.seed,
+                          subgraph_nodes=sub_nodes, subgraph_edges=sub_edges, image_root=root, cache_dir=cache,
+                          limit_per_group=config.limit_per_group)  # fmt: skip
+    seed_note = (f"Every model was trained with {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); with one seed "
+                 "the intervals cover the sampling of places, not the variability of training.")  # fmt: skip
     report_dir = storage.local_dir("reports", "ugbench")
-    report = write_report(results, report_dir, baseline="baseline" if "baseline" in models else None)
+    report = write_report(evaluation, report_dir, notes=[seed_note], proxies=PROXY_OF, bootstrap=config.bootstrap,
+                          seed=config.seed)  # fmt: skip
     charts = {}
     for chart in sorted(report_dir.glob("*.png"))[:4]:
         charts |= png_file(chart, alt=chart.stem)
-    meta = {k: v for k, v in results_metadata(results).items() if isinstance(v, int | float | str)}
-    return dg.MaterializeResult(metadata={
-        **meta, "cities": ", ".join(built), "models": ", ".join(sorted(models)),
-        "report": dg.MetadataValue.path(str(report)),
-        "table": dg.MetadataValue.md(paper_table(results, baseline="baseline" if "baseline" in models else None)),
+    results = evaluation.results
+    yield dg.MaterializeResult(metadata={
+        **results_metadata(results), "cities": ", ".join(built), "models": ", ".join(models),
+        "seeds": len(seeds), "report": dg.MetadataValue.path(str(report)),
+        "headline": dg.MetadataValue.md(results_table(results, role="headline", models=list(models))),
         **charts,
     })  # fmt: skip
+    if "stage2" in models and "fusion" in config.modes:
+        check = graph_dependence(models["stage2"][0], tasks, subgraph_nodes=sub_nodes, subgraph_edges=sub_edges,
+                                 image_root=root, cache_dir=cache, bootstrap=config.bootstrap, seed=config.seed)
+        mrr = check[check["metric"] == "mrr"]
+        passed = bool(len(mrr)) and bool((mrr["verdict"] == "a better").all())
+        if len(mrr):
+            row = mrr.iloc[0]
+            detail = (f"MRR with own graphs {100 * row['mean_a']:.1f}, swapped {100 * row['mean_b']:.1f}: difference "
+                      f"{100 * row['diff']:+.1f} points [{100 * row['lo']:+.1f}, {100 * row['hi']:+.1f}], "
+                      f"{int(row['n'])} records in {int(row['n_clusters'])} clusters")  # fmt: skip
+            observed = round(100 * float(row["diff"]), 2)
+        else:
+            detail, observed = "no grounding records to check", 0.0
+        yield check_result("graph_matters", CheckOutcome(
+            passed=passed, observed=observed, examples=[detail],
+            expected="MRR clearly lower with swapped graphs (the clustered interval of own - swapped above 0)"),
+            asset_key="benchmark_results", blocking_severity=False)  # fmt: skip
+    else:
+        yield check_result("graph_matters", CheckOutcome(passed=True, observed=0.0, examples=["no stage-2 model or "
+                                                         "no fusion mode: nothing to check"],
+                                                         expected="own graphs clearly better than swapped graphs"),
+                           asset_key="benchmark_results", blocking_severity=False)  # fmt: skip

@@ -19,7 +19,8 @@ from ugdata_pipeline.ugbench._records import (
     BuildStats,
     CityInputs,
 )
-from ugdata_pipeline.ugbench.evaluate import RESULT_COLUMNS, evaluate, relative_gains
+from ugdata_pipeline.ugbench.blind import BLIND_SCORERS, blind_scores, shortcut_problems
+from ugdata_pipeline.ugbench.evaluate import RESULT_COLUMNS, Evaluation, compare, evaluate
 from ugdata_pipeline.ugbench.metrics import (
     HIT_KS,
     METRICS,
@@ -39,7 +40,7 @@ from ugdata_pipeline.ugbench.metrics import (
 from ugdata_pipeline.ugbench.models import EmbeddingCache, EmbeddingModel, UgeModel
 from ugdata_pipeline.ugbench.perception import perception_measures
 from ugdata_pipeline.ugbench.placepulse import load_place_pulse, place_pulse_levels, place_pulse_scores
-from ugdata_pipeline.ugbench.report import paper_table, results_metadata, write_report
+from ugdata_pipeline.ugbench.report import results_metadata, results_table, write_report
 from ugdata_pipeline.ugbench.tasks import (
     build_tasks,
     export_jsonl,
@@ -50,6 +51,7 @@ from ugdata_pipeline.ugbench.tasks import (
 )
 
 __all__ = [
+    "BLIND_SCORERS",
     "GROUNDING_TYPES",
     "HIT_KS",
     "METRICS",
@@ -64,30 +66,33 @@ __all__ = [
     "CityInputs",
     "EmbeddingCache",
     "EmbeddingModel",
+    "Evaluation",
     "PairedDifference",
     "SeedPairedDifference",
     "SeedSummary",
     "UgeModel",
+    "blind_scores",
     "bootstrap_intervals",
     "build_tasks",
     "chance_levels",
     "cluster_bootstrap_intervals",
+    "compare",
     "evaluate",
     "export_jsonl",
     "load_benchmark",
     "load_place_pulse",
     "paired_differences",
     "paired_differences_over_seeds",
-    "paper_table",
     "per_record_metrics",
     "perception_measures",
     "place_pulse_levels",
     "place_pulse_scores",
     "rank_counts",
-    "relative_gains",
     "results_metadata",
+    "results_table",
     "save_benchmark",
     "seed_summary",
+    "shortcut_problems",
     "spatial_clusters",
     "task_summary",
     "validate_tasks",

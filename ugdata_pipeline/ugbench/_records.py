@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ugdata_pipeline.errors import UgdataError
@@ -43,7 +44,8 @@ TASK_COLUMNS: tuple[str, ...] = (
     "image_id",  # the image the record is about
     "query_kind",  # image | text
     "query_text",  # the question (image queries) or the description (text queries)
-    "instruction",  # text given to the model with the query (None: none)
+    "instruction",  # image-side instruction in image / text mode: with the query image, or the candidate images
+    "fusion_instruction",  # image-side instruction in fusion mode (the stage-2 wording)
     "query_image",  # image path relative to the storage root (image queries), else None
     "query_graph_id",  # image_id whose subgraph is the query graph in fusion mode, else None
     "candidate_kind",  # text | image
@@ -54,8 +56,42 @@ TASK_COLUMNS: tuple[str, ...] = (
     "ground_truth",  # the correct candidate (text or image path)
     "lon",
     "lat",  # the image's position, decimal degrees
-    "meta",  # JSON str with task-specific facts (dimension, level, distractors drawn from the city, ...)
+    "meta",  # JSON str with task-specific facts (dimension, level, group size, ...)
+    "group_id",  # records sharing one candidate set (exchangeable groups, see groups.py); None: no group
+    "cluster",  # ~250 m spatial block of the query image: the unit of the clustered bootstrap
+    "fusion_graph",  # graph of the image side in fusion mode: "own" (its subgraph) or "group" (the shared context)
 )  # fmt: skip
+#: ``fusion_graph`` values: the image's own subgraph, or one context graph shared by every record of the group.
+FUSION_GRAPHS: tuple[str, ...] = ("own", "group")
+#: (task, mode) rows where the given graph determines the answer: reported as "graph reading", not headline.
+GRAPH_READING: frozenset[tuple[str, str]] = frozenset({("grounding", "fusion"), ("perception", "fusion")})
+#: Candidates of a perception record: one statement per level of its dimension.
+PERCEPTION_CANDIDATES = 3
+#: Nodes of a group's shared context graph (the model's own node cap may keep fewer, by rank).
+CONTEXT_GRAPH_NODES = 256
+
+
+def fusion_graph_refs(row: object) -> tuple[str | None, list[str]]:
+    """
+    Graph references of one record's fusion inputs: ``(query graph, candidate graphs)``.
+
+    ``own`` records use each image's own subgraph (``"own:<image_id>"``); ``group`` records give the query and
+    every candidate the group's shared context graph (``"group:<member ids>"``, members = the record's candidate
+    graph ids). Resolve with :meth:`SubgraphIndex.graph_of`.
+    """
+    kind = getattr(row, "fusion_graph", None) or "own"
+    ids = getattr(row, "candidate_graph_ids", None)
+    candidates = [str(g) for g in ids] if ids is not None else []
+    query_id = getattr(row, "query_graph_id", None)
+    if kind == "group":
+        ref = "group:" + ",".join(sorted(candidates))
+        return (ref if query_id is not None else None), [ref] * len(candidates)
+    return (f"own:{query_id}" if query_id is not None else None), [f"own:{g}" for g in candidates]
+
+
+def row_role(task: str, mode: str) -> str:
+    """``"graph_reading"`` for rows whose query graph determines the answer, else ``"headline"``."""
+    return "graph_reading" if (task, mode) in GRAPH_READING else "headline"
 
 
 class BenchmarkInputError(UgdataError, ValueError):
@@ -79,6 +115,10 @@ class CityInputs:
         The city's graph tables (nodes need ``node_id``, ``kind``, ``name``, ``category``, ``lon``, ``lat``).
     subgraph_nodes, subgraph_edges
         The long subgraph tables keyed by ``image_id``.
+    osm_aois, osm_pois, osm_trees
+        The city's normalised OSM tables (GeoDataFrames in EPSG:4326: areas with ``category``, ``tag``,
+        ``height_m``, ``is_building``; POIs with ``category``; tree points). They carry the perception measures;
+        without ``osm_aois`` no perception records are built.
     """
 
     city: str
@@ -88,6 +128,9 @@ class CityInputs:
     edges: pd.DataFrame
     subgraph_nodes: pd.DataFrame
     subgraph_edges: pd.DataFrame
+    osm_aois: pd.DataFrame | None = None
+    osm_pois: pd.DataFrame | None = None
+    osm_trees: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,20 +138,21 @@ class BenchConfig:
     """Options of the benchmark build; distances in metres."""
 
     seed: int = 0  # every random choice is seeded from (seed, task, city, image, ...)
-    n_distractors: int = 19  # distractors per record (>= 19: at least 20 candidates)
+    n_distractors: int = 19  # distractors per geolocation / retrieval / grounding record (group size - 1, >= 19)
     min_distractor_m: float = 100.0  # geolocation / retrieval distractors lie this far from the query at least
     max_distractor_m: float = 2000.0  # ... and at most this far; also the radius for city-drawn grounding fillers
     tasks: tuple[str, ...] = TASKS  # which tasks to build
     grounding_types: tuple[str, ...] = GROUNDING_TYPES  # which grounding types to build
-    max_records_per_task: int | None = None  # per (task, query type, city): keep a seeded sample of this many
+    max_records_per_task: int | None = None  # per (task, query type, city): a seeded sample of whole groups
     description_max_places: int = 10  # passed to the description renderer
     description_near_m: float = 200.0  # passed to the description renderer
     description_max_chars: int = 1500  # passed to the description renderer
+    cluster_m: float = 250.0  # side of the spatial blocks the bootstrap resamples
     nearest_margin_m: float = 10.0  # "nearest X" needs the runner-up this much farther, else the record is skipped
     target_min_m: float = 20.0  # distance-direction targets lie at least this far from the image
     target_max_m: float = 700.0  # ... and at most this far
     min_distractor_ratio: float = 1.5  # a distance-direction distractor differs by this distance factor ...
-    min_distractor_angle_deg: float = 90.0  # ... or by at least this angle between compass words
+    min_distractor_angle_deg: float = 45.0  # ... or by at least this angle between compass words (45: another word)
 
     def __post_init__(self) -> None:
         if self.n_distractors < 19:
@@ -238,6 +282,7 @@ def finish_record(
         record["candidate_graph_ids"] = []
     record["correct_idx"] = int(np.flatnonzero(order == 0)[0])
     record["ground_truth"] = correct
+    record["fusion_graph"] = record.get("fusion_graph") or "own"
     meta = record.get("meta") or {}
     record["meta"] = meta if isinstance(meta, str) else json.dumps(meta, sort_keys=True)
     return {c: record.get(c) for c in TASK_COLUMNS}
@@ -260,12 +305,62 @@ def limit_records(records: list[dict[str, object]], limit: int | None, seed: int
     return [records[i] for i in keep]
 
 
+def limit_groups(groups: list[list[int]], limit: int | None, seed: int, *names: object) -> list[list[int]]:
+    """
+    A seeded sample of whole groups holding at most ``limit`` records in all (kept in their input order).
+
+    Whole groups only: a group cut short would no longer use its candidate set once with each member correct,
+    and candidate-only scorers would leave exact chance.
+    """
+    if limit is None or not groups or sum(len(g) for g in groups) <= limit:
+        return groups
+    keep = max(1, limit // len(groups[0]))
+    picked = np.sort(record_rng(seed, "limit-groups", *names).choice(len(groups), size=min(keep, len(groups)),
+                                                                      replace=False))  # fmt: skip
+    return [groups[i] for i in picked]
+
+
+def local_metres(lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """
+    East / north metres on an equirectangular grid around the points' mean latitude.
+
+    Good to a fraction of a percent over the few kilometres a benchmark group spans, which is all the
+    grouping distance band needs; exact distances for the records come from the geodesic helper.
+    """
+    lon_a, lat_a = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    lat0 = math.radians(float(np.nanmean(lat_a))) if lat_a.size else 0.0
+    return lon_a * _METRES_PER_DEGREE * math.cos(lat0), lat_a * _METRES_PER_DEGREE
+
+
+_METRES_PER_DEGREE = 111_320.0
+
+
+def image_side_instructions(task: str) -> tuple[str, str]:
+    """
+    The instructions a task's images are embedded with: ``(image mode, fusion mode)``.
+
+    They are the first training instructions (:data:`ugdata_pipeline.dataset.records.INSTRUCTIONS`) of the pair
+    type the task's text resembles, stage 1 for image mode and stage 2 for fusion mode, so images are embedded
+    exactly as in training: a location description is a spatial summary of the place.
+    """
+    from ugdata_pipeline.dataset.records import INSTRUCTIONS  # the training side owns the wording
+
+    pair_type = {"geolocation": "summarization", "retrieval": "summarization"}[task]
+    return INSTRUCTIONS[1][pair_type][0], INSTRUCTIONS[2][pair_type][0]
+
+
 def query_images(inputs: CityInputs) -> pd.DataFrame:
-    """The city's benchmark query images: its ``test`` split (held-out cities hold only test images)."""
+    """
+    The city's benchmark query images: its ``test`` split (held-out cities hold only test images), by ``image_id``.
+
+    Sorted, so the seeded grouping (which draws an order over these rows) does not depend on the input row order.
+    """
     images = inputs.images
     test = images[images["split"] == "test"]
     have = set(inputs.subgraph_nodes["image_id"].astype(str).unique())
-    return test[test["image_id"].astype(str).isin(have)].reset_index(drop=True)
+    test = test[test["image_id"].astype(str).isin(have)]
+    return test.iloc[np.argsort(test["image_id"].astype(str).to_numpy(dtype=object), kind="stable")].reset_index(
+        drop=True)
 
 
 def record_split(inputs: CityInputs) -> str:
@@ -290,6 +385,7 @@ class SubgraphIndex:
         order = np.argsort(edge_ids, kind="stable")
         self.edges = subgraph_edges.iloc[order].reset_index(drop=True)
         self._edge_slices = self._slices(edge_ids[order])
+        self._graphs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
 
     @staticmethod
     def _slices(sorted_ids: np.ndarray) -> dict[str, tuple[int, int]]:
@@ -315,6 +411,72 @@ class SubgraphIndex:
         """Subgraph edges of one image."""
         start, stop = self._edge_slices.get(str(image_id), (0, 0))
         return self.edges.iloc[start:stop]
+
+    def graph_of(self, ref: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """
+        The ``(nodes, edges)`` a fusion input refers to: ``"own:<image_id>"`` or ``"group:<id>,<id>,..."``.
+
+        ``own`` is the image's subgraph. ``group`` is :meth:`context_graph` of the listed images. Results are
+        memoised (a group graph is shared by every record and candidate of its group).
+        """
+        if ref not in self._graphs:
+            kind, _, rest = ref.partition(":")
+            if kind == "own":
+                self._graphs[ref] = (self.nodes_of(rest), self.edges_of(rest))
+            elif kind == "group":
+                self._graphs[ref] = self.context_graph(rest.split(","))
+            else:
+                msg = f"unknown graph reference {ref!r}; use 'own:<image_id>' or 'group:<image ids>'"
+                raise BenchmarkInputError(msg)
+        return self._graphs[ref]
+
+    def context_graph(self, image_ids: Sequence[str], *, max_nodes: int = CONTEXT_GRAPH_NODES) -> tuple[
+            pd.DataFrame, pd.DataFrame]:  # fmt: skip
+        """
+        One graph of the area a group of images covers, the same whichever member asks.
+
+        The nodes are the members' subgraph nodes (their own image nodes left out), taken round-robin by each
+        member's distance order until ``max_nodes`` (so every member's surroundings are represented), plus one
+        centre node of kind ``image`` at the members' centroid: the place "somewhere here" the photo was taken,
+        never the photo's own position. Offsets ``dx_m``/``dy_m``, ``distance_m`` and ``rank`` are re-expressed
+        from that centre; edges are the members' subgraph edges among the kept nodes.
+
+        Returns
+        -------
+        nodes, edges
+            Long-table rows with ``image_id = "group:<first member>+<n>"``.
+        """
+        members = sorted(str(i) for i in image_ids)
+        graph_id = f"group:{members[0]}+{len(members) - 1}"
+        parts = [self.nodes_of(m) for m in members]
+        parts = [p[pd.to_numeric(p["rank"], errors="coerce") > 0] for p in parts]
+        chosen: list[pd.DataFrame] = []
+        taken: set[str] = set()
+        depth = 0
+        while len(taken) < max_nodes and any(depth < len(p) for p in parts):
+            for p in parts:
+                if depth < len(p) and len(taken) < max_nodes:
+                    node_id = str(p["node_id"].iloc[depth])
+                    if node_id not in taken:
+                        taken.add(node_id)
+                        chosen.append(p.iloc[[depth]])
+            depth += 1
+        lon0 = float(np.mean([float(p["lon"].iloc[0]) for p in (self.nodes_of(m) for m in members)]))
+        lat0 = float(np.mean([float(p["lat"].iloc[0]) for p in (self.nodes_of(m) for m in members)]))
+        nodes = pd.concat(chosen, ignore_index=True) if chosen else self.nodes.iloc[0:0].copy()
+        centre = dict.fromkeys(nodes.columns)
+        centre |= {"node_id": graph_id, "kind": "image", "node_text": "", "lon": lon0, "lat": lat0}
+        nodes = pd.concat([pd.DataFrame([centre]), nodes], ignore_index=True)
+        x, y = local_metres(nodes["lon"].to_numpy(dtype=float), nodes["lat"].to_numpy(dtype=float))
+        nodes["dx_m"], nodes["dy_m"] = x - x[0], y - y[0]
+        nodes["distance_m"] = np.hypot(nodes["dx_m"], nodes["dy_m"])
+        nodes["rank"] = np.arange(len(nodes))
+        nodes["image_id"] = graph_id
+        edges = pd.concat([self.edges_of(m) for m in members], ignore_index=True)
+        kept = set(nodes["node_id"].astype(str))
+        edges = edges[edges["src"].astype(str).isin(kept) & edges["dst"].astype(str).isin(kept)]
+        edges = edges.drop_duplicates(["src", "dst", "kind"]).assign(image_id=graph_id).reset_index(drop=True)
+        return nodes, edges
 
 
 def validate_city_inputs(inputs: CityInputs) -> None:

@@ -5,8 +5,10 @@
 ``--tasks`` is a directory written by :func:`~ugdata_pipeline.ugbench.tasks.save_benchmark` (tasks plus the
 subgraphs the fusion mode needs) or a bare tasks Parquet file (then ``--modes`` must leave out ``fusion`` unless
 ``--subgraphs DIR`` names a directory holding ``subgraph_nodes.parquet`` and ``subgraph_edges.parquet``). Each
-``--model NAME=CHECKPOINT`` loads a UGE checkpoint through :class:`~ugdata_pipeline.ugbench.models.UgeModel`.
-Writes ``results.parquet``, ``report.md`` and PNG charts into ``--out``; the path of the report goes to stdout.
+``--model NAME=CHECKPOINT`` loads a UGE checkpoint through :class:`~ugdata_pipeline.ugbench.models.UgeModel`; a
+NAME given several times is one model trained with several seeds (in the order given). Blind scorers are scored
+beside the models. Writes ``results.parquet``, ``per_record.parquet``, ``comparisons.parquet``, ``report.md`` and
+PNG charts into ``--out``; the path of the report goes to stdout.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subgraphs", type=Path, default=None, help="directory with the subgraph Parquet tables")
     parser.add_argument("--image-root", type=Path, default=None, help="root the tasks' image paths are relative to")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default OUT/cache)")
-    parser.add_argument("--baseline", default=None, help="model name to compute relative gains against")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--batch-size", type=int, default=32, help="items per model call")
@@ -77,17 +78,15 @@ def main(argv: Sequence[str] | None = None, *, load_model: Callable[[str], Embed
     if args.subgraphs is not None:
         nodes = pd.read_parquet(args.subgraphs / SUBGRAPH_NODES_FILE)
         edges = pd.read_parquet(args.subgraphs / SUBGRAPH_EDGES_FILE)
-    names = [name for name, _ in args.models]
-    if len(set(names)) != len(names):
-        msg = f"--model names must be unique, got {names}"
-        raise SystemExit(msg)
-    models = {name: load_model(checkpoint) for name, checkpoint in args.models}
-    results = evaluate(
+    models: dict[str, list[EmbeddingModel]] = {}
+    for name, checkpoint in args.models:
+        models.setdefault(name, []).append(load_model(checkpoint))
+    evaluation = evaluate(
         tasks, models, modes=args.modes, bootstrap=args.bootstrap, seed=args.seed, subgraph_nodes=nodes,
         subgraph_edges=edges, image_root=args.image_root, cache_dir=args.cache_dir or args.out / "cache",
         batch_size=args.batch_size, limit_per_group=args.limit,
     )  # fmt: skip
-    report = write_report(results, args.out, baseline=args.baseline)
+    report = write_report(evaluation, args.out, bootstrap=args.bootstrap, seed=args.seed)
     sys.stdout.write(f"{report}\n")
     return 0
 

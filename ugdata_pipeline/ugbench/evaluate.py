@@ -1,13 +1,19 @@
-"""Score embedding models on a UGBench tasks table.
+"""Score embedding models and blind scorers on a UGBench tasks table, with clustered, paired statistics.
 
-For each model and query mode (``image``, ``fusion``, ``text``; :data:`~._records.TASK_MODES` says which apply to
-which task) every distinct item is embedded once, in batches, through the model's cache: queries with their
-instruction, text candidates and image candidates without one. Scores are cosine similarities (rows are
-re-normalised, so a model returning unnormalised vectors is still scored by cosine), computed for all records at
-once with padded candidate matrices. Ranks, ties and the bootstrap follow :mod:`.metrics`.
+For each model (each of its training seeds) and query mode (``image``, ``fusion``, ``text``;
+:data:`~._records.TASK_MODES` says which apply to which task) every distinct item is embedded once, in batches,
+through the model's cache, **exactly as in training**: the image side with the record's image-side instruction
+(``instruction`` in image / text mode, ``fusion_instruction`` in fusion mode; the query image, or the candidate
+images of retrieval), texts without one. Fusion graphs are each record's own subgraph or its group's shared
+context graph (``fusion_graph``, :func:`~._records.fusion_graph_refs`). Scores are cosine similarities computed for
+all records at once; ranks, ties and metrics follow :mod:`.metrics`.
 
-Results have one row per (task, query_type, city, split, mode, model) with ``n`` records, Hit@1/3/5/10, MRR, mean
-rank and ``<metric>_lo`` / ``<metric>_hi`` bootstrap 95 % intervals, plus ``chance_hit@1`` (mean 1 / candidates).
+Beside the models, the blind scorers of :mod:`.blind` are scored on the same records (``kind = "blind"``).
+
+Statistics (:mod:`.stats`): per-row figures are the mean over a model's seeds; the 95 % interval resamples the
+records' spatial clusters (``cluster``) of the seed-averaged per-record metric; ``<metric>_seed_sd`` is the spread
+across seeds. :func:`compare` gives paired differences between models (and against chance) on the same records,
+with clustered intervals and a verdict.
 """
 
 from __future__ import annotations
@@ -15,30 +21,55 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ugdata_pipeline.ugbench._records import MODES, TASK_MODES, BenchmarkInputError, SubgraphIndex
-from ugdata_pipeline.ugbench.metrics import METRICS, TIE_TOL, bootstrap_intervals, per_record_metrics, rank_counts
-from ugdata_pipeline.ugbench.models import (
-    EmbeddingCache,
-    EmbeddingModel,
-    call_with_instruction,
-    instruction_keyword,
-    item_key,
+from ugdata_pipeline.ugbench._records import (
+    MODES,
+    TASK_MODES,
+    BenchmarkInputError,
+    SubgraphIndex,
+    fusion_graph_refs,
+    row_role,
 )
+from ugdata_pipeline.ugbench.blind import blind_scores
+from ugdata_pipeline.ugbench.metrics import HIT_KS, METRICS, TIE_TOL, per_record_metrics, rank_counts
+from ugdata_pipeline.ugbench.models import EmbeddingCache, EmbeddingModel, call_with_instruction, item_key
+from ugdata_pipeline.ugbench.stats import paired_differences_over_seeds, seed_summary
 
 logger = logging.getLogger(__name__)
 
 GROUP_COLUMNS: tuple[str, ...] = ("task", "query_type", "city", "split", "mode", "model")
+RECORD_METRICS: tuple[str, ...] = (*(f"hit@{k}" for k in HIT_KS), "rr", "rank")
 RESULT_COLUMNS: tuple[str, ...] = (
-    *GROUP_COLUMNS, "n", *METRICS, *(f"{m}_{b}" for m in METRICS for b in ("lo", "hi")), "chance_hit@1",
-    "instruction_used",
+    *GROUP_COLUMNS, "kind", "role", "n", "n_clusters", "n_seeds", *METRICS,
+    *(f"{m}_{b}" for m in METRICS for b in ("lo", "hi")), *(f"{m}_seed_sd" for m in METRICS),
+    *(f"chance_{m}" for m in METRICS), "instruction_used",
+)  # fmt: skip
+PER_RECORD_COLUMNS: tuple[str, ...] = (
+    "record_id", "task", "query_type", "city", "split", "mode", "model", "seed", "kind", "cluster", "n_candidates",
+    *RECORD_METRICS,
+)  # fmt: skip
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "task", "query_type", "city", "split", "mode", "role", "a", "b", "metric", "mean_a", "mean_b", "diff", "lo",
+    "hi", "verdict", "n", "n_clusters", "n_seeds_a", "n_seeds_b", "seed_sd", "b_at_chance",
 )  # fmt: skip
 _SCORE_CHUNK = 256  # records scored together; bounds the (records, candidates, dim) temporary
+_KEYS = ["task", "query_type", "city", "split"]
+CHANCE = "chance"
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """What :func:`evaluate` returns."""
+
+    results: pd.DataFrame  # RESULT_COLUMNS: one row per (task, query_type, city, split, mode, model)
+    per_record: pd.DataFrame  # PER_RECORD_COLUMNS: one row per (record, mode, model, seed)
+    text_window: dict[str, float] = field(default_factory=dict)  # share of texts longer than a model's window
 
 
 class _Items:
@@ -50,26 +81,26 @@ class _Items:
         self.fingerprints: dict[str, str] = {}
 
     def add(self, kind: str, payload: str, instruction: str | None, *, graphs: SubgraphIndex | None = None,
-            graph_id: str | None = None) -> str:  # fmt: skip
+            graph_ref: str | None = None) -> str:  # fmt: skip
         fingerprint = None
-        if graph_id is not None:
-            if graph_id not in self.fingerprints:
-                self.fingerprints[graph_id] = _graph_fingerprint(graphs, graph_id)
-            fingerprint = self.fingerprints[graph_id]
+        if graph_ref is not None:
+            if graph_ref not in self.fingerprints:
+                self.fingerprints[graph_ref] = _graph_fingerprint(graphs, graph_ref)
+            fingerprint = self.fingerprints[graph_ref]
         key = item_key(kind, payload, graph=fingerprint, instruction=instruction)
         if key not in self.keys:
             self.keys[key] = len(self.keys)
-            self.groups.setdefault((kind, instruction), []).append((key, payload, graph_id))
+            self.groups.setdefault((kind, instruction), []).append((key, payload, graph_ref))
         return key
 
 
-def _graph_fingerprint(index: SubgraphIndex | None, image_id: str) -> str:
-    """The image id plus a hash of its subgraph's node ids and edge count, so a rebuilt subgraph is re-embedded."""
+def _graph_fingerprint(index: SubgraphIndex | None, graph_ref: str) -> str:
+    """A hash of the graph reference, its node ids and its edge count, so a rebuilt graph is embedded again."""
     if index is None:
-        return image_id
-    nodes = index.nodes_of(image_id)
-    digest = hashlib.sha256("\x1f".join(nodes["node_id"].astype(str)).encode("utf-8")).hexdigest()[:16]
-    return f"{image_id}:{len(index.edges_of(image_id))}:{digest}"
+        return graph_ref
+    nodes, edges = index.graph_of(graph_ref)
+    text = "\x1f".join([graph_ref, *nodes["node_id"].astype(str)])
+    return f"{len(edges)}:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:24]}"
 
 
 def _embed_all(
@@ -78,11 +109,12 @@ def _embed_all(
 ) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, bool]]:  # fmt: skip
     """Embed every item not yet cached; return ``key -> unit vector`` and per-kind ``instruction used``."""
     methods = {"text": model.embed_texts, "image": model.embed_images, "fusion": model.embed_fusion}
-    # whether the model takes instructions is a property of its methods, so cached items report it the same way
-    used = {kind: instruction_keyword(methods[kind]) is not None for kind, instruction in items.groups if instruction}
+    used: dict[str, bool] = {}
     for (kind, instruction), group in items.groups.items():
         keys = [k for k, _, _ in group]
         todo = cache.missing(keys)
+        if instruction:
+            used[kind] = used.get(kind, False) or _takes_instruction(methods[kind])
         for start in range(0, len(todo), batch_size):
             chunk = [group[i] for i in todo[start : start + batch_size]]
             payloads = [p for _, p, _ in chunk]
@@ -95,7 +127,7 @@ def _embed_all(
                     args = (paths,)
                 else:
                     assert graphs is not None  # checked before any work
-                    args = (paths, [(graphs.nodes_of(g), graphs.edges_of(g)) for _, _, g in chunk])
+                    args = (paths, [graphs.graph_of(g) for _, _, g in chunk])
             vectors, _ = call_with_instruction(methods[kind], args, instruction, len(chunk))
             cache.put([k for k, _, _ in chunk], vectors)
     vectors = cache.get(list(items.keys))
@@ -104,32 +136,69 @@ def _embed_all(
     return dict(zip(items.keys, vectors, strict=True)), used
 
 
-def _score_records(
-    query_keys: Sequence[str], candidate_keys: Sequence[Sequence[str]], correct: npt.NDArray[np.int64],
-    vectors: Mapping[str, npt.NDArray[np.float32]], tie_tol: float,
-) -> dict[str, npt.NDArray[np.float64]]:  # fmt: skip
-    """Per-record metrics from cosine scores, in chunks of records."""
+def _takes_instruction(method: object) -> bool:
+    from ugdata_pipeline.ugbench.models import instruction_keyword
+
+    return instruction_keyword(method) is not None  # type: ignore[arg-type]
+
+
+def _metrics_from_scores(scores: Sequence[np.ndarray], correct: npt.NDArray[np.int64],
+                         tie_tol: float) -> dict[str, npt.NDArray[np.float64]]:  # fmt: skip
+    """Per-record metrics (and candidate counts) from one score array per record."""
     parts: list[dict[str, npt.NDArray[np.float64]]] = []
-    dim = len(next(iter(vectors.values())))
-    for start in range(0, len(query_keys), _SCORE_CHUNK):
-        stop = start + _SCORE_CHUNK
-        queries = np.stack([vectors[k] for k in query_keys[start:stop]]).astype(np.float64)
-        cands = candidate_keys[start:stop]
-        width = max(len(c) for c in cands)
-        block = np.zeros((len(cands), width, dim))
-        valid = np.zeros((len(cands), width), dtype=bool)
-        for i, keys in enumerate(cands):
-            block[i, : len(keys)] = np.stack([vectors[k] for k in keys])
-            valid[i, : len(keys)] = True
-        scores = np.einsum("rd,rcd->rc", queries, block)
-        counts = rank_counts(scores, correct[start:stop], valid=valid, tie_tol=tie_tol)
-        parts.append({**per_record_metrics(counts), "inv_c": 1.0 / counts.n_candidates})
+    for start in range(0, len(scores), _SCORE_CHUNK):
+        block_scores = scores[start : start + _SCORE_CHUNK]
+        width = max(len(s) for s in block_scores)
+        block = np.zeros((len(block_scores), width))
+        valid = np.zeros((len(block_scores), width), dtype=bool)
+        for i, s in enumerate(block_scores):
+            finite = np.where(np.isfinite(s), s, np.nanmin(np.where(np.isfinite(s), s, np.inf), initial=0.0) - 1e6)
+            block[i, : len(s)] = finite
+            valid[i, : len(s)] = True
+        counts = rank_counts(block, correct[start : start + len(block_scores)], valid=valid, tie_tol=tie_tol)
+        parts.append({**per_record_metrics(counts), "n_candidates": counts.n_candidates.astype(float)})
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _model_scores(subset: pd.DataFrame, mode: str, vectors: Mapping[str, np.ndarray], query_keys: list[str],
+                  candidate_keys: list[list[str]]) -> list[np.ndarray]:  # fmt: skip
+    del subset, mode
+    return [np.asarray([vectors[c] for c in cands]) @ vectors[q] for q, cands in
+            zip(query_keys, candidate_keys, strict=True)]  # fmt: skip
+
+
+def _gather_items(subset: pd.DataFrame, mode: str, graphs: SubgraphIndex | None) -> tuple[_Items, list[str],
+                                                                                         list[list[str]]]:  # fmt: skip
+    items = _Items()
+    query_keys: list[str] = []
+    candidate_keys: list[list[str]] = []
+    for row in subset.itertuples(index=False):
+        instruction = row.fusion_instruction if mode == "fusion" else row.instruction
+        instruction = instruction if isinstance(instruction, str) and instruction else None
+        query_ref, candidate_refs = fusion_graph_refs(row) if mode == "fusion" else (None, [])
+        if row.query_kind == "image":
+            query_keys.append(items.add(mode, str(row.query_image), instruction, graphs=graphs, graph_ref=query_ref))
+        else:
+            query_keys.append(items.add("text", str(row.query_text), None))  # texts are never instruction-led
+        if row.candidate_kind == "text":
+            candidate_keys.append([items.add("text", str(c), None) for c in row.candidates])
+        else:
+            kind = "fusion" if mode == "fusion" else "image"
+            refs = candidate_refs if kind == "fusion" else [None] * len(row.candidates)
+            candidate_keys.append([items.add(kind, str(c), instruction, graphs=graphs, graph_ref=ref)
+                                   for c, ref in zip(row.candidates, refs, strict=True)])  # fmt: skip
+    return items, query_keys, candidate_keys
+
+
+def _as_seeds(entry: EmbeddingModel | Sequence[EmbeddingModel]) -> list[EmbeddingModel]:
+    if isinstance(entry, list | tuple):
+        return list(entry)
+    return [entry]  # type: ignore[list-item]
 
 
 def evaluate(
     tasks: pd.DataFrame,
-    models: Mapping[str, EmbeddingModel],
+    models: Mapping[str, EmbeddingModel | Sequence[EmbeddingModel]],
     *,
     modes: Sequence[str] | None = None,
     bootstrap: int = 1000,
@@ -141,28 +210,29 @@ def evaluate(
     batch_size: int = 32,
     limit_per_group: int | None = None,
     tie_tol: float = TIE_TOL,
-) -> pd.DataFrame:
+    blind: bool = True,
+) -> Evaluation:
     """
-    Evaluate models on a tasks table.
+    Evaluate models (each with one or several training seeds) and the blind scorers on a tasks table.
 
     Parameters
     ----------
     tasks
         A UGBench tasks table (:func:`~.tasks.build_tasks` / :func:`~.tasks.load_benchmark`).
     models
-        ``name -> model``; the names become the ``model`` column. A model's ``cache_id`` attribute (if any) keys
-        its cache, else its name.
+        ``name -> model`` or ``name -> [model of seed 0, seed 1, ...]``; the names become the ``model`` column.
+        A model's ``cache_id`` attribute (if any) keys its cache, else its name and seed. May be empty when
+        ``blind`` is set (the benchmark's own shortcut check).
     modes
         Query modes to run (default all three); each task runs in the modes of :data:`TASK_MODES` it shares.
     bootstrap
-        Bootstrap resamples for the 95 % intervals (0: no intervals, NaN).
+        Cluster-bootstrap resamples for the 95 % intervals (0: no intervals, NaN).
     seed
-        Bootstrap seed (mixed with each group's name).
+        Bootstrap seed (mixed with each row's name).
     subgraph_nodes, subgraph_edges
         The long subgraph tables; needed for the ``fusion`` mode.
     image_root
-        Directory the tasks' relative image paths are resolved against before they reach the model; cache keys
-        use the relative paths.
+        Directory the tasks' relative image paths are resolved against; cache keys use the relative paths.
     cache_dir
         Root of the on-disk embedding cache; ``None`` caches in memory for this call only.
     batch_size
@@ -171,24 +241,26 @@ def evaluate(
         Keep only the first N records of each (task, query_type, city, split), like the reference's ``EVAL_LIMIT``.
     tie_tol
         Absolute score difference counted as a tie.
+    blind
+        Score the blind scorers beside the models.
 
     Returns
     -------
-    results
-        Columns :data:`RESULT_COLUMNS`, one row per (task, query_type, city, split, mode, model).
+    Evaluation
+        ``results`` (:data:`RESULT_COLUMNS`), ``per_record`` (:data:`PER_RECORD_COLUMNS`), ``text_window``.
 
     Raises
     ------
     BenchmarkInputError
-        Unknown modes, an empty model mapping, or ``fusion`` without subgraph tables.
+        Unknown modes, nothing to score, or ``fusion`` without subgraph tables.
     """
     chosen = tuple(modes) if modes is not None else MODES
     unknown = sorted(set(chosen) - set(MODES))
     if unknown:
         msg = f"modes holds unknown mode(s) {unknown}; choose from {list(MODES)}"
         raise BenchmarkInputError(msg)
-    if not models:
-        msg = "models is empty; pass at least one {name: model}"
+    if not models and not blind:
+        msg = "nothing to score: models is empty and blind=False; pass at least one {name: model}"
         raise BenchmarkInputError(msg)
     if batch_size < 1:
         msg = f"batch_size must be >= 1, got {batch_size!r}"
@@ -200,96 +272,167 @@ def evaluate(
         raise BenchmarkInputError(msg)
     graphs = SubgraphIndex(subgraph_nodes, subgraph_edges) if fusion_needed else None
     if limit_per_group is not None:
-        tasks = tasks.groupby(["task", "query_type", "city", "split"], sort=False, group_keys=False).head(
-            limit_per_group)  # fmt: skip
+        tasks = tasks.groupby(_KEYS, sort=False, group_keys=False).head(limit_per_group)
     root = Path(image_root) if image_root is not None else None
-    rows: list[dict[str, object]] = []
-    for name, model in models.items():
-        cache = EmbeddingCache(cache_dir, str(getattr(model, "cache_id", name)))
-        for mode in chosen:
-            if mode == "fusion" and not getattr(model, "supports_fusion", True):
-                continue  # an image-text model (baseline, stage 1) has no graph side: no fusion rows for it
-            subset = tasks[tasks["task"].map(lambda t, mode=mode: mode in TASK_MODES.get(t, ()))]
-            if subset.empty:
-                continue
-            if mode == "fusion":
-                missing = {g for g in subset["query_graph_id"].dropna().astype(str) if g not in graphs}  # type: ignore[operator]
-                if missing:
-                    msg = (f"{len(missing)} query image(s) have no subgraph rows, e.g. {sorted(missing)[:3]}; pass "
-                           "the subgraph tables of the benchmark's cities")  # fmt: skip
-                    raise BenchmarkInputError(msg)
-            items = _Items()
-            query_keys: list[str] = []
-            candidate_keys: list[list[str]] = []
-            for row in subset.itertuples(index=False):
-                instruction = row.instruction if isinstance(row.instruction, str) and row.instruction else None
-                if row.query_kind == "image":
-                    graph_id = str(row.query_graph_id) if mode == "fusion" else None
-                    query_keys.append(items.add(mode, str(row.query_image), instruction, graphs=graphs,
-                                                graph_id=graph_id))  # fmt: skip
-                else:
-                    query_keys.append(items.add("text", str(row.query_text), instruction))
-                if row.candidate_kind == "text":
-                    candidate_keys.append([items.add("text", str(c), None) for c in row.candidates])
-                else:
-                    kind = "fusion" if mode == "fusion" else "image"
-                    candidate_keys.append([
-                        items.add(kind, str(c), None, graphs=graphs, graph_id=str(g) if kind == "fusion" else None)
-                        for c, g in zip(row.candidates, row.candidate_graph_ids, strict=True)
-                    ])
-            vectors, used = _embed_all(model, items, cache, graphs=graphs, image_root=root, batch_size=batch_size)
-            per_record = _score_records(query_keys, candidate_keys, subset["correct_idx"].to_numpy(dtype=np.int64),
-                                        vectors, tie_tol)  # fmt: skip
-            frame = subset[["task", "query_type", "city", "split"]].reset_index(drop=True)
-            for key, group in frame.groupby(["task", "query_type", "city", "split"], sort=True):
-                pos = group.index.to_numpy()
-                part = {k: v[pos] for k, v in per_record.items()}
-                summary = {f"hit@{k[4:]}": float(np.mean(v)) for k, v in part.items() if k.startswith("hit@")}
-                summary["mrr"] = float(np.mean(part["rr"]))
-                summary["mean_rank"] = float(np.mean(part["rank"]))
-                intervals = bootstrap_intervals({k: v for k, v in part.items() if k != "inv_c"},
-                                                n_resamples=bootstrap, seed=seed, group=(*key, mode))  # fmt: skip
-                row_out: dict[str, object] = dict(zip(("task", "query_type", "city", "split"), key, strict=True))
-                row_out |= {"mode": mode, "model": name, "n": len(pos), **summary}
-                for metric, (lo, hi) in intervals.items():
-                    row_out[f"{metric}_lo"], row_out[f"{metric}_hi"] = lo, hi
-                row_out["chance_hit@1"] = float(np.mean(part["inv_c"]))
-                query_kind = subset["query_kind"].iloc[int(pos[0])]
-                row_out["instruction_used"] = bool(used.get("text" if query_kind == "text" else mode, False))
-                rows.append(row_out)
-        logger.info("evaluated %s: %s cached vectors (%s hits, %s computed)", name, f"{len(cache):,}",
-                    f"{cache.hits:,}", f"{cache.misses:,}")  # fmt: skip
-    results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    return results.sort_values(list(GROUP_COLUMNS), kind="stable").reset_index(drop=True)
+    frames: list[pd.DataFrame] = []
+    instruction_used: dict[tuple[str, str], bool] = {}
+    texts_seen: set[str] = set()
+    text_window: dict[str, float] = {}
+    for mode in chosen:
+        subset = tasks[tasks["task"].map(lambda t, mode=mode: mode in TASK_MODES.get(t, ()))].reset_index(drop=True)
+        if subset.empty:
+            continue
+        if mode == "fusion":
+            wanted = {*subset["query_graph_id"].dropna().astype(str), *(g for ids in subset["candidate_graph_ids"]
+                                                                       for g in ids)}  # fmt: skip
+            missing = {g for g in wanted if g not in graphs}  # type: ignore[operator]
+            if missing:
+                msg = (f"{len(missing)} query image(s) have no subgraph rows, e.g. {sorted(missing)[:3]}; pass "
+                       "the subgraph tables of the benchmark's cities")  # fmt: skip
+                raise BenchmarkInputError(msg)
+        correct = subset["correct_idx"].to_numpy(dtype=np.int64)
+        items = None
+        for name, entry in models.items():
+            for seed_index, model in enumerate(_as_seeds(entry)):
+                if mode == "fusion" and not getattr(model, "supports_fusion", True):
+                    continue  # an image-text model (baseline, stage 1) has no graph side: no fusion rows for it
+                if items is None:
+                    items, query_keys, candidate_keys = _gather_items(subset, mode, graphs)
+                    texts_seen.update(p for (kind, _), g in items.groups.items() if kind == "text" for _, p, _ in g)
+                cache = EmbeddingCache(cache_dir, str(getattr(model, "cache_id", f"{name}#{seed_index}")))
+                vectors, used = _embed_all(model, items, cache, graphs=graphs, image_root=root, batch_size=batch_size)
+                for kind, flag in used.items():
+                    instruction_used[name, kind] = flag
+                scores = _model_scores(subset, mode, vectors, query_keys, candidate_keys)
+                frames.append(_record_frame(subset, mode, name, seed_index, "model",
+                                            _metrics_from_scores(scores, correct, tie_tol)))  # fmt: skip
+                logger.info("evaluated %s (seed %s) in %s mode: %s cached vectors (%s hits, %s computed)", name,
+                            seed_index, mode, f"{len(cache):,}", f"{cache.hits:,}", f"{cache.misses:,}")  # fmt: skip
+                window = getattr(model, "long_text_share", None)
+                if callable(window) and texts_seen:
+                    text_window[name] = float(window(sorted(texts_seen)))
+        if blind:
+            for scorer, scores in blind_scores(subset, mode, graphs=graphs).items():
+                frames.append(_record_frame(subset, mode, scorer, 0, "blind",
+                                            _metrics_from_scores(scores, correct, tie_tol)))  # fmt: skip
+    per_record = (pd.concat(frames, ignore_index=True) if frames
+                  else pd.DataFrame(columns=list(PER_RECORD_COLUMNS)))  # fmt: skip
+    results = summarize_records(per_record, bootstrap=bootstrap, seed=seed)
+    # the image side carries the instruction: the query image, or in text mode (retrieval) the candidate images
+    results["instruction_used"] = [
+        bool(instruction_used.get((m, "image" if mode == "text" else mode), False))
+        for m, mode in zip(results["model"], results["mode"], strict=True)
+    ]
+    return Evaluation(results=results, per_record=per_record, text_window=text_window)
 
 
-def relative_gains(results: pd.DataFrame, baseline: str = "baseline", *, metrics: Sequence[str] = METRICS) -> (
-    pd.DataFrame
-):  # fmt: skip
+def _record_frame(subset: pd.DataFrame, mode: str, model: str, seed_index: int, kind: str,
+                  metrics: Mapping[str, np.ndarray]) -> pd.DataFrame:  # fmt: skip
+    frame = subset[["record_id", *_KEYS, "cluster"]].copy()
+    frame.insert(5, "mode", mode)
+    frame.insert(6, "model", model)
+    frame.insert(7, "seed", seed_index)
+    frame.insert(8, "kind", kind)
+    frame["n_candidates"] = metrics["n_candidates"].astype(np.int64)
+    for name in RECORD_METRICS:
+        frame[name] = metrics[name]
+    return frame[list(PER_RECORD_COLUMNS)]
+
+
+def _by_seed(rows: pd.DataFrame) -> list[dict[str, np.ndarray]]:
+    """Per-seed per-record metric arrays, records in ``record_id`` order."""
+    out = []
+    for _, part in rows.sort_values(["seed", "record_id"], kind="stable").groupby("seed", sort=True):
+        out.append({name: part[name].to_numpy(dtype=float) for name in RECORD_METRICS})
+    return out
+
+
+def _chance_per_record(n_candidates: np.ndarray) -> dict[str, np.ndarray]:
+    c = n_candidates.astype(float)
+    harmonic = np.asarray([np.sum(1.0 / np.arange(1, int(n) + 1)) for n in n_candidates])
+    out = {f"hit@{k}": np.minimum(k, c) / c for k in HIT_KS}
+    out["rr"] = harmonic / c
+    out["rank"] = (c + 1.0) / 2.0
+    return out
+
+
+def summarize_records(per_record: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
     """
-    Gains of every model over ``baseline`` on the same (task, query_type, city, split, mode).
+    One results row per (task, query_type, city, split, mode, model) from per-record metrics.
+
+    The figure is the mean over the model's seeds; ``<metric>_lo`` / ``_hi`` are the clustered 95 % interval of the
+    seed-averaged per-record metric; ``<metric>_seed_sd`` the SD across seeds (NaN for one seed); ``chance_*`` the
+    expected metric of a random ranking of the same records.
+    """
+    rows: list[dict[str, object]] = []
+    if per_record.empty:
+        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+    for key, group in per_record.groupby(list(GROUP_COLUMNS), sort=True):
+        by_seed = _by_seed(group)
+        first = group[group["seed"] == group["seed"].min()].sort_values("record_id", kind="stable")
+        clusters = first["cluster"].astype(str).to_numpy()
+        summary = seed_summary(by_seed, clusters, n_resamples=bootstrap, seed=seed, group=key)
+        chance = _chance_per_record(first["n_candidates"].to_numpy())
+        out: dict[str, object] = dict(zip(GROUP_COLUMNS, key, strict=True))
+        out |= {"kind": group["kind"].iloc[0], "role": row_role(str(key[0]), str(key[4])), "n": len(first),
+                "n_clusters": len(set(clusters)), "n_seeds": len(by_seed)}  # fmt: skip
+        for metric, name in zip(RECORD_METRICS, METRICS, strict=True):
+            s = summary[name]
+            out[name], out[f"{name}_lo"], out[f"{name}_hi"], out[f"{name}_seed_sd"] = s.mean, s.lo, s.hi, s.sd
+            out[f"chance_{name}"] = float(np.mean(chance[metric]))
+        rows.append(out)
+    results = pd.DataFrame(rows)
+    results["instruction_used"] = False
+    return results[list(RESULT_COLUMNS)].sort_values(list(GROUP_COLUMNS), kind="stable").reset_index(drop=True)
+
+
+def compare(
+    per_record: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, metrics: Sequence[str] = ("hit@1", "hit@5", "mrr"),
+    bootstrap: int = 1000, seed: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """
+    Paired differences ``a - b`` on the same records, with clustered 95 % intervals and a verdict.
+
+    Parameters
+    ----------
+    per_record
+        :attr:`Evaluation.per_record`.
+    pairs
+        ``(a, b)`` model names; ``b`` may be :data:`CHANCE` (a random ranking of the same records).
+    metrics
+        Summary metrics to compare (``hit@K``, ``mrr``, ``mean_rank``).
 
     Returns
     -------
-    gains
-        Long table: the group columns, ``model``, ``metric``, ``value``, ``baseline_value``, ``abs_gain``
-        (``value - baseline_value``) and ``rel_gain_pct`` (``100 * abs_gain / baseline_value``; NaN when the
-        baseline is 0). For ``mean_rank`` lower is better, so its gains are sign-flipped (positive = better).
-
-    Raises
-    ------
-    BenchmarkInputError
-        ``baseline`` is not a model in ``results``.
+    comparisons
+        :data:`COMPARISON_COLUMNS`; ``verdict`` is "a better", "b better" or "no difference" (the interval spans
+        zero); ``b_at_chance`` says whether ``b``'s interval includes chance (a relative gain over such a ``b``
+        means little).
     """
-    if baseline not in set(results["model"]):
-        msg = f"baseline {baseline!r} is not a model in results (models: {sorted(set(results['model']))})"
-        raise BenchmarkInputError(msg)
-    keys = ["task", "query_type", "city", "split", "mode"]
-    long = results.melt(id_vars=[*keys, "model"], value_vars=list(metrics), var_name="metric", value_name="value")
-    base = long[long["model"] == baseline].drop(columns="model").rename(columns={"value": "baseline_value"})
-    out = long[long["model"] != baseline].merge(base, on=[*keys, "metric"], how="inner")
-    sign = np.where(out["metric"] == "mean_rank", -1.0, 1.0)
-    out["abs_gain"] = sign * (out["value"] - out["baseline_value"])
-    denominator = out["baseline_value"].where(out["baseline_value"] != 0)
-    out["rel_gain_pct"] = 100.0 * out["abs_gain"] / denominator
-    return out.sort_values([*keys, "model", "metric"], kind="stable").reset_index(drop=True)
+    rows: list[dict[str, object]] = []
+    for key, group in per_record.groupby([*_KEYS, "mode"], sort=True):
+        models = set(group["model"])
+        for a, b in pairs:
+            if a not in models or (b != CHANCE and b not in models):
+                continue
+            a_rows = group[group["model"] == a]
+            a_by_seed = _by_seed(a_rows)
+            first = a_rows[a_rows["seed"] == a_rows["seed"].min()].sort_values("record_id", kind="stable")
+            clusters = first["cluster"].astype(str).to_numpy()
+            chance = _chance_per_record(first["n_candidates"].to_numpy())
+            b_by_seed = [chance] if b == CHANCE else _by_seed(group[group["model"] == b])
+            diffs = paired_differences_over_seeds(a_by_seed, b_by_seed, clusters, n_resamples=bootstrap, seed=seed,
+                                                  group=(*key, a, b))  # fmt: skip
+            if b != CHANCE:
+                at_chance = paired_differences_over_seeds(b_by_seed, [chance], clusters, n_resamples=bootstrap,
+                                                          seed=seed, group=(*key, b, CHANCE))  # fmt: skip
+            for metric in metrics:
+                d = diffs[metric]
+                b_chance = True if b == CHANCE else at_chance[metric].verdict != "a better"
+                where = dict(zip([*_KEYS, "mode"], key, strict=True))
+                rows.append({**where, "role": row_role(str(key[0]), str(key[4])), "a": a, "b": b, "metric": metric,
+                             "mean_a": d.mean_a, "mean_b": d.mean_b,
+                             "diff": d.diff, "lo": d.lo, "hi": d.hi, "verdict": d.verdict, "n": len(first),
+                             "n_clusters": len(set(clusters)), "n_seeds_a": len(a_by_seed),
+                             "n_seeds_b": len(b_by_seed), "seed_sd": d.seed_sd, "b_at_chance": b_chance})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))

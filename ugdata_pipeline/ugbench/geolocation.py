@@ -1,26 +1,30 @@
-"""Geolocation ranking and image retrieval records.
+"""Geolocation ranking and image retrieval records, built from exchangeable groups of test images.
 
-Both tasks pair a test image with the **description of its location**: the text that the shared renderer
-(:func:`ugdata_pipeline.context.describe.describe_subgraph`) writes from the image's subgraph. Every candidate
-description, the correct one and the distractors, comes from the same renderer applied to the same kind of input
-(the subgraph of an anchored image), so no candidate stands out by structure, vocabulary or length.
+Both tasks pair a test image with the **description of its location**: the text the shared renderer
+(:func:`ugdata_pipeline.context.describe.describe_subgraph`) writes from the image's subgraph, without the camera
+heading (a candidate must describe the place, not the camera: a heading line could be matched from the pixels,
+and it was).
 
-* **Geolocation ranking**: query = the image (``image`` mode) or image + its subgraph (``fusion`` mode), with
-  a fixed instruction; candidates = location descriptions; the correct one describes the image's own location.
-* **Image retrieval**: query = the location description (text, with a fixed instruction); candidates = images
-  (``text`` mode) or image + subgraph (``fusion`` mode); the correct one is the described image.
+Test images with a subgraph and a distinct description are put into groups of ``n_distractors + 1``
+(:func:`~.groups.form_groups`) whose members lie pairwise ``min_distractor_m`` .. ``max_distractor_m`` apart
+(default 100 m .. 2 km). Each member gives one record of each task:
 
-Distractors are other images of the same city whose position lies ``min_distractor_m`` .. ``max_distractor_m``
-(default 100 m .. 2 km, geodesic) from the query image. Images of the query's own split are used first; other
-splits (val / train of a training city) fill up only when too few test images lie in the band, and their number
-is recorded in ``meta.n_other_split``. Within a group, distractors are drawn without replacement with probability
-proportional to ``1 / distance``, so near and far distractors are equally represented per metre of distance
-instead of far ones dominating by area. Distractors whose description equals the correct one's (after
-normalisation) are skipped. Queries with too few distractors are skipped and counted.
+* **Geolocation ranking**: query = the image (``image`` mode) or image + a context graph (``fusion``), with the
+  image-side instruction; candidates = the descriptions of the group's members; correct = its own.
+* **Image retrieval**: query = the member's description (text); candidates = the group's images (``text`` mode)
+  or images + context graphs (``fusion``); correct = the described image.
 
-Caveat: in ``fusion`` mode the query's subgraph is the input the correct description was rendered from, so fusion
-geolocation / retrieval measure image + graph <-> text grounding rather than geolocation from pixels; the
-``image`` / ``text`` modes are the headline figures.
+Because every member of a group is the correct answer of exactly one record over the same candidate set, a
+scorer that reads only the candidates is exactly at chance (see :mod:`.groups`).
+
+**Context graphs in fusion mode.** The query's own subgraph holds every place its description names, so a
+fusion query that carries it can be answered by reading the graph, with no image at all (re-rendering the
+description from it ranked the right candidate first every time). A fusion record therefore carries the group's
+**context graph** (``fusion_graph = "group"``): one graph of the area the group covers, centred on the members'
+centroid and the same for every record and candidate of the group
+(:meth:`~._records.SubgraphIndex.context_graph`). It tells a model what lies around the area -- which places,
+where -- but not which member the photo is, so any score from the graph alone ranks a group's shared candidates
+the same way in every record and sits exactly at chance; only the image can place the query within the area.
 """
 
 from __future__ import annotations
@@ -39,25 +43,26 @@ from ugdata_pipeline.ugbench._records import (
     Describe,
     SubgraphIndex,
     finish_record,
-    leakage_reason,
-    limit_records,
+    image_side_instructions,
+    limit_groups,
+    local_metres,
     normalize_text,
     query_images,
     record_rng,
     record_split,
 )
+from ugdata_pipeline.ugbench.groups import form_groups
 
 logger = logging.getLogger(__name__)
-
-GEOLOCATION_INSTRUCTION = "Where was this street-level photo taken? Describe the location."
-RETRIEVAL_INSTRUCTION = "Find the street-level photo taken at the location described."
 
 
 def describer(
     images: pd.DataFrame, index: SubgraphIndex, describe: Describe, config: BenchConfig, cache: dict[str, str]
 ) -> Callable[[str], str]:
-    """``image_id -> description`` through ``describe``, memoised in ``cache``."""
+    """``image_id -> description`` through ``describe`` (without the camera heading), memoised in ``cache``."""
     rows = images.set_index(images["image_id"].astype(str), drop=False)
+    # the heading describes the camera, not the place: a candidate must not carry it
+    rows = rows.drop(columns=[c for c in ("compass_angle",) if c in rows.columns])
 
     def one(image_id: str) -> str:
         if image_id not in cache:
@@ -69,13 +74,6 @@ def describer(
         return cache[image_id]
 
     return one
-
-
-def _distractor_order(rng: np.random.Generator, distances: np.ndarray, same_split: np.ndarray) -> np.ndarray:
-    """Positions in drawing order: same-split first, each block sampled without replacement with p ~ 1/d."""
-    keys = -np.log(np.maximum(distances, 1.0)) + rng.gumbel(size=len(distances))  # Gumbel-top-k sampling
-    keys = keys + np.where(same_split, 1e6, 0.0)
-    return np.argsort(-keys, kind="stable")
 
 
 def build_location_records(
@@ -93,7 +91,7 @@ def build_location_records(
         The description renderer, called as ``describe(nodes, edges, image_row=..., max_places=...,
         near_m=..., max_chars=...)``.
     config
-        Build options (distractor band in metres, number of distractors, seed).
+        Build options (group size ``n_distractors + 1``, distance band in metres, seed, record cap).
     stats
         Counts of kept and skipped queries are added here.
     descriptions
@@ -107,78 +105,72 @@ def build_location_records(
     cache = descriptions if descriptions is not None else {}
     index = SubgraphIndex(inputs.subgraph_nodes, inputs.subgraph_edges)
     queries = query_images(inputs)
-    pool = inputs.images[inputs.images["image_id"].astype(str).map(index.__contains__)]
-    pool = pool[pool["split"].astype(str) != "excluded"].reset_index(drop=True)
-    pool_ids = pool["image_id"].astype(str).to_numpy(dtype=object)
-    pool_lat = pool["lat"].to_numpy(dtype=float)
-    pool_lon = pool["lon"].to_numpy(dtype=float)
-    pool_split = pool["split"].astype(str).to_numpy(dtype=object)
-    pool_path = pool["path"].astype(str).to_numpy(dtype=object)
-    split = record_split(inputs)
-    describe_image = describer(pool, index, describe, config, cache)
-    geo: list[dict[str, object]] = []
-    ret: list[dict[str, object]] = []
-    for row in queries.itertuples(index=False):
-        image_id = str(row.image_id)
-        dist = np.asarray(distance_m(row.lat, row.lon, pool_lat, pool_lon), dtype=float)
-        in_band = np.flatnonzero((dist >= config.min_distractor_m) & (dist <= config.max_distractor_m)
-                                 & (pool_ids != image_id))  # fmt: skip
-        if len(in_band) < config.n_distractors:
-            stats.skip(f"geolocation+retrieval/too_few_images_in_band/{inputs.city}")
-            continue
-        rng = record_rng(config.seed, "location", inputs.city, image_id)
-        order = in_band[_distractor_order(rng, dist[in_band], pool_split[in_band] == "test")]
-        correct_text = describe_image(image_id)
-        if image_id in correct_text or str(row.path) in correct_text:
+    describe_image = describer(queries, index, describe, config, cache)
+    keep: list[int] = []
+    texts: list[str] = []
+    for position, row in enumerate(queries.itertuples(index=False)):
+        text = describe_image(str(row.image_id))
+        if str(row.image_id) in text or str(row.path) in text:
             stats.skip(f"geolocation+retrieval/description_names_image/{inputs.city}")
             continue
-        seen = {normalize_text(correct_text)}
-        chosen: list[int] = []
-        for pos in order:
-            key = normalize_text(describe_image(pool_ids[pos]))
-            if key in seen:
-                continue
-            seen.add(key)
-            chosen.append(int(pos))
-            if len(chosen) == config.n_distractors:
-                break
-        if len(chosen) < config.n_distractors:
-            stats.skip(f"geolocation+retrieval/too_few_distinct_descriptions/{inputs.city}")
-            continue
-        picked = np.asarray(chosen, dtype=np.int64)
-        meta = {"n_other_split": int((pool_split[picked] != "test").sum()),
-                "max_distractor_m": float(dist[picked].max()),
-                "min_distractor_m": float(dist[picked].min())}  # fmt: skip
-        common = {"city": inputs.city, "split": split, "image_id": image_id, "lon": float(row.lon),
-                  "lat": float(row.lat), "meta": meta}  # fmt: skip
-        texts = [cache[pool_ids[p]] for p in picked]
-        geo_record = finish_record(
-            rng=record_rng(config.seed, "geolocation", inputs.city, image_id), correct=correct_text,
-            distractors=texts, correct_distance_m=0.0, distractor_distance_m=dist[picked].tolist(),
-            correct_graph_id=image_id, distractor_graph_ids=pool_ids[picked].tolist(),
-            record_id=f"geolocation/geolocation/{inputs.city}/{image_id}", task="geolocation",
-            query_type="geolocation", query_kind="image", query_text=GEOLOCATION_INSTRUCTION,
-            instruction=GEOLOCATION_INSTRUCTION, query_image=str(row.path), query_graph_id=image_id,
-            candidate_kind="text", **common,
-        )  # fmt: skip
-        reason = leakage_reason([GEOLOCATION_INSTRUCTION], geo_record["candidates"], geo_record["correct_idx"])
-        if reason is None:
-            geo.append(geo_record)
-        else:
-            stats.skip(f"geolocation/leakage/{inputs.city}")
-        ret.append(finish_record(
-            rng=record_rng(config.seed, "retrieval", inputs.city, image_id), correct=str(row.path),
-            distractors=pool_path[picked].tolist(), correct_distance_m=0.0,
-            distractor_distance_m=dist[picked].tolist(), correct_graph_id=image_id,
-            distractor_graph_ids=pool_ids[picked].tolist(), record_id=f"retrieval/retrieval/{inputs.city}/{image_id}",
-            task="retrieval", query_type="retrieval", query_kind="text", query_text=correct_text,
-            instruction=RETRIEVAL_INSTRUCTION, query_image=None, query_graph_id=None, candidate_kind="image",
-            **common,
-        ))  # fmt: skip
-    geo = limit_records(geo, config.max_records_per_task, config.seed, "geolocation", inputs.city)
-    ret = limit_records(ret, config.max_records_per_task, config.seed, "retrieval", inputs.city)
+        keep.append(position)
+        texts.append(text)
+    queries = queries.iloc[keep].reset_index(drop=True)
+    split = record_split(inputs)
+    if queries.empty:
+        stats.records[f"geolocation/geolocation/{inputs.city}"] = 0
+        stats.records[f"retrieval/retrieval/{inputs.city}"] = 0
+        return [], []
+    lon = queries["lon"].to_numpy(dtype=float)
+    lat = queries["lat"].to_numpy(dtype=float)
+    x, y = local_metres(lon, lat)
+    size = config.n_distractors + 1
+    # the band is checked on a local plane here and geodesically in validate_tasks: keep a hair inside it
+    grouping = form_groups(x, y, [normalize_text(t) for t in texts], size=size, min_m=config.min_distractor_m * 1.01,
+                           max_m=config.max_distractor_m * 0.99,
+                           rng=record_rng(config.seed, "location-groups", inputs.city))  # fmt: skip
+    stats.skip(f"geolocation+retrieval/no_group/{inputs.city}", len(grouping.leftover))
+    groups = limit_groups(grouping.groups, config.max_records_per_task, config.seed, "location", inputs.city)
+    ids = queries["image_id"].astype(str).to_numpy(dtype=object)
+    paths = queries["path"].astype(str).to_numpy(dtype=object)
+    geo_instruction, geo_fusion = image_side_instructions("geolocation")
+    ret_instruction, ret_fusion = image_side_instructions("retrieval")
+    geo: list[dict[str, object]] = []
+    ret: list[dict[str, object]] = []
+    for members in groups:
+        first = ids[min(members, key=lambda m: ids[m])]
+        for m in members:
+            image_id = str(ids[m])
+            dist = np.asarray(distance_m(lat[m], lon[m], lat[members], lon[members]), dtype=float)
+            others = [k for k, other in enumerate(members) if other != m]
+            meta = {"group_size": size, "max_distractor_m": float(dist[others].max()),
+                    "min_distractor_m": float(dist[others].min())}  # fmt: skip
+            common = {"city": inputs.city, "split": split, "image_id": image_id, "lon": float(lon[m]),
+                      "lat": float(lat[m]), "meta": meta, "fusion_graph": "group"}  # fmt: skip
+            distractors = [members[k] for k in others]
+            geo.append(finish_record(
+                rng=record_rng(config.seed, "geolocation", inputs.city, image_id), correct=texts[m],
+                distractors=[texts[k] for k in distractors], correct_distance_m=0.0,
+                distractor_distance_m=dist[others].tolist(), correct_graph_id=image_id,
+                distractor_graph_ids=[str(ids[k]) for k in distractors],
+                record_id=f"geolocation/geolocation/{inputs.city}/{image_id}", task="geolocation",
+                query_type="geolocation", query_kind="image", query_text=geo_instruction,
+                instruction=geo_instruction, fusion_instruction=geo_fusion, query_image=str(paths[m]),
+                query_graph_id=image_id, candidate_kind="text", group_id=f"geolocation/{inputs.city}/{first}",
+                **common,
+            ))  # fmt: skip
+            ret.append(finish_record(
+                rng=record_rng(config.seed, "retrieval", inputs.city, image_id), correct=str(paths[m]),
+                distractors=[str(paths[k]) for k in distractors], correct_distance_m=0.0,
+                distractor_distance_m=dist[others].tolist(), correct_graph_id=image_id,
+                distractor_graph_ids=[str(ids[k]) for k in distractors],
+                record_id=f"retrieval/retrieval/{inputs.city}/{image_id}", task="retrieval",
+                query_type="retrieval", query_kind="text", query_text=texts[m], instruction=ret_instruction,
+                fusion_instruction=ret_fusion, query_image=None, query_graph_id=None, candidate_kind="image",
+                group_id=f"retrieval/{inputs.city}/{first}", **common,
+            ))  # fmt: skip
     stats.records[f"geolocation/geolocation/{inputs.city}"] = len(geo)
     stats.records[f"retrieval/retrieval/{inputs.city}"] = len(ret)
-    logger.info("%s: %s geolocation and %s retrieval records from %s test images", inputs.city, len(geo), len(ret),
-                len(queries))  # fmt: skip
+    logger.info("%s: %s groups of %s -> %s geolocation and %s retrieval records from %s test images", inputs.city,
+                len(groups), size, len(geo), len(ret), len(queries))  # fmt: skip
     return geo, ret

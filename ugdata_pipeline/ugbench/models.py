@@ -117,9 +117,12 @@ class UgeModel:
         Torch device for the model.
     batch_size
         Items per forward pass inside ``uge.embed``.
+    threads
+        Torch threads while embedding (fixed, so the vectors do not depend on the machine's core count).
     """
 
-    def __init__(self, checkpoint_dir: Path | str, *, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(self, checkpoint_dir: Path | str, *, device: str = "cpu", batch_size: int = 32,
+                 threads: int = 2) -> None:  # fmt: skip
         self.checkpoint_dir = Path(checkpoint_dir)
         if not self.checkpoint_dir.exists():
             msg = f"UGE checkpoint {str(self.checkpoint_dir)!r} does not exist; pass a UGE training output directory"
@@ -129,8 +132,11 @@ class UgeModel:
         except ImportError as exc:
             msg = "ugdata_pipeline.uge is not importable (torch missing?); UGE checkpoints cannot be loaded"
             raise ImportError(msg) from exc
+        from ugdata_pipeline.uge.train import fixed_threads
+
         self._embed = embed
         self._data = data
+        self._threads = lambda: fixed_threads(threads)  # same numbers on any machine, as in training
         self.batch_size = batch_size
         self.model = embed.load_model(self.checkpoint_dir, device=device)
         self.cache_id = f"uge-{self.checkpoint_dir.name}-{_fingerprint_dir(self.checkpoint_dir)}"
@@ -142,12 +148,19 @@ class UgeModel:
 
     def embed_images(self, image_paths: Sequence[str], *, instruction: str | None = None) -> np.ndarray:
         """Image-query embeddings through ``uge.embed.embed_images``."""
-        vectors = self._embed.embed_images(self.model, list(image_paths), instruction, self.batch_size)
+        with self._threads():
+            vectors = self._embed.embed_images(self.model, list(image_paths), instruction, self.batch_size)
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text embeddings through ``uge.embed.embed_texts``."""
-        return np.asarray(self._embed.embed_texts(self.model, list(texts), self.batch_size), dtype=np.float32)
+        with self._threads():
+            return np.asarray(self._embed.embed_texts(self.model, list(texts), self.batch_size), dtype=np.float32)
+
+    def long_text_share(self, texts: Sequence[str]) -> float:
+        """Share of ``texts`` longer than the model's text window (NaN when the backbone cannot tell)."""
+        share = getattr(self.model, "long_text_share", None)
+        return float(share(list(texts))) if callable(share) else float("nan")
 
     def embed_fusion(
         self, image_paths: Sequence[str], graphs: Sequence[Graph], *, instruction: str | None = None
@@ -157,9 +170,10 @@ class UgeModel:
         edges = pd.concat([g[1] for g in graphs], ignore_index=True).drop_duplicates(["image_id", "src", "dst", "kind"])
         ids = [str(g[0]["image_id"].iloc[0]) for g in graphs]
         # The model's own node cap, as in training: a larger graph at inference is slower and out of distribution.
-        built = self._embed.build_model_graphs(self.model, self._data.SubgraphTables(nodes, edges), ids)
-        vectors = self._embed.embed_fusion(self.model, list(image_paths), built, instruction,
-                                           self.batch_size)  # fmt: skip
+        with self._threads():
+            built = self._embed.build_model_graphs(self.model, self._data.SubgraphTables(nodes, edges), ids)
+            vectors = self._embed.embed_fusion(self.model, list(image_paths), built, instruction,
+                                               self.batch_size)  # fmt: skip
         return np.asarray(vectors, dtype=np.float32)
 
 

@@ -2,17 +2,19 @@
 
 A **benchmark** is one tasks table (one row per record, columns :data:`TASK_COLUMNS`) built from the test split of
 every training city and from every held-out city, plus the subgraph rows of the images it refers to (for the
-``fusion`` mode). Each record has exactly one correct candidate (``correct_idx``) and at least 19 distractors; all
-random choices are seeded per record (``BenchConfig.seed`` + task + city + image), so a rebuild with the same
-inputs gives the same table, whatever the order of the inputs.
+``fusion`` mode). Each record has exactly one correct candidate (``correct_idx``): geolocation, retrieval and
+grounding records come in exchangeable groups of ``n_distractors + 1`` that share their candidates (see
+:mod:`.groups`), perception records hold the three levels of one dimension. All random choices are seeded
+(``BenchConfig.seed`` + task + city + image), so a rebuild with the same inputs gives the same table. Every record
+carries the ~250 m spatial block of its image (``cluster``), the unit the bootstrap resamples.
 
 Task builders (rules in their modules): :mod:`.geolocation` (geolocation ranking, image retrieval),
 :mod:`.perception` (urban perception proxies), :mod:`.grounding` (spatial grounding by type).
 
 Invariants checked by :func:`validate_tasks` (and by the tests): one correct candidate at ``correct_idx`` equal to
-``ground_truth``; unique candidates; at least ``1 + n_distractors`` candidates; geolocation / retrieval
-distractors within the distance band; the correct candidate not recoverable from the query text; every record's
-image in its own city.
+``ground_truth``; unique candidates; ``1 + n_distractors`` candidates (3 for perception); geolocation / retrieval
+distractors within the distance band; every group uses one candidate set, each member correct once; the correct
+candidate not recoverable from the query text; every record's image in its own city.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pandas as pd
 from ugdata_pipeline.ugbench._records import (
     GROUNDING_TYPES,
     MODES,
+    PERCEPTION_CANDIDATES,
     RECORD_SPLITS,
     TASK_COLUMNS,
     TASK_MODES,
@@ -47,6 +50,7 @@ from ugdata_pipeline.ugbench._records import (
 from ugdata_pipeline.ugbench.geolocation import build_location_records
 from ugdata_pipeline.ugbench.grounding import build_grounding_records
 from ugdata_pipeline.ugbench.perception import build_perception_records
+from ugdata_pipeline.ugbench.stats import spatial_clusters
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +136,8 @@ def build_tasks(
         if "grounding" in config.tasks:
             records += build_grounding_records(inputs, config=config, stats=stats)
     tasks = tasks_frame(records).sort_values("record_id", kind="stable").reset_index(drop=True)
+    if len(tasks):
+        tasks["cluster"] = spatial_clusters(tasks["lon"].to_numpy(), tasks["lat"].to_numpy(), cell_m=config.cluster_m)
     logger.info("built %s UGBench records over %s cities: %s", f"{len(tasks):,}", len(cities),
                 task_summary(tasks))  # fmt: skip
     return tasks, stats
@@ -173,11 +179,18 @@ def validate_tasks(
     dup = tasks["record_id"].duplicated()
     if dup.any():
         problems.append(f"{int(dup.sum())} duplicate record_id(s), e.g. {tasks.loc[dup, 'record_id'].iloc[0]!r}")
+    for group_id, group in tasks[tasks["group_id"].notna()].groupby("group_id", sort=True):
+        sets = {tuple(sorted(c)) for c in group["candidates"]}
+        truths = sorted(normalize_text(t) for t in group["ground_truth"].astype(str))
+        if len(sets) != 1 or truths != sorted(normalize_text(c) for c in next(iter(sets))):
+            problems.append(f"group {group_id}: its records do not share one candidate set with each member correct "
+                            "once (candidate-only scorers would leave chance)")
     for row in tasks.itertuples(index=False):
         rid = row.record_id
         cands = list(row.candidates)
-        if len(cands) < config.n_distractors + 1:
-            problems.append(f"{rid}: {len(cands)} candidates, fewer than {config.n_distractors + 1}")
+        wanted = PERCEPTION_CANDIDATES if row.task == "perception" else config.n_distractors + 1
+        if len(cands) != wanted:
+            problems.append(f"{rid}: {len(cands)} candidates, expected {wanted}")
         if not 0 <= row.correct_idx < len(cands) or cands[row.correct_idx] != row.ground_truth:
             problems.append(f"{rid}: correct_idx {row.correct_idx} does not point at ground_truth")
             continue
