@@ -35,6 +35,7 @@ applies to the clip instead of the whole file.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import re
@@ -99,6 +100,42 @@ class City:
     split: Split  # "train" cities feed training; "held_out" cities are test only
     source: CitySource
     max_area_km2: float = DEFAULT_MAX_AREA_KM2  # area limit for bbox/place/extract sources (the clip when given)
+    imagery: Mapping[str, Any] = field(default_factory=dict)  # offline renderer options for this city (IMAGERY_KEYS)
+
+
+#: Renderer options a city may set for itself (``imagery:`` in the registry), over the deployment's defaults.
+IMAGERY_KEYS: dict[str, str] = {
+    "spacing_m": "metres between camera points along a street (> 0)",
+    "view_offsets_deg": "list of headings per camera point, degrees from the travel direction, e.g. [0, 90, -90]",
+    "max_views": "cap on views (evenly spread), an integer >= 0",
+}
+
+
+def _parse_imagery(slug: str, raw: object) -> dict[str, Any]:
+    """Validate a city's ``imagery`` block (renderer options); unknown keys get the nearest valid key."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        msg = f"city {slug!r}: imagery must be a mapping of {sorted(IMAGERY_KEYS)}, got {raw!r}"
+        raise CityConfigError(msg)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in IMAGERY_KEYS:
+            near = difflib.get_close_matches(str(key), list(IMAGERY_KEYS), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {sorted(IMAGERY_KEYS)}"
+            msg = f"city {slug!r}: imagery.{key} is unknown{hint}"
+            raise CityConfigError(msg)
+        ok = {
+            "spacing_m": isinstance(value, int | float) and not isinstance(value, bool) and value > 0,
+            "view_offsets_deg": isinstance(value, list) and bool(value)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value),
+            "max_views": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+        }[key]
+        if not ok:
+            msg = f"city {slug!r}: imagery.{key} must be {IMAGERY_KEYS[key]}, got {value!r}"
+            raise CityConfigError(msg)
+        out[key] = [float(v) for v in value] if key == "view_offsets_deg" else value
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +286,7 @@ def _parse_city(slug: object, raw: object, *, base_dir: Path, default_max_area_k
         split=split,
         source=source,
         max_area_km2=float(max_area),
+        imagery=_parse_imagery(slug, raw.get("imagery")),
     )
 
 

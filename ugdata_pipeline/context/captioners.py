@@ -39,7 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.context.describe import described_names
+from ugdata_pipeline.context.describe import described_names_by_image
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.graph.text import compass_word, distance_phrase
 from ugdata_pipeline.graph.validate import CheckOutcome
@@ -86,8 +86,8 @@ CAPTION_COLUMNS: tuple[str, ...] = (
 )
 TEMPLATE_MODEL = "template"
 #: Bump when the prompt wording changes in a way the text itself does not show (it is part of the prompt hash).
-PROMPT_VERSION = "scc-v1"
-TEMPLATE_VERSION = "template-v1"
+PROMPT_VERSION = "scc-v2"
+TEMPLATE_VERSION = "template-v2"
 #: Section length bounds (characters) for a valid answer; shorter is a refusal or a stub, longer a runaway.
 MIN_SECTION_CHARS = 20
 MAX_SECTION_CHARS = 6000
@@ -203,14 +203,17 @@ def build_caption_requests(
     if subgraph_nodes is not None and not subgraph_nodes.empty:
         named = subgraph_nodes[subgraph_nodes["name"].notna() & (subgraph_nodes["kind"] != "image")]
         names = names_by_image(named)
-        named = named.sort_values(["image_id", "distance_m"], kind="stable")
-        for row in named.itertuples(index=False):
-            bucket = places[str(row.image_id)]
-            if len(bucket) >= max_places or row.kind == "street":
-                continue
-            bearing = math.degrees(math.atan2(float(row.dx_m), float(row.dy_m))) % 360.0
-            category = None if pd.isna(row.category) else str(row.category)
-            bucket.append(CaptionPlace(str(row.name), str(row.kind), category, float(row.distance_m), bearing))
+        nearest = named[named["kind"] != "street"].sort_values(["image_id", "distance_m"], kind="stable")
+        nearest = nearest.groupby("image_id", sort=False).head(max_places)
+        bearings = np.degrees(np.arctan2(nearest["dx_m"].to_numpy(dtype=float),
+                                         nearest["dy_m"].to_numpy(dtype=float))) % 360.0  # fmt: skip
+        categories = nearest["category"].astype(object).where(nearest["category"].notna(), None).tolist()
+        for image_id, name, kind, category, distance, bearing in zip(
+                nearest["image_id"].astype(str).tolist(), nearest["name"].astype(str).tolist(),
+                nearest["kind"].astype(str).tolist(), categories, nearest["distance_m"].astype(float).tolist(),
+                bearings.tolist(), strict=True):  # fmt: skip
+            places[image_id].append(CaptionPlace(name, kind, None if category is None else str(category), distance,
+                                                 float(bearing)))  # fmt: skip
     requests = []
     for row in frame.itertuples(index=False):
         image_id = str(row.image_id)
@@ -229,8 +232,7 @@ def names_by_image(subgraph_nodes: pd.DataFrame) -> dict[str, set[str]]:
     The long ``subgraph_nodes`` table, grouped per image through the describer's own name rule
     (:func:`~ugdata_pipeline.context.describe.described_names`), so "a name of the subgraph" means one thing.
     """
-    named = subgraph_nodes[subgraph_nodes["name"].notna()]
-    return {str(image_id): described_names(group) for image_id, group in named.groupby("image_id", sort=False)}
+    return described_names_by_image(subgraph_nodes)
 
 
 def _validate_requests(requests: Sequence[CaptionRequest], *, need_files: bool) -> None:
@@ -261,7 +263,8 @@ SYSTEM_MESSAGE = "You are a helpful assistant that writes detailed captions for 
 _INSTRUCTIONS = """\
 One street-level image taken inside the area described above is attached. Write two parts.
 
-1. **Image:** a detailed image caption: where the camera stands; distinctive architecture; businesses, signage and
+1. **Image:** a detailed image caption of what can be seen, without naming any street or place (names belong in
+the summarization): the kind of street and where the camera stands; architecture; kinds of businesses, signage and
 landmarks; vegetation and water; cues to the acoustic environment and to odour sources; colours, materials and
 textures that shape thermal and psychological comfort.
 2. **Summarization:** a summary grounded in the spatial context: neighbourhood cues; street features that match the
@@ -809,15 +812,6 @@ def _pick(options: Sequence[str], seed: int, image_id: str, slot: str) -> str:
 
 #: Phrasings of each template sentence; ``{placeholders}`` are filled from the scene facts and the subgraph.
 _PHRASES: dict[str, tuple[str, ...]] = {
-    "open_street": (
-        "A street-level view along {street}.",
-        "The camera looks down {street}.",
-        "This picture was taken on {street}.",
-        "A view from the pavement of {street}.",
-        "Seen from {street}, the street stretches into the distance.",
-        "Standing on {street}, the photographer faces along the road.",
-        "The photo captures a stretch of {street}.",
-    ),
     "open_plain": (
         "A street-level view in the city.",
         "The camera looks along an urban street.",
@@ -851,9 +845,9 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     "sky_closed": ("The sky is mostly hidden.", "Little sky shows between the buildings.",
                    "The view feels enclosed, with only a sliver of sky."),  # fmt: skip
     "visible": (
-        "{name} ({label}) stands {where}{dist}.",
-        "{Where} is {name} ({label}){dist}.",
-        "One can make out {name} {where}{dist}.",
+        "A {label} building stands {where}{dist}.",
+        "{Where} is a {label} building{dist}.",
+        "One can make out a {label} building {where}{dist}.",
     ),
     "unnamed": ("Besides, {unnamed} can be seen.", "The scene also includes {unnamed}.",
                 "The view is completed by {unnamed}."),  # fmt: skip
@@ -954,8 +948,9 @@ class TemplateCaptioner:
 
     def _caption(self, r: CaptionRequest) -> str:
         facts = r.scene_facts or {}
-        street = facts.get("street_name") or None
-        out = [self._say(r, "open_street", "open", street=street) if street else self._say(r, "open_plain", "open")]
+        # The image caption says what can be seen and names nothing: it is the generic caption the baseline trains
+        # on, and names of streets and places belong to the spatially grounded summarization.
+        out = [self._say(r, "open_plain", "open")]
         height = facts.get("mean_building_height_m")
         height_text = ""
         if isinstance(height, int | float) and math.isfinite(height) and height > 0:
@@ -977,8 +972,7 @@ class TemplateCaptioner:
             where = _pick(_SIDE_PHRASES.get(side, _SIDE_PHRASES["ahead"]), self.seed, r.image_id, f"side{index}")
             dist = item.get("distance_m")
             dist_text = f" about {distance_phrase(float(dist))} away" if isinstance(dist, int | float) else ""
-            out.append(self._say(r, "visible", f"visible{index}", name=item["name"], where=where,
-                                 Where=where.capitalize(), dist=dist_text,
+            out.append(self._say(r, "visible", f"visible{index}", where=where, Where=where.capitalize(), dist=dist_text,
                                  label=_label(item.get("category"), str(item.get("kind") or "place"))))  # fmt: skip
         unnamed = sum(1 for v in visible if not v.get("name") and v.get("kind") == "building")
         if unnamed:
@@ -1095,8 +1089,12 @@ def find_place_mentions(text: str, known_names: Iterable[str]) -> set[str]:
       (``Omega Street``, ``Harbour Square``) or one capitalised compound with a street suffix
       (``Mannerheimintie``, ``Aleksanterinkatu``), with leading sentence words (``Along``, ``The``) dropped.
     """
-    known = {_norm(n) for n in known_names if n and _norm(n)}
-    max_len = max((len(k.split()) for k in known), default=0)
+    known = frozenset(k for k in (_norm(n) for n in known_names if n) if k)
+    return _find_mentions(text, known, max((len(k.split()) for k in known), default=0))
+
+
+def _find_mentions(text: str, known: frozenset[str], max_len: int) -> set[str]:
+    """:func:`find_place_mentions` with the known names already normalised (once per table, not per text)."""
     spans = [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(text)]
     mentions: set[str] = set()
     covered: set[int] = set()
@@ -1160,7 +1158,8 @@ def hallucination_rate(
     maximum
         Highest acceptable share of summarizations with at least one ungrounded mention.
     """
-    known = list(known_names)
+    known = frozenset(k for k in (_norm(n) for n in set(known_names) if n) if k)
+    max_len = max((len(k.split()) for k in known), default=0)
     allowed_by_image = {str(k): {_norm(n) for n in v if n} for k, v in names_by_image.items()}
     done = captions[captions["status"] == "done"]
     checked = flagged = n_mentions = n_bad = 0
@@ -1170,7 +1169,7 @@ def hallucination_rate(
             continue
         checked += 1
         allowed = allowed_by_image.get(image_id, set())
-        mentions = find_place_mentions(summary, known)
+        mentions = _find_mentions(summary, known, max_len)
         bad = sorted(m for m in mentions if not _grounded(m, allowed))
         n_mentions += len(mentions)
         n_bad += len(bad)

@@ -95,8 +95,22 @@ def described_names(nodes_df: pd.DataFrame) -> set[str]:
     nodes_df
         The subgraph's node rows (``name``, and ``kind`` to leave the image out).
     """
-    rows = nodes_df if "kind" not in nodes_df.columns else nodes_df[nodes_df["kind"] != "image"]
-    return {str(v).strip() for v in rows["name"].to_numpy(dtype=object) if not _missing(v) and str(v).strip()}
+    names: set[str] = set()
+    for found in described_names_by_image(nodes_df.assign(image_id="")).values():
+        names |= found
+    return names
+
+
+def described_names_by_image(subgraph_nodes: pd.DataFrame) -> dict[str, set[str]]:
+    """``image_id`` -> :func:`described_names` of that image's rows, for the whole long table in one pass."""
+    rows = subgraph_nodes if "kind" not in subgraph_nodes.columns else subgraph_nodes[subgraph_nodes["kind"] != "image"]
+    rows = rows[rows["name"].notna()]
+    out: dict[str, set[str]] = defaultdict(set)
+    for image_id, name in zip(rows["image_id"].astype(str).tolist(), rows["name"].astype(str).tolist(), strict=True):
+        name = name.strip()
+        if name:
+            out[image_id].add(name)
+    return dict(out)
 
 
 def _category(value: object) -> str:

@@ -9,16 +9,16 @@ Decisions (all distances in metres, measured in the images' UTM CRS):
   and dealt to train, val and test by ``fractions`` (largest remainders; every split with a positive fraction
   gets at least one block when there are enough blocks).
 * **Training city, ``layout="sweep"``** (small cities, where random 1 km blocks and buffers around each of them
-  would exclude most images): the test split is the end of the city along its longer axis holding the test
-  fraction of the images (which end: by ``seed``), train and val share the rest. Val is dealt in 250 m blocks
-  among the non-test images and is *not* buffered from train (a small city cannot afford a second buffer; val
-  only picks the best epoch, the benchmark uses test). The test buffer is kept in full.
+  would exclude most images): bands along the longer axis. The test split is the end of the city holding the
+  test fraction of the images (which end: by ``seed``); past the test buffer comes a val band holding the val
+  fraction of the rest, then train. Val is buffered from train by ``val_buffer_m`` (default half the test
+  buffer: a small city cannot afford two full ones), so picking the best checkpoint on val is not optimistic.
 * **``layout="auto"``** (default): ``blocks`` when the city spans at least :data:`MIN_BLOCKS_FOR_BLOCKS` blocks,
   else ``sweep``.
 * **Sequences**: when a ``sequence_id`` column exists, every image of a sequence takes the split held by
   most of its images (ties: test, then val, then train), so no sequence spans splits.
-* **Buffer**: images of *different* splits must lie at least ``buffer_m`` apart, for every pair of splits
-  (``sweep``: for test against train and val).
+* **Buffer**: images of *different* splits must lie at least ``buffer_m`` apart (val and train:
+  ``val_buffer_m``).
   Test images always stay; a val image closer than ``buffer_m`` to a test image, and a train image closer
   than ``buffer_m`` to a test or val image, become ``split = "excluded"``. Excluded rows are kept (so their
   number can be reported) and must be filtered out before training; they belong to no split. This keeps
@@ -53,7 +53,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 EXCLUDED = "excluded"
 #: Below this many occupied blocks, ``layout="auto"`` uses the sweep layout.
 MIN_BLOCKS_FOR_BLOCKS = 12
-_VAL_BLOCK_M = 250.0
 _PRIORITY = {"test": 0, "val": 1, "train": 2}  # who wins a sequence tie and who keeps images near a border
 
 
@@ -122,8 +121,12 @@ def _block_counts(n_blocks: int, fractions: tuple[float, float, float]) -> np.nd
     return counts
 
 
-def _sweep(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
-    """Test at one end of the longer axis (its share of images), val in 250 m blocks among the rest."""
+def _sweep(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float], seed: int,
+           buffer_m: float) -> np.ndarray:  # fmt: skip
+    """
+    Bands along the longer axis: test at one end (its share of images), then -- past the test buffer -- a val
+    band (its share of the rest), then train. Which end is test: by ``seed``.
+    """
     along = x if np.ptp(x) >= np.ptp(y) else y
     if seed % 2:
         along = -along
@@ -132,34 +135,30 @@ def _sweep(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float], 
     split = np.full(n, "train", dtype=object)
     n_test = round(fractions[2] * n)
     split[order[:n_test]] = "test"
-    rest = np.flatnonzero(split == "train")
+    rest = order[n_test:]
+    if n_test and len(rest) and buffer_m > 0:
+        test = np.flatnonzero(split == "test")
+        dist, _ = cKDTree(np.column_stack([x[test], y[test]])).query(np.column_stack([x[rest], y[rest]]), k=1,
+                                                                      distance_upper_bound=buffer_m)  # fmt: skip
+        rest = rest[dist >= buffer_m]  # the buffer band goes to no split; val starts past it
     val_share = fractions[1] / max(fractions[0] + fractions[1], 1e-12)
-    if len(rest) and val_share > 0:
-        blocks = pd.MultiIndex.from_arrays([np.floor(x[rest] / _VAL_BLOCK_M).astype(np.int64),
-                                            np.floor(y[rest] / _VAL_BLOCK_M).astype(np.int64)])  # fmt: skip
-        unique = blocks.unique().sort_values()
-        n_val = max(1, round(val_share * len(unique)))
-        chosen = np.random.default_rng(seed).permutation(len(unique))[:n_val]
-        is_val = np.isin(unique.get_indexer(blocks), chosen)
-        split[rest[is_val]] = "val"
+    n_val = round(val_share * len(rest)) if val_share > 0 else 0
+    split[rest[:n_val]] = "val"
     return split
 
-
-def _enforce_buffer(split: np.ndarray, x: np.ndarray, y: np.ndarray, buffer_m: float, *,
-                    val_buffered: bool = True) -> np.ndarray:  # fmt: skip
-    """Exclude val near test, then train near test (or val, when ``val_buffered``) (distance < ``buffer_m``)."""
+def _enforce_buffer(split: np.ndarray, x: np.ndarray, y: np.ndarray, buffer_m: float,
+                    val_buffer_m: float) -> np.ndarray:  # fmt: skip
+    """Exclude val and train near test (< ``buffer_m``), then train near val (< ``val_buffer_m``)."""
     split = split.copy()
-    if buffer_m <= 0:
-        return split
     xy = np.column_stack([x, y])
-    train_losers = ("test", "val") if val_buffered else ("test",)
-    for loser, winners in (("val", ("test",)), ("train", train_losers)):
-        keep = np.isin(split, winners)
+    for loser, winner, distance in (("val", "test", buffer_m), ("train", "test", buffer_m),
+                                    ("train", "val", val_buffer_m)):  # fmt: skip
+        keep = split == winner
         lose = split == loser
-        if not keep.any() or not lose.any():
+        if distance <= 0 or not keep.any() or not lose.any():
             continue
-        dist, _ = cKDTree(xy[keep]).query(xy[lose], k=1, distance_upper_bound=buffer_m)
-        near = np.flatnonzero(lose)[dist < buffer_m]
+        dist, _ = cKDTree(xy[keep]).query(xy[lose], k=1, distance_upper_bound=distance)
+        near = np.flatnonzero(lose)[dist < distance]
         split[near] = EXCLUDED
     return split
 
@@ -175,6 +174,7 @@ def assign_splits(
     cell_size_m: float = CELL_SIZE_M,
     crs_metric: str | None = None,
     layout: Literal["auto", "blocks", "sweep"] = "auto",
+    val_buffer_m: float | None = None,
 ) -> pd.DataFrame:
     """
     Add ``split`` (train | val | test | excluded) and ``cell`` columns to a city's images.
@@ -202,6 +202,9 @@ def assign_splits(
         Metric CRS (e.g. ``UrbanGraph.crs_metric``); by default the UTM zone estimated from the images.
     layout
         ``"blocks"``, ``"sweep"`` or ``"auto"`` (see the module docstring).
+    val_buffer_m
+        Minimum distance in metres between val and train images; default ``buffer_m`` with blocks and
+        ``buffer_m / 2`` with the sweep (a small city cannot afford two full buffers).
 
     Returns
     -------
@@ -218,6 +221,8 @@ def assign_splits(
         msg = f"city_split must be 'train' or 'held_out' (the city's split in cities.yaml), got {city_split!r}"
         raise ImageryInputError(msg)
     buffer = _check_positive("buffer_m", buffer_m, allow_zero=True, hint="; the default is 500.0")
+    if val_buffer_m is not None:
+        _check_positive("val_buffer_m", val_buffer_m, allow_zero=True, hint="; leave it out for the default")
     block = max(2 * buffer, 250.0) if block_m is None else _check_positive(
         "block_m", block_m, hint="; leave it out for max(2 * buffer_m, 250)")  # fmt: skip
     frac = tuple(float(f) for f in fractions)
@@ -258,11 +263,12 @@ def assign_splits(
         dealt[np.random.default_rng(int(seed)).permutation(len(unique_blocks))] = labels
         split = dealt[block_of]
     else:
-        split = _sweep(x, y, frac, int(seed))
+        split = _sweep(x, y, frac, int(seed), buffer)
 
     if "sequence_id" in out.columns:
         split = _sequence_majority(out["sequence_id"], split)
-    final = _enforce_buffer(split, x, y, buffer, val_buffered=layout == "blocks")
+    val_buffer = float(val_buffer_m) if val_buffer_m is not None else (buffer if layout == "blocks" else buffer / 2)
+    final = _enforce_buffer(split, x, y, buffer, val_buffer)
     out["split"] = final
     excluded = int((final == EXCLUDED).sum())
     tally = {s: int((final == s).sum()) for s in SPLITS}

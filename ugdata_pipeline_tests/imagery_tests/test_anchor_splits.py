@@ -246,17 +246,25 @@ def grid_city(width_m: float, height_m: float, step_m: float = 25.0) -> tuple[pd
     return make_images(points), ys.ravel()
 
 
-def test_small_city_uses_the_sweep_layout_and_keeps_most_images() -> None:
+def test_small_city_uses_the_sweep_layout_with_buffered_bands() -> None:
     images, y = grid_city(1000.0, 1650.0)
     out = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=0)
     share = out["split"].value_counts(normalize=True)
+    split = out["split"].to_numpy()
     # test is the far end along the longer (north-south) axis and holds its share of the images
     assert share["test"] == pytest.approx(0.2, abs=0.01)
-    assert share["train"] + share["val"] > 0.45 and share["val"] > 0.03
-    # only the 500 m band next to test is lost, never a checkerboard of buffers
-    assert share[EXCLUDED] == pytest.approx(500.0 / 1650.0, abs=0.04)
+    # bands, not a checkerboard: test | 500 m buffer | val | 250 m val buffer | train
+    assert y[split == "test"].min() >= y[split == "val"].max() + 475.0
+    assert y[split == "val"].min() >= y[split == "train"].max() + 225.0
+    # only the two buffer bands are lost
+    assert share[EXCLUDED] == pytest.approx(750.0 / 1650.0, abs=0.04)
+    assert share["train"] > 0.25 and share["val"] > 0.03
     assert no_test_near_train(out, 500.0).passed
-    assert y[out["split"] == "test"].min() >= y[out["split"].isin(["train", "val"])].max() + 450.0
+    # val is buffered from train too (checkpoint selection must not see train's neighbours)
+    val_only = out.assign(split=out["split"].replace({"val": "test", "test": EXCLUDED}))
+    assert no_test_near_train(val_only, 250.0).passed
+    wider = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), val_buffer_m=400.0)
+    assert (wider["split"] == "train").sum() < (split == "train").sum()
     other = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=1)
     assert y[other["split"] == "test"].max() < y[other["split"] == "train"].min()  # an odd seed takes the other end
 

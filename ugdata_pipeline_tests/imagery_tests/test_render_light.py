@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ugdata_pipeline.cities import load_registry
+from ugdata_pipeline.cities import City, CitySource, load_registry
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.lighting import SEASONS, make_lighting, sequence_lighting
 from ugdata_pipeline.imagery.render import (
@@ -265,8 +266,13 @@ def test_side_views_see_the_side_they_face(long_street_extract, tmp_path):
 
 
 def test_view_offsets_reach_the_resource_and_do_not_redraw_the_forward_views(long_street_extract, tmp_path):
-    assert RenderedImagesResource()._config().view_offsets_deg == (0.0,)
-    assert RenderedImagesResource(view_offsets_deg=[0, 90, -90])._config().view_offsets_deg == (0.0, 90.0, -90.0)
+    plain = City(slug="t", name="T", country="Finland", split="train", source=CitySource(kind="file"))
+    dense = replace(plain, imagery={"spacing_m": 20.0, "view_offsets_deg": [0.0, 180.0]})
+    assert RenderedImagesResource()._config(plain).view_offsets_deg == (0.0,)
+    resource = RenderedImagesResource(view_offsets_deg=[0, 90, -90])
+    assert resource._config(plain).view_offsets_deg == (0.0, 90.0, -90.0)
+    # a city's own imagery options win over the deployment's
+    assert resource._config(dense).view_offsets_deg == (0.0, 180.0) and resource._config(dense).spacing_m == 20.0
     assert RENDER_VERSION >= 2
     forward = RenderConfig(size=32, spacing_m=100.0)
     first = render_city(long_street_extract, city_slug="t", root=tmp_path, config=forward)
