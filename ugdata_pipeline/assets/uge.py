@@ -69,7 +69,8 @@ def _train_model(spec: ModelSpec):
                 msg = f"trainer launcher {trainer.launcher!r} is unknown; use in_process or accelerate"
                 raise ValueError(msg)
             runs.append(train_seed(spec, records, root=root, base=base, steps=trainer.steps, seed=seed,
-                                   cities=slugs, subgraphs=subgraphs, launch=launch))  # fmt: skip
+                                   cities=slugs, subgraphs=subgraphs, launch=launch,
+                                   on_step=_step_logger(context, f"{spec.name} seed {seed}")))  # fmt: skip
         first = runs[0].result
         curve = png(storage.city_path("models", spec.name, "loss_curve.png"), first.curve_png, alt="loss_curve")
         val = {f"val/{k}": float(v) for k, v in first.best_metrics.items()}
@@ -77,7 +78,7 @@ def _train_model(spec: ModelSpec):
         return dg.MaterializeResult(metadata={
             "cities": ", ".join(slugs), "seeds": ", ".join(str(r.seed) for r in runs),
             "steps": first.steps, "fingerprints": ", ".join(r.fingerprint for r in runs),
-            "checkpoint": dg.MetadataValue.path(str(first.checkpoint)),
+            "checkpoint": dg.MetadataValue.path(str(runs[0].checkpoint)),
             "reused_finished_run": bool(first.resumed and first.samples_per_s == 0),
             "samples_per_s": float(round(first.samples_per_s, 1)),
             "final_train_loss": float(train_loss.tail(20).mean()) if train_loss is not None and len(train_loss)
@@ -86,6 +87,14 @@ def _train_model(spec: ModelSpec):
         })  # fmt: skip
 
     return train_asset
+
+
+def _step_logger(context: dg.AssetExecutionContext, what: str):
+    def log(step: int, figures: dict[str, float]) -> None:
+        if step % 50 == 0:
+            context.log.info(f"{what}: step {step}, " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
+
+    return log
 
 
 def _launch_with_pipes(context, trainer, records, subgraphs, config, root, init_from):

@@ -52,6 +52,11 @@ def _plain(value: object) -> object:
     return value
 
 
+def _column(values: pd.Series) -> list[object]:
+    """A column as JSON-ready Python scalars (:func:`_plain` of each value), converted in one pass."""
+    return [_plain(v) for v in values.astype(object).tolist()]
+
+
 def to_graph_json(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, center_node: str) -> dict[str, Any]:
     """
     One subgraph as the reference's graph JSON (a dict ready for ``json.dumps``).
@@ -93,21 +98,21 @@ def to_graph_json(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, center_node: s
         raise SubgraphInputError(msg)
 
     node_extra = [c for c in NODE_EXTRA_FIELDS if c in nodes_df.columns]
+    columns = {c: _column(nodes_df[c]) for c in ("lon", "lat", "node_text", *node_extra)}
+    node_ids = nodes_df["node_id"].astype(str).tolist()
     nodes = []
-    for row in nodes_df[["node_id", "lon", "lat", "node_text", *node_extra]].itertuples(index=False):
-        record = dict(zip(["node_id", "lon", "lat", "node_text", *node_extra], row, strict=True))
-        node: dict[str, object] = {
-            "node_id": str(record["node_id"]),
-            "coords": [_plain(record["lon"]), _plain(record["lat"])],
-            "node_text": _plain(record["node_text"]),
-        }
-        node.update({c: _plain(record[c]) for c in node_extra})
+    for k, node_id in enumerate(node_ids):
+        node: dict[str, object] = {"node_id": node_id, "coords": [columns["lon"][k], columns["lat"][k]],
+                                   "node_text": columns["node_text"][k]}  # fmt: skip
+        node.update({c: columns[c][k] for c in node_extra})
         nodes.append(node)
     edge_extra = [c for c in EDGE_EXTRA_FIELDS if c in edges_df.columns]
+    edge_columns = {c: _column(edges_df[c]) for c in edge_extra}
     edges = []
-    for row in edges_df[["src", "dst", *edge_extra]].itertuples(index=False):
-        edge = {"source": str(row[0]), "target": str(row[1])}
-        edge.update({c: _plain(v) for c, v in zip(edge_extra, row[2:], strict=True)})
+    for k, (src, dst) in enumerate(zip(edges_df["src"].astype(str).tolist(), edges_df["dst"].astype(str).tolist(),
+                                       strict=True)):  # fmt: skip
+        edge = {"source": src, "target": dst}
+        edge.update({c: edge_columns[c][k] for c in edge_extra})
         edges.append(edge)
 
     graph: dict[str, Any] = {}

@@ -52,7 +52,7 @@ class GraphEncoderConfig:
     """Hyper-parameters of :class:`GraphEncoder` (all saved with every checkpoint)."""
 
     node_text_dim: int = 384  # width of the frozen node-text embeddings (MiniLM: 384)
-    hidden_dim: int = 256  # GNN width
+    hidden_dim: int = 128  # GNN width (128 keeps a CPU stage-2 step at ~4x a stage-1 step; 256 cost 3x more)
     out_dim: int = 256  # graph vector width (the backbone's embedding width)
     edge_dim: int = 16  # width of the edge-feature MLP output fed to GATv2 (ablation: 8/16/32)
     num_layers: int = 2  # message-passing layers

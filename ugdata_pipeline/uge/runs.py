@@ -185,6 +185,7 @@ def train_seed(
     cities: Sequence[str],
     subgraphs: SubgraphTables | None = None,
     launch: Callable[[TrainConfig, Path | None], TrainResult] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainedRun:
     """
     Train (or find finished, or resume) one seed of one model and make it current.
@@ -208,6 +209,8 @@ def train_seed(
     launch
         How to train: default :func:`~ugdata_pipeline.uge.train.train` in this process; the Dagster shell passes
         an out-of-process launcher (Pipes + ``accelerate launch``).
+    on_step
+        Progress callback of in-process training, ``(step, {"loss": .., "lr": .., ...})`` after every step.
 
     Raises
     ------
@@ -230,7 +233,7 @@ def train_seed(
     config = replace(config, out_dir=str(out_dir))
     if launch is None:
         result = train(chosen, root=root, subgraphs=subgraphs if spec.stage == 2 else None, config=config,
-                       init_from=parent_checkpoint, progress=False)  # fmt: skip
+                       init_from=parent_checkpoint, progress=False, on_step=on_step)  # fmt: skip
     else:
         result = launch(config, parent_checkpoint)
     _write_pointer(root, spec.name, seed, fingerprint, result.checkpoint_dir, cities)

@@ -442,6 +442,18 @@ def train(
                       progress=progress, on_step=on_step)  # fmt: skip
 
 
+def _finished_result(out_dir: Path, best_dir: Path, last_dir: Path, state: dict[str, Any]) -> TrainResult:
+    """The :class:`TrainResult` of a run that already finished, read back from its folder."""
+    model = build_model_from_config(read_checkpoint_config(last_dir)["model"])
+    history = pd.read_csv(out_dir / "history.csv") if (out_dir / "history.csv").is_file() else pd.DataFrame()
+    curve = out_dir / "curve.png"
+    logger.info("%s finished earlier (step %s): reusing it", out_dir, state.get("step"))
+    return TrainResult(checkpoint_dir=best_dir, last_checkpoint_dir=last_dir,
+                       best_metrics=dict(state.get("best_metrics") or {}), history=history,
+                       curve_png=curve.read_bytes() if curve.is_file() else b"", params_trained=_count_params(model),
+                       steps=int(state.get("step", 0)), samples_per_s=0.0, resumed=True)  # fmt: skip
+
+
 def _stage2_graphs(graphs: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     """The graphs stage 2 trains on, per :attr:`TrainConfig.graph_input` (own, shuffled across images, none)."""
     if config.graph_input == "shuffled":
@@ -507,6 +519,9 @@ def _train(
         resume_state = json.loads((last_dir / STATE_FILE).read_text(encoding="utf-8"))
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    if resume_state is not None and resume_state.get("finished") and best_dir.is_dir():
+        # a finished run is reused as it is: no data to load, no text cache to fill
+        return _finished_result(out_dir, best_dir, last_dir, resume_state)
     if resume_state is not None:
         model = build_model_from_config(read_checkpoint_config(last_dir)["model"])
         load_model_weights(model, last_dir)
@@ -524,7 +539,7 @@ def _train(
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     eval_every = config.eval_every_steps or (max(1, total_steps // 5) if config.steps is not None else None)
-    optimizer = torch.optim.AdamW(_param_groups(model, config))
+    optimizer = torch.optim.AdamW(_param_groups(model, config), foreach=True)  # one fused pass over the params
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(total_steps, round(config.warmup_ratio * total_steps))
     )
