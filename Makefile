@@ -64,7 +64,7 @@ study: export UGDATA_EXECUTOR ?= in_process
 study: export UGDATA_CITIES = $(CURDIR)/cities-study.yaml
 study: export UGDATA_ROOT = $(STUDY_ROOT)
 study: export UGDATA_SEEDS ?= 0,1,2
-study: export UGDATA_TRAIN_STEPS ?= 800
+study: export UGDATA_TRAIN_STEPS ?= 400
 study: install home
 	@$(MAKE) --no-print-directory $(STUDY_ROOT)/.make-study-stamp
 	@$(PY) -m ugdata_pipeline.cli summary

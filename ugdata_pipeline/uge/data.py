@@ -230,9 +230,11 @@ def _one_graph(
         raise TrainingDataError(msg)
     n = len(node_ids)
     x_text = torch.zeros(n, text_dim)
-    for i, (text, is_center) in enumerate(zip(nodes["node_text"].fillna("").astype(str), center, strict=True)):
-        if not is_center and text and text_matrix is not None:
-            x_text[i] = text_matrix[text_row[text]]
+    if text_matrix is not None:  # one gather; the centre and empty texts stay zero
+        rows = np.array([text_row.get(t, -1) for t in nodes["node_text"].fillna("").astype(str)], dtype=np.int64)
+        rows[center] = -1
+        has_text = torch.from_numpy(rows >= 0)
+        x_text[has_text] = text_matrix[torch.from_numpy(rows[rows >= 0])]
     offsets = nodes[["dx_m", "dy_m"]].to_numpy(dtype=np.float64)
     if not np.isfinite(offsets).all():
         msg = f"subgraph of image {image_id!r} has NaN dx_m/dy_m offsets; every node needs its offset in metres."

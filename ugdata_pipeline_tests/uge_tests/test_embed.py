@@ -109,3 +109,24 @@ def test_cli_embeds_a_city_to_parquet(synthetic: Synthetic, stage2_run: TrainRes
     assert not np.allclose(a, b, atol=1e-3)
     model = load_model(stage2_run.checkpoint_dir)
     np.testing.assert_allclose(a, embed_images(model, images["path"].tolist(), root=root), atol=1e-5)
+
+
+def test_decoded_images_are_reused_refreshed_when_rewritten_and_bounded(tmp_path: Path) -> None:
+    import os
+
+    from PIL import Image
+
+    from ugdata_pipeline.uge.embed import _DecodedImages
+
+    cache = _DecodedImages(max_bytes=2 * 8 * 8 * 3)  # room for two 8 x 8 images
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(path)
+    first = cache.rgb(paths[0])
+    assert cache.rgb(paths[0]) is first  # decoded once
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(paths[0])
+    os.utime(paths[0], ns=(1, 10**18))  # a rewritten file: new mtime
+    assert int(cache.rgb(paths[0])[0, 0, 0]) == 200
+    cache.rgb(paths[1])
+    cache.rgb(paths[2])
+    assert cache._bytes <= cache.max_bytes and len(cache._items) == 2  # the oldest was evicted

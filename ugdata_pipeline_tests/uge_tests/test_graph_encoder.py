@@ -130,6 +130,7 @@ def test_each_graph_vector_depends_on_its_own_graph_only() -> None:
         {"edge_dim": 8},
         {"edge_dim": 16},
         {"edge_dim": 32},
+        {"concat_heads": False},
     ],
 )
 def test_ablations_build_and_encode(overrides: dict[str, object]) -> None:
@@ -175,6 +176,16 @@ def test_config_validation_and_round_trip() -> None:
     with pytest.raises(ValueError, match="unknown GraphEncoderConfig keys"):
         GraphEncoderConfig.from_dict({"edges": 3})
     assert EDGE_FEATURE_DIM == 5
+
+
+def test_heads_are_concatenated_and_old_configs_keep_averaged_heads() -> None:
+    conv = encoder(hidden_dim=16, heads=4).convs[0]
+    assert conv.concat and conv.out_channels == 4  # four heads of 16 / 4 channels make the 16-wide state
+    assert not encoder(hidden_dim=16, heads=4, concat_heads=False).convs[0].concat
+    saved_before_the_field = {k: v for k, v in GraphEncoderConfig().to_dict().items() if k != "concat_heads"}
+    assert GraphEncoderConfig.from_dict(saved_before_the_field).concat_heads is False
+    with pytest.raises(ValueError, match=r"hidden_dim \(18\) must be a multiple of heads \(4\)"):
+        GraphEncoderConfig(hidden_dim=18, heads=4)
 
 
 def test_missing_centre_node_is_rejected() -> None:
