@@ -157,7 +157,7 @@ def test_held_out_city_is_all_test() -> None:
 
 def test_training_city_has_disjoint_buffered_splits() -> None:
     images = line_city()
-    out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0)
+    out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0, layout="blocks")
     counts = out["split"].value_counts()
     assert all(counts.get(s, 0) > 0 for s in ("train", "val", "test"))
     assert counts["train"] > counts["test"]
@@ -269,12 +269,26 @@ def test_small_city_uses_the_sweep_layout_with_buffered_bands() -> None:
     assert y[other["split"] == "test"].max() < y[other["split"] == "train"].min()  # an odd seed takes the other end
 
 
-def test_block_layout_is_chosen_for_large_cities_and_can_be_forced() -> None:
-    images = line_city(3000.0)
-    auto = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0)  # 13 blocks: blocks layout
+def test_layouts_can_be_forced_and_auto_uses_sweep_for_few_blocks() -> None:
+    images = line_city(3000.0)  # 13 blocks of 250 m
     forced = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, layout="blocks")
-    pd.testing.assert_frame_equal(auto, forced)
     swept = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, layout="sweep")
-    assert not swept["split"].equals(auto["split"]) and no_test_near_train(swept, 100.0).passed
+    assert not swept["split"].equals(forced["split"])
+    assert no_test_near_train(swept, 100.0).passed and no_test_near_train(forced, 100.0).passed
+    small = line_city(1000.0)  # 5 blocks: too few to deal, whatever they would keep
+    pd.testing.assert_frame_equal(
+        assign_splits(small, city_split="train", buffer_m=100.0, block_m=250.0),
+        assign_splits(small, city_split="train", buffer_m=100.0, block_m=250.0, layout="sweep"),
+    )
     with pytest.raises(ImageryInputError, match="layout must be"):
         assign_splits(images, city_split="train", layout="rings")
+
+
+def test_auto_layout_keeps_the_layout_that_trains_on_more_images() -> None:
+    images = line_city(3000.0)
+    by = {layout: assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0, layout=layout)
+          for layout in ("auto", "blocks", "sweep")}  # fmt: skip
+    train = {layout: int((out["split"] == "train").sum()) for layout, out in by.items()}
+    best = max(("blocks", "sweep"), key=lambda layout: (train[layout], layout == "blocks"))
+    assert train["blocks"] != train["sweep"]  # the choice matters on this city
+    assert by["auto"]["split"].tolist() == by[best]["split"].tolist()

@@ -130,3 +130,39 @@ def test_decoded_images_are_reused_refreshed_when_rewritten_and_bounded(tmp_path
     cache.rgb(paths[1])
     cache.rgb(paths[2])
     assert cache._bytes <= cache.max_bytes and len(cache._items) == 2  # the oldest was evicted
+
+
+def test_benchmark_embeddings_are_identical_whatever_the_machine_threads(
+    synthetic: Synthetic, stage2_run: TrainResult, tmp_path: Path
+) -> None:
+    """UgeModel embeds under its own fixed thread count: 1- and 2-core machines print the same benchmark."""
+    import os
+    import subprocess
+    import sys
+
+    root, records, subgraphs = synthetic
+    val = _val_images(records).drop_duplicates("image_id").head(6)
+    nodes = subgraphs.nodes[subgraphs.nodes["image_id"].isin(val["image_id"])]
+    edges = subgraphs.edges[subgraphs.edges["image_id"].isin(val["image_id"])]
+    nodes.to_parquet(tmp_path / "nodes.parquet")
+    edges.to_parquet(tmp_path / "edges.parquet")
+    script = (
+        "import sys, numpy as np, pandas as pd\n"
+        "from ugdata_pipeline.ugbench.models import UgeModel\n"
+        f"model = UgeModel({str(stage2_run.checkpoint_dir)!r})\n"
+        f"nodes, edges = pd.read_parquet({str(tmp_path / 'nodes.parquet')!r}), "
+        f"pd.read_parquet({str(tmp_path / 'edges.parquet')!r})\n"
+        f"ids = {[str(i) for i in val['image_id']]!r}\n"
+        f"paths = [{str(root)!r} + '/' + p for p in {val['image_path'].tolist()!r}]\n"
+        "graphs = [(nodes[nodes['image_id'] == i], edges[edges['image_id'] == i]) for i in ids]\n"
+        "np.save(sys.argv[1], np.concatenate([model.embed_fusion(paths, graphs, instruction='Where is this?'),\n"
+        "                                     model.embed_texts(['a red building', 'a quiet street'])]))\n"
+    )
+    vectors = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"threads{threads}.npy"
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True, capture_output=True, timeout=300)
+        vectors.append(np.load(out))
+    assert vectors[0].shape == (len(val) + 2, vectors[0].shape[1])
+    np.testing.assert_array_equal(vectors[0], vectors[1])
