@@ -181,6 +181,13 @@ class Backbone(nn.Module, abc.ABC):
     def warm_text_cache(self, texts: Sequence[str]) -> None:
         """Precompute cached text features for ``texts`` before training (no-op unless the backbone caches)."""
 
+    def node_text_identity(self) -> str | None:
+        """
+        Names the function :meth:`encode_node_texts` computes when it is shared by other models in the process (the
+        same frozen encoder gives the same features), so graphs built for one run serve the next; None: not shared.
+        """
+        return None
+
     # ---- provided -----------------------------------------------------------------------------------------------
     def attach_graph_encoder(self, config: GraphEncoderConfig | None = None) -> GraphEncoder:
         """

@@ -388,6 +388,10 @@ class CompactBackbone(Backbone):
         """The shared frozen MiniLM (about 22.7 M parameters)."""
         return sum(p.numel() for p in self._frozen.model.parameters())
 
+    def node_text_identity(self) -> str:
+        """The shared frozen MiniLM: every compact model of the process encodes node texts the same way."""
+        return f"minilm:{self._frozen.model_dir}:{self._frozen.max_tokens}"
+
     def warm_text_cache(self, texts: Sequence[str]) -> None:
         """Encode every text (instructions, positives, node texts) into the frozen cache once."""
         self._frozen.encode(list(dict.fromkeys(texts)))

@@ -46,7 +46,7 @@ from ugdata_pipeline.uge.data import (
     RecordBatch,
     SubgraphTables,
     TrainingDataError,
-    build_graphs,
+    build_graphs_shared,
     centre_only,
     epoch_batches,
     make_batch,
@@ -564,9 +564,10 @@ def _train(
     graphs = None
     if config.stage == 2:
         assert subgraphs is not None
-        graphs = _stage2_graphs(build_graphs(
+        graphs = _stage2_graphs(build_graphs_shared(
             subgraphs,
             raw_model.encode_node_texts,
+            encoder_identity=raw_model.node_text_identity(),
             image_ids=selected["image_id"].astype(str),
             max_nodes=config.max_nodes,
         ), config)  # fmt: skip

@@ -14,6 +14,7 @@ from ugdata_pipeline.uge.data import (
     SubgraphTables,
     TrainingDataError,
     build_graphs,
+    build_graphs_shared,
     epoch_batches,
     make_batch,
     validate_records,
@@ -40,6 +41,31 @@ def test_node_texts_are_encoded_once_per_unique_text() -> None:
     assert sorted(calls[0]) == sorted(set(calls[0]))  # no duplicates
     assert "img" not in calls[0]  # centre-node text is never encoded
     torch.testing.assert_close(graphs["g2"].x_text, graphs["g2b"].x_text)
+
+
+def test_shared_builds_are_reused_only_for_identical_inputs() -> None:
+    calls: list[int] = []
+
+    def counting(texts: Sequence[str]) -> torch.Tensor:
+        calls.append(len(texts))
+        return fake_text_encoder(texts)
+
+    tables = three_graph_tables()
+    ids = sorted(set(tables.nodes["image_id"].astype(str)))
+    first = build_graphs_shared(tables, counting, encoder_identity="enc", image_ids=ids)
+    again = build_graphs_shared(SubgraphTables(tables.nodes.copy(), tables.edges.copy()), counting,
+                                encoder_identity="enc", image_ids=ids)  # fmt: skip
+    assert again is first and len(calls) == 1  # equal tables (not the same objects): one build
+    moved = tables.nodes.assign(dx_m=tables.nodes["dx_m"] + 1.0)
+    rebuilt = build_graphs_shared(SubgraphTables(moved, tables.edges), counting, encoder_identity="enc", image_ids=ids)
+    assert rebuilt is not first and len(calls) == 2
+    other_encoder = build_graphs_shared(SubgraphTables(moved, tables.edges), counting, encoder_identity="other",
+                                        image_ids=ids)  # fmt: skip
+    assert other_encoder is not rebuilt and len(calls) == 3
+    assert build_graphs_shared(tables, counting, encoder_identity="enc", image_ids=ids[:1]).keys() == {ids[0]}
+    unshared = build_graphs_shared(tables, counting, encoder_identity=None, image_ids=ids)
+    assert unshared is not build_graphs_shared(tables, counting, encoder_identity=None, image_ids=ids)
+    torch.testing.assert_close(unshared[ids[0]].pos_m, first[ids[0]].pos_m)
 
 
 def test_truncation_keeps_lowest_ranks_and_drops_dangling_edges() -> None:
