@@ -211,7 +211,7 @@ class TrainerResource(dg.ConfigurableResource):
     num_processes: int = Field(default=1, description="Processes (GPUs) for the accelerate launcher.")
     precision: str = Field(default="no", description="Mixed precision: no | bf16 | fp16.")
     cpu: bool = Field(default=False, description="Force the CPU even when a GPU is present.")
-    steps: int = Field(default=250, description="Optimizer steps of stage 1 and of stage 2 (the baseline: twice).")
+    steps: int = Field(default=200, description="Optimizer steps of stage 1 and of stage 2 (the baseline: twice).")
     batch_size: int = Field(default=64, description="Records per step (in-batch negatives = batch - 1).")
     lr: float = Field(default=3e-4, description="Backbone learning rate (stage 2: x 0.1).")
     seeds: str = Field(default="0", description="Training seeds, comma-separated; every model is trained per seed.")

@@ -161,7 +161,7 @@ def build_model_from_config(model_config: dict[str, Any]) -> Backbone:
     """A fresh backbone (with its graph encoder, if the config has one) from ``config.json["model"]``."""
     model = build_backbone(model_config["backbone"], model_config.get("backbone_config") or {})
     if model_config.get("graph_encoder"):
-        model.attach_graph_encoder(GraphEncoderConfig.from_dict(model_config["graph_encoder"]))
+        model.attach_graph_encoder(GraphEncoderConfig.from_saved(model_config["graph_encoder"]))
     return model
 
 

@@ -106,7 +106,12 @@ class GraphEncoderConfig:
         if unknown:
             msg = f"unknown GraphEncoderConfig keys {unknown}; known keys are {sorted(known)}."
             raise ValueError(msg)
-        return cls(**{"concat_heads": False, **data})  # configs saved before the field averaged their heads
+        return cls(**data)
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> GraphEncoderConfig:
+        """A checkpoint's full saved config; one saved before ``concat_heads`` existed averaged its heads."""
+        return cls.from_dict({"concat_heads": False, **data})
 
 
 def sinusoidal_offset_encoding(

@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError
+from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ def run_fingerprint(records: pd.DataFrame, subgraphs: SubgraphTables | None, con
     settings = {k: v for k, v in config.to_dict().items() if k not in ("out_dir", "eval_every_epoch",
                                                                         "checkpoint_every_steps")}  # fmt: skip
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode("utf-8"))
+    if config.stage == 2:  # the graph encoder as built (its defaults included), not only the overrides
+        resolved = GraphEncoderConfig.from_dict(config.graph_encoder or {}).to_dict()
+        digest.update(json.dumps(resolved, sort_keys=True).encode("utf-8"))
     digest.update((parent_fingerprint or "").encode("utf-8"))
     return digest.hexdigest()[:16]
 

@@ -166,3 +166,9 @@ def test_benchmark_embeddings_are_identical_whatever_the_machine_threads(
         vectors.append(np.load(out))
     assert vectors[0].shape == (len(val) + 2, vectors[0].shape[1])
     np.testing.assert_array_equal(vectors[0], vectors[1])
+
+
+def test_a_trained_stage2_model_concatenates_heads_and_loads_as_trained(stage2_run: TrainResult) -> None:
+    model = load_model(stage2_run.checkpoint_dir)
+    assert model.graph_encoder.config.concat_heads is True  # built from today's defaults, saved and loaded so
+    assert all(conv.concat for conv in model.graph_encoder.convs)

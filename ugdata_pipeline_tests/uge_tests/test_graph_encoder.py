@@ -183,7 +183,8 @@ def test_heads_are_concatenated_and_old_configs_keep_averaged_heads() -> None:
     assert conv.concat and conv.out_channels == 4  # four heads of 16 / 4 channels make the 16-wide state
     assert not encoder(hidden_dim=16, heads=4, concat_heads=False).convs[0].concat
     saved_before_the_field = {k: v for k, v in GraphEncoderConfig().to_dict().items() if k != "concat_heads"}
-    assert GraphEncoderConfig.from_dict(saved_before_the_field).concat_heads is False
+    assert GraphEncoderConfig.from_saved(saved_before_the_field).concat_heads is False
+    assert GraphEncoderConfig.from_dict({}).concat_heads is True  # overrides on top of today's defaults
     with pytest.raises(ValueError, match=r"hidden_dim \(18\) must be a multiple of heads \(4\)"):
         GraphEncoderConfig(hidden_dim=18, heads=4)
 
