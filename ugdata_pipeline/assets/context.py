@@ -9,7 +9,6 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.assets.reasoning import anchored_graph
 from ugdata_pipeline.context.describe import describe_subgraphs
 from ugdata_pipeline.context.subgraph import (
     SubgraphConfig,
@@ -18,6 +17,7 @@ from ugdata_pipeline.context.subgraph import (
     size_histogram_png,
     subgraph_size_outcome,
 )
+from ugdata_pipeline.imagery.anchor import anchored_graph
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 
 

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.imagery.anchor import anchored_graph
 from ugdata_pipeline.reasoning import validate
 from ugdata_pipeline.reasoning.paths import PathConfig, build_paths
 from ugdata_pipeline.reasoning.plot import distance_histogram_png, hop_histogram_png
@@ -21,14 +22,6 @@ class PathsConfig(dg.Config):
     max_hops: int = Field(default=8, description="Most hops to a target.")
     max_distance_m: float = Field(default=1500.0, description="Largest straight-line distance to a target.")
     seed: int = Field(default=0, description="Seed of the stratified target choice per (city, image).")
-
-
-def anchored_graph(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, image_nodes: gpd.GeoDataFrame,
-                   image_edges: pd.DataFrame) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:  # fmt: skip
-    """The urban graph with the city's image nodes and image_street edges added."""
-    all_nodes = gpd.GeoDataFrame(pd.concat([nodes, image_nodes], ignore_index=True), geometry="geometry",
-                                 crs=nodes.crs)  # fmt: skip
-    return all_nodes, pd.concat([edges, image_edges], ignore_index=True)
 
 
 _CHECKS = (

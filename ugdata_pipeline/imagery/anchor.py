@@ -271,3 +271,11 @@ def anchor_images(
         dropped=len(dropped_ids),
         dropped_ids=dropped_ids,
     )
+
+
+def anchored_graph(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, image_nodes: gpd.GeoDataFrame,
+                   image_edges: pd.DataFrame) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:  # fmt: skip
+    """The urban graph with the city's image nodes and image_street edges added."""
+    all_nodes = gpd.GeoDataFrame(pd.concat([nodes, image_nodes], ignore_index=True), geometry="geometry",
+                                 crs=nodes.crs)  # fmt: skip
+    return all_nodes, pd.concat([edges, image_edges], ignore_index=True)

@@ -53,3 +53,12 @@ def stage2_run(
     return train(
         records, root=root, subgraphs=subgraphs, config=config, init_from=stage1_run.checkpoint_dir, progress=False
     )
+
+
+def run_with_threads(script: str, out: Path, threads: str) -> None:
+    """Run ``python -c script out`` in a fresh process whose BLAS/OpenMP pools have ``threads`` threads."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True, capture_output=True, timeout=300)

@@ -136,9 +136,7 @@ def test_benchmark_embeddings_are_identical_whatever_the_machine_threads(
     synthetic: Synthetic, stage2_run: TrainResult, tmp_path: Path
 ) -> None:
     """UgeModel embeds under its own fixed thread count: 1- and 2-core machines print the same benchmark."""
-    import os
-    import subprocess
-    import sys
+    from ugdata_pipeline_tests.uge_tests.conftest import run_with_threads
 
     root, records, subgraphs = synthetic
     val = _val_images(records).drop_duplicates("image_id").head(6)
@@ -161,8 +159,7 @@ def test_benchmark_embeddings_are_identical_whatever_the_machine_threads(
     vectors = []
     for threads in ("1", "2"):
         out = tmp_path / f"threads{threads}.npy"
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True, capture_output=True, timeout=300)
+        run_with_threads(script, out, threads)
         vectors.append(np.load(out))
     assert vectors[0].shape == (len(val) + 2, vectors[0].shape[1])
     np.testing.assert_array_equal(vectors[0], vectors[1])

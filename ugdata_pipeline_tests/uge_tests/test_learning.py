@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +19,7 @@ from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError, build_gr
 from ugdata_pipeline.uge.losses import symmetric_info_nce
 from ugdata_pipeline.uge.runs import MODEL_SPECS, current_checkpoints, model_spec, run_config, train_seed
 from ugdata_pipeline.uge.train import TrainConfig, train
-from ugdata_pipeline_tests.uge_tests.conftest import SMALL_COMPACT, SMALL_GRAPH
+from ugdata_pipeline_tests.uge_tests.conftest import SMALL_COMPACT, SMALL_GRAPH, run_with_threads
 
 Synthetic = tuple[Path, pd.DataFrame, SubgraphTables]
 
@@ -79,8 +76,7 @@ def test_training_gives_identical_weights_whatever_the_machine_threads(synthetic
     weights = []
     for threads in ("1", "2"):
         out = tmp_path / f"threads{threads}"
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True, capture_output=True, timeout=300)
+        run_with_threads(script, out, threads)
         weights.append(load_file(str(out / "checkpoints" / "last" / WEIGHTS_FILE)))
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
