@@ -147,20 +147,18 @@ def subgraph_json_from_tables(subgraph_nodes: pd.DataFrame, subgraph_edges: pd.D
     """
     A ``subgraph_json(image_id)`` callable over the long subgraph tables, using ``context.graph_json``.
 
-    Tables are grouped once; each call renders one image's graph with ``to_graph_json(nodes, edges, center)``.
+    Tables are converted once (``context.graph_json.graph_json_by_image``); each call renders one image's graph.
     """
-    from ugdata_pipeline.context.graph_json import to_graph_json  # the one graph-JSON writer
+    from ugdata_pipeline.context.graph_json import graph_json_by_image  # the one graph-JSON writer
 
-    nodes_by_image = {str(k): v for k, v in subgraph_nodes.groupby("image_id", sort=False)}
-    edges_by_image = {str(k): v for k, v in subgraph_edges.groupby("image_id", sort=False)}
+    by_image = graph_json_by_image(subgraph_nodes, subgraph_edges)
     centres = dict(zip(subgraphs["image_id"].astype(str), subgraphs["center_node"], strict=True))
-    empty_edges = subgraph_edges.iloc[0:0]
 
     def render(image_id: str) -> Mapping[str, Any]:
-        if image_id not in nodes_by_image or image_id not in centres:
+        if image_id not in centres:
             msg = f"image {image_id!r} has no subgraph in the subgraph tables; build subgraphs before stage 2"
             raise DatasetInputError(msg)
-        return to_graph_json(nodes_by_image[image_id], edges_by_image.get(image_id, empty_edges), centres[image_id])
+        return by_image(image_id, centres[image_id])
 
     return render
 

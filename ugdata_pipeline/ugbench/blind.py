@@ -36,11 +36,13 @@ Scores are plain arrays (higher = ranked first); ties are scored at their expect
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -72,11 +74,16 @@ _DISTANCE = re.compile(r"(\d+(?:\.\d+)?)\s*(km|m)\b")
 Describe = Callable[..., str]
 
 
-def _words(text: str) -> set[str]:
-    return set(_WORD.findall(str(text).lower()))
+def _words(text: str) -> frozenset[str]:
+    return _word_set(str(text))
 
 
-def _jaccard(a: set[str], b: set[str]) -> float:
+@functools.lru_cache(maxsize=1 << 16)
+def _word_set(text: str) -> frozenset[str]:  # memoised: a candidate group's 20 records share their texts
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def _jaccard(a: frozenset[str] | set[str], b: frozenset[str] | set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
@@ -103,22 +110,32 @@ def _label_prior(tasks: pd.DataFrame) -> list[np.ndarray]:
     for key, fold, cands, truth in zip(keys, folds, normalized, tasks["correct_idx"], strict=True):
         seen.setdefault((key, fold), Counter()).update(cands)
         right.setdefault((key, fold), Counter())[cands[int(truth)]] += 1
+    seen_all: dict[str, Counter[str]] = {}
+    right_all: dict[str, Counter[str]] = {}
+    for (key, _), counts in seen.items():
+        seen_all.setdefault(key, Counter()).update(counts)
+    for (key, _), counts in right.items():
+        right_all.setdefault(key, Counter()).update(counts)
     out = []
     for key, fold, cands in zip(keys, folds, normalized, strict=True):
-        others = [f for f in range(LABEL_PRIOR_FOLDS) if f != fold]
-        scores = []
-        for c in cands:
-            n = sum(seen.get((key, f), Counter())[c] for f in others)
-            k = sum(right.get((key, f), Counter())[c] for f in others)
-            scores.append((k + 1.0) / (n + 2.0))  # Laplace: an unseen text scores 1/2, ties with the other unseen
-        out.append(np.asarray(scores))
+        own_seen, own_right = seen[key, fold], right[key, fold]
+        # counts of the other folds = all folds less this one
+        n = np.asarray([seen_all[key][c] - own_seen[c] for c in cands], dtype=float)
+        k = np.asarray([right_all[key][c] - own_right[c] for c in cands], dtype=float)
+        out.append((k + 1.0) / (n + 2.0))  # Laplace: an unseen text scores 1/2, ties with the other unseen
     return out
 
 
 def _word_prior(candidates: Sequence[str]) -> np.ndarray:
+    return np.asarray(_word_prior_of(tuple(candidates)))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _word_prior_of(candidates: tuple[str, ...]) -> list[float]:
     words = [_words(c) for c in candidates]
-    frequency = Counter(w for ws in words for w in ws)
-    return np.asarray([np.mean([math.log(frequency[w]) for w in ws]) if ws else 0.0 for ws in words])
+    log_frequency = {w: math.log(n) for w, n in Counter(w for ws in words for w in ws).items()}
+    # fsum is exact, so the mean does not depend on the (hash-seeded) iteration order of the word sets
+    return [math.fsum(log_frequency[w] for w in ws) / len(ws) if ws else 0.0 for ws in words]
 
 
 def _names_in(text: str, names: Sequence[str]) -> int:
@@ -126,10 +143,28 @@ def _names_in(text: str, names: Sequence[str]) -> int:
     return sum(1 for n in names if n and f" {n} " in padded)
 
 
-def _graph_names(graph: tuple[pd.DataFrame, pd.DataFrame]) -> list[str]:
-    nodes = graph[0]
-    named = nodes[(pd.to_numeric(nodes["rank"], errors="coerce") > 0) & nodes["name"].notna()]
-    return sorted({normalize_text(v) for v in named["name"].astype(str)} - {""})
+@dataclass(frozen=True)
+class _GraphColumns:
+    """The node columns the graph scorers read, converted once per graph (a group graph serves 20 records)."""
+
+    names: list[str]  # normalised, "" where a node has no name
+    kinds: list[str]
+    distance_m: np.ndarray
+    dx_m: np.ndarray
+    dy_m: np.ndarray
+    rank: np.ndarray
+
+    @classmethod
+    def of(cls, graph: tuple[pd.DataFrame, pd.DataFrame]) -> _GraphColumns:
+        nodes = graph[0]
+        names = [normalize_text(v) if isinstance(v, str) else "" for v in nodes["name"].astype(object).tolist()]
+        number = {c: pd.to_numeric(nodes[c], errors="coerce").to_numpy(dtype=float)
+                  for c in ("distance_m", "dx_m", "dy_m", "rank")}  # fmt: skip
+        return cls(names, nodes["kind"].astype(str).tolist(), **number)
+
+    def place_names(self) -> list[str]:
+        """Normalised names of the graph's named nodes other than the centre (``rank > 0``)."""
+        return sorted({n for n, r in zip(self.names, self.rank, strict=True) if n and r > 0})
 
 
 def _phrase_distance_m(text: str) -> float:
@@ -148,11 +183,9 @@ def _phrase_word(text: str) -> int:
     return -1
 
 
-def _grounding_rule(row: object, graph: tuple[pd.DataFrame, pd.DataFrame]) -> np.ndarray:
+def _grounding_rule(row: object, graph: _GraphColumns) -> np.ndarray:
     """Answer a grounding question from the graph alone (see the module docstring)."""
-    nodes = graph[0]
-    names = nodes["name"].map(lambda v: normalize_text(v) if isinstance(v, str) else "").to_numpy(dtype=object)
-    dist = pd.to_numeric(nodes["distance_m"], errors="coerce").to_numpy(dtype=float)
+    names, dist = graph.names, graph.distance_m
     candidates = list(row.candidates)  # type: ignore[attr-defined]
     qtype = row.query_type  # type: ignore[attr-defined]
     if qtype == "distance_direction":
@@ -161,7 +194,7 @@ def _grounding_rule(row: object, graph: tuple[pd.DataFrame, pd.DataFrame]) -> np
         if not named:
             return np.zeros(len(candidates))
         target = max(named, key=lambda i: len(names[i]))
-        dx, dy = float(nodes["dx_m"].iloc[target]), float(nodes["dy_m"].iloc[target])
+        dx, dy = float(graph.dx_m[target]), float(graph.dy_m[target])
         true_d, true_word = math.hypot(dx, dy), int(compass_index(math.degrees(math.atan2(dx, dy))))
         scores = []
         for c in candidates:
@@ -170,7 +203,7 @@ def _grounding_rule(row: object, graph: tuple[pd.DataFrame, pd.DataFrame]) -> np
             ratio = abs(math.log(max(d, 1.0) / max(true_d, 1.0))) if math.isfinite(d) else 5.0
             scores.append(-(ratio + angle))
         return np.asarray(scores)
-    kinds = nodes["kind"].astype(str).to_numpy(dtype=object)
+    kinds = graph.kinds
     wanted = {"which_street": {"street"}, "which_crossing": {"crossing"}}.get(qtype, {"poi", "aoi"})
     best: dict[str, float] = {}
     for n, k, d in zip(names, kinds, dist, strict=True):
@@ -258,7 +291,13 @@ def blind_scores(
     if describe is None:
         from ugdata_pipeline.context.describe import describe_subgraph as describe
     described: dict[str, set[str]] = {}
+    columns: dict[str, _GraphColumns] = {}
     named: dict[str, list[str]] = {}
+
+    def columns_of(ref: str) -> _GraphColumns:
+        if ref not in columns:
+            columns[ref] = _GraphColumns.of(graphs.graph_of(ref))
+        return columns[ref]
 
     def words_of(ref: str) -> set[str]:  # a group graph is shared by 20 records and their candidates
         if ref not in described:
@@ -267,8 +306,15 @@ def blind_scores(
 
     def names_of(ref: str) -> list[str]:
         if ref not in named:
-            named[ref] = _graph_names(graphs.graph_of(ref))
+            named[ref] = columns_of(ref).place_names()
         return named[ref]
+
+    hits: dict[tuple[str, str], int] = {}
+
+    def names_in(text: str, ref: str) -> int:  # the records of a group share both the graph and the texts
+        if (text, ref) not in hits:
+            hits[text, ref] = _names_in(text, names_of(ref))
+        return hits[text, ref]
 
     names_scores: list[np.ndarray] = []
     rule_scores: list[np.ndarray | None] = []
@@ -277,21 +323,19 @@ def blind_scores(
         query_ref, candidate_refs = fusion_graph_refs(row)
         cands = [str(c) for c in row.candidates]
         if row.candidate_kind == "image":  # retrieval: each candidate's graph against the query text
-            names_scores.append(np.asarray([_names_in(row.query_text, names_of(ref)) for ref in candidate_refs],
-                                           dtype=float))  # fmt: skip
+            names_scores.append(np.asarray([names_in(row.query_text, ref) for ref in candidate_refs], dtype=float))
             query_words = _words(row.query_text)
             rule_scores.append(np.asarray([_jaccard(query_words, words_of(ref)) for ref in candidate_refs]))
             query_graphs.append((pd.DataFrame(), pd.DataFrame()))
             continue
         graph = graphs.graph_of(str(query_ref))
         query_graphs.append(graph)
-        names = names_of(str(query_ref))
-        names_scores.append(np.asarray([_names_in(c, names) for c in cands], dtype=float))
+        names_scores.append(np.asarray([names_in(c, str(query_ref)) for c in cands], dtype=float))
         if row.task == "geolocation":
             words = words_of(str(query_ref))
             rule_scores.append(np.asarray([_jaccard(words, _words(c)) for c in cands]))
         elif row.task == "grounding":
-            rule_scores.append(_grounding_rule(row, graph))
+            rule_scores.append(_grounding_rule(row, columns_of(str(query_ref))))
         else:
             rule_scores.append(None)  # perception: filled below, it ranks counts across records
     perception = [i for i, row in enumerate(subset.itertuples(index=False)) if row.task == "perception"]

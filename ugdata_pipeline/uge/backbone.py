@@ -166,6 +166,14 @@ class Backbone(nn.Module, abc.ABC):
         """Turn one decoded image into a cacheable model input (default: the RGB PIL image)."""
         return image.convert("RGB")
 
+    def prepare_identity(self) -> str | None:
+        """
+        Names what :meth:`prepare_image` computes when it depends on nothing but a few settings (two models with
+        the same identity prepare an image identically), so prepared images are shared across the runs and
+        benchmarks of one process; None: not shared.
+        """
+        return None
+
     def collate_images(self, items: Sequence[Any]) -> Any:
         """Stack :meth:`prepare_image` outputs into the ``images`` argument of :meth:`embed_query`."""
         return list(items)

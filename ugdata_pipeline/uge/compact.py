@@ -347,6 +347,10 @@ class CompactBackbone(Backbone):
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
         return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
+    def prepare_identity(self) -> str:
+        """Every compact model with this ``image_size`` prepares an image identically."""
+        return f"compact:rgb-bilinear:{self.config.image_size}"
+
     def collate_images(self, items: Sequence[Any]) -> Tensor:
         """Stack prepared images to ``[B, 3, S, S]`` uint8."""
         return torch.stack([item if isinstance(item, Tensor) else self.prepare_image(item) for item in items])

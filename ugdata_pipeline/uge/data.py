@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,20 +199,62 @@ def build_graphs(
 
     # node-text features: once per unique text; the centre image node gets zeros (its kind embedding stands in)
     is_center = nodes["rank"].to_numpy() == 0
-    texts = nodes["node_text"].fillna("").astype(str).to_numpy()
+    texts = nodes["node_text"].fillna("").astype(str).to_numpy(dtype=object)
     unique_texts = sorted({t for t, c in zip(texts, is_center, strict=True) if not c and t})
     text_matrix = encode_node_texts(unique_texts) if unique_texts else None
     text_dim = int(text_matrix.shape[1]) if text_matrix is not None else int(encode_node_texts(["x"]).shape[1])
     text_row = {t: i for i, t in enumerate(unique_texts)}
+    text_rows = np.fromiter((text_row.get(t, -1) for t in texts), dtype=np.int64, count=len(texts))
+    text_rows[is_center] = -1
 
-    edges_by_image = dict(tuple(edges.groupby("image_id", sort=False)))
+    # Columns as arrays once, then each graph is a slice: per-image pandas work cost more than the graphs.
+    node_cols = _NodeArrays(
+        node_id=nodes["node_id"].astype(str).to_numpy(dtype=object),
+        kind=nodes["kind"].map(_KIND_INDEX).to_numpy(dtype=np.int64),
+        rank=nodes["rank"].to_numpy(),
+        offsets=nodes[["dx_m", "dy_m"]].to_numpy(dtype=np.float64),
+        text_rows=text_rows,
+    )
+    edges = edges.sort_values("image_id", kind="stable")
+    edge_cols = _EdgeArrays(
+        src=edges["src"].astype(str).to_numpy(dtype=object),
+        dst=edges["dst"].astype(str).to_numpy(dtype=object),
+        distance_m=pd.to_numeric(edges["distance_m"], errors="coerce").to_numpy(dtype=np.float64),
+        bearing_deg=pd.to_numeric(edges["bearing_deg"], errors="coerce").to_numpy(dtype=np.float64),
+    )
+    edge_runs = _runs(edges["image_id"].to_numpy(dtype=object))
     graphs: dict[str, Data] = {}
-    for image_id, group in nodes.groupby("image_id", sort=False):
-        graphs[str(image_id)] = _one_graph(
-            str(image_id), group, edges_by_image.get(image_id), text_matrix, text_row, text_dim
-        )
+    for image_id, (start, stop) in _runs(nodes["image_id"].to_numpy(dtype=object)).items():
+        graphs[image_id] = _one_graph(image_id, node_cols, slice(start, stop), edge_cols,
+                                      slice(*edge_runs.get(image_id, (0, 0))), text_matrix, text_dim)  # fmt: skip
     logger.info("built %d graphs (%d nodes, %d unique node texts)", len(graphs), len(nodes), len(unique_texts))
     return graphs
+
+
+@dataclass(frozen=True)
+class _NodeArrays:
+    node_id: np.ndarray
+    kind: np.ndarray
+    rank: np.ndarray
+    offsets: np.ndarray
+    text_rows: np.ndarray  # row of the node's text in the text matrix; -1: none (the centre, empty text)
+
+
+@dataclass(frozen=True)
+class _EdgeArrays:
+    src: np.ndarray
+    dst: np.ndarray
+    distance_m: np.ndarray
+    bearing_deg: np.ndarray
+
+
+def _runs(sorted_keys: np.ndarray) -> dict[str, tuple[int, int]]:
+    """``key -> (start, stop)`` of each run of equal keys in a grouped array."""
+    if not len(sorted_keys):
+        return {}
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    stops = np.r_[starts[1:], len(sorted_keys)]
+    return {str(sorted_keys[a]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
 
 
 _LAST_BUILD: dict[str, Any] = {}  # key -> graphs of the last cached build (one entry: a family reuses one build)
@@ -247,63 +291,64 @@ def build_graphs_shared(
 
 def _one_graph(
     image_id: str,
-    nodes: pd.DataFrame,
-    edges: pd.DataFrame | None,
+    node_cols: _NodeArrays,
+    rows: slice,
+    edge_cols: _EdgeArrays,
+    edge_rows: slice,
     text_matrix: Tensor | None,
-    text_row: dict[str, int],
     text_dim: int,
 ) -> Data:
-    center = nodes["rank"].to_numpy() == 0
+    center = node_cols.rank[rows] == 0
     if int(center.sum()) != 1:
         msg = f"subgraph of image {image_id!r} has {int(center.sum())} rank-0 (centre) nodes; it needs exactly one."
         raise TrainingDataError(msg)
-    node_ids = nodes["node_id"].astype(str).to_numpy()
-    index = {node_id: i for i, node_id in enumerate(node_ids)}
-    if len(index) != len(node_ids):
+    node_ids = node_cols.node_id[rows]
+    position = pd.Index(node_ids)
+    if not position.is_unique:
         msg = f"subgraph of image {image_id!r} lists a node twice; node_id must be unique per image."
         raise TrainingDataError(msg)
     n = len(node_ids)
     x_text = torch.zeros(n, text_dim)
     if text_matrix is not None:  # one gather; the centre and empty texts stay zero
-        rows = np.array([text_row.get(t, -1) for t in nodes["node_text"].fillna("").astype(str)], dtype=np.int64)
-        rows[center] = -1
-        has_text = torch.from_numpy(rows >= 0)
-        x_text[has_text] = text_matrix[torch.from_numpy(rows[rows >= 0])]
-    offsets = nodes[["dx_m", "dy_m"]].to_numpy(dtype=np.float64)
+        text_rows = node_cols.text_rows[rows]
+        has_text = text_rows >= 0
+        x_text[torch.from_numpy(has_text)] = text_matrix[torch.from_numpy(text_rows[has_text])]
+    offsets = node_cols.offsets[rows]
     if not np.isfinite(offsets).all():
         msg = f"subgraph of image {image_id!r} has NaN dx_m/dy_m offsets; every node needs its offset in metres."
         raise TrainingDataError(msg)
 
-    src_idx: list[int] = []
-    dst_idx: list[int] = []
-    dist: list[float] = []
-    bear: list[float] = []
-    if edges is not None and len(edges):
-        seen: set[tuple[int, int]] = set()
-        for src, dst, d_m, b_deg in edges[["src", "dst", "distance_m", "bearing_deg"]].itertuples(index=False):
-            u, v = index.get(str(src)), index.get(str(dst))
-            if u is None or v is None or u == v:
-                continue  # an end outside the (truncated) node set, or a self-loop
-            key = (min(u, v), max(u, v))
-            if key in seen:
-                continue
-            seen.add(key)
-            b = float(b_deg) if b_deg is not None and np.isfinite(b_deg) else np.nan
-            d = float(d_m) if d_m is not None and np.isfinite(d_m) else np.nan
-            # both directions; the reverse edge's bearing turns round
-            src_idx += [u, v]
-            dst_idx += [v, u]
-            dist += [d, d]
-            bear += [b, b + 180.0 if np.isfinite(b) else np.nan]
-    edge_index = torch.tensor([src_idx, dst_idx], dtype=torch.long).reshape(2, -1)
+    src_idx = np.zeros(0, dtype=np.int64)
+    dst_idx = np.zeros(0, dtype=np.int64)
+    dist = np.zeros(0)
+    bear = np.zeros(0)
+    if edge_rows.stop > edge_rows.start:
+        u = position.get_indexer(edge_cols.src[edge_rows])
+        v = position.get_indexer(edge_cols.dst[edge_rows])
+        d_m, b_deg = edge_cols.distance_m[edge_rows], edge_cols.bearing_deg[edge_rows]
+        # an end outside the (truncated) node set, or a self-loop, is dropped; so is a repeat of an undirected pair
+        # (the first listing is kept, in table order)
+        keep = (u >= 0) & (v >= 0) & (u != v)
+        u, v, d_m, b_deg = u[keep], v[keep], d_m[keep], b_deg[keep]
+        _, first = np.unique(np.minimum(u, v) * n + np.maximum(u, v), return_index=True)
+        first.sort()
+        u, v = u[first], v[first]
+        d_m = np.where(np.isfinite(d_m[first]), d_m[first], np.nan)
+        b_deg = np.where(np.isfinite(b_deg[first]), b_deg[first], np.nan)
+        # both directions, interleaved; the reverse edge's bearing turns round (NaN stays NaN)
+        src_idx = np.stack([u, v], axis=1).ravel()
+        dst_idx = np.stack([v, u], axis=1).ravel()
+        dist = np.repeat(d_m, 2)
+        bear = np.stack([b_deg, b_deg + 180.0], axis=1).ravel()
+    edge_index = torch.from_numpy(np.stack([src_idx, dst_idx]).astype(np.int64)).reshape(2, -1)
     attr = (
-        edge_features(offsets[src_idx], offsets[dst_idx], np.asarray(dist), np.asarray(bear))
-        if src_idx
+        edge_features(offsets[src_idx], offsets[dst_idx], dist, bear)
+        if len(src_idx)
         else np.zeros((0, EDGE_FEATURE_DIM), dtype=np.float32)
     )
     return Data(
         x_text=x_text,
-        node_kind=torch.tensor([_KIND_INDEX[k] for k in nodes["kind"]], dtype=torch.long),
+        node_kind=torch.from_numpy(node_cols.kind[rows].copy()),
         pos_m=torch.from_numpy(offsets.astype(np.float32)),
         edge_index=edge_index,
         edge_attr=torch.from_numpy(attr),
@@ -356,9 +401,72 @@ def collate_graphs(graphs: Sequence[Data]) -> Batch:
     return Batch.from_data_list(list(graphs))
 
 
+class ImageCache:
+    """
+    Decoded or backbone-prepared images of recently used files, shared by every model in the process (bounded LRU).
+
+    A model family trains and is benchmarked on the same images, once per model and seed; decoding and resizing
+    them again for each was most of that image cost. Entries are keyed by path, size and modification time (a
+    rewritten file is read again) and, for prepared images, by the backbone's ``prepare_identity``.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, int, int, str], Any] = OrderedDict()
+        self._sizes: dict[tuple[str, int, int, str], int] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def rgb(self, path: Path) -> np.ndarray:
+        """The file's pixels, ``[H, W, 3]`` uint8."""
+        return self._get(path, "", lambda: _decode_rgb(path))
+
+    def prepared(self, path: Path, identity: str, prepare: Callable[[Image.Image], Any]) -> Any:
+        """``prepare`` of the decoded file, shared by every backbone whose ``prepare_identity`` is ``identity``."""
+        return self._get(path, identity, lambda: prepare(Image.fromarray(_decode_rgb(path))))
+
+    def _get(self, path: Path, identity: str, make: Callable[[], Any]) -> Any:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns, identity)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        item = make()
+        size = _nbytes(item)
+        with self._lock:
+            if key not in self._items:
+                self._items[key], self._sizes[key] = item, size
+                self._bytes += size
+            while self._bytes > self.max_bytes and self._items:
+                old, _ = self._items.popitem(last=False)
+                self._bytes -= self._sizes.pop(old)
+        return item
+
+
+def _decode_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _nbytes(item: Any) -> int:
+    if isinstance(item, Tensor):
+        return item.numel() * item.element_size()
+    if isinstance(item, np.ndarray):
+        return int(item.nbytes)
+    tensors = [v for v in getattr(item, "__dict__", {}).values() if isinstance(v, Tensor)]
+    if not tensors and isinstance(item, tuple):
+        tensors = [v for v in item if isinstance(v, Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors) or 1 << 16  # unknown: count it as 64 kB
+
+
+#: The process-wide cache (about 5,000 views at 256 x 256, or 20,000 prepared at 128 x 128).
+SHARED_IMAGES = ImageCache(max_bytes=1 << 30)
+
+
 class ImageStore:
     """
-    Decoded, backbone-prepared images, cached by path (each file is read once per process).
+    Backbone-prepared images of one training run, by path.
 
     Parameters
     ----------
@@ -366,11 +474,15 @@ class ImageStore:
         Storage root that ``image_path`` values are relative to.
     prepare
         ``Backbone.prepare_image``.
+    identity
+        ``Backbone.prepare_identity()``: when given, prepared images come from (and go to) :data:`SHARED_IMAGES`,
+        so the runs and benchmarks of one process prepare each image once; None keeps them in this store only.
     """
 
-    def __init__(self, root: str | Path, prepare: Callable[[Image.Image], Any]) -> None:
+    def __init__(self, root: str | Path, prepare: Callable[[Image.Image], Any], identity: str | None = None) -> None:
         self.root = Path(root)
         self.prepare = prepare
+        self.identity = identity
         self._cache: dict[str, Any] = {}
 
     def check_exists(self, paths: Iterable[str]) -> None:
@@ -382,6 +494,8 @@ class ImageStore:
 
     def get(self, path: str) -> Any:
         """The prepared image at ``root / path``."""
+        if self.identity is not None:
+            return SHARED_IMAGES.prepared(self.root / path, self.identity, self.prepare)
         item = self._cache.get(path)
         if item is None:
             with Image.open(self.root / path) as image:

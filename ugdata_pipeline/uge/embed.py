@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from PIL import Image
 
 from ugdata_pipeline.uge.backbone import Backbone
 from ugdata_pipeline.uge.checkpoint import load_checkpoint
-from ugdata_pipeline.uge.data import SubgraphTables, build_graphs, centre_only, collate_graphs
+from ugdata_pipeline.uge.data import SHARED_IMAGES, SubgraphTables, build_graphs, centre_only, collate_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -76,48 +74,18 @@ def build_model_graphs(model: Backbone, subgraphs: SubgraphTables, image_ids: Se
     return [graph_map[i] for i in ids]
 
 
-class _DecodedImages:
-    """
-    Decoded RGB pixels of recently used image files, shared by every model in the process (bounded LRU).
-
-    A benchmark embeds the same images once per model and seed; PNG decoding was 60 % of that image cost. Entries
-    are keyed by path, size and modification time, so a rewritten file is decoded again.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def rgb(self, path: Path) -> np.ndarray:
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-        with self._lock:
-            self._items[key] = pixels
-            self._bytes += pixels.nbytes
-            while self._bytes > self.max_bytes and self._items:
-                self._bytes -= self._items.popitem(last=False)[1].nbytes
-        return pixels
-
-
-_DECODED = _DecodedImages(max_bytes=1 << 30)  # about 5,000 views at 256 x 256
-
-
 def _load_prepared(model: Backbone, paths: Sequence[str | Path], root: str | Path | None) -> list[Any]:
+    identity = model.prepare_identity()
     prepared = []
     for path in paths:
         full = Path(root) / path if root is not None else Path(path)
         if not full.is_file():
             msg = f"image file {full} does not exist; check `root` and the image paths."
             raise FileNotFoundError(msg)
-        prepared.append(model.prepare_image(Image.fromarray(_DECODED.rgb(full))))
+        if identity is not None:
+            prepared.append(SHARED_IMAGES.prepared(full, identity, model.prepare_image))
+        else:
+            prepared.append(model.prepare_image(Image.fromarray(SHARED_IMAGES.rgb(full))))
     return prepared
 
 

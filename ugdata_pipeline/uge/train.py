@@ -560,7 +560,7 @@ def _train(
         logger.info("resuming %s at step %d (epoch %d, batch %d)", out_dir, step, start_epoch, start_batch)
 
     # ---- data -------------------------------------------------------------------------------------------------
-    images = ImageStore(root, raw_model.prepare_image)
+    images = ImageStore(root, raw_model.prepare_image, raw_model.prepare_identity())
     graphs = None
     if config.stage == 2:
         assert subgraphs is not None

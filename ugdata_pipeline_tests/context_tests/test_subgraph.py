@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
 
-from ugdata_pipeline.context.graph_json import from_graph_json, read_graph_json, to_graph_json, write_graph_json
+from ugdata_pipeline.context.graph_json import (
+    from_graph_json,
+    graph_json_by_image,
+    read_graph_json,
+    to_graph_json,
+    write_graph_json,
+)
 from ugdata_pipeline.context.pyg import EDGE_ATTR_NAMES, from_pyg_data, to_pyg_data
 from ugdata_pipeline.context.subgraph import (
     SUBGRAPH_EDGE_COLUMNS,
@@ -271,6 +277,26 @@ def test_graph_json_round_trip_in_the_reference_format(tiny: AnchoredCity, tmp_p
     file_nodes, file_edges, _ = read_graph_json(path)
     pd.testing.assert_frame_equal(file_nodes, nodes)
     pd.testing.assert_frame_equal(file_edges, edges)
+
+
+def test_graph_json_by_image_equals_one_graph_at_a_time_in_any_row_order(tiny: AnchoredCity) -> None:
+    tables = tiny.build()
+    expected = {i: to_graph_json(*subgraph_for(tables, i), f"image:render:{i}") for i in ("a", "b", "c")}
+    interleaved = (tables.nodes.sample(frac=1.0, random_state=0), tables.edges.sample(frac=1.0, random_state=1))
+    for nodes, edges in ((tables.nodes, tables.edges), interleaved):
+        render = graph_json_by_image(nodes, edges)
+        for image_id, graph in expected.items():
+            got = render(image_id, f"image:render:{image_id}")
+            if nodes is not tables.nodes:  # shuffled rows come back in the order they were given
+                got["nodes"].sort(key=lambda n: n["node_id"])
+                got["edges"].sort(key=lambda e: (e["source"], e["target"]))
+                graph = {**graph, "nodes": sorted(graph["nodes"], key=lambda n: n["node_id"]),
+                         "edges": sorted(graph["edges"], key=lambda e: (e["source"], e["target"]))}  # fmt: skip
+            assert json.dumps(got, allow_nan=False) == json.dumps(graph, allow_nan=False)
+    with pytest.raises(SubgraphInputError, match="'zzz' has no rows"):
+        graph_json_by_image(tables.nodes, tables.edges)("zzz", "image:render:zzz")
+    with pytest.raises(SubgraphInputError, match="not among"):
+        graph_json_by_image(tables.nodes, tables.edges)("a", "image:render:b")
 
 
 def test_graph_json_reads_a_bare_reference_graph_and_refuses_broken_ones() -> None:

@@ -116,9 +116,9 @@ def test_decoded_images_are_reused_refreshed_when_rewritten_and_bounded(tmp_path
 
     from PIL import Image
 
-    from ugdata_pipeline.uge.embed import _DecodedImages
+    from ugdata_pipeline.uge.data import ImageCache
 
-    cache = _DecodedImages(max_bytes=2 * 8 * 8 * 3)  # room for two 8 x 8 images
+    cache = ImageCache(max_bytes=2 * 8 * 8 * 3)  # room for two 8 x 8 images
     paths = [tmp_path / f"{i}.png" for i in range(3)]
     for i, path in enumerate(paths):
         Image.new("RGB", (8, 8), (i, 0, 0)).save(path)
