@@ -107,6 +107,8 @@ class RenderedImagesResource(ImageSourceResource):
     seed: int = Field(default=0, description="Heading jitter, lighting and noise; same seed, same images.")
     max_views: int | None = Field(default=None, description="Cap on views per city (evenly spread), None for all.")
     image_format: str = Field(default="png", description="png or jpeg.")
+    workers: int | None = Field(default=None, description="Processes drawing views; None: the usable cores (<= 8). "
+                                "The images do not depend on it.")  # fmt: skip
 
     def label(self) -> str:
         return "render (offline twin)"
@@ -133,7 +135,7 @@ class RenderedImagesResource(ImageSourceResource):
         return cameras, {"cameras": len(cameras), "spacing_m": config.spacing_m, "view_offsets_deg": offsets}
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
-        from ugdata_pipeline.imagery.render import render_city
+        from ugdata_pipeline.imagery.render import render_city, usable_cores
 
         step = max(1, len(candidates) // 10)
 
@@ -143,7 +145,7 @@ class RenderedImagesResource(ImageSourceResource):
 
         # The cameras stored by `candidates` are the ones to draw: no second sampling.
         result = render_city(extract, city_slug=city.slug, root=root, config=self._config(city), crs_metric=crs_metric,
-                             progress=progress, cameras=candidates)  # fmt: skip
+                             progress=progress, cameras=candidates, workers=self.workers or usable_cores())  # fmt: skip
         failures = pd.DataFrame(columns=["image_id", "stage", "attempts", "error", "last_attempt_at"])
         return result.images, failures, dict(result.counts)
 

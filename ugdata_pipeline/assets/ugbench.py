@@ -12,7 +12,7 @@ from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
 from ugdata_pipeline.ugbench._records import BenchConfig, CityInputs
 from ugdata_pipeline.ugbench.tasks import build_tasks, task_summary, validate_tasks
-from ugdata_pipeline.uge.runs import MODEL_SPECS
+from ugdata_pipeline.uge.family import MODEL_SPECS
 
 _INPUTS = ("images", "nodes", "edges", "subgraph_nodes", "subgraph_edges", "osm_aois", "osm_pois", "osm_trees")
 MODEL_ASSETS = [dg.AssetKey(f"uge_{spec.name}") for spec in MODEL_SPECS]

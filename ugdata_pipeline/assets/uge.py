@@ -17,7 +17,7 @@ import pandas as pd
 from ugdata_pipeline.assets._metadata import png
 from ugdata_pipeline.io_managers import frame_to_parquet_bytes, write_bytes_atomic
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
-from ugdata_pipeline.uge.runs import MODEL_SPECS, ModelSpec
+from ugdata_pipeline.uge.family import MODEL_SPECS, ModelSpec
 
 MODEL_ASSETS = [dg.AssetKey(f"uge_{spec.name}") for spec in MODEL_SPECS]
 

@@ -18,7 +18,6 @@ Conventions
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,11 +35,7 @@ EDGE_ATTR_NAMES: tuple[str, ...] = ("distance_m", "bearing_sin", "bearing_cos", 
 
 
 def _data_class() -> type[Data]:
-    # torch_geometric calls the deprecated torch.jit.script while importing; that warning is theirs, not
-    # ours, and would fail runs that turn warnings into errors.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
-        from torch_geometric.data import Data
+    from ugdata_pipeline._pyg import Data  # lazy: PyG (and torch) only when a graph is converted
 
     return Data
 

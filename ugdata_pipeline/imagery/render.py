@@ -35,9 +35,10 @@ import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from functools import lru_cache
@@ -812,6 +813,62 @@ def _captured_at(extract: OsmExtract) -> str:
     return stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True, slots=True)
+class _ViewJob:
+    """One view to draw and write (the camera fields :func:`render_view` needs, and the target file)."""
+
+    path: Path
+    x_m: float
+    y_m: float
+    heading_deg: float
+    camera_id: str
+    street_name: str | None
+    sequence_id: str
+
+
+#: Fewer views than this are drawn in the calling process: starting workers costs about as much.
+MIN_VIEWS_PER_WORKER = 200
+_WORKER_STATE: tuple[Scene, RenderConfig, str] | None = None
+
+
+def _draw_and_write(scene: Scene, config: RenderConfig, fingerprint: str, job: _ViewJob) -> dict:
+    image, facts = render_view(scene, job.x_m, job.y_m, job.heading_deg, config, view_rng(config.seed, job.camera_id),
+                               street_name=job.street_name, weather=sequence_weather(config.seed, job.sequence_id),
+                               lighting=sequence_lighting(config.seed, job.sequence_id))  # fmt: skip
+    _write_atomic(job.path, encode_image(image, facts, image_format=config.image_format, fingerprint=fingerprint))
+    return facts
+
+
+def _start_worker(scene: Scene, config: RenderConfig, fingerprint: str) -> None:
+    global _WORKER_STATE
+    _WORKER_STATE = (scene, config, fingerprint)
+
+
+def _worker_draw(job: _ViewJob) -> dict:
+    assert _WORKER_STATE is not None
+    return _draw_and_write(*_WORKER_STATE, job)
+
+
+def usable_cores(cap: int = 8) -> int:
+    """Cores this process may run on (its CPU affinity), at most ``cap``."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(usable, cap))
+
+
+def _render_views(scene: Scene, config: RenderConfig, fingerprint: str, jobs: list[_ViewJob], *,
+                  workers: int | None) -> Iterator[dict]:  # fmt: skip
+    """Draw and write ``jobs``, yielding each view's facts in order; in worker processes when there are many."""
+    workers = min(workers or 1, max(1, len(jobs) // MIN_VIEWS_PER_WORKER))
+    if workers <= 1:
+        for job in jobs:
+            yield _draw_and_write(scene, config, fingerprint, job)
+        return
+    # spawn, not fork: the calling process (a Dagster step) runs threads that a fork would copy mid-flight
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_start_worker, initargs=(scene, config, fingerprint)) as pool:
+        yield from pool.imap(_worker_draw, jobs, chunksize=16)
+
+
 def render_city(
     extract: OsmExtract,
     *,
@@ -822,6 +879,7 @@ def render_city(
     crs_metric: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     cameras: pd.DataFrame | None = None,
+    workers: int | None = None,
 ) -> RenderResult:
     """
     Render street-level views along a city's named streets into ``<root>/<city_slug>/images/``.
@@ -845,6 +903,10 @@ def render_city(
     cameras
         The cameras :func:`sample_cameras` gave for this city and config (e.g. stored by an earlier step), so they
         are not sampled again; by default they are sampled here.
+    workers
+        Processes drawing views (default 1: this process). Every view has its own seeded generator, so the files
+        do not depend on it. Workers are spawned, so a script that passes more than one needs the usual
+        ``if __name__ == "__main__":`` guard; :func:`usable_cores` is a good value.
 
     Returns
     -------
@@ -884,30 +946,33 @@ def render_city(
     fingerprint = config.fingerprint(city_slug)
     folder = root / city_slug / "images"
     captured_at = _captured_at(extract)
-    rendered = reused = 0
     facts_out: list[str] = []
     paths: list[str] = []
     sums = dict.fromkeys(("building_fraction", "green_fraction", "sky_fraction", "road_fraction"), 0.0)
-    for done, camera in enumerate(cameras.itertuples(index=False), start=1):
+    stored_facts: dict[int, dict] = {}
+    jobs: list[tuple[int, _ViewJob]] = []
+    for index, camera in enumerate(cameras.itertuples(index=False)):
         path = folder / f"{camera.camera_id}.{config.extension}"
+        paths.append(path.relative_to(root).as_posix())
         stored = read_image_facts(path) if path.exists() else None
         if stored is not None and stored[0] == fingerprint:
-            facts = stored[1]
-            reused += 1
+            stored_facts[index] = stored[1]
         else:
-            image, facts = render_view(scene, camera.x_m, camera.y_m, camera.heading_deg, config,
-                                       view_rng(config.seed, camera.camera_id), street_name=camera.street_name,
-                                       weather=sequence_weather(config.seed, camera.sequence_id),
-                                       lighting=sequence_lighting(config.seed, str(camera.sequence_id)))
-            _write_atomic(path, encode_image(image, facts, image_format=config.image_format,
-                                             fingerprint=fingerprint))  # fmt: skip
-            rendered += 1
+            jobs.append((index, _ViewJob(path, camera.x_m, camera.y_m, camera.heading_deg, str(camera.camera_id),
+                                         camera.street_name, str(camera.sequence_id))))  # fmt: skip
+    reused, rendered = len(stored_facts), len(jobs)
+    if progress is not None and reused:
+        progress(reused, len(cameras))
+    drawn = _render_views(scene, config, fingerprint, [job for _, job in jobs], workers=workers)
+    for done, ((index, _), facts) in enumerate(zip(jobs, drawn, strict=True), start=reused + 1):
+        stored_facts[index] = facts
+        if progress is not None:
+            progress(done, len(cameras))
+    for index in range(len(cameras)):
+        facts = stored_facts[index]
         for key in sums:
             sums[key] += float(facts.get(key, 0.0))
         facts_out.append(json.dumps(facts, ensure_ascii=False, separators=(",", ":")))
-        paths.append(path.relative_to(root).as_posix())
-        if progress is not None:
-            progress(done, len(cameras))
     if len(cameras):
         images = pd.DataFrame({
             "image_id": cameras["camera_id"].astype(str),

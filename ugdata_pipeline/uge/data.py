@@ -11,6 +11,7 @@ in as text). A batch of graphs is a PyG ``Batch`` whose ``batch`` vector assigns
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -24,8 +25,8 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch import Tensor
-from torch_geometric.data import Batch, Data
 
+from ugdata_pipeline._pyg import Batch, Data
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 from ugdata_pipeline.graph.schema import NODE_KINDS
@@ -257,6 +258,30 @@ def _runs(sorted_keys: np.ndarray) -> dict[str, tuple[int, int]]:
     return {str(sorted_keys[a]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
 
 
+def table_digest(*frames: pd.DataFrame) -> str:
+    """
+    A hash of the frames' column names and values (row order included; the index ignored), stable across machines.
+
+    Columns are hashed as they are (``pandas.util.hash_pandas_object``); only a column holding lists or arrays is
+    first written out as text, since those cannot be hashed directly. Turning every column into text cost about
+    half a minute on a city's subgraph tables.
+    """
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(("\x1f".join(map(str, frame.columns)) + f"\x1e{len(frame)}").encode())
+        for column in frame.columns:
+            try:
+                hashed = pd.util.hash_pandas_object(frame[column], index=False)
+            except TypeError:  # lists or arrays in the cells
+                hashed = pd.util.hash_pandas_object(frame[column].map(_cell_text), index=False)
+            digest.update(hashed.to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cell_text(value: object) -> str:
+    return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value, default=str)
+
+
 _LAST_BUILD: dict[str, Any] = {}  # key -> graphs of the last cached build (one entry: a family reuses one build)
 
 
@@ -276,10 +301,7 @@ def build_graphs_shared(
     ids = [str(i) for i in image_ids]
     if encoder_identity is None:
         return build_graphs(subgraphs, encode_node_texts, image_ids=ids, max_nodes=max_nodes)
-    digest = hashlib.sha256()
-    for frame in subgraphs:
-        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-        digest.update(",".join(map(str, frame.columns)).encode())
+    digest = hashlib.sha256(table_digest(*subgraphs).encode())
     digest.update("\x1f".join(ids).encode())
     key = f"{encoder_identity}|{max_nodes}|{digest.hexdigest()}"
     if key not in _LAST_BUILD:

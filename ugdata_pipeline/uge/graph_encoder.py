@@ -26,9 +26,8 @@ from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATv2Conv, GCNConv
-from torch_geometric.utils import scatter, softmax
 
+from ugdata_pipeline._pyg import GATv2Conv, GCNConv, scatter, softmax
 from ugdata_pipeline.graph.schema import NODE_KINDS
 
 ConvKind = Literal["gatv2", "gcn"]

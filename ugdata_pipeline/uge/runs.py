@@ -35,7 +35,8 @@ from typing import Any
 
 import pandas as pd
 
-from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError
+from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError, table_digest
+from ugdata_pipeline.uge.family import MODEL_SPECS, ModelSpec, model_spec
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, train
 
@@ -55,43 +56,6 @@ __all__ = [
 POINTER_FILE = "current.json"
 
 
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """One member of the model family (see the module docstring)."""
-
-    name: str
-    stage: int
-    variant: str
-    parent: str | None
-    graph_input: str
-    step_factor: int  # multiples of the family's step budget
-    description: str
-
-
-MODEL_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec("baseline", 1, "baseline", None, "own", 2,
-              "Generic-caption control: stage-1 training on name-free image captions only, for as many steps as "
-              "stage 1 and stage 2 together."),
-    ModelSpec("stage1", 1, "ugdata", None, "own", 1,
-              "UGE stage 1: image <-> spatial texts (captions, spatial summaries, reasoning paths)."),
-    ModelSpec("stage2", 2, "ugdata", "stage1", "own", 1,
-              "UGE stage 2: stage 1 + the graph encoder over each image's own 700 m subgraph, fused with the image."),
-    ModelSpec("stage2_shuffled_graphs", 2, "ugdata", "stage1", "shuffled", 1,
-              "Ablation: stage 2 trained on subgraphs of other images (a seeded derangement)."),
-    ModelSpec("stage2_no_graph", 2, "ugdata", "stage1", "none", 1,
-              "Ablation: stage 2 trained with the graph reduced to the image's own node (no neighbourhood)."),
-)  # fmt: skip
-
-
-def model_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` called ``name``."""
-    for spec in MODEL_SPECS:
-        if spec.name == name:
-            return spec
-    msg = f"unknown UGE model {name!r}; the family is {[s.name for s in MODEL_SPECS]}"
-    raise ValueError(msg)
-
-
 def run_config(spec: ModelSpec, base: TrainConfig, *, steps: int, seed: int) -> TrainConfig:
     """``base`` specialised to one model and seed: its stage, variant, graph input and its share of the budget."""
     return replace(base, stage=spec.stage, variant=spec.variant, graph_input=spec.graph_input,
@@ -101,9 +65,7 @@ def run_config(spec: ModelSpec, base: TrainConfig, *, steps: int, seed: int) -> 
 def run_fingerprint(records: pd.DataFrame, subgraphs: SubgraphTables | None, config: TrainConfig,
                     parent_fingerprint: str | None) -> str:  # fmt: skip
     """A 16-hex-digit hash of everything that changes a run's result (never of machine paths)."""
-    digest = hashlib.sha256()
-    for frame in (records, *(subgraphs if subgraphs is not None else ())):
-        digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    digest = hashlib.sha256(table_digest(records, *(subgraphs if subgraphs is not None else ())).encode())
     settings = {k: v for k, v in config.to_dict().items() if k not in ("out_dir", "eval_every_epoch",
                                                                         "checkpoint_every_steps")}  # fmt: skip
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode("utf-8"))

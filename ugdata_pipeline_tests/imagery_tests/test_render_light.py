@@ -85,6 +85,24 @@ def test_same_seed_and_camera_give_the_same_bytes_whatever_else_is_drawn(long_st
                                   some.images.reset_index(drop=True))  # fmt: skip
 
 
+def test_views_drawn_in_worker_processes_are_the_views_drawn_here(long_street_extract, tmp_path, monkeypatch):
+    import ugdata_pipeline.imagery.render as render
+
+    monkeypatch.setattr(render, "MIN_VIEWS_PER_WORKER", 4)  # this small city is enough to start two workers
+    config = RenderConfig(size=32, spacing_m=90.0, view_offsets_deg=(0.0,))
+    seen: list[tuple[int, int]] = []
+    here = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, workers=1)
+    pooled = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, workers=2,
+                         progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert len(here.images) >= 8 and pooled.counts["rendered"] == len(here.images)
+    pd.testing.assert_frame_equal(here.images, pooled.images)
+    for rel in here.images["path"]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    assert seen == [(k, len(here.images)) for k in range(1, len(here.images) + 1)]
+    again = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, workers=2)
+    assert again.counts["reused"] == len(here.images) and again.counts["rendered"] == 0
+
+
 # ---- no heading in the shading
 
 

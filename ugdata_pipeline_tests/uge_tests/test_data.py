@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -124,3 +125,23 @@ def test_epoch_batches_are_deterministic_and_cover_every_row() -> None:
     assert [len(b) for b in first] == [4, 4, 2]
     assert [len(b) for b in epoch_batches(9, 4, seed=0, epoch=0)] == [4, 4]  # a 1-row batch is dropped
     assert [b.tolist() for b in epoch_batches(10, 4, seed=3, epoch=2)] != [b.tolist() for b in first]
+
+
+def test_table_digest_sees_every_value_list_cells_included_and_ignores_the_index() -> None:
+    from ugdata_pipeline.uge.data import table_digest
+
+    frame = pd.DataFrame({"id": ["a", "b"], "x": [1.5, 2.0], "negatives": [["p", "q"], None]})
+    base = table_digest(frame)
+    assert table_digest(frame.set_axis([10, 11])) == base  # the index does not matter
+    assert table_digest(frame.copy()) == base
+    changed = [
+        frame.assign(x=[1.5, 2.0000001]),
+        frame.assign(negatives=[["p", "r"], None]),
+        frame.assign(negatives=[np.array(["p", "q"]), ["q"]]),
+        frame.rename(columns={"x": "y"}),
+        frame.iloc[::-1],
+        frame.iloc[:1],
+    ]
+    digests = [table_digest(f) for f in changed]
+    assert base not in digests and len(set(digests)) == len(digests)
+    assert table_digest(frame, frame.iloc[:0]) != base  # a second (empty) table counts too
