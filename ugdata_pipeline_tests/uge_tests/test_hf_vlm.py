@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ugdata_pipeline._pyg import Batch, Data  # PyG's names, imported with its import-time warning silenced
 from ugdata_pipeline.uge.backbone import build_backbone
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
 from ugdata_pipeline.uge.hf_vlm import (
@@ -29,9 +30,6 @@ from ugdata_pipeline.uge.hf_vlm import (
     tiny_qwen2_vl,
 )
 from ugdata_pipeline.uge.losses import symmetric_info_nce
-
-# after the uge package: it imports torch_geometric with its import-time warning silenced
-from torch_geometric.data import Batch, Data  # isort: skip
 
 HIDDEN = VLMSizes().hidden_size
 GRAPH_CONFIG = GraphEncoderConfig(hidden_dim=32, edge_dim=8, heads=2)
