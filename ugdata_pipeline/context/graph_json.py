@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.context.subgraph import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS, SubgraphInputError
+from ugdata_pipeline.grouping import key_runs
 
 #: Optional node fields copied from / to the node table when present (besides node_id, coords, node_text).
 NODE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "name", "category", "dx_m", "dy_m", "distance_m", "rank")
@@ -72,14 +73,10 @@ class _GroupedColumns:
 
     def __init__(self, table: pd.DataFrame, columns: list[str], key: str | None) -> None:
         if key is not None and key in table.columns and len(table):
-            keys = table[key].astype(str).to_numpy()
-            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-            if len(starts) != len(set(keys[starts])):  # not one run per key (the subgraph stage writes runs): sort
+            self.ranges = key_runs(table[key].astype(str).to_numpy())
+            if sum(b - a for a, b in self.ranges.values()) != len(table):  # a key in two runs: sort
                 table = table.sort_values(key, kind="stable")
-                keys = table[key].astype(str).to_numpy()
-                starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-            ends = np.r_[starts[1:], len(keys)]
-            self.ranges = {str(keys[s]): (int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
+                self.ranges = key_runs(table[key].astype(str).to_numpy())
         else:
             self.ranges = {}
         self.all = (0, len(table))

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.grouping import key_runs
 from ugdata_pipeline.imagery.anchor import image_node_ids
 from ugdata_pipeline.ugbench.metrics import group_seed
 
@@ -388,20 +389,12 @@ class SubgraphIndex:
         node_rank = pd.to_numeric(subgraph_nodes["rank"], errors="coerce").to_numpy(dtype=float)
         order = np.lexsort((node_rank, node_codes))
         self.nodes = subgraph_nodes.iloc[order].reset_index(drop=True)
-        self._node_slices = self._slices(node_codes[order], node_names)
+        self._node_slices = key_runs(node_codes[order], node_names)
         edge_codes, edge_names = pd.factorize(subgraph_edges["image_id"].astype(str), sort=True)
         order = np.argsort(edge_codes, kind="stable")
         self.edges = subgraph_edges.iloc[order].reset_index(drop=True)
-        self._edge_slices = self._slices(edge_codes[order], edge_names)
+        self._edge_slices = key_runs(edge_codes[order], edge_names)
         self._graphs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
-
-    @staticmethod
-    def _slices(sorted_codes: np.ndarray, names: Sequence[object]) -> dict[str, tuple[int, int]]:
-        if not len(sorted_codes):
-            return {}
-        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-        stops = np.r_[starts[1:], len(sorted_codes)]
-        return {str(names[sorted_codes[a]]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
 
     def __contains__(self, image_id: object) -> bool:
         return str(image_id) in self._node_slices

@@ -8,6 +8,7 @@ Plain Python on tensors and DataFrames; never imports dagster. Modules:
 - :mod:`.losses` -- symmetric InfoNCE with in-batch (and cross-process) negatives;
 - :mod:`.compact` -- the offline CPU backbone (bundled MiniLM text tower + small CNN image tower);
 - :mod:`.data` -- training records to batches, subgraph tables to PyG graphs;
+- :mod:`.images` -- decoded and prepared images, cached once per process;
 - :mod:`.train` / :mod:`.checkpoint` -- the accelerate trainer and its checkpoints;
 - :mod:`.embed` -- batched, L2-normalised embeddings from a checkpoint (and a CLI).
 """

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,9 @@ from ugdata_pipeline._pyg import Batch, Data
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 from ugdata_pipeline.graph.schema import NODE_KINDS
+from ugdata_pipeline.grouping import key_runs
 from ugdata_pipeline.uge.graph_encoder import EDGE_FEATURE_DIM
+from ugdata_pipeline.uge.images import SHARED_IMAGES
 from ugdata_pipeline.uge.losses import text_ids
 
 logger = logging.getLogger(__name__)
@@ -223,9 +223,9 @@ def build_graphs(
         distance_m=pd.to_numeric(edges["distance_m"], errors="coerce").to_numpy(dtype=np.float64),
         bearing_deg=pd.to_numeric(edges["bearing_deg"], errors="coerce").to_numpy(dtype=np.float64),
     )
-    edge_runs = _runs(edges["image_id"].to_numpy(dtype=object))
+    edge_runs = key_runs(edges["image_id"].to_numpy(dtype=object))
     graphs: dict[str, Data] = {}
-    for image_id, (start, stop) in _runs(nodes["image_id"].to_numpy(dtype=object)).items():
+    for image_id, (start, stop) in key_runs(nodes["image_id"].to_numpy(dtype=object)).items():
         graphs[image_id] = _one_graph(image_id, node_cols, slice(start, stop), edge_cols,
                                       slice(*edge_runs.get(image_id, (0, 0))), text_matrix, text_dim)  # fmt: skip
     logger.info("built %d graphs (%d nodes, %d unique node texts)", len(graphs), len(nodes), len(unique_texts))
@@ -247,15 +247,6 @@ class _EdgeArrays:
     dst: np.ndarray
     distance_m: np.ndarray
     bearing_deg: np.ndarray
-
-
-def _runs(sorted_keys: np.ndarray) -> dict[str, tuple[int, int]]:
-    """``key -> (start, stop)`` of each run of equal keys in a grouped array."""
-    if not len(sorted_keys):
-        return {}
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    stops = np.r_[starts[1:], len(sorted_keys)]
-    return {str(sorted_keys[a]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
 
 
 def table_digest(*frames: pd.DataFrame) -> str:
@@ -421,69 +412,6 @@ def collate_graphs(graphs: Sequence[Data]) -> Batch:
         msg = "collate_graphs got no graphs; pass at least one."
         raise TrainingDataError(msg)
     return Batch.from_data_list(list(graphs))
-
-
-class ImageCache:
-    """
-    Decoded or backbone-prepared images of recently used files, shared by every model in the process (bounded LRU).
-
-    A model family trains and is benchmarked on the same images, once per model and seed; decoding and resizing
-    them again for each was most of that image cost. Entries are keyed by path, size and modification time (a
-    rewritten file is read again) and, for prepared images, by the backbone's ``prepare_identity``.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, int, int, str], Any] = OrderedDict()
-        self._sizes: dict[tuple[str, int, int, str], int] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def rgb(self, path: Path) -> np.ndarray:
-        """The file's pixels, ``[H, W, 3]`` uint8."""
-        return self._get(path, "", lambda: _decode_rgb(path))
-
-    def prepared(self, path: Path, identity: str, prepare: Callable[[Image.Image], Any]) -> Any:
-        """``prepare`` of the decoded file, shared by every backbone whose ``prepare_identity`` is ``identity``."""
-        return self._get(path, identity, lambda: prepare(Image.fromarray(_decode_rgb(path))))
-
-    def _get(self, path: Path, identity: str, make: Callable[[], Any]) -> Any:
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, identity)
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        item = make()
-        size = _nbytes(item)
-        with self._lock:
-            if key not in self._items:
-                self._items[key], self._sizes[key] = item, size
-                self._bytes += size
-            while self._bytes > self.max_bytes and self._items:
-                old, _ = self._items.popitem(last=False)
-                self._bytes -= self._sizes.pop(old)
-        return item
-
-
-def _decode_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def _nbytes(item: Any) -> int:
-    if isinstance(item, Tensor):
-        return item.numel() * item.element_size()
-    if isinstance(item, np.ndarray):
-        return int(item.nbytes)
-    tensors = [v for v in getattr(item, "__dict__", {}).values() if isinstance(v, Tensor)]
-    if not tensors and isinstance(item, tuple):
-        tensors = [v for v in item if isinstance(v, Tensor)]
-    return sum(t.numel() * t.element_size() for t in tensors) or 1 << 16  # unknown: count it as 64 kB
-
-
-#: The process-wide cache (about 5,000 views at 256 x 256, or 20,000 prepared at 128 x 128).
-SHARED_IMAGES = ImageCache(max_bytes=1 << 30)
 
 
 class ImageStore:

@@ -25,7 +25,8 @@ from PIL import Image
 
 from ugdata_pipeline.uge.backbone import Backbone
 from ugdata_pipeline.uge.checkpoint import load_checkpoint
-from ugdata_pipeline.uge.data import SHARED_IMAGES, SubgraphTables, build_graphs, centre_only, collate_graphs
+from ugdata_pipeline.uge.data import SubgraphTables, build_graphs, centre_only, collate_graphs
+from ugdata_pipeline.uge.images import SHARED_IMAGES
 
 logger = logging.getLogger(__name__)
 

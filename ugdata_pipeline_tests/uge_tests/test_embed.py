@@ -116,7 +116,7 @@ def test_decoded_images_are_reused_refreshed_when_rewritten_and_bounded(tmp_path
 
     from PIL import Image
 
-    from ugdata_pipeline.uge.data import ImageCache
+    from ugdata_pipeline.uge.images import ImageCache
 
     cache = ImageCache(max_bytes=2 * 8 * 8 * 3)  # room for two 8 x 8 images
     paths = [tmp_path / f"{i}.png" for i in range(3)]
