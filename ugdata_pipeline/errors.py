@@ -37,3 +37,18 @@ class EmptyAreaError(UgdataError, ValueError):
 
 class ImageryInputError(UgdataError, ValueError):
     """An images table (or an option of an imagery function) is invalid."""
+
+
+class IncompleteResultError(UgdataError, RuntimeError):
+    """
+    A stage that fetches or generates got less than it should (an outage, a failure rate over its threshold, an
+    empty result where the last materialization had rows).
+
+    Raised instead of returning the short result, so the step fails and the previous materialization stays in
+    place; the message says what was missing and how to retry. Items that failed stay recorded and are retried by
+    the next run.
+    """
+
+
+class CorruptFileError(UgdataError, OSError):
+    """A stored file (table, image, OSM extract, checkpoint) cannot be read; the message names the file and city."""
