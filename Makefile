@@ -32,9 +32,11 @@ RUN_INPUTS := $(shell git ls-files ugdata_pipeline cities.yaml cities-study.yaml
 EXECUTE := $(VENV)/bin/dagster job execute -m ugdata_pipeline.definitions
 
 # The whole sample run: every offline city of $(UGDATA_CITIES), then training_job, then benchmark_job; each run's
-# log goes to $(DAGSTER_HOME)/last_run_*.log and is shown when it fails.
+# log goes to $(DAGSTER_HOME)/last_run_*.log and is shown when it fails. Runs killed earlier are released first
+# (marked failed, their `gpu` pool slot freed), so a stale slot never blocks this run.
 define PIPELINE
 	@mkdir -p $(UGDATA_ROOT)
+	@$(PY) -m ugdata_pipeline.cli release-dead-runs
 	@for city in $$($(PY) -m ugdata_pipeline.cli cities --offline); do \
 		echo "== dataset: $$city"; \
 		$(EXECUTE) -j city_dataset_job --tags "{\"dagster/partition\": \"$$city\"}" \

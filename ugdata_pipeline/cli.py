@@ -1,4 +1,4 @@
-"""Command line: ``python -m ugdata_pipeline.cli {cities,summary}`` (used by ``make run``)."""
+"""Command line: ``python -m ugdata_pipeline.cli {cities,summary,release-dead-runs}`` (used by ``make run``)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,18 @@ def _print_benchmark(root: str) -> None:
     print(f"\nReport: {folder / 'report.md'}")
 
 
+def cmd_release_dead_runs(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ugdata_pipeline.dead_runs import release_dead_runs
+
+    with dg.DagsterInstance.get() as instance:
+        for run in release_dead_runs(instance):
+            print(f"released run {run.run_id} of {run.job_name}: it was {run.status} with no live process "
+                  f"(pids {', '.join(map(str, run.pids))}); marked failed, pool slots freed")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ugdata", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="print what has been built under UGDATA_ROOT")
     summary.add_argument("--root", default=None, help="data root (default UGDATA_ROOT or data/)")
     summary.set_defaults(func=cmd_summary)
+    release = sub.add_parser("release-dead-runs", help="mark runs whose process was killed as failed and free "
+                             "their pool slots (DAGSTER_HOME's instance)")  # fmt: skip
+    release.set_defaults(func=cmd_release_dead_runs)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
