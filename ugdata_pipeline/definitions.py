@@ -44,7 +44,8 @@ def resources_for(deployment: str) -> dict[str, object]:
     root = data_root()
     online = deployment == "online"
     return {
-        "table_io_manager": ParquetIOManager(root=root),
+        "table_io_manager": ParquetIOManager(root=root,
+                                             allow_emptying=os.environ.get("UGDATA_ALLOW_EMPTYING", "") == "1"),
         "storage": StorageResource(root=root),
         "cities": CityRegistryResource(path=os.environ.get("UGDATA_CITIES")),
         "osm": OsmSourceResource(allow_network=online,

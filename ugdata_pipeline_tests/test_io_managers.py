@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
 from upath import UPath
 
-from ugdata_pipeline.io_managers import frame_to_parquet_bytes, read_table, table_path, write_bytes_atomic
+from ugdata_pipeline.errors import CorruptFileError, IncompleteResultError
+from ugdata_pipeline.io_managers import (
+    ParquetIOManager,
+    frame_to_parquet_bytes,
+    read_table,
+    table_path,
+    write_bytes_atomic,
+)
 
 
 def test_table_path_layout():
@@ -51,3 +59,44 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         write_bytes_atomic(path, b"new")
     assert path.read_bytes() == b"old"
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["edges.parquet"]
+
+
+def test_a_truncated_table_names_its_file_city_and_fix(tmp_path):
+    frame = pd.DataFrame({"image_id": [f"i{k}" for k in range(100)], "x": range(100)})
+    path = table_path(str(tmp_path), "training_records", "helsinki")
+    payload = frame_to_parquet_bytes(frame)
+    write_bytes_atomic(path, payload[: len(payload) // 2])
+    with pytest.raises(CorruptFileError) as caught:
+        read_table(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "'training_records' table of city 'helsinki'" in message
+    assert "delete it and materialize 'training_records' for 'helsinki' again" in message
+
+
+def _store(manager: ParquetIOManager, asset: str, city: str, frame: pd.DataFrame) -> None:
+    partitions = dg.StaticPartitionsDefinition([city])
+    context = dg.build_output_context(asset_key=dg.AssetKey(asset), partition_key=city,
+                                      asset_partitions_def=partitions)  # fmt: skip
+    manager.handle_output(context, frame)
+
+
+def test_an_empty_result_never_replaces_a_table_with_rows(tmp_path):
+    manager = ParquetIOManager(root=str(tmp_path))
+    full = pd.DataFrame({"image_id": ["a", "b", "c"]})
+    _store(manager, "training_records", "karhula", full)
+    path = table_path(str(tmp_path), "training_records", "karhula")
+    before = path.read_bytes()
+    with pytest.raises(IncompleteResultError) as caught:
+        _store(manager, "training_records", "karhula", full.iloc[:0])
+    message = str(caught.value)
+    assert "'training_records' for city 'karhula' came out empty" in message
+    assert "has 3 rows: refusing to replace it" in message
+    assert "UGDATA_ALLOW_EMPTYING=1" in message
+    assert path.read_bytes() == before
+    # an empty table may be written where there was none or an empty one (a city without trees) ...
+    _store(manager, "osm_trees", "karhula", pd.DataFrame({"x": []}))
+    _store(manager, "osm_trees", "karhula", pd.DataFrame({"x": []}))
+    # ... and replaces rows when the operator says so
+    _store(ParquetIOManager(root=str(tmp_path), allow_emptying=True), "training_records", "karhula", full.iloc[:0])
+    assert len(read_table(path)) == 0
