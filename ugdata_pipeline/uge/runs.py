@@ -95,7 +95,8 @@ def _read_pointer(root: Path, name: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"seeds": {}}
 
 
-def current_checkpoints(root: str | Path, name: str, seeds: Sequence[int] | None = None) -> dict[int, Path]:
+def current_checkpoints(root: str | Path, name: str, seeds: Sequence[int] | None = None, *,
+                        require_present: bool = False) -> dict[int, Path]:  # fmt: skip
     """
     ``seed -> best checkpoint`` of the current runs of model ``name`` (only those that exist on disk).
 
@@ -105,15 +106,30 @@ def current_checkpoints(root: str | Path, name: str, seeds: Sequence[int] | None
         The data root the pointer's relative paths are resolved against.
     seeds
         Restrict to these seeds (default: every seed the pointer lists).
+    require_present
+        Raise instead of leaving out a run the pointer lists whose checkpoint folder is gone (the benchmark: a
+        model must not silently drop out of the comparison).
+
+    Raises
+    ------
+    FileNotFoundError
+        With ``require_present``: a listed checkpoint is missing; the message names it and how to retrain.
     """
     root = Path(root)
     entries = _read_pointer(root, name).get("seeds", {})
     out = {}
     for key, entry in sorted(entries.items(), key=lambda kv: int(kv[0])):
         seed = int(key)
+        if seeds is not None and seed not in seeds:
+            continue
         path = root / entry["checkpoint"]
-        if (seeds is None or seed in seeds) and path.is_dir():
+        if path.is_dir():
             out[seed] = path
+        elif require_present:
+            msg = (f"{_pointer(root, name)} names {entry['checkpoint']} (relative to the data root {root}) as the "
+                   f"current {name} run of seed {seed}, but that folder is missing; rematerialize uge_{name} "
+                   "(training_job) to train it again")  # fmt: skip
+            raise FileNotFoundError(msg)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -170,3 +171,13 @@ def test_runs_are_reused_pointed_to_relatively_and_need_their_parent(synthetic: 
     assert sorted(current_checkpoints(moved, "stage1")) == [0, 1]
     assert current_checkpoints(moved, "stage2", [0])[0].is_relative_to(moved)
     assert current_checkpoints(moved, "stage2", [1]) == {}
+    # ... and reuses them: same fingerprints (no machine path in them), nothing trained again
+    reused = train_seed(model_spec("stage2"), records, root=moved, base=base, steps=1, seed=0, cities=["x"],
+                        subgraphs=subgraphs)  # fmt: skip
+    assert reused.fingerprint == stage2.fingerprint and reused.result.samples_per_s == 0
+    # a checkpoint the pointer names but the disk lacks is an error where a model must not drop out silently
+    lost = current_checkpoints(moved, "stage1")[1]
+    shutil.rmtree(lost)
+    assert sorted(current_checkpoints(moved, "stage1")) == [0]
+    with pytest.raises(FileNotFoundError, match=r"current stage1 run of seed 1, but that folder is missing"):
+        current_checkpoints(moved, "stage1", require_present=True)
