@@ -281,7 +281,7 @@ class OpenAICaptionerResource(CaptionerResource):
     json_schema: bool = Field(default=False, description="Ask for a JSON schema answer (endpoints that support it).")
 
     def captioner(self):
-        from ugdata_pipeline.context.captioners import OpenAICompatibleCaptioner
+        from ugdata_pipeline.context.openai_captioner import OpenAICompatibleCaptioner
 
         return OpenAICompatibleCaptioner(self.model, base_url=self.base_url, api_key=self.api_key,
                                          concurrency=self.concurrency, requests_per_minute=self.requests_per_minute,

@@ -8,13 +8,8 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, preview
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.context.captioners import (
-    both_sections_share,
-    build_caption_requests,
-    hallucination_rate,
-    homogeneity,
-    names_by_image,
-)
+from ugdata_pipeline.context.caption_quality import both_sections_share, hallucination_rate, homogeneity
+from ugdata_pipeline.context.captioners import build_caption_requests, names_by_image
 from ugdata_pipeline.dataset.export import export_ms_swift, subgraph_json_from_tables
 from ugdata_pipeline.dataset.records import build_training_records, negatives_within_split, query_leaks
 from ugdata_pipeline.resources import CaptionerResource, CityRegistryResource, StorageResource
