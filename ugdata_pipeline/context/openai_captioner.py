@@ -114,6 +114,45 @@ class _CaptionCache:
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
+class _UnreadableAnswerError(Exception):
+    """A 200 answer that is not a chat completion with a message (a proxy's page, a truncated or foreign body)."""
+
+
+def _answer_text(response: object) -> str | None:
+    """The first choice's message text of a chat completion; anything else raises :class:`_UnreadableAnswerError`.
+
+    The client returns the body as a ``str`` when the content type is not JSON, and builds a completion without
+    validation from any JSON object, so every field is checked here rather than trusted.
+    """
+    if isinstance(response, str):
+        msg = f"the body is not a chat completion (text {response.strip()[:80]!r})"
+        raise _UnreadableAnswerError(msg)
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        msg = "the answer has no choices"
+        raise _UnreadableAnswerError(msg)
+    message = getattr(choices[0], "message", None)
+    if message is None:
+        msg = "the answer's first choice has no message"
+        raise _UnreadableAnswerError(msg)
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        msg = f"the answer's message content is {type(content).__name__}, not text"
+        raise _UnreadableAnswerError(msg)
+    return content  # None or "" is an empty answer: a format fault, re-asked once
+
+
+def _usage(response: object) -> tuple[int, int]:
+    """``(prompt_tokens, completion_tokens)`` of an answer; 0 where the endpoint reports none or nonsense."""
+    usage = getattr(response, "usage", None)
+
+    def count(name: str) -> int:
+        value = getattr(usage, name, None)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    return count("prompt_tokens"), count("completion_tokens")
+
+
 @dataclass
 class _Job:
     request: CaptionRequest
@@ -361,14 +400,20 @@ class OpenAICompatibleCaptioner:
                 error = f"timeout after {self.timeout_s:g} s"
             except openai.APIConnectionError as exc:
                 error = f"connection error: {self._safe(exc)}"
-            except (openai.APIError, ValueError) as exc:  # e.g. a 200 whose body is not JSON (a proxy's error page)
-                error = f"unreadable response ({type(exc).__name__}): {self._safe(exc)}"
+            except (openai.APIError, ValueError, TypeError) as exc:  # e.g. JSON content type, body not JSON
+                error = f"unreadable response: {type(exc).__name__}: {self._safe(exc)}"
             else:
-                usage = getattr(response, "usage", None)
-                if usage is not None:
-                    prompt_tokens += int(usage.prompt_tokens or 0)
-                    completion_tokens += int(usage.completion_tokens or 0)
-                text = response.choices[0].message.content if response.choices else None
+                used_prompt, used_completion = _usage(response)
+                prompt_tokens += used_prompt
+                completion_tokens += used_completion
+                try:
+                    text = _answer_text(response)
+                except _UnreadableAnswerError as exc:
+                    error = f"unreadable response: {redact(str(exc), self._api_key)}"
+                    text = None
+                else:
+                    error = ""
+            if not error:
                 try:
                     caption, summary = parse_answer(text)
                 except CaptionFormatError as exc:
