@@ -254,6 +254,7 @@ class CaptionRunStats:
     reasks: int = 0
     done: int = 0
     failed: int = 0
+    not_attempted: int = 0  # failed without a call this run: the circuit breaker had opened
     prompt_tokens: int = 0
     completion_tokens: int = 0
     wall_s: float = 0.0

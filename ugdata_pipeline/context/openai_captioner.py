@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,11 @@ from ugdata_pipeline.context.captioners import (
     captions_frame,
     validate_requests,
 )
-from ugdata_pipeline.throttle import AsyncTokenBucket, RetryPolicy, parse_retry_after, redact
+from ugdata_pipeline.throttle import AsyncTokenBucket, CircuitBreaker, RetryPolicy, parse_retry_after, redact
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_TOKEN_ESTIMATE", "OpenAICompatibleCaptioner"]
+__all__ = ["CIRCUIT_OPEN", "IMAGE_TOKEN_ESTIMATE", "OpenAICompatibleCaptioner"]
 
 #: Rough token cost of one image for the tokens/min budget (OpenAI's high-detail 512 px tile is 765 tokens).
 IMAGE_TOKEN_ESTIMATE = 765
@@ -112,6 +113,8 @@ class _CaptionCache:
 # ----------------------------------------------------------------------------------------------- online captioner
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
+#: The reason of the rows an open circuit breaker stopped before their first call (see ``breaker_threshold``).
+CIRCUIT_OPEN = "circuit open"
 
 
 class _UnreadableAnswerError(Exception):
@@ -167,6 +170,19 @@ class _Job:
         return f"data:{mime};base64,{base64.b64encode(self.request.image_path.read_bytes()).decode('ascii')}"
 
 
+@dataclass
+class _Run:
+    """State shared by the workers of one ``caption_all`` run (bound to its event loop)."""
+
+    client: Any
+    openai: Any
+    request_bucket: AsyncTokenBucket | None
+    token_bucket: AsyncTokenBucket | None
+    stats: CaptionRunStats
+    breaker: CircuitBreaker
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class OpenAICompatibleCaptioner:
     """
     Captions through an OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, DashScope/Qwen, Ollama).
@@ -196,6 +212,11 @@ class OpenAICompatibleCaptioner:
         Sampling settings (the reference used 0.2 and 1300).
     retry_policy
         Backoff timing; default :class:`~ugdata_pipeline.throttle.RetryPolicy` with ``max_attempts``.
+    breaker_threshold
+        Failed calls in a row (connection errors, timeouts, 5xx, 404, unreadable or malformed answers) after which
+        the endpoint is taken to be down: nothing more is sent, and the images left are recorded as failed with
+        reason ``circuit open`` (not attempted) so the run ends quickly. A 401/403 opens it at once. Default
+        ``max(10, 2 * concurrency)``, the rule of the Mapillary client. 429s neither count nor reset it.
     """
 
     def __init__(
@@ -213,6 +234,7 @@ class OpenAICompatibleCaptioner:
         temperature: float = 0.2,
         max_tokens: int = 1300,
         retry_policy: RetryPolicy | None = None,
+        breaker_threshold: int | None = None,
     ) -> None:
         if not model or not str(model).strip():
             msg = "`model` must name the endpoint's model, e.g. 'qwen-vl-max-latest'"
@@ -226,6 +248,9 @@ class OpenAICompatibleCaptioner:
                 raise CaptionerConfigError(msg)
         if timeout_s <= 0:
             msg = f"`timeout_s` must be positive, got {timeout_s!r}"
+            raise CaptionerConfigError(msg)
+        if breaker_threshold is not None and breaker_threshold < 1:
+            msg = f"`breaker_threshold` must be >= 1 or None (the default), got {breaker_threshold!r}"
             raise CaptionerConfigError(msg)
         self.model = str(model)
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -243,6 +268,9 @@ class OpenAICompatibleCaptioner:
         self.max_tokens = int(max_tokens)
         self.retry_policy = retry_policy or RetryPolicy(max_attempts=max_attempts)
         self.max_attempts = self.retry_policy.max_attempts
+        # Enough that every worker can fail twice in a row before the endpoint is declared down (a burst of
+        # errors while a server restarts), few enough that a dead endpoint costs seconds, not the whole city.
+        self.breaker_threshold = int(breaker_threshold or max(10, 2 * self.concurrency))
         self.last_stats = CaptionRunStats()
 
     def __repr__(self) -> str:  # the key stays out of reprs and logs
@@ -317,6 +345,7 @@ class OpenAICompatibleCaptioner:
 
         client = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
                                     timeout=self.timeout_s)  # fmt: skip
+        run = _Run(client, openai, request_bucket, token_bucket, stats, CircuitBreaker(self.breaker_threshold))
 
         async def worker() -> None:
             nonlocal finished
@@ -325,7 +354,7 @@ class OpenAICompatibleCaptioner:
                     job = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                row = await self._caption_one(client, openai, job, request_bucket, token_bucket, stats)
+                row = await self._caption_one(run, job)
                 cache.save(job.key, row)
                 results[job.request.image_id] = row
                 finished += 1
@@ -342,8 +371,9 @@ class OpenAICompatibleCaptioner:
         stats.done = int((frame["status"] == "done").sum())
         stats.failed = int((frame["status"] == "failed").sum())
         stats.wall_s = round(time.perf_counter() - started, 3)
-        logger.info("captioning finished: %d done, %d failed, %d API calls, %d retries, %d re-asks in %.1f s",
-                    stats.done, stats.failed, stats.api_calls, stats.retries, stats.reasks, stats.wall_s)  # fmt: skip
+        logger.info("captioning finished: %d done, %d failed (%d not attempted: circuit open), %d API calls, "
+                    "%d retries, %d re-asks in %.1f s", stats.done, stats.failed, stats.not_attempted,
+                    stats.api_calls, stats.retries, stats.reasks, stats.wall_s)  # fmt: skip
         return frame
 
     # -- internals -------------------------------------------------------------------------------------
@@ -360,8 +390,8 @@ class OpenAICompatibleCaptioner:
     def _estimated_tokens(self, prompt: str) -> float:
         return len(prompt) / _CHARS_PER_TOKEN + IMAGE_TOKEN_ESTIMATE + self.max_tokens
 
-    async def _caption_one(self, client, openai, job: _Job, request_bucket, token_bucket,
-                           stats: CaptionRunStats) -> dict[str, Any]:  # fmt: skip
+    async def _caption_one(self, run: _Run, job: _Job) -> dict[str, Any]:
+        openai = run.openai
         chat_completion_type = openai.types.chat.ChatCompletion
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": SYSTEM_MESSAGE},
@@ -375,49 +405,63 @@ class OpenAICompatibleCaptioner:
         reasked = False
         error = ""
         image_id = job.request.image_id
+        stats = run.stats
         while attempts < self.max_attempts:
-            attempts += 1
-            if request_bucket is not None:
+            if request_bucket := run.request_bucket:
                 await request_bucket.acquire(1)
-            if token_bucket is not None:
+            if token_bucket := run.token_bucket:
                 await token_bucket.acquire(self._estimated_tokens(job.prompt))
+            if run.breaker.is_open:  # checked after the buckets too: a worker may have waited there a while
+                return self._stopped(run, job, attempts, error, prompt_tokens, completion_tokens)
+            attempts += 1
             stats.api_calls += 1
             retry_after: float | None = None
+            text: str | None = None
             try:
                 # The client's documented raw ``post`` skips its recursive parameter transform (about 3 ms of
                 # CPU per call, a third of the client's cost at 100 calls/s); errors and parsing are unchanged.
-                response = await client.post("/chat/completions", cast_to=chat_completion_type, body={
+                response = await run.client.post("/chat/completions", cast_to=chat_completion_type, body={
                     "model": self.model, "messages": messages, "temperature": self.temperature,
                     "max_tokens": self.max_tokens, **extra,
                 })  # fmt: skip
             except openai.APIStatusError as exc:
-                error = f"HTTP {exc.status_code}: {self._safe(exc)}"
-                if exc.status_code not in _RETRYABLE_STATUS and exc.status_code < 500:
+                status = exc.status_code
+                error = f"HTTP {status}: {self._safe(exc)}"
+                if status in (401, 403):
+                    # A wrong or expired key will not get better by asking again, for this image or any other.
+                    error += "; the endpoint rejected the API key: check OPENAI_API_KEY (and OPENAI_BASE_URL)"
+                    self._open(run, run.breaker.trip(error))
+                    break
+                # The endpoint's own faults count; a rate limit is the service working as agreed, and a 400/422
+                # is about this one request.
+                if status >= 500 or status in (404, 408):
+                    self._open(run, run.breaker.failure(error))
+                if status not in _RETRYABLE_STATUS and status < 500:
                     logger.warning("caption %s: %s (not retryable)", image_id, error)
                     break
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
             except openai.APITimeoutError:
-                error = f"timeout after {self.timeout_s:g} s"
+                error = f"timeout: no answer within {self.timeout_s:g} s"
+                self._open(run, run.breaker.failure(error))
             except openai.APIConnectionError as exc:
                 error = f"connection error: {self._safe(exc)}"
+                self._open(run, run.breaker.failure(error))
             except (openai.APIError, ValueError, TypeError) as exc:  # e.g. JSON content type, body not JSON
                 error = f"unreadable response: {type(exc).__name__}: {self._safe(exc)}"
+                self._open(run, run.breaker.failure(error))
             else:
                 used_prompt, used_completion = _usage(response)
                 prompt_tokens += used_prompt
                 completion_tokens += used_completion
                 try:
                     text = _answer_text(response)
+                    caption, summary = parse_answer(text)
                 except _UnreadableAnswerError as exc:
                     error = f"unreadable response: {redact(str(exc), self._api_key)}"
-                    text = None
-                else:
-                    error = ""
-            if not error:
-                try:
-                    caption, summary = parse_answer(text)
+                    self._open(run, run.breaker.failure(error))
                 except CaptionFormatError as exc:
                     error = f"malformed answer: {exc}"
+                    self._open(run, run.breaker.failure(error))
                     if reasked:
                         break
                     # One re-ask in the same conversation, with the model's own answer and a format reminder.
@@ -428,18 +472,40 @@ class OpenAICompatibleCaptioner:
                                  "content": FORMAT_REMINDER_JSON if self.json_schema else FORMAT_REMINDER}]  # fmt: skip
                     logger.info("caption %s: %s; re-asking once", image_id, exc)
                     continue
-                stats.prompt_tokens += prompt_tokens
-                stats.completion_tokens += completion_tokens
-                return self._row(job, caption, summary, "done", attempts, "", prompt_tokens, completion_tokens)
-            if attempts >= self.max_attempts:
+                else:
+                    run.breaker.success()
+                    stats.prompt_tokens += prompt_tokens
+                    stats.completion_tokens += completion_tokens
+                    return self._row(job, caption, summary, "done", attempts, "", prompt_tokens, completion_tokens)
+            if attempts >= self.max_attempts or run.breaker.is_open:
                 break
             delay = self.retry_policy.delay_s(attempts, retry_after)
             stats.retries += 1
             logger.info("caption %s: attempt %d failed (%s); retrying in %.2f s", image_id, attempts, error, delay)
-            await asyncio.sleep(delay)
+            # The wait ends early when the breaker opens meanwhile, so a dead endpoint does not cost a full backoff.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.opened.wait(), delay)
         stats.prompt_tokens += prompt_tokens
         stats.completion_tokens += completion_tokens
         logger.warning("caption %s failed after %d attempt(s): %s", image_id, attempts, error)
+        return self._row(job, None, None, "failed", attempts, error, prompt_tokens, completion_tokens)
+
+    @staticmethod
+    def _open(run: _Run, opened: bool) -> None:
+        """Once, when the breaker has just opened: say so and wake the workers waiting out a backoff."""
+        if opened:
+            logger.error("captioning stopped: the endpoint looks down (%s); the images left are recorded as failed "
+                         "('circuit open') and retried by the next run", run.breaker.reason)  # fmt: skip
+            run.opened.set()
+
+    def _stopped(self, run: _Run, job: _Job, attempts: int, error: str, prompt_tokens: int,
+                 completion_tokens: int) -> dict[str, Any]:  # fmt: skip
+        """The row of an image the open breaker stopped: its own last error, or ``circuit open`` if never tried."""
+        run.stats.prompt_tokens += prompt_tokens
+        run.stats.completion_tokens += completion_tokens
+        if attempts == 0:
+            run.stats.not_attempted += 1
+            error = f"{CIRCUIT_OPEN}: not attempted, the endpoint looks down ({run.breaker.reason})"
         return self._row(job, None, None, "failed", attempts, error, prompt_tokens, completion_tokens)
 
     def _safe(self, exc: BaseException) -> str:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pandas as pd
+import pytest
 
-from ugdata_pipeline_tests.context_tests.chat_server import ChatServer, non_json, ok, raw_json
+from ugdata_pipeline.context.openai_captioner import CIRCUIT_OPEN
+from ugdata_pipeline_tests.context_tests.chat_server import (
+    ChatServer,
+    hang,
+    malformed,
+    non_json,
+    ok,
+    rate_limited,
+    raw_json,
+    server_error,
+    unauthorized,
+)
 from ugdata_pipeline_tests.context_tests.test_captioners import SECRET, fast_captioner, make_requests
 
 
@@ -42,7 +55,8 @@ def test_malformed_answers_are_per_image_failures_retried_then_rerun(tmp_path, c
     requests = make_requests(tmp_path / "images", list(plan))
     cache = tmp_path / "cache"
     with caplog.at_level(logging.INFO, logger="ugdata_pipeline"), ChatServer(scripted(plan)) as server:
-        frame = fast_captioner(server.base_url).caption_all(requests, cache_dir=cache)
+        # a threshold out of reach: this test is about each answer's fate, not about the breaker
+        frame = fast_captioner(server.base_url, breaker_threshold=100).caption_all(requests, cache_dir=cache)
         by_id = frame.set_index("image_id")
         assert by_id["status"].to_dict() == {
             "html": "failed", "plain": "done", "nochoices": "failed", "emptychoices": "done", "nomessage": "failed",
@@ -74,3 +88,84 @@ def test_malformed_answers_are_per_image_failures_retried_then_rerun(tmp_path, c
     assert again.set_index("image_id").loc["html", "attempts"] == 4  # the 3 failed attempts carried over
     pd.testing.assert_series_equal(again.set_index("image_id").loc[["fine", "plain"], "image_caption"],
                                    by_id.loc[["fine", "plain"], "image_caption"])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- circuit breaker
+
+TAGS = [f"p{i:02d}" for i in range(12)]
+
+
+@pytest.mark.parametrize(
+    ("fault", "options", "attempts_of_first_two", "reason"),
+    [
+        (server_error(500), {}, [3, 1], "HTTP 500: "),
+        (server_error(503), {}, [3, 1], "HTTP 503: "),
+        (hang(5.0), {"timeout_s": 0.3}, [3, 1], "timeout: no answer within 0.3 s"),
+        (non_json(), {}, [3, 1], "unreadable response: the body is not a chat completion"),
+        (malformed(), {}, [2, 2], "malformed answer: the answer has no **Summarization:** section"),
+    ],
+)
+def test_breaker_opens_after_n_failed_calls_and_the_rest_is_not_attempted(tmp_path, fault, options,
+                                                                          attempts_of_first_two, reason):  # fmt: skip
+    requests = make_requests(tmp_path / "images", TAGS)
+    cache = tmp_path / "cache"
+    with ChatServer(lambda tag, number, body: fault) as server:
+        captioner = fast_captioner(server.base_url, concurrency=1, breaker_threshold=4, **options)
+        started = time.monotonic()
+        frame = captioner.caption_all(requests, cache_dir=cache)
+        elapsed = time.monotonic() - started
+        # four failed calls in a row, then nothing more is sent
+        assert len(server.calls) == 4
+        assert [c.tag for c in server.calls] == ["p00"] * attempts_of_first_two[0] + ["p01"] * (
+            4 - attempts_of_first_two[0]
+        )
+        assert elapsed < 3.0
+        assert (frame["status"] == "failed").all()
+        assert frame["attempts"].tolist() == [*attempts_of_first_two, *[0] * 10]
+        assert frame.loc[0, "error"].startswith(reason) and frame.loc[1, "error"].startswith(reason)
+        stopped = frame.loc[2:, "error"]
+        assert stopped.str.startswith(f"{CIRCUIT_OPEN}: not attempted, the endpoint looks down (4 calls in a row "
+                                      f"failed (last: {reason}").all()  # fmt: skip
+        stats = captioner.last_stats
+        assert (stats.api_calls, stats.failed, stats.not_attempted, stats.done) == (4, 12, 10, 0)
+
+        # the next run with a healthy endpoint asks for every image once; attempts carry over
+        server.script = lambda tag, number, body: ok()
+        again = fast_captioner(server.base_url, concurrency=1, breaker_threshold=4).caption_all(
+            requests, cache_dir=cache
+        )
+        assert sorted(c.tag for c in server.calls[4:]) == TAGS
+    assert (again["status"] == "done").all()
+    assert again["attempts"].tolist() == [a + 1 for a in [*attempts_of_first_two, *[0] * 10]]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_rejected_key_opens_the_breaker_at_once_and_names_the_variable_not_the_key(tmp_path, caplog, status):
+    requests = make_requests(tmp_path / "images", TAGS)
+    with caplog.at_level(logging.INFO, logger="ugdata_pipeline"), ChatServer(
+            lambda tag, number, body: unauthorized(status)) as server:  # fmt: skip
+        frame = fast_captioner(server.base_url, concurrency=1).caption_all(requests, cache_dir=tmp_path / "cache")
+        assert len(server.calls) == 1  # a wrong key is not retried, for this image or any other
+    assert frame["attempts"].tolist() == [1, *[0] * 11]
+    assert frame.loc[0, "error"].startswith(f"HTTP {status}: ")
+    assert frame.loc[0, "error"].endswith("the endpoint rejected the API key: check OPENAI_API_KEY (and "
+                                          "OPENAI_BASE_URL)")  # fmt: skip
+    assert frame.loc[1:, "error"].str.startswith(f"{CIRCUIT_OPEN}: not attempted").all()
+    assert frame["error"].str.contains("check OPENAI_API_KEY").all()
+    assert "captioning stopped: the endpoint looks down" in caplog.text
+    assert SECRET not in caplog.text and not frame["error"].str.contains(SECRET).any()
+
+
+def test_rate_limits_never_open_the_breaker_and_retry_after_is_honoured(tmp_path):
+    tags = TAGS[:6]
+    requests = make_requests(tmp_path / "images", tags)
+    script = scripted({tag: [rate_limited("0.2"), ok()] for tag in tags})
+    with ChatServer(script) as server:
+        captioner = fast_captioner(server.base_url, concurrency=2, breaker_threshold=2)
+        frame = captioner.caption_all(requests)
+        # six 429s, at least three in a row at a threshold of 2: still all done
+        assert (frame["status"] == "done").all() and frame["attempts"].tolist() == [2] * 6
+        assert len(server.calls) == 12 and captioner.last_stats.not_attempted == 0
+        for tag in tags:
+            first, second = server.calls_for(tag)
+            assert first.status == 429 and second.at - first.at >= 0.2
