@@ -1,6 +1,8 @@
-"""Quality gates of the ``captions`` table: both sections present, names grounded in the subgraph, homogeneity.
+"""Quality gates of the ``captions`` table: failed rows, both sections present, names grounded, homogeneity.
 
-Each gate returns a :class:`GateResult` whose ``metadata()`` carries the figures for asset checks.
+:func:`require_complete` is the blocking rule (a run with too many failed rows raises instead of replacing the
+previous table); the other gates return a :class:`GateResult` whose ``metadata()`` carries the figures for asset
+checks.
 """
 
 from __future__ import annotations
@@ -15,9 +17,90 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.context.captioners import CaptionerConfigError
+from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.graph.validate import CheckOutcome
 
-__all__ = ["GateResult", "both_sections_share", "find_place_mentions", "hallucination_rate", "homogeneity"]
+__all__ = [
+    "GateResult",
+    "both_sections_share",
+    "describe_failures",
+    "failed_share_limit",
+    "failure_reason",
+    "failure_summary",
+    "find_place_mentions",
+    "hallucination_rate",
+    "homogeneity",
+    "require_complete",
+]
+
+
+# ----------------------------------------------------------------------------------------------- failed rows
+
+
+def failure_reason(error: object) -> str:
+    """The kind of a failed row's error: its text before the first colon (``HTTP 503``, ``timeout``, ...)."""
+    text = str(error).strip() if isinstance(error, str) else ""
+    return text.split(":", 1)[0].strip() or "unknown"
+
+
+def failure_summary(captions: pd.DataFrame, *, examples: int = 2) -> pd.DataFrame:
+    """
+    The failed rows by reason, most frequent first: ``reason``, ``count``, ``examples`` (``image_id: error``).
+
+    Empty (with those columns) when no row failed.
+    """
+    failed = captions[captions["status"] != "done"]
+    rows = []
+    if len(failed):
+        reasons = failed["error"].map(failure_reason)
+        for reason, group in failed.groupby(reasons, sort=False):
+            shown = [f"{i}: {e}" for i, e in zip(group["image_id"].astype(str).head(examples),
+                                                  group["error"].head(examples), strict=True)]  # fmt: skip
+            rows.append({"reason": str(reason), "count": len(group), "examples": "; ".join(shown)})
+    summary = pd.DataFrame(rows, columns=["reason", "count", "examples"])
+    return summary.sort_values(["count", "reason"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def describe_failures(summary: pd.DataFrame, *, top: int = 3) -> str:
+    """One line from :func:`failure_summary`: ``circuit open x 10, HTTP 500 x 2; e.g. p01: HTTP 500: ...``."""
+    if summary.empty:
+        return "no failures"
+    head = summary.head(top)
+    counts = ", ".join(f"{r} x {c}" for r, c in zip(head["reason"], head["count"], strict=True))
+    more = f", {len(summary) - top} more reason(s)" if len(summary) > top else ""
+    example = "; ".join(e.split("; ")[0] for e in head["examples"])
+    return f"{counts}{more}; e.g. {example}"
+
+
+def failed_share_limit(value: float) -> float:
+    """``max_failed_share`` checked before any work: a share in [0, 1]."""
+    if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        msg = (f"captioner.max_failed_share must be a share between 0 and 1 (e.g. 0.02 for 2 %), got {value!r}; "
+               "fix the captioner resource's configuration")  # fmt: skip
+        raise CaptionerConfigError(msg)
+    return float(value)
+
+
+def require_complete(captions: pd.DataFrame, *, city: str, max_failed_share: float) -> None:
+    """
+    Raise :class:`~ugdata_pipeline.errors.IncompleteResultError` when more than ``max_failed_share`` of the rows
+    failed, so the step fails and the previous ``captions`` table stays in place.
+
+    The message names the city, the failed count, the main reasons with an example each, and how to retry.
+    Nothing is lost by raising: finished captions are already in the caption cache and failed ones are recorded
+    there, so the retry only asks for the failures.
+    """
+    limit = failed_share_limit(max_failed_share)
+    total = len(captions)
+    failed = int((captions["status"] != "done").sum())
+    if not total or failed / total <= limit:
+        return
+    msg = (f"captions of city {city!r}: {failed}/{total} images failed ({failed / total:.1%}, more than "
+           f"max_failed_share {limit:.1%}): {describe_failures(failure_summary(captions))}. The previous captions "
+           f"table is kept. Fix the endpoint, then re-materialize the `captions` asset for {city!r}: finished "
+           "captions are cached and not requested again, only the failed images are.")  # fmt: skip
+    raise IncompleteResultError(msg)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,15 @@ import time
 import pandas as pd
 import pytest
 
+from ugdata_pipeline.context.caption_quality import (
+    failed_share_limit,
+    failure_reason,
+    failure_summary,
+    require_complete,
+)
+from ugdata_pipeline.context.captioners import CaptionerConfigError
 from ugdata_pipeline.context.openai_captioner import CIRCUIT_OPEN
+from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline_tests.context_tests.chat_server import (
     ChatServer,
     hang,
@@ -169,3 +177,55 @@ def test_rate_limits_never_open_the_breaker_and_retry_after_is_honoured(tmp_path
         for tag in tags:
             first, second = server.calls_for(tag)
             assert first.status == 429 and second.at - first.at >= 0.2
+
+
+# ----------------------------------------------------------------------------------------------- failed-share rule
+
+
+def test_too_many_failures_raise_incomplete_result_and_the_retry_asks_only_for_them(tmp_path):
+    requests = make_requests(tmp_path / "images", TAGS)
+    cache = tmp_path / "cache"
+    # p00 and p01 answer; then the endpoint dies with 500s
+    script = scripted({tag: [ok()] if tag in ("p00", "p01") else [server_error(500)] for tag in TAGS})
+    with ChatServer(script) as server:
+        frame = fast_captioner(server.base_url, concurrency=1, breaker_threshold=4).caption_all(
+            requests, cache_dir=cache
+        )
+        assert frame["status"].tolist() == ["done"] * 2 + ["failed"] * 10
+        summary = failure_summary(frame)
+        assert summary[["reason", "count"]].values.tolist() == [["circuit open", 8], ["HTTP 500", 2]]
+        with pytest.raises(IncompleteResultError) as raised:
+            require_complete(frame, city="karhula", max_failed_share=0.02)
+        last = "HTTP 500: Error code: 500 - scripted 500"
+        assert str(raised.value) == (
+            f"captions of city 'karhula': 10/12 images failed (83.3%, more than max_failed_share 2.0%): circuit open x "
+            f"8, HTTP 500 x 2; e.g. p04: circuit open: not attempted, the endpoint looks down (4 calls in a row failed "
+            f"(last: {last})); p02: {last}. The previous captions table is kept. Fix the endpoint, then "
+            "re-materialize the `captions` asset for 'karhula': finished captions are cached and not requested "
+            "again, only the failed images are."
+        )
+        n_first = len(server.calls)
+
+        server.script = lambda tag, number, body: ok()
+        again = fast_captioner(server.base_url, concurrency=1, breaker_threshold=4).caption_all(
+            requests, cache_dir=cache
+        )
+        assert sorted(c.tag for c in server.calls[n_first:]) == TAGS[2:]  # the two finished ones came from the cache
+    require_complete(again, city="karhula", max_failed_share=0.02)  # all done: no error
+
+
+def _rows(statuses: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"image_id": [f"i{k}" for k in range(len(statuses))], "status": statuses,
+                         "error": ["" if s == "done" else "HTTP 400: bad image" for s in statuses]})  # fmt: skip
+
+
+def test_failed_share_threshold_is_inclusive_and_checked():
+    require_complete(_rows(["failed"] + ["done"] * 49), city="c", max_failed_share=0.02)  # 2 %: allowed
+    with pytest.raises(IncompleteResultError, match=r"captions of city 'c': 2/50 images failed \(4\.0%.*HTTP 400 x 2"):
+        require_complete(_rows(["failed"] * 2 + ["done"] * 48), city="c", max_failed_share=0.02)
+    require_complete(_rows([]), city="c", max_failed_share=0.0)  # no images: nothing missing
+    with pytest.raises(CaptionerConfigError, match=r"captioner.max_failed_share must be a share between 0 and 1"):
+        failed_share_limit(1.5)
+    assert failed_share_limit(0) == 0.0
+    assert [failure_reason(e) for e in ("timeout: no answer within 2 s", "circuit open: x", "", None)] == [
+        "timeout", "circuit open", "unknown", "unknown"]  # fmt: skip
