@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 
 import pandas as pd
@@ -229,3 +231,17 @@ def test_failed_share_threshold_is_inclusive_and_checked():
     assert failed_share_limit(0) == 0.0
     assert [failure_reason(e) for e in ("timeout: no answer within 2 s", "circuit open: x", "", None)] == [
         "timeout", "circuit open", "unknown", "unknown"]  # fmt: skip
+
+
+def test_cache_files_follow_the_umask_like_the_tables(tmp_path):
+    requests = make_requests(tmp_path / "images", ["u1", "u2"])
+    script = scripted({"u2": [server_error(400)]})  # one done entry and one failed record
+    previous = os.umask(0o022)
+    try:
+        with ChatServer(script) as server:
+            fast_captioner(server.base_url).caption_all(requests, cache_dir=tmp_path / "cache")
+    finally:
+        os.umask(previous)
+    files = sorted((tmp_path / "cache").glob("*/*.json"))
+    assert sorted(f.name.endswith(".failed.json") for f in files) == [False, True]
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o644}
