@@ -6,7 +6,9 @@ failures never retried), it runs a bounded pool of workers under a requests/min 
 retries 429 (honouring ``Retry-After``), 5xx, timeouts and connection errors with exponential backoff and jitter,
 re-asks once when the answer lacks the two sections, and keeps a persistent cache keyed by (image bytes, prompt
 hash, model): a finished image is never paid for twice, a failed one is retried on the next run with its attempts
-carried over.
+carried over. Any answer that is not a usable chat completion is a per-image failure with its reason, never a
+crash, and a circuit breaker stops sending to an endpoint that keeps failing (or rejects the key), recording the
+images left as ``circuit open``.
 """
 
 from __future__ import annotations
