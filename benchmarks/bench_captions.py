@@ -9,7 +9,7 @@ What is measured
     A loopback server (``ugdata_pipeline_tests/context_tests/chat_server.py``, run as a separate process so it
     does not share the client's GIL) answers every chat completion after ``--latency`` seconds (200 ms).
 
-    * **ours**: :class:`~ugdata_pipeline.context.captioners.OpenAICompatibleCaptioner` with concurrency 64 and a
+    * **ours**: :class:`~ugdata_pipeline.context.openai_captioner.OpenAICompatibleCaptioner` with concurrency 64 and a
       requests/min limit (``--rpm``, default 6,000 and 1,200 = 100 and 20 requests/s), no cache. The limit reachable is
       ``min(rpm / 60, concurrency / latency)``; the figure reported is captions/s as a share of that limit
       (target >= 0.8). One row per ``--rpm`` value; each run captions about ``--seconds-per-run`` seconds' worth
@@ -38,12 +38,9 @@ from pathlib import Path
 
 import openai
 
-from ugdata_pipeline.context.captioners import (
-    SYSTEM_MESSAGE,
-    CaptionRequest,
-    OpenAICompatibleCaptioner,
-    build_prompt,
-)
+from ugdata_pipeline.context.caption_prompt import SYSTEM_MESSAGE, build_prompt
+from ugdata_pipeline.context.captioners import CaptionRequest
+from ugdata_pipeline.context.openai_captioner import OpenAICompatibleCaptioner
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORK_DIR = REPO_ROOT / "benchmarks" / "_work" / "captions"

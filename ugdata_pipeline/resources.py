@@ -248,6 +248,10 @@ class TrainerResource(dg.ConfigurableResource):
 class CaptionerResource(dg.ConfigurableResource):
     """Writes an image caption and a spatial summarization per image; subclasses are chosen per deployment."""
 
+    max_failed_share: float = Field(default=0.02, description="Most failed images a run may have (share); above it "
+                                    "the captions step fails and the previous table stays (failures are retried by "
+                                    "the next run).")  # fmt: skip
+
     def captioner(self):
         raise NotImplementedError
 
@@ -279,11 +283,15 @@ class OpenAICaptionerResource(CaptionerResource):
     max_attempts: int = Field(default=5, description="Tries per image per run; failures are retried next run.")
     timeout_s: float = Field(default=60, description="Seconds per request.")
     json_schema: bool = Field(default=False, description="Ask for a JSON schema answer (endpoints that support it).")
+    breaker_threshold: int | None = Field(default=None, description="Failed calls in a row after which the endpoint "
+                                          "is taken to be down and the images left are not sent (None: max(10, 2 x "
+                                          "concurrency)); 401/403 stop at once.")  # fmt: skip
 
     def captioner(self):
-        from ugdata_pipeline.context.captioners import OpenAICompatibleCaptioner
+        from ugdata_pipeline.context.openai_captioner import OpenAICompatibleCaptioner
 
         return OpenAICompatibleCaptioner(self.model, base_url=self.base_url, api_key=self.api_key,
                                          concurrency=self.concurrency, requests_per_minute=self.requests_per_minute,
                                          tokens_per_minute=self.tokens_per_minute, max_attempts=self.max_attempts,
-                                         timeout_s=self.timeout_s, json_schema=self.json_schema)  # fmt: skip
+                                         timeout_s=self.timeout_s, json_schema=self.json_schema,
+                                         breaker_threshold=self.breaker_threshold)  # fmt: skip

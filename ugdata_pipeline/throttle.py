@@ -1,7 +1,8 @@
 """Rate limiting and retry timing shared by every client of an external service (Mapillary, chat completions).
 
 One token bucket and one backoff rule, so that the image downloader and the captioner behave the same way under
-pressure: bounded request rate, exponential backoff with full jitter, and the server's ``Retry-After`` honoured.
+pressure: bounded request rate, exponential backoff with full jitter, and the server's ``Retry-After`` honoured;
+and one circuit breaker, so that a service that is down is not asked again and again for every item left.
 """
 
 import asyncio
@@ -10,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["AsyncTokenBucket", "RetryPolicy", "parse_retry_after", "redact"]
+__all__ = ["AsyncTokenBucket", "CircuitBreaker", "RetryPolicy", "parse_retry_after", "redact"]
 
 
 class AsyncTokenBucket:
@@ -98,3 +99,45 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+class CircuitBreaker:
+    """Stops calls to a service after ``threshold`` failed calls in a row, or at once on a fault that cannot heal.
+
+    A successful call resets the count. Once open, the breaker stays open for the rest of the run (no half-open
+    probing: a run is finite, and the next run starts with a closed breaker and retries what was left), and
+    :attr:`reason` says why. Which outcomes count is the caller's choice: a rate limit (429) is the service
+    working as agreed and should neither count nor reset.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        if threshold < 1:
+            msg = f"circuit breaker threshold must be at least 1, got {threshold}"
+            raise ValueError(msg)
+        self.threshold = int(threshold)
+        self.consecutive_failures = 0
+        self.reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.reason is not None
+
+    def success(self) -> None:
+        """A call worked: the failure count starts again."""
+        if not self.is_open:
+            self.consecutive_failures = 0
+
+    def failure(self, error: str) -> bool:
+        """A call failed with ``error``; True when this failure opened the breaker."""
+        self.consecutive_failures += 1
+        if self.is_open or self.consecutive_failures < self.threshold:
+            return False
+        self.reason = f"{self.consecutive_failures} calls in a row failed (last: {error})"
+        return True
+
+    def trip(self, reason: str) -> bool:
+        """Open now (a fault that retrying cannot fix, such as a rejected key); True when this call opened it."""
+        if self.is_open:
+            return False
+        self.reason = reason
+        return True

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ugdata_pipeline.throttle import AsyncTokenBucket, RetryPolicy, parse_retry_after, redact
+from ugdata_pipeline.throttle import AsyncTokenBucket, CircuitBreaker, RetryPolicy, parse_retry_after, redact
 
 
 class FakeClock:
@@ -97,3 +97,19 @@ def test_redact_hides_every_secret():
     text = "GET https://x/?access_token=MLY|123 failed; header OAuth MLY|123"
     assert "MLY|123" not in redact(text, "MLY|123", None, "")
     assert redact("nothing", None) == "nothing"
+
+
+def test_circuit_breaker_opens_after_consecutive_failures_or_a_trip_and_stays_open():
+    breaker = CircuitBreaker(3)
+    assert [breaker.failure("HTTP 503"), breaker.failure("HTTP 503")] == [False, False]
+    breaker.success()  # a success in between: the count starts again
+    assert [breaker.failure("timeout"), breaker.failure("timeout")] == [False, False] and not breaker.is_open
+    assert breaker.failure("HTTP 500: boom") is True  # the third in a row opens it, once
+    assert breaker.is_open and breaker.reason == "3 calls in a row failed (last: HTTP 500: boom)"
+    breaker.success()
+    assert breaker.failure("again") is False and breaker.reason.startswith("3 calls")  # open for the whole run
+    keyed = CircuitBreaker(50)
+    assert keyed.trip("HTTP 401: check OPENAI_API_KEY") is True and keyed.trip("other") is False
+    assert keyed.reason == "HTTP 401: check OPENAI_API_KEY"
+    with pytest.raises(ValueError, match="threshold must be at least 1"):
+        CircuitBreaker(0)

@@ -8,13 +8,16 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, preview
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.context.captioners import (
+from ugdata_pipeline.context.caption_quality import (
     both_sections_share,
-    build_caption_requests,
+    describe_failures,
+    failed_share_limit,
+    failure_summary,
     hallucination_rate,
     homogeneity,
-    names_by_image,
+    require_complete,
 )
+from ugdata_pipeline.context.captioners import build_caption_requests, names_by_image
 from ugdata_pipeline.dataset.export import export_ms_swift, subgraph_json_from_tables
 from ugdata_pipeline.dataset.records import build_training_records, negatives_within_split, query_leaks
 from ugdata_pipeline.resources import CaptionerResource, CityRegistryResource, StorageResource
@@ -45,8 +48,13 @@ def captions(
     subgraph_nodes: pd.DataFrame,
     nodes: pd.DataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Spatial context captions: the VLM (or the template twin) reads the image and its subgraph description."""
+    """Spatial context captions: the VLM (or the template twin) reads the image and its subgraph description.
+
+    More than ``captioner.max_failed_share`` failed images fail the step (``IncompleteResultError``), so the
+    previous table stays; finished captions are kept in the caption cache and the rerun asks only for the rest.
+    """
     city = cities.city(context.partition_key)
+    max_failed_share = failed_share_limit(captioner.max_failed_share)
     root = storage.local_dir()
     requests = build_caption_requests(images, subgraph_descriptions, subgraph_nodes, root=root)
     writer = captioner.captioner()
@@ -58,11 +66,15 @@ def captions(
 
     frame = writer.caption_all(requests, cache_dir=storage.local_dir(city.slug, "_cache", "captions"),
                                progress=progress)  # fmt: skip
-    status = frame["status"].value_counts().to_dict()
+    failures = failure_summary(frame)
+    failed = int(failures["count"].sum())
+    if failed:
+        context.log.warning(f"{failed}/{len(frame)} captions of {city.slug} failed: {describe_failures(failures)}")
+    require_complete(frame, city=city.slug, max_failed_share=max_failed_share)
     stats = getattr(writer, "last_stats", None)
     yield dg.Output(frame, metadata={
-        "count": len(frame), "model": writer.model, "done": int(status.get("done", 0)),
-        "failed": int(status.get("failed", 0)),
+        "count": len(frame), "model": writer.model, "done": len(frame) - failed, "failed": failed,
+        "failure_reasons": dg.MetadataValue.md(failures.to_markdown(index=False) if failed else "no failures"),
         "prompt_tokens": int(frame["prompt_tokens"].fillna(0).sum()),
         "completion_tokens": int(frame["completion_tokens"].fillna(0).sum()),
         **({f"run/{k}": v for k, v in stats.as_dict().items()} if stats is not None else {}),

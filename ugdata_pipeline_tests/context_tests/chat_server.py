@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TAG = re.compile(r"\[img:([\w.-]+)\]")
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
             500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 
 
@@ -41,6 +41,7 @@ class Reply:
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     raw_body: str | None = None  # sent as is instead of a chat completion (a broken proxy, an HTML error page)
+    content_type: str = "application/json"
 
 
 def ok(delay_s: float = 0.0) -> Reply:
@@ -67,6 +68,21 @@ def malformed() -> Reply:
 def garbage() -> Reply:
     """A 200 whose body is not JSON at all."""
     return Reply(200, raw_body="<html><body>502 Bad Gateway</body></html>")
+
+
+def non_json(body: str = "<html><body>Service temporarily unavailable</body></html>",
+             content_type: str = "text/html") -> Reply:
+    """A 200 with a non-JSON content type (a captive portal, a proxy's error page): the client returns a str."""
+    return Reply(200, raw_body=body, content_type=content_type)
+
+
+def raw_json(payload: object) -> Reply:
+    """A 200 whose JSON body is ``payload`` as given (not necessarily a chat completion)."""
+    return Reply(200, raw_body=json.dumps(payload))
+
+
+def unauthorized(status: int = 401) -> Reply:
+    return Reply(status)
 
 
 def well_formed_answer(tag: str, *, as_json: bool = False) -> str:
@@ -165,12 +181,12 @@ class ChatServer:
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status, payload, extra, delay = self._respond(lines[0], headers, body)
+                status, payload, extra, delay, content_type = self._respond(lines[0], headers, body)
                 if delay:
                     await asyncio.sleep(delay)
                 data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 extra_lines = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-                writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+                writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
                              f"Content-Length: {len(data)}\r\n{extra_lines}\r\n".encode() + data)  # fmt: skip
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -181,9 +197,9 @@ class ChatServer:
             writer.close()
 
     def _respond(self, request_line: str, headers: dict[str, str],
-                 body: bytes) -> tuple[int, dict[str, Any] | str, dict[str, str], float]:  # fmt: skip
+                 body: bytes) -> tuple[int, dict[str, Any] | str, dict[str, str], float, str]:  # fmt: skip
         if "/chat/completions" not in request_line:
-            return 404, {"error": {"message": "not found"}}, {}, 0.0
+            return 404, {"error": {"message": "not found"}}, {}, 0.0, "application/json"
         request = json.loads(body)
         text = json.dumps(request["messages"])
         match = TAG.search(text)
@@ -200,9 +216,9 @@ class ChatServer:
         delay = self.latency_s + reply.delay_s
         if reply.status != 200:
             error = {"error": {"message": f"scripted {reply.status}", "type": "test"}}
-            return reply.status, error, reply.headers, delay
+            return reply.status, error, reply.headers, delay, "application/json"
         if reply.raw_body is not None:
-            return 200, reply.raw_body, reply.headers, delay
+            return 200, reply.raw_body, reply.headers, delay, reply.content_type
         content = reply.content if reply.content is not None else well_formed_answer(tag, as_json=json_mode)
         payload = {
             "id": f"chatcmpl-{tag}-{number}",
@@ -212,7 +228,7 @@ class ChatServer:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
         }
-        return 200, payload, reply.headers, delay
+        return 200, payload, reply.headers, delay, reply.content_type
 
 
 def main(argv: list[str] | None = None) -> None:

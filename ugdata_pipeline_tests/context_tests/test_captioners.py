@@ -17,25 +17,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ugdata_pipeline.context.caption_prompt import CaptionFormatError, build_prompt, parse_answer, prompt_hash
+from ugdata_pipeline.context.caption_quality import (
+    both_sections_share,
+    find_place_mentions,
+    hallucination_rate,
+    homogeneity,
+)
 from ugdata_pipeline.context.captioners import (
     CAPTION_COLUMNS,
     Captioner,
     CaptionerConfigError,
-    CaptionFormatError,
     CaptionInputError,
     CaptionPlace,
     CaptionRequest,
-    OpenAICompatibleCaptioner,
     TemplateCaptioner,
-    both_sections_share,
     build_caption_requests,
-    build_prompt,
-    find_place_mentions,
-    hallucination_rate,
-    homogeneity,
-    parse_answer,
-    prompt_hash,
 )
+from ugdata_pipeline.context.openai_captioner import OpenAICompatibleCaptioner
 from ugdata_pipeline.throttle import RetryPolicy
 from ugdata_pipeline_tests.context_tests.chat_server import (
     ChatServer,
@@ -259,7 +258,8 @@ _CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from ugdata_pipeline.context.captioners import CaptionRequest, OpenAICompatibleCaptioner
+    from ugdata_pipeline.context.captioners import CaptionRequest
+    from ugdata_pipeline.context.openai_captioner import OpenAICompatibleCaptioner
     base_url, folder, cache = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     tags, description = json.loads(sys.argv[4]), sys.argv[5]
     requests = [CaptionRequest(t, folder / f"{t}.png", description.format(tag=t)) for t in tags]
