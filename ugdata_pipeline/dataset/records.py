@@ -32,7 +32,8 @@ from scipy.spatial import cKDTree
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.graph.geodesy import distance_m
 from ugdata_pipeline.graph.validate import CheckOutcome
-from ugdata_pipeline.reasoning.text import MASKED_SENTENCE_NAME, mentions_name
+from ugdata_pipeline.reasoning.mentions import mentions_name
+from ugdata_pipeline.reasoning.text import MASKED_SENTENCE_NAME
 
 logger = logging.getLogger(__name__)
 
