@@ -128,6 +128,25 @@ def tiny_city_xml() -> str:
     return "\n".join(out) + "\n"
 
 
+def streets_xml(ways: list[Way]) -> str:
+    """OSM XML of streets only (ways given in layout metres, as for :func:`streets_only`)."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6" generator="ugdata-tests">']
+    stamp = 'version="1" timestamp="2024-05-01T12:00:00Z"'
+    written: set[int] = set()
+    for _, _, _, node_ids, points in ways:
+        for node_id, (x, y) in zip(node_ids, points, strict=True):
+            if node_id not in written:
+                written.add(node_id)
+                lon, lat = lonlat(x, y)
+                out.append(f'<node id="{node_id}" {stamp} lat="{lat:.9f}" lon="{lon:.9f}"/>')
+    for way_id, name, highway, node_ids, _ in ways:
+        refs = "".join(f'<nd ref="{n}"/>' for n in node_ids)
+        out.append(f'<way id="{way_id}" {stamp}>{refs}<tag k="highway" v="{highway}"/>'
+                   f'<tag k="name" v={quoteattr(name)}/></way>')  # fmt: skip
+    out.append("</osm>")
+    return "\n".join(out) + "\n"
+
+
 def write_tiny_city(folder: Path, *, compress: bool = False) -> Path:
     """Write the tiny city as ``tiny.osm`` (or ``tiny.osm.bz2``) into ``folder``."""
     text = tiny_city_xml().encode("utf-8")

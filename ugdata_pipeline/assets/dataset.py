@@ -19,7 +19,7 @@ from ugdata_pipeline.context.caption_quality import (
 )
 from ugdata_pipeline.context.captioners import build_caption_requests, names_by_image
 from ugdata_pipeline.dataset.export import export_ms_swift, subgraph_json_from_tables
-from ugdata_pipeline.dataset.records import build_training_records, negatives_within_split, query_leaks
+from ugdata_pipeline.dataset.records import assemble_training_records, negatives_within_split, query_leaks
 from ugdata_pipeline.resources import CaptionerResource, CityRegistryResource, StorageResource
 
 _GATES = (
@@ -111,24 +111,35 @@ class RecordsConfig(dg.Config):
     ],  # fmt: skip
 )
 def training_records(
+    context: dg.AssetExecutionContext,
     config: RecordsConfig,
     images: pd.DataFrame,
     captions: pd.DataFrame,
     srp: pd.DataFrame,
     subgraphs: pd.DataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Stage-1 and stage-2 UGData records plus the generic-caption baseline, splits carried from the images."""
+    """Stage-1 and stage-2 UGData records plus the generic-caption baseline, splits carried from the images.
+
+    A record whose instruction would name its target is dropped and reported (``dropped_records``, examples and a
+    warning); more than 5 % dropped from one build fails the step (IncompleteResultError)."""
     options = {"hard_negatives": config.hard_negatives, "n_negatives": config.n_negatives,
-               "max_paths_per_image": config.max_paths_per_image, "seed": config.seed}  # fmt: skip
-    frames = [
-        build_training_records(images, captions, srp, stage=1, variant="ugdata", **options),
-        build_training_records(images, captions, srp, stage=2, variant="ugdata", subgraphs=subgraphs, **options),
-        build_training_records(images, captions, None, stage=1, variant="baseline", **options),
+               "max_paths_per_image": config.max_paths_per_image, "seed": config.seed,
+               "city": f"city {context.partition_key!r}"}  # fmt: skip
+    builds = [
+        assemble_training_records(images, captions, srp, stage=1, variant="ugdata", **options),
+        assemble_training_records(images, captions, srp, stage=2, variant="ugdata", subgraphs=subgraphs, **options),
+        assemble_training_records(images, captions, None, stage=1, variant="baseline", **options),
     ]
-    records = pd.concat(frames, ignore_index=True)
+    records = pd.concat([b.records for b in builds], ignore_index=True)
+    dropped = pd.concat([b.dropped for b in builds], ignore_index=True)
+    if len(dropped):
+        context.log.warning(f"dropped {len(dropped)} training record(s) of {context.partition_key} that break a "
+                            f"per-record rule: {dropped['rule'].value_counts().to_dict()}")  # fmt: skip
     counts = records.groupby(["stage", "variant", "split"]).size()
     yield dg.Output(records, metadata={
         "count": len(records),
+        "dropped_records": len(dropped),
+        "dropped_examples": preview(dropped, columns=["record_id", "rule", "detail"]),
         "by_stage_variant_split": dg.MetadataValue.json({"/".join(map(str, k)): int(v) for k, v in counts.items()}),
         "by_pair_type": dg.MetadataValue.json({str(k): int(v) for k, v in records["pair_type"].value_counts().items()}),
         "preview": preview(records, columns=["record_id", "stage", "variant", "split", "instruction", "positive",

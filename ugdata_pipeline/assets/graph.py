@@ -29,6 +29,7 @@ class GraphBuildConfig(dg.Config):
 
 
 _CHECKS = (
+    ("node_ids_unique", "nodes", True, "Every node_id names one node (checked before anything reads the table)."),
     ("edge_endpoints_exist", "edges", True, "Every edge's src and dst is a node."),
     ("coordinates_valid", "nodes", True, "No node has NaN or out-of-range lon/lat."),
     ("no_self_loops", "edges", True, "No edge joins a node to itself."),
@@ -65,6 +66,8 @@ def urban_graph(
     graph = build_urban_graph(extract, city_name=city.name, country=city.country, config=config.to_core(),
                               where=f"city {city.slug!r}")  # fmt: skip
     nodes, edges = graph.nodes, graph.edges
+    # Previews and every later stage look nodes up by id; a duplicate must fail here, by name, not in a reindex.
+    validate.require_unique_node_ids(nodes, where=f"city {city.slug!r}")
     counts = graph.counts()
     image = png(storage.city_path(city.slug, "previews", "graph_map.png"),
                 graph_map_png(nodes, edges, title=f"{city.name}: urban graph"), alt="map")  # fmt: skip
@@ -80,6 +83,7 @@ def urban_graph(
         "preview": preview(edges),
     })  # fmt: skip
     outcomes = {
+        "node_ids_unique": validate.node_ids_unique(nodes),
         "edge_endpoints_exist": validate.endpoints_exist(nodes, edges),
         "coordinates_valid": validate.coordinates_valid(nodes),
         "no_self_loops": validate.no_self_loops(edges),

@@ -90,6 +90,32 @@ def slugify(name: str) -> str:
     return slug or "unnamed"
 
 
+def street_node_ids(slugs: list[str]) -> list[str]:
+    """
+    Unique street node ids for slugs in rank order (within a slug: longest stretch first).
+
+    The first street of a slug is ``street:<slug>``, later ones ``street:<slug>-2``, ``-3``, ... A slug may itself
+    end in ``-<number>`` ("Ilha 2" is ``ilha-2``), so a numbered id skips every number already taken by a plain
+    slug or an earlier id: the second stretch of "Ilha" becomes ``street:ilha-3`` when a street "Ilha 2" exists,
+    and keeps ``street:ilha-2`` otherwise (ids that never collided stay as they were).
+    """
+    taken = set(slugs)
+    last: dict[str, int] = {}
+    out = []
+    for slug in slugs:
+        if slug not in last:
+            last[slug] = 1
+            out.append(f"street:{slug}")
+            continue
+        number = last[slug] + 1
+        while f"{slug}-{number}" in taken:
+            number += 1
+        last[slug] = number
+        taken.add(f"{slug}-{number}")
+        out.append(f"street:{slug}-{number}")
+    return out
+
+
 def _union_find(n: int, pairs_a: np.ndarray, pairs_b: np.ndarray) -> np.ndarray:
     """Component label for each of ``n`` items joined by the pairs ``(a[i], b[i])``."""
     matrix = coo_array((np.ones(len(pairs_a), dtype=np.int8), (pairs_a, pairs_b)), shape=(n, n))
@@ -142,11 +168,7 @@ def _merge_streets(streets: gpd.GeoDataFrame, crs: CRS, config: GraphConfig) -> 
     )
     table["slug"] = table["name"].map(slugify)
     table = table.sort_values(["slug", "length_m", "min_way"], ascending=[True, False, True])
-    rank_in_slug = table.groupby("slug").cumcount().to_numpy()
-    table["node_id"] = [
-        f"street:{slug}" if rank == 0 else f"street:{slug}-{rank + 1}"
-        for slug, rank in zip(table["slug"], rank_in_slug, strict=True)
-    ]
+    table["node_id"] = street_node_ids(table["slug"].tolist())
     # pieces.component -> row position in the sorted table
     position = pd.Series(np.arange(len(table)), index=table.index)
     pieces["street"] = position.reindex(pieces["component"]).to_numpy()

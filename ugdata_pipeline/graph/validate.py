@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.errors import UgdataError
+
 MIN_POI_ATTACHED_SHARE = 0.95
+
+
+class GraphIntegrityError(UgdataError, ValueError):
+    """A graph table breaks an invariant that every later stage relies on (e.g. duplicate node ids)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +30,34 @@ class CheckOutcome:
         if self.examples:
             out["examples"] = ", ".join(self.examples[:5])
         return out
+
+
+def node_ids_unique(nodes: pd.DataFrame) -> CheckOutcome:
+    """Every ``node_id`` names one node; examples give each duplicated id, its count and its nodes' names."""
+    ids = nodes["node_id"].astype(str)
+    duplicated = ids[ids.duplicated(keep=False)]
+    examples = []
+    for node_id, rows in duplicated.groupby(duplicated, sort=False).groups.items():
+        names = ", ".join(str(n) for n in nodes.loc[rows, "name"])
+        examples.append(f"{node_id} ({len(rows)} nodes: {names})")
+    return CheckOutcome(not examples, len(examples), "0 duplicated node ids", examples)
+
+
+def require_unique_node_ids(nodes: pd.DataFrame, where: str) -> None:
+    """
+    Raise before anything reads the table by id (joins, previews, paths) when node ids repeat.
+
+    Raises
+    ------
+    GraphIntegrityError
+        Naming ``where``, the number of duplicated ids and up to five of them with their nodes' names.
+    """
+    outcome = node_ids_unique(nodes)
+    if not outcome.passed:
+        msg = (f"{where}: the graph has {outcome.observed} duplicated node id(s), e.g. "
+               f"{'; '.join(outcome.examples[:5])}; node ids must be unique (the graph build makes them so), "
+               "so rebuild the graph with this version and report the ids if it persists")  # fmt: skip
+        raise GraphIntegrityError(msg)
 
 
 def endpoints_exist(nodes: pd.DataFrame, edges: pd.DataFrame) -> CheckOutcome:

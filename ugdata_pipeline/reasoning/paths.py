@@ -29,7 +29,7 @@ Semantics (reference §4, with its bugs fixed, §9.1/§9.3):
   shortest path wins, then the fewest hops, then the smallest position. It must be simple and stay inside the
   hop window. ``round(max_paths * alternative_share)`` slots go to alternatives of the first-ranked targets;
   slots without an alternative are filled with shortest paths to further targets.
-* **No leak.** A candidate whose target name (whole words, case-insensitive, :func:`.text.mentions_name`)
+* **No leak.** A candidate whose target name (the shared rule, :func:`.mentions.mentions_name`)
   appears in the names its query text would carry (intermediate nodes, streets at crossings) is skipped in
   favour of the next-ranked target; every finished text is checked again and a path whose ``path_text`` or
   ``path_sentence`` still mentions the target is dropped. Both are counted (``rejected/target_name_in_query``).
@@ -62,14 +62,13 @@ from ugdata_pipeline.graph.csr import CsrGraph, build_csr
 from ugdata_pipeline.graph.geodesy import WGS84, distance_bearing, normalize_bearing_deg
 from ugdata_pipeline.graph.text import COMPASS_WORDS, DISTANCE_BANDS_M, compass_index
 from ugdata_pipeline.imagery.anchor import image_node_ids
+from ugdata_pipeline.reasoning.mentions import LeakIndex, mentions_name
 from ugdata_pipeline.reasoning.text import (
     IMAGE_TRIPLE_NAME,
     MASKED_SENTENCE_NAME,
     MASKED_TRIPLE_NAME,
-    fold_words,
     join_clauses,
     measure_tuples,
-    mentions_name,
     step_clause,
     target_sentence,
     triple_chain,
@@ -456,44 +455,6 @@ def _group_rank(sorted_groups: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(start, idx, 0))
 
 
-class _LeakIndex:
-    """
-    Which place nodes would carry which target name into a query, as packed ``(name, text)`` pair keys.
-
-    Work is done once per distinct mention text and distinct target name (a tiled or repetitive city has
-    few of each), through an inverted index on each name's rarest word; a chain is then checked with one
-    vectorised ``np.isin`` on ``name_code * n_texts + text_code`` keys.
-    """
-
-    def __init__(self, graph: PlaceGraph, is_target: np.ndarray) -> None:
-        text_code, texts = pd.factorize(pd.Series(graph.mention_text, dtype=object))
-        name_code, names = pd.factorize(pd.Series(graph.name, dtype=object))
-        self.text_code = text_code.astype(np.int64)
-        self.name_code = name_code.astype(np.int64)
-        self.n_texts = len(texts)
-        postings: dict[str, list[int]] = defaultdict(list)
-        for code, text in enumerate(texts.tolist()):
-            for token in set(fold_words(text)):
-                postings[token].append(code)
-        keys = []
-        for code in np.unique(self.name_code[is_target]).tolist():
-            name = names[code]
-            words = fold_words(name)
-            if not words:
-                continue
-            rarest = min(words, key=lambda w: len(postings.get(w, ())))
-            keys.extend(code * self.n_texts + t for t in postings.get(rarest, ()) if mentions_name(texts[t], name))
-        self.keys = np.unique(np.asarray(keys, dtype=np.int64))
-
-    def leaks(self, chains: np.ndarray, targets: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """Whether each chain's nodes before its target mention the target's name."""
-        if len(self.keys) == 0 or len(targets) == 0:
-            return np.zeros(len(targets), dtype=bool)
-        interior = (np.arange(chains.shape[1])[None, :] < depth[:, None]) & (chains >= 0)
-        pair = self.name_code[targets][:, None] * self.n_texts + self.text_code[np.maximum(chains, 0)]
-        return (np.isin(pair, self.keys) & interior).any(axis=1)
-
-
 def _walk_chains(traversal: Traversal, rows: np.ndarray, ends: np.ndarray, depth: np.ndarray,
                  width: int) -> np.ndarray:  # fmt: skip
     """Place-node chains ``source .. end`` from the BFS parents, as an ``(n, width)`` matrix padded with -1."""
@@ -568,7 +529,7 @@ class _Selector:
         self.hop_edges = np.asarray(config.hop_band_edges, dtype=np.int64)
         self.pool = config.max_paths + max(2, config.max_paths // 2)
         self.n_strata = (len(self.hop_edges) + 1) * (len(self.distance_edges) + 1) * self.n_categories
-        self.leak_index = _LeakIndex(graph, self.is_target)
+        self.leak_index = LeakIndex(graph.name, graph.mention_text, self.is_target)
         self.leaked_images: set[int] = set()
 
     def choose(self, traversal: Traversal, reached: tuple[np.ndarray, np.ndarray, np.ndarray],

@@ -18,14 +18,11 @@ Two query-side texts are written per path, both with the target **masked** ("des
 
 The answer, ``target_text``, names the target and is stored apart from the query.
 
-Leak rule: a query text *contains* a name when the name's words appear as consecutive whole words of the text,
-compared case-insensitively after folding punctuation to spaces (:func:`mentions_name`). ``"Kamppi"`` is found in
-``"Kamppi Street"`` but not in ``"Kamppikatu"``.
+Whether a query text names its target is decided by the one shared rule, :func:`.mentions.mentions_name`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -52,7 +49,6 @@ _VIEW_PHRASE = {
 #: An image closer than this to its street (metres) already stands on it: "start on X Street".
 ON_STREET_M = 1.0
 
-_NON_WORD = re.compile(r"[\W_]+")
 #: The shared distance phrase, memoised: step lengths are rounded to the centimetre, so values repeat a lot.
 _phrase = lru_cache(maxsize=1 << 18)(distance_phrase)
 _CODES = {word: "".join(part[0].upper() for part in word.split("-")) for word in COMPASS_WORDS}
@@ -82,35 +78,6 @@ def view_direction(relative_deg: float) -> str:
         ``"left"`` ([225, 315)).
     """
     return VIEW_DIRECTIONS[int(((relative_deg + 45.0) % 360.0) // 90.0)]
-
-
-def _fold(text: str) -> str:
-    return " " + _NON_WORD.sub(" ", text.casefold()).strip() + " "
-
-
-def mentions_name(text: str, name: str) -> bool:
-    """
-    Whether ``name`` appears in ``text`` as whole words (case- and punctuation-insensitive).
-
-    An empty name (after folding) is never mentioned.
-    """
-    folded_name, longest = _folded_name(name)
-    # cheap necessary condition first: the name's longest word must be a plain substring of the text
-    if not longest or longest not in text.casefold():
-        return False
-    return folded_name in _fold(text)
-
-
-def fold_words(text: str) -> list[str]:
-    """The words of ``text`` as :func:`mentions_name` compares them (case-folded, punctuation dropped)."""
-    return _fold(text).split()
-
-
-@lru_cache(maxsize=1 << 16)
-def _folded_name(name: str) -> tuple[str, str]:
-    folded = _fold(name)
-    words = folded.split()
-    return folded, (max(words, key=len) if words else "")
 
 
 def measure_tuples(distances_m: npt.ArrayLike, bearings_deg: npt.ArrayLike) -> list[str]:

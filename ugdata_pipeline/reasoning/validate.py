@@ -7,7 +7,7 @@ import pandas as pd
 
 from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import image_node_ids
-from ugdata_pipeline.reasoning.text import mentions_name
+from ugdata_pipeline.reasoning.mentions import mentions_name
 
 
 def paths_are_walks(paths: pd.DataFrame, edges: pd.DataFrame) -> CheckOutcome:

@@ -28,8 +28,8 @@ def test_materialize_helsinki(tmp_path):
                             resources=resources(str(tmp_path)))  # fmt: skip
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"edge_endpoints_exist": True, "coordinates_valid": True, "no_self_loops": True,
-                      "distances_positive": True, "pois_attached": True}  # fmt: skip
+    assert checks == {"node_ids_unique": True, "edge_endpoints_exist": True, "coordinates_valid": True,
+                      "no_self_loops": True, "distances_positive": True, "pois_attached": True}  # fmt: skip
     materializations = {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events()
                         for m in [m.event_specific_data.materialization]}  # fmt: skip
     nodes_meta = materializations["nodes"]
@@ -56,3 +56,49 @@ def test_city_without_streets_fails_before_writing_a_graph(tmp_path, write_regis
         dg.materialize(OSM_AND_GRAPH, partition_key="karhula",
                        resources=resources(str(tmp_path / "data"), str(registry)))  # fmt: skip
     assert not (tmp_path / "data" / "karhula" / "nodes.parquet").exists()
+
+
+def ilha_registry(tmp_path, write_registry):
+    """A registry whose shipped slug 'karhula' points at a file with "Ilha" (two stretches) and "Ilha 2"."""
+    from ugdata_pipeline_tests.graph_tests.test_node_ids import ILHA_WAYS
+    from ugdata_pipeline_tests.tiny_city import streets_xml
+
+    (tmp_path / "ilha.osm").write_text(streets_xml(ILHA_WAYS))
+    return write_registry("cities:\n  karhula:\n    name: Ilhas\n    country: Portugal\n    split: train\n"
+                          "    source: {kind: file, path: ilha.osm}\n", name="reg.yaml")  # fmt: skip
+
+
+def test_ilha_and_ilha_2_build_a_graph_with_unique_ids(tmp_path, write_registry):
+    registry = ilha_registry(tmp_path, write_registry)
+    result = dg.materialize(OSM_AND_GRAPH, partition_key="karhula",
+                            resources=resources(str(tmp_path / "data"), str(registry)))  # fmt: skip
+    assert result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["node_ids_unique"] is True
+    stored = read_table(table_path(str(tmp_path / "data"), "nodes", "karhula"))
+    assert sorted(stored["node_id"]) == ["street:ilha", "street:ilha-2", "street:ilha-3"]
+    assert (tmp_path / "data" / "karhula" / "previews" / "graph_map.png").exists()
+
+
+def test_duplicate_node_ids_fail_the_step_by_name_before_the_map_is_drawn(tmp_path, write_registry, monkeypatch):
+    """A build that repeats an id (as the old street numbering did) stops at the validation, not in the map."""
+    import ugdata_pipeline.assets.graph as graph_assets
+    from ugdata_pipeline.graph.build import build_urban_graph
+
+    def old_numbering(*args, **kwargs):
+        graph = build_urban_graph(*args, **kwargs)
+        graph.nodes.loc[graph.nodes["osm_ids"] == "w2", "node_id"] = "street:ilha-2"
+        return graph
+
+    def no_map(*args, **kwargs):
+        raise AssertionError("the map must not be drawn from a graph with duplicate ids")
+
+    monkeypatch.setattr(graph_assets, "build_urban_graph", old_numbering)
+    monkeypatch.setattr(graph_assets, "graph_map_png", no_map)
+    registry = ilha_registry(tmp_path, write_registry)
+    with pytest.raises(Exception, match=r"city 'karhula': the graph has 1 duplicated node id\(s\), e\.g\. "
+                                        r"street:ilha-2 \(2 nodes: Ilha, Ilha 2\)"):  # fmt: skip
+        dg.materialize(OSM_AND_GRAPH, partition_key="karhula",
+                       resources=resources(str(tmp_path / "data"), str(registry)))  # fmt: skip
+    assert not (tmp_path / "data" / "karhula" / "nodes.parquet").exists()
+    assert not (tmp_path / "data" / "karhula" / "previews" / "graph_map.png").exists()
