@@ -131,7 +131,6 @@ def _initial_cells(area: BaseGeometry, size_deg: float) -> list[Cell]:
     return cells
 
 
-
 class _DailyBudget:
     """Requests allowed per UTC day, counted across runs in ``<cache_dir>/_request_budget.json``."""
 
@@ -227,8 +226,6 @@ def _parse_record(record: dict[str, Any]) -> dict[str, Any] | None:
         "creator": "" if creator is None else str(creator),
         "captured_ms": float(captured_ms) if isinstance(captured_ms, int | float) else math.nan,
     }
-
-
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -406,7 +403,10 @@ def _cell_failure(cell: Cell, error: str, attempts: int) -> dict[str, Any]:
 
 
 def _discovery_frame(
-    found: dict[str, dict[str, Any]], area: BaseGeometry, start_ms: int | None, end_ms: int | None,
+    found: dict[str, dict[str, Any]],
+    area: BaseGeometry,
+    start_ms: int | None,
+    end_ms: int | None,
     include_panos: bool,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     rows = [row for row in map(_parse_record, found.values()) if row is not None]
