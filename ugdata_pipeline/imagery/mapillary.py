@@ -51,6 +51,7 @@ import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
 from ugdata_pipeline.errors import ImageryInputError, UgdataError
+from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS  # re-exported: the failures file's columns
 from ugdata_pipeline.throttle import AsyncTokenBucket, RetryPolicy, parse_retry_after, redact
 
 if TYPE_CHECKING:
@@ -93,7 +94,6 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "image_id", "source", "lon", "lat", "compass_angle", "captured_at", "sequence_id", "path", "width", "height",
     "is_pano", "creator", "scene_facts",
 )  # fmt: skip
-FAILURE_COLUMNS: tuple[str, ...] = ("image_id", "stage", "attempts", "error", "last_attempt_at")
 #: Failures of the last download run, in the city folder; the next run retries them.
 FAILURES_FILENAME = "mapillary_failures.json"
 SOURCE = "mapillary"
@@ -290,18 +290,6 @@ async def _gather_or_cancel(coroutines: list[Any]) -> list[Any]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def _empty_failures() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "attempts" else object) for c in FAILURE_COLUMNS})
-
-
-def _failures_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    if not rows:
-        return _empty_failures()
-    frame = pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
-    frame["attempts"] = frame["attempts"].astype("int64")
-    return frame
 
 
 def _load_failures(path: Path) -> dict[str, dict[str, Any]]:

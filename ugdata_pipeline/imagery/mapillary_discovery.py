@@ -47,7 +47,6 @@ from ugdata_pipeline.imagery.mapillary import (
     SOURCE,
     _BudgetExhaustedError,
     _describe,
-    _failures_frame,
     _gather_or_cancel,
     _GaveUpError,
     _is_query_timeout,
@@ -55,14 +54,18 @@ from ugdata_pipeline.imagery.mapillary import (
     _Session,
     _write_atomic,
 )
+from ugdata_pipeline.imagery.source_outcome import failures_frame
 from ugdata_pipeline.throttle import redact
 
 if TYPE_CHECKING:
     from ugdata_pipeline.imagery.mapillary import MapillaryClient
 
-__all__ = ["DiscoveryResult", "discover"]
+__all__ = ["FAILED_CELLS_FILENAME", "DiscoveryResult", "discover"]
 
 logger = logging.getLogger(__name__)
+
+#: Cells that failed in the last discovery run, in the cache folder (empty list once every cell answered).
+FAILED_CELLS_FILENAME = "_failed_cells.json"
 
 
 @dataclass(slots=True)
@@ -79,7 +82,8 @@ class DiscoveryResult:
         (username) strings, ``is_pano`` bool.
     failures
         Cells that failed after all retries (columns :data:`FAILURE_COLUMNS`, ``image_id`` = ``"cell:<bbox>"``,
-        ``stage`` = ``"discover"``); they are not cached, so the next run asks again.
+        ``stage`` = ``"discover"``); they are not cached, so the next run asks again. Also written to
+        ``<cache_dir>/_failed_cells.json``.
     counts
         Figures for metadata: ``requests``, ``retries``, ``cells_queried``, ``cells_cached``, ``cells_split``,
         ``cells_truncated`` (at ``min_cell_deg`` and still at the limit), ``cells_pending`` (left by the request
@@ -316,6 +320,10 @@ async def discover(
     counts["requests"] = stats.get("search_requests", 0)
     counts["retries"] = stats.get("retries", 0)
     complete = counts["cells_pending"] == 0 and counts["cells_failed"] == 0
+    # Failed cells are not cached, so the next run asks them again; the file says which, for people and tools.
+    failed_path = cache / FAILED_CELLS_FILENAME
+    if failures or failed_path.exists():
+        _write_atomic(failed_path, json.dumps(failures, indent=1).encode())
     if budget.exhausted:
         logger.warning("Mapillary daily request budget (%s) exhausted: %d cell(s) left for the next run",
                        max_requests, counts["cells_pending"])  # fmt: skip
@@ -323,7 +331,7 @@ async def discover(
                 "%d pending, %d failed", len(images), counts["images_found"], counts["requests"],
                 counts["cells_cached"], counts["cells_split"], counts["cells_pending"],
                 counts["cells_failed"])  # fmt: skip
-    return DiscoveryResult(images=images, failures=_failures_frame(failures), counts=counts, complete=complete)
+    return DiscoveryResult(images=images, failures=failures_frame(failures), counts=counts, complete=complete)
 
 
 def _cache_path(client: MapillaryClient, cache: Path, cell: Cell) -> Path:

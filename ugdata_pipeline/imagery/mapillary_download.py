@@ -40,13 +40,11 @@ from ugdata_pipeline.imagery.mapillary import (
     _SERVICE_DOWN,
     _SLUG_PATTERN,
     DISCOVERY_COLUMNS,
-    FAILURE_COLUMNS,
     FAILURES_FILENAME,
     MANIFEST_COLUMNS,
     SOURCE,
     THUMBNAIL_SIZES,
     _describe,
-    _failures_frame,
     _gather_or_cancel,
     _GaveUpError,
     _load_failures,
@@ -55,6 +53,7 @@ from ugdata_pipeline.imagery.mapillary import (
     _StageFailedError,
     _write_atomic,
 )
+from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS, failures_frame
 from ugdata_pipeline.throttle import redact
 
 if TYPE_CHECKING:
@@ -317,7 +316,7 @@ async def download(
     }
     logger.info("Mapillary download for %s: %d images on disk (%d new), %d failed", city_slug, len(manifest),
                 counts["downloaded"], counts["failed"])  # fmt: skip
-    return DownloadResult(manifest=manifest, failures=_failures_frame(failures), counts=counts)
+    return DownloadResult(manifest=manifest, failures=failures_frame(failures), counts=counts)
 
 
 async def _resolve(
