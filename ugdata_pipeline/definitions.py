@@ -50,7 +50,7 @@ def resources_for(deployment: str) -> dict[str, object]:
         "cities": CityRegistryResource(path=os.environ.get("UGDATA_CITIES")),
         "osm": OsmSourceResource(allow_network=online,
                                  cache_dir=str(Path(root) / "_cache" / "osmnx") if online else None),  # fmt: skip
-        "images": (MapillaryResource(access_token=dg.EnvVar("MAPILLARY_ACCESS_TOKEN")) if online
+        "images": (MapillaryResource() if online  # the token: MAPILLARY_ACCESS_TOKEN at run time
                    else RenderedImagesResource(max_views=_int_env("UGDATA_MAX_VIEWS"))),  # fmt: skip
         "captioner": (OpenAICaptionerResource(api_key=dg.EnvVar("OPENAI_API_KEY"),
                                               base_url=dg.EnvVar("OPENAI_BASE_URL")) if online

@@ -12,6 +12,7 @@ from pydantic import Field
 from upath import UPath
 
 from ugdata_pipeline.cities import City, CityRegistry, load_registry
+from ugdata_pipeline.imagery.source_outcome import SourceOutcome
 from ugdata_pipeline.io_managers import read_table, table_path
 from ugdata_pipeline.osm import OsmExtract, load_city_osm
 
@@ -82,14 +83,16 @@ class ImageSourceResource(dg.ConfigurableResource):
     def label(self) -> str:
         raise NotImplementedError
 
-    def candidates(self, city: City, extract: OsmExtract, *, crs_metric: str, work_dir: Path,
-                   ) -> tuple[pd.DataFrame, dict[str, object]]:  # fmt: skip
-        """Where images could be taken (rendered cameras, or Mapillary images found over the city)."""
+    def candidates(self, city: City, extract: OsmExtract, *, crs_metric: str, work_dir: Path) -> SourceOutcome:
+        """Where images could be taken (rendered cameras, or Mapillary images found over the city); a short result
+        carries a ``shortfall`` and must not be stored (:class:`~ugdata_pipeline.imagery.source_outcome.SourceOutcome`).
+        """
         raise NotImplementedError
 
     def fetch(self, city: City, extract: OsmExtract, candidates: pd.DataFrame, *, crs_metric: str, root: Path,
-              log: logging.Logger) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, object]]:  # fmt: skip
-        """Image files under ``<root>/<city>/images/``: (manifest, failures, counts)."""
+              log: logging.Logger) -> SourceOutcome:  # fmt: skip
+        """Image files under ``<root>/<city>/images/``: the manifest, the failures, counts, and a ``shortfall`` when
+        too many images are missing."""
         raise NotImplementedError
 
 
@@ -132,7 +135,8 @@ class RenderedImagesResource(ImageSourceResource):
                                  seed=config.seed, heading_jitter_deg=config.heading_jitter_deg,
                                  city_slug=city.slug, view_offsets_deg=config.view_offsets_deg)  # fmt: skip
         offsets = ",".join(f"{v:g}" for v in config.view_offsets_deg)  # metadata values are scalars
-        return cameras, {"cameras": len(cameras), "spacing_m": config.spacing_m, "view_offsets_deg": offsets}
+        return SourceOutcome(cameras, counts={"cameras": len(cameras), "spacing_m": config.spacing_m,
+                                              "view_offsets_deg": offsets})  # fmt: skip
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
         from ugdata_pipeline.imagery.render import render_city, usable_cores
@@ -146,18 +150,24 @@ class RenderedImagesResource(ImageSourceResource):
         # The cameras stored by `candidates` are the ones to draw: no second sampling.
         result = render_city(extract, city_slug=city.slug, root=root, config=self._config(city), crs_metric=crs_metric,
                              progress=progress, cameras=candidates, workers=self.workers or usable_cores())  # fmt: skip
-        failures = pd.DataFrame(columns=["image_id", "stage", "attempts", "error", "last_attempt_at"])
-        return result.images, failures, dict(result.counts)
+        return SourceOutcome(result.images, counts=dict(result.counts))
 
 
 class MapillaryResource(ImageSourceResource):
     """Mapillary API v4: adaptive bbox discovery over the city, thinning, resumable verified downloads.
 
-    The token comes only from the environment (``MAPILLARY_ACCESS_TOKEN`` through ``EnvVar``); it is sent as an
-    ``Authorization`` header and redacted from every message.
+    The token comes only from the environment: leave ``access_token`` unset and it is read from
+    ``MAPILLARY_ACCESS_TOKEN`` when the resource is used, so run config can override any other field (e.g.
+    ``max_per_cell``) without naming the token. It is sent as an ``Authorization`` header and redacted from every
+    message. An incomplete discovery, a discovery that finds no image, or a download with more than
+    ``max_failed_share`` of its images missing returns a ``shortfall`` (the step fails; the last tables stay).
     """
 
-    access_token: str = Field(description="Mapillary client token; set through EnvVar('MAPILLARY_ACCESS_TOKEN').")
+    access_token: str | None = Field(
+        default=None,
+        description="Leave unset: the token is read from the environment variable MAPILLARY_ACCESS_TOKEN at run "
+        "time. Never put a token in run config.",
+    )
     graph_url: str = Field(default="https://graph.mapillary.com", description="Graph API base URL.")
     concurrency: int = Field(default=16, description="Requests in flight at once.")
     requests_per_second: float = Field(default=8.0, description="Token-bucket rate over all requests.")
@@ -167,18 +177,27 @@ class MapillaryResource(ImageSourceResource):
     end_date: str | None = Field(default=None, description="Capture dates before this (ISO), exclusive.")
     max_requests_per_day: int | None = Field(default=5000, description="Daily discovery request budget.")
     cache_max_age_days: float | None = Field(default=7.0, description="Reuse discovery cells younger than this.")
+    max_failed_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of a city's images that may fail to download; above it image_files fails "
+        "(the last one stays) and the next run fetches only the missing images.",
+    )
 
     def label(self) -> str:
         return "mapillary"
 
     def _client(self):
-        from ugdata_pipeline.imagery.mapillary import MapillaryClient
+        from ugdata_pipeline.imagery.mapillary import MapillaryClient, token_from_env
 
-        return MapillaryClient(self.access_token, graph_url=self.graph_url, concurrency=self.concurrency,
+        token = self.access_token or token_from_env()
+        return MapillaryClient(token, graph_url=self.graph_url, concurrency=self.concurrency,
                                requests_per_second=self.requests_per_second)  # fmt: skip
 
     def candidates(self, city, extract, *, crs_metric, work_dir):
         from ugdata_pipeline.imagery.mapillary import discover_images
+        from ugdata_pipeline.imagery.source_outcome import discovery_shortfall
         from ugdata_pipeline.imagery.thin import thin_images
 
         # The city's footprint is where its streets are: a 100 m buffer around them, not the bbox.
@@ -188,15 +207,21 @@ class MapillaryResource(ImageSourceResource):
                                 start=self.start_date, end=self.end_date, include_panos=self.include_panos,
                                 max_requests=self.max_requests_per_day,
                                 cache_max_age_days=self.cache_max_age_days)  # fmt: skip
+        shortfall = discovery_shortfall(found, city=city.slug, area=polygon, start=self.start_date,
+                                        end=self.end_date, include_panos=self.include_panos)  # fmt: skip
         thinned = thin_images(found.images, max_per_cell=self.max_per_cell)
-        return thinned.images, {**found.counts, **{f"thin_{k}": v for k, v in thinned.counts.items()},
-                                "discovery_complete": found.complete}  # fmt: skip
+        counts = {**found.counts, **{f"thin_{k}": v for k, v in thinned.counts.items()},
+                  "discovery_complete": found.complete}  # fmt: skip
+        return SourceOutcome(thinned.images, failures=found.failures, counts=counts, shortfall=shortfall)
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
         from ugdata_pipeline.imagery.mapillary import download_images
+        from ugdata_pipeline.imagery.source_outcome import download_shortfall
 
         result = download_images(self._client(), candidates, root=root, city_slug=city.slug)
-        return result.manifest, result.failures, dict(result.counts)
+        shortfall = download_shortfall(result, city=city.slug, max_failed_share=self.max_failed_share)
+        return SourceOutcome(result.manifest, failures=result.failures, counts=dict(result.counts),
+                             shortfall=shortfall)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------------

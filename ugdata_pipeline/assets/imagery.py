@@ -10,10 +10,12 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.imagery.plot import split_map_png
 from ugdata_pipeline.imagery.render import contact_sheet
+from ugdata_pipeline.imagery.source_outcome import SourceOutcome, failure_reasons, failure_summary
 from ugdata_pipeline.imagery.splits import assign_splits, no_sequence_spans_splits, no_test_near_train
 from ugdata_pipeline.osm.schema import OsmExtract
 from ugdata_pipeline.resources import CityRegistryResource, ImageSourceResource, StorageResource
@@ -30,6 +32,27 @@ def _extract(city_source: str, streets: gpd.GeoDataFrame, pois: gpd.GeoDataFrame
 def metric_crs(streets: gpd.GeoDataFrame) -> str:
     """The city's UTM zone, estimated from its streets (the same rule as the graph build)."""
     return streets.estimate_utm_crs().to_string()
+
+
+def _checked_failures(context: dg.AssetExecutionContext, outcome: SourceOutcome, what: str) -> dict[str, object]:
+    """
+    Report an image source's failures in the event log (a warning with counts by reason and examples) and
+    return them as metadata; raise :class:`IncompleteResultError` when the result is short, so the step fails and
+    the city's last materialization stays in place.
+    """
+    failures = outcome.failures
+    if len(failures):
+        examples = [f"{row.image_id} ({row.stage}, {row.attempts} attempt(s)): {row.error}"
+                    for row in failures.head(3).itertuples(index=False)]  # fmt: skip
+        context.log.warning(f"{what} of {context.partition_key}: {len(failures)} failed; by reason: "
+                            f"{failure_summary(failures)}. Examples: {'; '.join(examples)}")  # fmt: skip
+    if outcome.shortfall:
+        raise IncompleteResultError(outcome.shortfall)
+    return {
+        "failed": len(failures),
+        "failures_by_reason": dg.MetadataValue.json(dict(failure_reasons(failures).most_common(20))),
+        "failures": preview(failures) if len(failures) else "none",
+    }
 
 
 def local_root(storage: StorageResource) -> Path:
@@ -58,11 +81,13 @@ def image_candidates(
     city = cities.city(context.partition_key)
     extract = _extract(city.source.describe(), osm_streets, osm_pois, osm_aois, osm_trees)
     work_dir = local_root(storage) / city.slug / "_work"
-    frame, counts = images.candidates(city, extract, crs_metric=metric_crs(osm_streets), work_dir=work_dir)
+    outcome = images.candidates(city, extract, crs_metric=metric_crs(osm_streets), work_dir=work_dir)
+    failures = _checked_failures(context, outcome, f"{images.label()} discovery")
+    frame = outcome.table
     return dg.Output(frame, metadata={
         "source": images.label(), "count": len(frame),
-        **{k: v for k, v in counts.items() if isinstance(v, int | float | str | bool)},
-        "preview": preview(frame),
+        **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
+        **failures, "preview": preview(frame),
     })  # fmt: skip
 
 
@@ -88,17 +113,19 @@ def image_files(
     city = cities.city(context.partition_key)
     extract = _extract(city.source.describe(), osm_streets, osm_pois, osm_aois, osm_trees)
     root = local_root(storage)
-    manifest, failures, counts = images.fetch(city, extract, image_candidates, crs_metric=metric_crs(osm_streets),
-                                              root=root, log=context.log)  # fmt: skip
+    outcome = images.fetch(city, extract, image_candidates, crs_metric=metric_crs(osm_streets), root=root,
+                           log=context.log)  # fmt: skip
+    failures = _checked_failures(context, outcome, f"{images.label()} images")
+    manifest = outcome.table
     sample = manifest.iloc[:: max(1, len(manifest) // 16)].head(16)
     sheet = {}
     if len(sample):
         sheet = png(storage.city_path(city.slug, "previews", "contact_sheet.png"),
                     contact_sheet([root / p for p in sample["path"]], ncols=4), alt="contact_sheet")  # fmt: skip
     return dg.Output(manifest, metadata={
-        "source": images.label(), "count": len(manifest), "failed": len(failures),
-        **{k: v for k, v in counts.items() if isinstance(v, int | float | str | bool)},
-        "failures": preview(failures) if len(failures) else "none",
+        "source": images.label(), "count": len(manifest),
+        **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
+        **failures,
         "preview": preview(manifest, columns=["image_id", "source", "lon", "lat", "compass_angle", "path"]),
         **sheet,
     })  # fmt: skip

@@ -16,7 +16,8 @@ Graph requests need ``Authorization: OAuth <token>``; otherwise the answer is HT
 
 Faults for tests: :meth:`MapillaryServer.inject` queues canned responses for a path (429 + Retry-After, 500, ...);
 ``timeout_above_deg`` answers bbox searches wider than that with Mapillary's HTTP 400 "Query Timeout";
-``truncate_ids`` serves a cut-off JPEG (with a correct Content-Length); ``expire_first_url`` makes the first
+``truncate_ids`` serves a cut-off JPEG (with a correct Content-Length); ``bodies`` serves given bytes (a real JPEG)
+for an image instead of the generated one; ``expire_first_url`` makes the first
 signature issued for an image expire (CDN 403). Every request is logged (:attr:`MapillaryServer.log`) so tests can
 count exactly what was asked.
 """
@@ -151,6 +152,7 @@ class MapillaryServer:
         self.thumb_size = thumb_size
         self.timeout_above_deg: float | None = None
         self.truncate_ids: set[str] = set()
+        self.bodies: dict[str, bytes] = {}
         self.expire_first_url: set[str] = set()
         self.log: list[LoggedRequest] = []
         self._faults: dict[str, deque[Fault]] = {}
@@ -273,7 +275,7 @@ class MapillaryServer:
         with self._lock:
             if image_id not in self._jpegs:
                 self._jpegs[image_id] = jpeg_bytes(image_id, self.thumb_size)
-            content = self._jpegs[image_id]
+            content = self.bodies.get(image_id, self._jpegs[image_id])
         if image_id in self.truncate_ids:
             content = content[: len(content) // 2]
         return 200, content, {"Content-Type": "image/jpeg"}

@@ -449,3 +449,69 @@ def test_an_area_without_images_gives_an_empty_table(tmp_path: Path) -> None:
         result = discover_images(client_for(server), box(25.5, 61.0, 25.51, 61.01), cache_dir=tmp_path)
     assert result.images.empty and list(result.images.columns) == list(DISCOVERY_COLUMNS)
     assert result.complete and result.counts["images"] == 0
+
+
+def real_jpeg() -> bytes:
+    """A real camera JPEG (512 x 600, baseline, EXIF) that matplotlib ships as sample data."""
+    from matplotlib import cbook
+
+    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
+
+
+@pytest.mark.parametrize("load_truncated", [False, True], ids=["default", "LOAD_TRUNCATED_IMAGES"])
+def test_a_file_cut_short_on_disk_is_verified_on_resume_fetched_again_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_truncated: bool
+) -> None:
+    from PIL import ImageFile
+
+    # Some libraries switch this on process-wide; Pillow then pads a truncated JPEG instead of failing.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated)
+    images = grid_images(3)
+    cut = images[1].image_id
+    body = real_jpeg()
+    image_dir = tmp_path / "c" / "images"
+    with MapillaryServer(images) as server:
+        server.bodies = {image.image_id: body for image in images}
+        client = client_for(server)
+        first = download_images(client, images_frame(images), root=tmp_path, city_slug="c")
+        assert first.counts["downloaded"] == 3 and first.counts["corrupt_on_disk"] == 0
+        assert (image_dir / f"{cut}.jpg").read_bytes() == body
+        # A copy or a disk that filled up cut the file short; its header (and so its pixel size) is intact.
+        (image_dir / f"{cut}.jpg").write_bytes(body[: len(body) * 2 // 3])
+        server.clear_log()
+        second = download_images(client, images_frame(images), root=tmp_path, city_slug="c")
+        assert server.counts() == {f"/{cut}": 1, thumb(cut): 1}, "only the cut file is fetched again"
+    assert second.counts["corrupt_on_disk"] == 1
+    assert second.counts["already_present"] == 2 and second.counts["downloaded"] == 1
+    assert (image_dir / f"{cut}.jpg").read_bytes() == body
+    assert second.manifest["image_id"].tolist() == [i.image_id for i in images]
+    assert set(second.manifest["width"]) == {512} and set(second.manifest["height"]) == {600}
+
+
+def test_a_file_cut_short_stays_out_of_the_manifest_when_the_fetch_fails(tmp_path: Path) -> None:
+    images = grid_images(2)
+    cut = images[0].image_id
+    image_dir = tmp_path / "c" / "images"
+    image_dir.mkdir(parents=True)
+    body = real_jpeg()
+    (image_dir / f"{cut}.jpg").write_bytes(body[:-2])  # only the end-of-image marker is missing
+    with MapillaryServer(images) as server:
+        server.inject(thumb(cut), *[Fault(500)] * FAST_RETRY.max_attempts)
+        result = download_images(client_for(server), images_frame(images), root=tmp_path, city_slug="c")
+    assert result.counts["corrupt_on_disk"] == 1
+    assert result.manifest["image_id"].tolist() == [images[1].image_id]
+    assert result.failures["image_id"].tolist() == [cut]
+    assert not (image_dir / f"{cut}.jpg").exists(), "a cut file never stays under the final name"
+
+
+def test_downloaded_images_follow_the_umask_like_tables(tmp_path: Path) -> None:
+    images = grid_images(2)
+    previous = os.umask(0o022)
+    try:
+        with MapillaryServer(images) as server:
+            download_images(client_for(server), images_frame(images), root=tmp_path, city_slug="c")
+    finally:
+        os.umask(previous)
+    modes = {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "c" / "images").iterdir()}
+    assert modes == {oct(0o644)}
+    assert oct((tmp_path / "c" / FAILURES_FILENAME).stat().st_mode & 0o777) == oct(0o644)
