@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from ugdata_pipeline.atomic_files import atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -229,15 +229,9 @@ class EmbeddingCache:
             self._vectors[key] = vector
         if self.folder is None or not len(keys):
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         name = f"shard-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:16]}.npz"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, keys=np.asarray(list(keys), dtype=str), vectors=array)
-            Path(tmp).replace(self.folder / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_writer(self.folder / name) as handle:  # the umask's mode, like the tables
+            np.savez(handle, keys=np.asarray(list(keys), dtype=str), vectors=array)
 
     def get(self, keys: Sequence[str]) -> npt.NDArray[np.float32]:
         """Stacked vectors of cached keys (all must be present)."""
