@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import logging
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +29,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.errors import CorruptFileError
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +209,15 @@ class EmbeddingCache:
         self.misses = 0
         if self.folder is not None and self.folder.is_dir():
             for shard in sorted(self.folder.glob("shard-*.npz")):
-                with np.load(shard, allow_pickle=False) as data:
-                    for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
-                        self._vectors[str(key)] = vector
+                try:
+                    # an open handle: np.load leaves its own file open when the archive is broken
+                    with open(shard, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+                        for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
+                            self._vectors[str(key)] = vector
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                    msg = (f"embedding cache shard {shard} is truncated or corrupt ({exc!r}); delete it (its "
+                           "vectors are computed again)")  # fmt: skip
+                    raise CorruptFileError(msg) from exc
             logger.info("embedding cache %s: %s vectors loaded", self.folder, f"{len(self._vectors):,}")
 
     def __len__(self) -> int:

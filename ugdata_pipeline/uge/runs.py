@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_file_atomic
+from ugdata_pipeline.errors import CorruptFileError
 from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError, table_digest
 from ugdata_pipeline.uge.family import MODEL_SPECS, ModelSpec, model_spec
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
@@ -91,7 +92,13 @@ def _pointer(root: Path, name: str) -> Path:
 
 def _read_pointer(root: Path, name: str) -> dict[str, Any]:
     path = _pointer(root, name)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"seeds": {}}
+    if not path.is_file():
+        return {"seeds": {}}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        msg = f"run pointer {path} is truncated or corrupt ({exc}); delete it and re-materialize the {name} model"
+        raise CorruptFileError(msg) from exc
 
 
 def current_checkpoints(root: str | Path, name: str, seeds: Sequence[int] | None = None) -> dict[int, Path]:
