@@ -2,7 +2,9 @@
 
 Cities live in ``cities.yaml`` (path overridable with ``UGDATA_CITIES``); adding a city is an edit to that
 file, never to code. Each entry is validated when the registry loads, and each source once more (file
-readable and OSM, area within the limit) by :func:`check_source` before any work starts.
+readable and OSM, area within the limit) by :func:`check_source` before any work starts. Typos fail the load: a
+key given twice (a second ``helsinki`` entry), an unknown key at any level (with the nearest valid one), and a box
+outside the degree ranges (naming a likely [south, west, north, east] swap).
 
 .. code-block:: yaml
 
@@ -111,20 +113,42 @@ IMAGERY_KEYS: dict[str, str] = {
 }
 
 
-def _parse_imagery(slug: str, raw: object) -> dict[str, Any]:
-    """Validate a city's ``imagery`` block (renderer options); unknown keys get the nearest valid key."""
+#: Keys of the registry document, of ``settings``, of a city entry and of each source kind; anything else is a typo.
+TOP_LEVEL_KEYS: tuple[str, ...] = ("settings", "cities")
+SETTINGS_KEYS: tuple[str, ...] = ("max_area_km2",)
+CITY_KEYS: tuple[str, ...] = ("name", "country", "split", "source", "max_area_km2", "imagery")
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "bundled": ("kind", "extract", "clip"),
+    "file": ("kind", "path", "clip"),
+    "place": ("kind", "query"),
+    "bbox": ("kind", "bbox"),
+}
+
+
+def _reject_unknown_keys(raw: Mapping, valid: tuple[str, ...], *, where: str, noun: str = "key", note: str = "",
+                         ) -> None:  # fmt: skip
+    """
+    Raise :class:`CityConfigError` for the first key of ``raw`` not in ``valid``, with the nearest valid key: a
+    misspelt key would otherwise be ignored and its default used without a word.
+    """
+    for key in raw:
+        if key not in valid:
+            near = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(sorted(valid))}"
+            msg = f"{where}: unknown {noun} {key!r}{note}; {hint}"
+            raise CityConfigError(msg)
+
+
+def _parse_imagery(entry: str, raw: object) -> dict[str, Any]:
+    """Validate a city's ``imagery`` block (renderer options); ``entry`` names the city in messages."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        msg = f"city {slug!r}: imagery must be a mapping of {sorted(IMAGERY_KEYS)}, got {raw!r}"
+        msg = f"{entry}: imagery must be a mapping of {sorted(IMAGERY_KEYS)}, got {raw!r}"
         raise CityConfigError(msg)
+    _reject_unknown_keys(raw, tuple(IMAGERY_KEYS), where=f"{entry}: imagery")
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in IMAGERY_KEYS:
-            near = difflib.get_close_matches(str(key), list(IMAGERY_KEYS), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {sorted(IMAGERY_KEYS)}"
-            msg = f"city {slug!r}: imagery.{key} is unknown{hint}"
-            raise CityConfigError(msg)
         ok = {
             "spacing_m": isinstance(value, int | float) and not isinstance(value, bool) and value > 0,
             "view_offsets_deg": isinstance(value, list) and bool(value)
@@ -132,7 +156,7 @@ def _parse_imagery(slug: str, raw: object) -> dict[str, Any]:
             "max_views": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
         }[key]
         if not ok:
-            msg = f"city {slug!r}: imagery.{key} must be {IMAGERY_KEYS[key]}, got {value!r}"
+            msg = f"{entry}: imagery.{key} must be {IMAGERY_KEYS[key]}, got {value!r}"
             raise CityConfigError(msg)
         out[key] = [float(v) for v in value] if key == "view_offsets_deg" else value
     return out
@@ -200,8 +224,14 @@ def validate_bbox(bbox: object, *, where: str, max_area_km2: float) -> tuple[flo
     except (TypeError, ValueError):
         msg = f"{where} must hold four numbers, got {bbox!r}"
         raise CityConfigError(msg) from None
-    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
-        msg = f"{where} {bbox!r} is outside [-180, 180] x [-90, 90]; give degrees as [west, south, east, north]"
+    if not _in_range((west, south, east, north)):
+        swapped = (south, west, north, east)
+        if _in_range(swapped) and south < north and west < east:
+            shown = ", ".join(f"{v:g}" for v in swapped)
+            hint = f"it looks like [south, west, north, east] (latitude first): give [{shown}]"
+        else:
+            hint = "give degrees as [west, south, east, north]"
+        msg = f"{where} {bbox!r} is outside [-180, 180] x [-90, 90]; {hint}"
         raise CityConfigError(msg)
     if west == east or south == north:
         msg = f"{where} {bbox!r} is degenerate (zero width or height); give [west, south, east, north]"
@@ -218,8 +248,14 @@ def validate_bbox(bbox: object, *, where: str, max_area_km2: float) -> tuple[flo
     return west, south, east, north
 
 
-def _parse_source(slug: str, raw: object, *, base_dir: Path, max_area_km2: float) -> CitySource:
-    where = f"city {slug!r}: source"
+def _in_range(box: tuple[float, float, float, float]) -> bool:
+    """Whether ``(west, south, east, north)`` holds longitudes in [-180, 180] and latitudes in [-90, 90]."""
+    west, south, east, north = box
+    return -180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90
+
+
+def _parse_source(entry: str, raw: object, *, base_dir: Path, max_area_km2: float) -> CitySource:
+    where = f"{entry}: source"
     if not isinstance(raw, Mapping):
         msg = f"{where} must be a mapping with a 'kind', got {raw!r}"
         raise CityConfigError(msg)
@@ -227,12 +263,13 @@ def _parse_source(slug: str, raw: object, *, base_dir: Path, max_area_km2: float
     if kind not in SOURCE_KINDS:
         msg = f"{where}.kind {kind!r} is unknown; use one of {', '.join(SOURCE_KINDS)}"
         raise CityConfigError(msg)
+    if raw.get("clip") is not None and kind in ONLINE_KINDS:
+        msg = (f"{where}.clip applies to bundled and file sources only; a {kind} source is already an area "
+               "(give the box as a bbox source instead)")  # fmt: skip
+        raise CityConfigError(msg)
+    _reject_unknown_keys(raw, SOURCE_KEYS[kind], where=where, note=f" for a {kind} source")
     clip = None
     if raw.get("clip") is not None:
-        if kind in ONLINE_KINDS:
-            msg = (f"{where}.clip applies to bundled and file sources only; a {kind} source is already an area "
-                   "(give the box as a bbox source instead)")  # fmt: skip
-            raise CityConfigError(msg)
         # the clip, not the whole file, is what the city covers, so the area limit applies to it
         clip = validate_bbox(raw["clip"], where=f"{where}.clip", max_area_km2=max_area_km2)
     if kind == "bundled":
@@ -258,27 +295,29 @@ def _parse_source(slug: str, raw: object, *, base_dir: Path, max_area_km2: float
     return CitySource(kind="bbox", bbox=bbox)
 
 
-def _parse_city(slug: object, raw: object, *, base_dir: Path, default_max_area_km2: float) -> City:
+def _parse_city(slug: object, raw: object, *, base_dir: Path, default_max_area_km2: float, origin: str) -> City:
     if not isinstance(slug, str) or not _SLUG.match(slug):
-        msg = f"city slug {slug!r} must be lower-case letters, digits and '_' (e.g. 'new_york')"
+        msg = f"{origin}: city slug {slug!r} must be lower-case letters, digits and '_' (e.g. 'new_york')"
         raise CityConfigError(msg)
+    entry = f"{origin}: city {slug!r}"
     if not isinstance(raw, Mapping):
-        msg = f"city {slug!r} must be a mapping with name, country, split and source, got {raw!r}"
+        msg = f"{entry} must be a mapping with name, country, split and source, got {raw!r}"
         raise CityConfigError(msg)
+    _reject_unknown_keys(raw, CITY_KEYS, where=entry)
     for key in ("name", "country"):
         value = raw.get(key)
         if not isinstance(value, str) or not value.strip():
-            msg = f"city {slug!r}: {key} must be a non-empty string, got {value!r}"
+            msg = f"{entry}: {key} must be a non-empty string, got {value!r}"
             raise CityConfigError(msg)
     split = raw.get("split")
     if split not in SPLITS:
-        msg = f"city {slug!r}: split {split!r} is unknown; use one of {', '.join(SPLITS)}"
+        msg = f"{entry}: split {split!r} is unknown; use one of {', '.join(SPLITS)}"
         raise CityConfigError(msg)
     max_area = raw.get("max_area_km2", default_max_area_km2)
     if not isinstance(max_area, int | float) or max_area <= 0:
-        msg = f"city {slug!r}: max_area_km2 must be a positive number, got {max_area!r}"
+        msg = f"{entry}: max_area_km2 must be a positive number, got {max_area!r}"
         raise CityConfigError(msg)
-    source = _parse_source(slug, raw.get("source"), base_dir=base_dir, max_area_km2=float(max_area))
+    source = _parse_source(entry, raw.get("source"), base_dir=base_dir, max_area_km2=float(max_area))
     return City(
         slug=slug,
         name=raw["name"].strip(),
@@ -286,7 +325,7 @@ def _parse_city(slug: object, raw: object, *, base_dir: Path, default_max_area_k
         split=split,
         source=source,
         max_area_km2=float(max_area),
-        imagery=_parse_imagery(slug, raw.get("imagery")),
+        imagery=_parse_imagery(entry, raw.get("imagery")),
     )
 
 
@@ -296,16 +335,18 @@ def parse_registry(document: object, *, base_dir: Path, path: Path | None = None
     if not isinstance(document, Mapping) or not isinstance(document.get("cities"), Mapping):
         msg = f"{where} must be a mapping with a 'cities' mapping of slug -> city"
         raise CityConfigError(msg)
+    _reject_unknown_keys(document, TOP_LEVEL_KEYS, where=where, noun="top-level key")
     settings = document.get("settings") or {}
     if not isinstance(settings, Mapping):
         msg = f"{where}: settings must be a mapping, got {settings!r}"
         raise CityConfigError(msg)
+    _reject_unknown_keys(settings, SETTINGS_KEYS, where=f"{where}: settings")
     default_max = settings.get("max_area_km2", DEFAULT_MAX_AREA_KM2)
     if not isinstance(default_max, int | float) or default_max <= 0:
         msg = f"{where}: settings.max_area_km2 must be a positive number, got {default_max!r}"
         raise CityConfigError(msg)
     cities = {
-        slug: _parse_city(slug, raw, base_dir=base_dir, default_max_area_km2=float(default_max))
+        slug: _parse_city(slug, raw, base_dir=base_dir, default_max_area_km2=float(default_max), origin=where)
         for slug, raw in document["cities"].items()
     }
     if not cities:
@@ -335,12 +376,55 @@ def load_registry(path: str | Path | None = None) -> CityRegistry:
     except OSError as exc:
         msg = f"cannot read the city registry {file} ({exc.strerror}); set UGDATA_CITIES to a cities.yaml"
         raise CityConfigError(msg) from exc
+    loader = yaml.SafeLoader(text)
     try:
-        document = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is not None:
+            _reject_duplicate_keys(node, (), where=str(file))
+        document = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         msg = f"the city registry {file} is not valid YAML: {exc}"
         raise CityConfigError(msg) from exc
+    finally:
+        loader.dispose()
     return parse_registry(document, base_dir=file.parent, path=file)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _reject_duplicate_keys(node: yaml.Node, path: tuple[str, ...], *, where: str) -> None:
+    """
+    Raise :class:`CityConfigError` for a key given twice in one mapping of the composed YAML ``node``.
+
+    YAML loaders keep the last of two equal keys without a word, so a second ``helsinki`` entry would replace the
+    first; this walks the node tree before it is turned into dicts, so the message can name the entry and lines.
+    """
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _reject_duplicate_keys(child, path, where=where)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_line: dict[tuple[str, str], int] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+            continue  # merge keys (<<) may be overridden on purpose; non-scalar keys are rejected later
+        key, line = key_node.value, key_node.start_mark.line + 1
+        if (key_node.tag, key) in first_line:
+            lines = f"(lines {first_line[key_node.tag, key]} and {line})"
+            if path == ("cities",):
+                msg = (f"{where}: city {key!r} is listed twice {lines}; each slug must be unique: remove one entry "
+                       "or rename its slug")  # fmt: skip
+            elif not path:
+                msg = f"{where}: top-level key {key!r} is given twice {lines}; keep one"
+            else:
+                named = (f"city {path[1]!r}", *path[2:]) if path[0] == "cities" else path
+                context = ": ".join(named)
+                msg = f"{where}: {context}: key {key!r} is given twice {lines}; keep one"
+            raise CityConfigError(msg)
+        first_line[key_node.tag, key] = line
+        _reject_duplicate_keys(value_node, (*path, str(key)), where=where)
 
 
 def check_source(city: City) -> None:
@@ -376,9 +460,15 @@ def check_source(city: City) -> None:
     if source.clip is not None:
         if extent is not None and not _box_within(source.clip, extent):
             shown = ", ".join(f"{v:g}" for v in extent)
+            west, south, east, north = source.clip
+            swapped = (south, west, north, east)
+            # both orders are valid degrees wherever |longitude| < 90, so only the extent shows a swap
+            if _box_within(swapped, extent):
+                fix = f"it looks like [south, west, north, east]: give [{', '.join(f'{v:g}' for v in swapped)}]"
+            else:
+                fix = "give a [west, south, east, north] box within that extent"
             msg = (f"city {city.slug!r}: source.clip {list(source.clip)} is not inside the extent of "
-                   f"{source.path.name} [{shown}] (its header bbox); give a [west, south, east, north] box "
-                   "within that extent")  # fmt: skip
+                   f"{source.path.name} [{shown}] (its header bbox); {fix}")  # fmt: skip
             raise OsmSourceError(msg)
         return
     if extent is not None:

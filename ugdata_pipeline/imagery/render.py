@@ -37,7 +37,6 @@ import logging
 import math
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
@@ -49,6 +48,7 @@ import pandas as pd
 import shapely
 from PIL import Image, PngImagePlugin
 
+from ugdata_pipeline.atomic_files import write_file_atomic
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.imagery.cameras import normalize_offsets, sample_cameras
 from ugdata_pipeline.imagery.lighting import Lighting, place_lighting, sequence_lighting
@@ -755,18 +755,6 @@ def read_image_facts(path: Path) -> tuple[str, dict] | None:
     return None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def view_rng(seed: int, image_id: str) -> np.random.Generator:
     """The RNG of one view: a function of the config seed and the image id only, never of render order."""
     return np.random.default_rng([seed & 0xFFFFFFFF, stable_hash("view", image_id) & 0xFFFFFFFF])
@@ -835,7 +823,7 @@ def _draw_and_write(scene: Scene, config: RenderConfig, fingerprint: str, job: _
     image, facts = render_view(scene, job.x_m, job.y_m, job.heading_deg, config, view_rng(config.seed, job.camera_id),
                                street_name=job.street_name, weather=sequence_weather(config.seed, job.sequence_id),
                                lighting=sequence_lighting(config.seed, job.sequence_id))  # fmt: skip
-    _write_atomic(job.path, encode_image(image, facts, image_format=config.image_format, fingerprint=fingerprint))
+    write_file_atomic(job.path, encode_image(image, facts, image_format=config.image_format, fingerprint=fingerprint))
     return facts
 
 

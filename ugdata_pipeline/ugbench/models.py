@@ -18,9 +18,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import os
 import re
-import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +27,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.errors import CorruptFileError
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +209,15 @@ class EmbeddingCache:
         self.misses = 0
         if self.folder is not None and self.folder.is_dir():
             for shard in sorted(self.folder.glob("shard-*.npz")):
-                with np.load(shard, allow_pickle=False) as data:
-                    for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
-                        self._vectors[str(key)] = vector
+                try:
+                    # an open handle: np.load leaves its own file open when the archive is broken
+                    with open(shard, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+                        for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
+                            self._vectors[str(key)] = vector
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                    msg = (f"embedding cache shard {shard} is truncated or corrupt ({exc!r}); delete it (its "
+                           "vectors are computed again)")  # fmt: skip
+                    raise CorruptFileError(msg) from exc
             logger.info("embedding cache %s: %s vectors loaded", self.folder, f"{len(self._vectors):,}")
 
     def __len__(self) -> int:
@@ -229,15 +237,9 @@ class EmbeddingCache:
             self._vectors[key] = vector
         if self.folder is None or not len(keys):
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         name = f"shard-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:16]}.npz"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, keys=np.asarray(list(keys), dtype=str), vectors=array)
-            Path(tmp).replace(self.folder / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_writer(self.folder / name) as handle:  # the umask's mode, like the tables
+            np.savez(handle, keys=np.asarray(list(keys), dtype=str), vectors=array)
 
     def get(self, keys: Sequence[str]) -> npt.NDArray[np.float32]:
         """Stacked vectors of cached keys (all must be present)."""

@@ -18,16 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import CorruptFileError, UgdataError
 from ugdata_pipeline.uge.backbone import Backbone, build_backbone
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
 
@@ -47,6 +49,7 @@ __all__ = [
     "load_model_weights",
     "load_training_state",
     "read_checkpoint_config",
+    "read_trainer_state",
     "save_checkpoint",
     "trainable_state_dict",
 ]
@@ -147,6 +150,24 @@ def save_checkpoint(
     return directory
 
 
+def _corrupt(path: Path, exc: Exception) -> CorruptFileError:
+    msg = (f"checkpoint file {path} is truncated or corrupt ({exc}); delete the checkpoint folder {path.parent} and "
+           "train it again (re-materialize the model that wrote it)")  # fmt: skip
+    return CorruptFileError(msg)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(path, exc) from exc
+
+
+def read_trainer_state(directory: str | Path) -> dict[str, Any]:
+    """``trainer_state.json`` of a checkpoint folder (:class:`CorruptFileError` naming it when it is damaged)."""
+    return _read_json(Path(directory) / STATE_FILE)
+
+
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint folder (raises :class:`CheckpointError` naming what is missing)."""
     directory = Path(directory)
@@ -154,7 +175,7 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
         if not (directory / name).is_file():
             msg = f"checkpoint {directory} lacks {name}; pass a folder written by save_checkpoint (e.g. <out>/best)."
             raise CheckpointError(msg)
-    return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    return _read_json(directory / CONFIG_FILE)
 
 
 def build_model_from_config(model_config: dict[str, Any]) -> Backbone:
@@ -175,7 +196,11 @@ def load_model_weights(
     (rebuilt from the pretrained package) or start with one of ``allow_missing_prefixes`` (e.g. the graph encoder
     a stage-2 run adds to a stage-1 checkpoint).
     """
-    weights = load_file(str(Path(directory) / WEIGHTS_FILE))
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        weights = load_file(str(path))
+    except SafetensorError as exc:
+        raise _corrupt(path, exc) from exc
     result = model.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
         msg = (
@@ -204,7 +229,7 @@ def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
     model = build_model_from_config(config["model"])
     load_model_weights(model, directory)
     model.eval()
-    state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    state = read_trainer_state(directory)
     return LoadedCheckpoint(model=model, config=config, state=state, directory=directory)
 
 
@@ -224,9 +249,14 @@ def load_training_state(
     if not path.is_file():
         msg = f"checkpoint {directory} has no {OPTIMIZER_FILE}; it is weights-only and cannot be resumed."
         raise CheckpointError(msg)
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:  # torch's truncated-archive errors
+        raise _corrupt(path, exc) from exc
     optimizer.load_state_dict(saved["optimizer"])
     if scheduler is not None and saved.get("scheduler") is not None:
         scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
-    return json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    return read_trainer_state(directory)

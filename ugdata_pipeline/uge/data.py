@@ -30,7 +30,7 @@ from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 from ugdata_pipeline.graph.schema import NODE_KINDS
 from ugdata_pipeline.grouping import key_runs
 from ugdata_pipeline.uge.graph_encoder import EDGE_FEATURE_DIM
-from ugdata_pipeline.uge.images import SHARED_IMAGES
+from ugdata_pipeline.uge.images import SHARED_IMAGES, load_image
 from ugdata_pipeline.uge.losses import text_ids
 
 logger = logging.getLogger(__name__)
@@ -445,11 +445,10 @@ class ImageStore:
     def get(self, path: str) -> Any:
         """The prepared image at ``root / path``."""
         if self.identity is not None:
-            return SHARED_IMAGES.prepared(self.root / path, self.identity, self.prepare)
+            return SHARED_IMAGES.prepared(self.root / path, self.identity, self.prepare, root=self.root)
         item = self._cache.get(path)
         if item is None:
-            with Image.open(self.root / path) as image:
-                item = self.prepare(image)
+            item = self.prepare(load_image(self.root / path, self.root))
             self._cache[path] = item
         return item
 

@@ -83,10 +83,11 @@ def _load_prepared(model: Backbone, paths: Sequence[str | Path], root: str | Pat
         if not full.is_file():
             msg = f"image file {full} does not exist; check `root` and the image paths."
             raise FileNotFoundError(msg)
+        base = Path(root) if root is not None else None
         if identity is not None:
-            prepared.append(SHARED_IMAGES.prepared(full, identity, model.prepare_image))
+            prepared.append(SHARED_IMAGES.prepared(full, identity, model.prepare_image, root=base))
         else:
-            prepared.append(model.prepare_image(Image.fromarray(SHARED_IMAGES.rgb(full))))
+            prepared.append(model.prepare_image(Image.fromarray(SHARED_IMAGES.rgb(full, root=base))))
     return prepared
 
 

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.uge.backbone import Backbone
 from ugdata_pipeline.uge.graph_encoder import GraphEncoder, GraphEncoderConfig
+from ugdata_pipeline.uge.images import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -356,8 +357,7 @@ def _to_pil(image: Any, index: int) -> Image.Image:
         if not path.is_file():
             msg = f"images[{index}]: file {str(path)!r} does not exist; pass absolute paths or PIL images"
             raise HFVLMError(msg)
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
+        return load_image(path).convert("RGB")  # a damaged file is named with its city
     msg = f"images[{index}]: expected a PIL image, uint8 array, path, PreparedImage or None, got {type(image).__name__}"
     raise HFVLMError(msg)
 

@@ -12,7 +12,9 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["SHARED_IMAGES", "ImageCache"]
+from ugdata_pipeline.errors import CorruptFileError
+
+__all__ = ["SHARED_IMAGES", "ImageCache", "load_image"]
 
 
 class ImageCache:
@@ -31,13 +33,14 @@ class ImageCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def rgb(self, path: Path) -> np.ndarray:
-        """The file's pixels, ``[H, W, 3]`` uint8."""
-        return self._get(path, "", lambda: _decode_rgb(path))
+    def rgb(self, path: Path, *, root: Path | None = None) -> np.ndarray:
+        """The file's pixels, ``[H, W, 3]`` uint8 (``root``: the data root, to name the file in errors)."""
+        return self._get(path, "", lambda: _decode_rgb(path, root))
 
-    def prepared(self, path: Path, identity: str, prepare: Callable[[Image.Image], Any]) -> Any:
+    def prepared(self, path: Path, identity: str, prepare: Callable[[Image.Image], Any], *,
+                 root: Path | None = None) -> Any:  # fmt: skip
         """``prepare`` of the decoded file, shared by every backbone whose ``prepare_identity`` is ``identity``."""
-        return self._get(path, identity, lambda: prepare(Image.fromarray(_decode_rgb(path))))
+        return self._get(path, identity, lambda: prepare(Image.fromarray(_decode_rgb(path, root))))
 
     def _get(self, path: Path, identity: str, make: Callable[[], Any]) -> Any:
         stat = path.stat()
@@ -58,9 +61,41 @@ class ImageCache:
         return item
 
 
-def _decode_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+def load_image(path: Path, root: Path | None = None) -> Image.Image:
+    """
+    The image at ``path``, decoded (so a damaged file fails here, not later in a model's preprocessing).
+
+    Raises
+    ------
+    CorruptFileError
+        The file is truncated or not an image; the message names it (relative to ``root``, the data root, when
+        given), its city (from the ``<city>/images/<file>`` layout) and the fix.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's truncated / unidentified / broken-chunk errors
+        raise CorruptFileError(_corrupt_message(Path(path), root, exc)) from exc
+
+
+def _corrupt_message(path: Path, root: Path | None, exc: Exception) -> str:
+    try:
+        relative = path.relative_to(root) if root is not None else None
+    except ValueError:
+        relative = None
+    named = f"{relative.as_posix()!r} under data root {root}" if relative is not None else repr(str(path))
+    city = path.parent.parent.name if path.parent.name == "images" else None
+    if city:
+        return (f"image file {named} (city {city!r}) is truncated or corrupt ({exc}); delete it and "
+                f"re-materialize image_files for {city}")  # fmt: skip
+    return f"image file {named} is truncated or corrupt ({exc}); delete it and re-materialize the asset that wrote it"
+
+
+def _decode_rgb(path: Path, root: Path | None = None) -> np.ndarray:
+    return np.asarray(load_image(path, root).convert("RGB"))
 
 
 def _nbytes(item: Any) -> int:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +33,8 @@ from typing import Any
 
 import pandas as pd
 
+from ugdata_pipeline.atomic_files import write_file_atomic
+from ugdata_pipeline.errors import CorruptFileError
 from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError, table_digest
 from ugdata_pipeline.uge.family import MODEL_SPECS, ModelSpec, model_spec
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
@@ -92,7 +92,13 @@ def _pointer(root: Path, name: str) -> Path:
 
 def _read_pointer(root: Path, name: str) -> dict[str, Any]:
     path = _pointer(root, name)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"seeds": {}}
+    if not path.is_file():
+        return {"seeds": {}}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        msg = f"run pointer {path} is truncated or corrupt ({exc}); delete it and re-materialize the {name} model"
+        raise CorruptFileError(msg) from exc
 
 
 def current_checkpoints(root: str | Path, name: str, seeds: Sequence[int] | None = None, *,
@@ -145,15 +151,8 @@ def _write_pointer(root: Path, name: str, seed: int, fingerprint: str, checkpoin
     pointer.setdefault("seeds", {})[str(seed)] = {"fingerprint": fingerprint,
                                                   "checkpoint": checkpoint.relative_to(root).as_posix()}  # fmt: skip
     pointer["cities"] = list(cities)
-    path = _pointer(root, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(pointer, handle, indent=1, sort_keys=True)
-        Path(tmp).replace(path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    payload = json.dumps(pointer, indent=1, sort_keys=True).encode("utf-8")
+    write_file_atomic(_pointer(root, name), payload)  # the umask's mode, like the tables
 
 
 def train_seed(

