@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
 
 import dagster as dg
 import geopandas as gpd
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
+from ugdata_pipeline.atomic_files import atomic_writer
 from ugdata_pipeline.errors import CorruptFileError, IncompleteResultError
 
 
@@ -32,18 +32,10 @@ def write_bytes_atomic(path: UPath | os.PathLike[str], payload: bytes) -> None:
     """Write ``payload`` to ``path`` (a UPath, or a local path) so readers never see a partial file."""
     path = path if isinstance(path, UPath) else UPath(os.fspath(path))
     if path.protocol in ("", "file", "local"):
-        folder = os.fspath(path.parent.path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{path.name}.tmp-{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, os.fspath(path.path))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_writer(path.path) as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())  # a table is the record of a finished step: on disk before it counts
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(payload)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import dagster as dg
 import geopandas as gpd
 import pandas as pd
@@ -100,3 +104,16 @@ def test_an_empty_result_never_replaces_a_table_with_rows(tmp_path):
     # ... and replaces rows when the operator says so
     _store(ParquetIOManager(root=str(tmp_path), allow_emptying=True), "training_records", "karhula", full.iloc[:0])
     assert len(read_table(path)) == 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_tables_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = table_path(str(tmp_path), "edges", "x")
+        write_bytes_atomic(path, b"table")
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"plain")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(Path(path.path).stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask

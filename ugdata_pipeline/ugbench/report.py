@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ugdata_pipeline.atomic_files import write_file_atomic
 from ugdata_pipeline.ugbench.evaluate import CHANCE, Evaluation, compare
 
 logger = logging.getLogger(__name__)
@@ -176,16 +175,6 @@ def results_metadata(results: pd.DataFrame) -> dict[str, float | int]:
     return meta
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        Path(tmp).replace(path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
@@ -232,9 +221,9 @@ def write_report(
     results = evaluation.results
     models = list(dict.fromkeys(results.loc[results["kind"] == "model", "model"]))
     comparisons = compare(evaluation.per_record, standard_pairs(models), bootstrap=bootstrap, seed=seed)
-    _write_atomic(out / "results.parquet", _parquet_bytes(results))
-    _write_atomic(out / "per_record.parquet", _parquet_bytes(evaluation.per_record))
-    _write_atomic(out / "comparisons.parquet", _parquet_bytes(comparisons))
+    write_file_atomic(out / "results.parquet", _parquet_bytes(results))
+    write_file_atomic(out / "per_record.parquet", _parquet_bytes(evaluation.per_record))
+    write_file_atomic(out / "comparisons.parquet", _parquet_bytes(comparisons))
     seeds = results.loc[results["kind"] == "model"].groupby("model")["n_seeds"].max().to_dict()
     lines = [f"# {title}", "",
              f"Models (training seeds): {', '.join(f'{m} ({seeds[m]})' for m in models) or 'none'}; "
@@ -251,7 +240,7 @@ def write_report(
              comparisons_table(comparisons[comparisons["role"] == "headline"]), ""]  # fmt: skip
     for task in sorted(set(results["task"])):
         name = f"{task}.png"
-        _write_atomic(out / name, bar_chart_png(results, task=task))
+        write_file_atomic(out / name, bar_chart_png(results, task=task))
         lines += [f"![{task}]({name})", ""]
     lines += ["## Graph reading", "",
               "Fusion rows whose query graph is the image's own subgraph, which holds the answer: a graph-only rule "
@@ -276,6 +265,6 @@ def write_report(
               "correct once, so candidate-only scorers are exactly at chance; fusion queries there carry the "
               "group's shared context graph, not the image's own.", ""]  # fmt: skip
     report = out / "report.md"
-    _write_atomic(report, "\n".join(lines).encode("utf-8"))
+    write_file_atomic(report, "\n".join(lines).encode("utf-8"))
     logger.info("wrote UGBench report with %s result rows to %s", len(results), report)
     return report

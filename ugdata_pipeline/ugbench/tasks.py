@@ -19,16 +19,16 @@ candidate not recoverable from the query text; every record's image in its own c
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.atomic_files import atomic_writer
 from ugdata_pipeline.ugbench._records import (
     GROUNDING_TYPES,
     MODES,
@@ -225,14 +225,8 @@ def validate_tasks(
 
 
 def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        Path(tmp).replace(path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_writer(path) as handle:
+        frame.to_parquet(handle, index=False)
 
 
 def save_benchmark(
@@ -324,10 +318,8 @@ def export_jsonl(
         raise BenchmarkInputError(msg)
     fusion = mode == "fusion"
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     n = 0
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_writer(out) as raw, io.TextIOWrapper(raw, encoding="utf-8") as handle:
         for row in tasks.itertuples(index=False):
             if mode not in TASK_MODES[row.task]:
                 continue
@@ -351,6 +343,5 @@ def export_jsonl(
             obj["image_coords"] = [float(row.lon), float(row.lat)]
             handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
             n += 1
-    Path(tmp).replace(out)
     logger.info("exported %s UGBench records (%s mode) to %s", n, mode, out)
     return n
