@@ -819,11 +819,18 @@ MIN_VIEWS_PER_WORKER = 200
 _WORKER_STATE: tuple[Scene, RenderConfig, str] | None = None
 
 
+def _view_fingerprint(fingerprint: str, job: _ViewJob) -> str:
+    """The city's render fingerprint narrowed to one camera pose: a camera moved under the same id is redrawn."""
+    pose = f"{fingerprint}|{job.x_m:.3f}|{job.y_m:.3f}|{job.heading_deg:.4f}"
+    return hashlib.sha1(pose.encode()).hexdigest()[:16]
+
+
 def _draw_and_write(scene: Scene, config: RenderConfig, fingerprint: str, job: _ViewJob) -> dict:
     image, facts = render_view(scene, job.x_m, job.y_m, job.heading_deg, config, view_rng(config.seed, job.camera_id),
                                street_name=job.street_name, weather=sequence_weather(config.seed, job.sequence_id),
                                lighting=sequence_lighting(config.seed, job.sequence_id))  # fmt: skip
-    write_file_atomic(job.path, encode_image(image, facts, image_format=config.image_format, fingerprint=fingerprint))
+    write_file_atomic(job.path, encode_image(image, facts, image_format=config.image_format,
+                                                fingerprint=_view_fingerprint(fingerprint, job)))
     return facts
 
 
@@ -931,7 +938,8 @@ def render_city(
     if cap is not None and n_cameras > cap:
         picked = np.unique(np.linspace(0, n_cameras - 1, cap).round().astype(int)) if cap else np.empty(0, int)
         cameras = cameras.iloc[picked].reset_index(drop=True)
-    fingerprint = config.fingerprint(city_slug)
+    # what is drawn (options, and the city's buildings, trees and ground) and, per view, where the camera stands
+    fingerprint = f"{config.fingerprint(city_slug)}:{scene.digest()}"
     folder = root / city_slug / "images"
     captured_at = _captured_at(extract)
     facts_out: list[str] = []
@@ -942,12 +950,13 @@ def render_city(
     for index, camera in enumerate(cameras.itertuples(index=False)):
         path = folder / f"{camera.camera_id}.{config.extension}"
         paths.append(path.relative_to(root).as_posix())
+        job = _ViewJob(path, camera.x_m, camera.y_m, camera.heading_deg, str(camera.camera_id), camera.street_name,
+                       str(camera.sequence_id))  # fmt: skip
         stored = read_image_facts(path) if path.exists() else None
-        if stored is not None and stored[0] == fingerprint:
+        if stored is not None and stored[0] == _view_fingerprint(fingerprint, job):
             stored_facts[index] = stored[1]
         else:
-            jobs.append((index, _ViewJob(path, camera.x_m, camera.y_m, camera.heading_deg, str(camera.camera_id),
-                                         camera.street_name, str(camera.sequence_id))))  # fmt: skip
+            jobs.append((index, job))
     reused, rendered = len(stored_facts), len(jobs)
     if progress is not None and reused:
         progress(reused, len(cameras))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import geopandas as gpd
 import numpy as np
@@ -221,6 +221,24 @@ class Scene:
     ground_origin: tuple[float, float]
     ground_resolution_m: float
     counts: dict[str, int] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """
+        A 16-hex-digit hash of everything drawn (every array, the CRS and the ground grid), so rendered views can
+        tell that the city they were drawn from has changed (a refresh with new OSM data) and be drawn again.
+        """
+        h = hashlib.sha1(self.crs_metric.encode())
+        h.update(repr((self.ground_origin, self.ground_resolution_m)).encode())
+        for name in sorted(f.name for f in fields(self)):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray):
+                h.update(name.encode())
+                h.update(str(value.shape).encode())
+                if value.dtype == object:
+                    h.update("\x1f".join("\x00" if v is None else str(v) for v in value.ravel()).encode())
+                else:
+                    h.update(np.ascontiguousarray(value).tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def free_poi_index(self) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pandas as pd
@@ -44,3 +45,23 @@ def test_a_moved_camera_read_back_from_parquet_is_drawn_where_it_now_stands(long
     assert before != after
     facts_before = original.images["scene_facts"].iloc[0]
     assert facts_before != row["scene_facts"]
+
+
+def test_a_rerun_redraws_a_moved_camera_and_a_changed_city_and_reuses_the_rest(long_street_extract, tmp_path):  # noqa: F811
+    config = RenderConfig(size=48, spacing_m=60.0)
+    cameras = sample_cameras(long_street_extract.streets, crs_metric=CRS, spacing_m=60.0, seed=0,
+                             heading_jitter_deg=config.heading_jitter_deg, city_slug="longtown").head(4)  # fmt: skip
+    first = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config, cameras=cameras)
+    again = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config, cameras=cameras)
+    assert (first.counts["rendered"], again.counts["rendered"], again.counts["reused"]) == (4, 0, 4)
+
+    moved = cameras.copy()
+    moved.loc[moved.index[1], "x_m"] += 25.0  # same id, another place: its stored view is stale
+    redrawn = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config, cameras=moved)
+    assert (redrawn.counts["rendered"], redrawn.counts["reused"]) == (1, 3)
+
+    # a refresh brought new OSM data: the buildings changed, so every view is drawn again
+    fewer = long_street_extract.aois.iloc[: len(long_street_extract.aois) // 2]  # buildings and areas
+    changed = dataclasses.replace(long_street_extract, aois=fewer)
+    refreshed = render_city(changed, city_slug="longtown", root=tmp_path, config=config, cameras=moved)
+    assert refreshed.counts["rendered"] == 4
