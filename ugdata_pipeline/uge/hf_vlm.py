@@ -36,7 +36,7 @@ import math
 import os
 import re
 import shutil
-import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -940,7 +940,9 @@ class HfVlmBackbone(Backbone):
         """
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        # mkdir (not mkdtemp, which makes 0700 folders) so the adapter folder follows the umask like the tables
+        staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+        staging.mkdir()
         try:
             self.vlm.save_pretrained(str(staging), safe_serialization=True)
             (staging / HFVLM_CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +392,9 @@ def test_adapter_saves_and_reloads_to_identical_embeddings(tmp_path: Path) -> No
     adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert (adapter_config["r"], adapter_config["lora_alpha"]) == (16, 32)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging folder left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "adapter").stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
 
     fresh = make_backbone()
     fresh.eval()
