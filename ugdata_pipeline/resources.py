@@ -54,8 +54,9 @@ class StorageResource(dg.ConfigurableResource):
         """A local folder under the root (models, reports); object-store roots need a local working copy."""
         root = UPath(self.root)
         if root.protocol not in ("", "file", "local"):
-            msg = (f"{'/'.join(parts)} needs a local folder but UGDATA_ROOT is {root.protocol}://; set "
-                   "UGDATA_LOCAL_WORK to a local folder for model and report files")  # fmt: skip
+            msg = (f"{'/'.join(parts) or 'this step'} writes files (images, models, reports) and needs a local "
+                   f"data root, but UGDATA_ROOT is {self.root!r}; set UGDATA_ROOT to a local or mounted folder "
+                   "(object-store roots hold tables only; see deploy/README.md)")  # fmt: skip
             raise ValueError(msg)
         path = Path(root.path).joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
