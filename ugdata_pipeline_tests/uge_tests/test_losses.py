@@ -136,3 +136,48 @@ def test_candidates_are_gathered_across_processes_with_gradients(tmp_path: Path)
     assert float(sum(p["loss"] for p in parts) / world) == pytest.approx(float(full), abs=1e-6)
     # remote copies keep their gradients: each rank's rows get world x the full-batch gradient (DDP then averages)
     torch.testing.assert_close(torch.cat([p["grad"] for p in parts]), world * query_all.grad)
+
+
+def _reference_info_nce(q, d, *, t, pos_ids, query_ids, hard=None, hard_ids=None) -> float:
+    """The loss written out row by row, from its definition (no masking tricks, no batching)."""
+    q = [v / v.norm() for v in q.double()]
+    d = [v / v.norm() for v in d.double()]
+    n = len(q)
+
+    def negatives_masked(i: int, j: int) -> bool:
+        return j != i and (pos_ids[i] == pos_ids[j] or query_ids[i] == query_ids[j])
+
+    total_q = total_d = 0.0
+    for i in range(n):
+        cand = [float(q[i] @ d[j]) / t for j in range(n) if not negatives_masked(i, j)]
+        own = float(q[i] @ d[i]) / t
+        if hard is not None:
+            row = hard[i] if hard.ndim == 3 else hard
+            ids = hard_ids[i] if hard_ids.ndim == 2 else hard_ids
+            cand += [float(q[i] @ (h.double() / h.double().norm())) / t
+                     for h, hid in zip(row, ids, strict=True) if hid != pos_ids[i]]  # fmt: skip
+        total_q += -own + math.log(sum(math.exp(c) for c in cand))
+        cand_d = [float(d[i] @ q[j]) / t for j in range(n) if not negatives_masked(i, j)]
+        total_d += -float(d[i] @ q[i]) / t + math.log(sum(math.exp(c) for c in cand_d))
+    return (total_q / n + total_d / n) / 2
+
+
+@pytest.mark.parametrize("gather", [False, True])
+@pytest.mark.parametrize("hard_shape", [None, "per_query", "shared"])
+def test_info_nce_equals_its_definition_with_masks_and_hard_negatives(gather: bool, hard_shape: str | None) -> None:
+    gen = torch.Generator().manual_seed(3)
+    q, d = torch.randn(6, 5, generator=gen), torch.randn(6, 5, generator=gen)
+    pos_ids = torch.tensor([10, 11, 10, 12, 13, 14])  # rows 0 and 2 share a positive text
+    query_ids = torch.tensor([20, 21, 22, 23, 23, 24])  # rows 3 and 4 share a query
+    hard = hard_ids = None
+    if hard_shape == "per_query":
+        hard = torch.randn(6, 3, 5, generator=gen)
+        hard_ids = torch.tensor([[30, 10, 31], [32, 33, 34], [35, 36, 10], [12, 37, 38], [39, 40, 41], [42, 43, 44]])
+    elif hard_shape == "shared":
+        hard = torch.randn(4, 5, generator=gen)
+        hard_ids = torch.tensor([50, 11, 51, 14])  # rows 1 and 5 see their own positive among them: masked
+    got = symmetric_info_nce(q, d, temperature=0.3, positive_ids=pos_ids, query_ids=query_ids, hard_negatives=hard,
+                             hard_negative_ids=hard_ids, gather=gather)  # fmt: skip
+    want = _reference_info_nce(q, d, t=0.3, pos_ids=pos_ids.tolist(), query_ids=query_ids.tolist(), hard=hard,
+                               hard_ids=hard_ids)  # fmt: skip
+    assert float(got) == pytest.approx(want, rel=1e-5)
