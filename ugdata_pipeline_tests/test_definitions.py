@@ -85,6 +85,7 @@ def _failed_checks(output: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4 * 900)  # four job subprocesses of up to 900 s each: the default 600 s would cut it short
 def test_sample_run_end_to_end_with_dagster_job_execute(tmp_path):
     """What `make run` does, on a reduced configuration: both bundled cities, three models, the benchmark."""
     home = tmp_path / "home"

@@ -129,7 +129,9 @@ def test_breaker_opens_after_n_failed_calls_and_the_rest_is_not_attempted(tmp_pa
         assert [c.tag for c in server.calls] == ["p00"] * attempts_of_first_two[0] + ["p01"] * (
             4 - attempts_of_first_two[0]
         )
-        assert elapsed < 3.0
+        # without the breaker: 12 images x up to 3 attempts (at 0.3 s each for the hang); a wide margin for a loaded
+        # machine, the call count above is the exact check
+        assert elapsed < 8.0
         assert (frame["status"] == "failed").all()
         assert frame["attempts"].tolist() == [*attempts_of_first_two, *[0] * 10]
         assert frame.loc[0, "error"].startswith(reason) and frame.loc[1, "error"].startswith(reason)
