@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import shapely
 from PIL import Image
 from shapely.geometry import Polygon, box
 
@@ -515,3 +516,18 @@ def test_downloaded_images_follow_the_umask_like_tables(tmp_path: Path) -> None:
     modes = {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "c" / "images").iterdir()}
     assert modes == {oct(0o644)}
     assert oct((tmp_path / "c" / FAILURES_FILENAME).stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_only_images_inside_a_street_buffer_are_kept_not_its_bounding_box(tmp_path: Path) -> None:
+    # the search area as production builds it: a buffer around two streets meeting at a corner (an L), so most of
+    # its bounding box lies outside it
+    streets = shapely.MultiLineString([[(24.941, 60.161), (24.949, 60.161)], [(24.941, 60.161), (24.941, 60.169)]])
+    area = streets.buffer(0.0006)
+    images = grid_images(100, lon0=24.9408, lat0=60.1608, step=0.0009)  # a 10 x 10 grid over the whole box
+    inside = {i.image_id for i in images if area.contains(shapely.Point(i.lon, i.lat))}
+    in_box = {i.image_id for i in images if shapely.box(*area.bounds).contains(shapely.Point(i.lon, i.lat))}
+    assert 10 < len(inside) < len(in_box) / 2  # the test means something only if the box holds far more
+    with MapillaryServer(images) as server:
+        found = discover_images(client_for(server, max_cell_deg=0.04), area, cache_dir=tmp_path / "cache")
+    assert set(found.images["image_id"]) == inside
+    assert found.counts["outside_polygon"] == found.counts["images_found"] - len(inside) > 0
