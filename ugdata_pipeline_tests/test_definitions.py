@@ -28,8 +28,16 @@ def test_definitions_load_and_jobs_resolve():
     assert [s.name for s in repo.schedule_defs] == ["city_refresh"]
     assert {s.name for s in repo.sensor_defs} == {"retrain_after_refresh", "benchmark_after_training"}
     assert repo.get_job("training_job").tags["ugdata/pool"] == "gpu"
-    for job in repo.get_all_jobs():
-        job.get_subset  # noqa: B018 - touching a resolved job proves it was built
+    selected = {job.name: {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+                for job in repo.get_all_jobs()}  # fmt: skip
+    assert selected["training_job"] == {"uge_baseline", "uge_stage1", "uge_stage2", "uge_stage2_shuffled_graphs",
+                                        "uge_stage2_no_graph"}  # fmt: skip
+    assert selected["benchmark_job"] == {"benchmark_results"}
+    assert selected["city_graph_job"] == {"osm_streets", "osm_pois", "osm_aois", "osm_trees", "nodes", "edges"}
+    # the per-city jobs hold every per-city asset and nothing trained on several cities
+    assert selected["city_dataset_job"] == selected["city_refresh_job"]
+    assert selected["city_graph_job"] < selected["city_dataset_job"]
+    assert not selected["city_dataset_job"] & (selected["training_job"] | selected["benchmark_job"])
     keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
     assert {"osm_streets", "osm_pois", "osm_aois", "nodes", "edges", "images", "srp", "subgraph_nodes", "captions",
             "training_records", "benchmark_tasks", "uge_baseline", "uge_stage1", "uge_stage2",

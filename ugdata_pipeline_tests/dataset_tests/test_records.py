@@ -288,11 +288,10 @@ def test_reader_rejects_lines_that_break_the_format(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps(good) + "\n")
     assert len(read_ms_swift(path)) == 1
-    for name, (line, message) in cases.items():
+    for line, message in cases.values():
         path.write_text(json.dumps(line) + "\n")
         with pytest.raises(MsSwiftFormatError, match=message):
             read_ms_swift(path)
-        assert name
     with pytest.raises(MsSwiftFormatError, match="not one of the graph's nodes"):
         validate_graph_json({**graph_for("a"), "center_node": "nope"})
 

@@ -22,7 +22,6 @@ from ugdata_pipeline.ugbench import (
 from ugdata_pipeline.ugbench.evaluate import CHANCE, PER_RECORD_COLUMNS
 from ugdata_pipeline_tests.ugbench_tests.fake_models import (
     ConstantModel,
-    ImageTextModel,
     PerfectModel,
     RandomModel,
     WrongShapeModel,
@@ -35,9 +34,15 @@ def small(tasks: pd.DataFrame, n: int = 6) -> pd.DataFrame:
     return tasks.groupby(["task", "query_type", "city"], group_keys=False).head(n)
 
 
-def test_models_satisfy_the_protocol(bench):
-    for model in (RandomModel(), PerfectModel(bench.tasks.head(2)), ConstantModel(), ImageTextModel()):
-        assert isinstance(model, EmbeddingModel)
+def test_the_protocol_tells_models_from_objects_that_cannot_embed():
+    from ugdata_pipeline.ugbench.models import UgeModel
+
+    class TextOnly:  # no embed_images: it cannot answer image queries
+        def embed_texts(self, texts):
+            raise AssertionError("never called")
+
+    assert issubclass(UgeModel, EmbeddingModel)  # the real model
+    assert not isinstance(TextOnly(), EmbeddingModel)
 
 
 def test_results_hold_one_row_per_record_group_mode_and_model(bench, evaluation):
