@@ -91,11 +91,17 @@ class FakeImage:
 
 @dataclass(frozen=True)
 class Fault:
-    """A canned response: status, JSON (dict) or raw (bytes) body, extra headers."""
+    """
+    A canned response: status, JSON (dict) or raw (bytes) body, extra headers; ``delay_s`` holds the answer back
+    (a server that hangs past the client's timeout), ``cut_at`` announces the whole body's Content-Length but sends
+    only its first ``cut_at`` bytes and closes the connection (a response dropped mid-body).
+    """
 
     status: int
     body: dict[str, Any] | bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    cut_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -223,8 +229,10 @@ class MapillaryServer:
         if self.latency_s:
             time.sleep(self.latency_s)
         if fault is not None:
+            time.sleep(fault.delay_s)
             body = fault.body if isinstance(fault.body, bytes) else json.dumps(fault.body).encode()
-            return fault.status, body, {"Content-Type": "application/json", **fault.headers}
+            cut = {_CUT_HEADER: str(fault.cut_at)} if fault.cut_at is not None else {}
+            return fault.status, body, {"Content-Type": "application/json", **fault.headers, **cut}
         if path.startswith("/thumbs/"):
             return self._thumbnail(path, query)
         if authorization != f"OAuth {self.token}":
@@ -297,6 +305,9 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+_CUT_HEADER = "X-Test-Cut-At"  # internal: never sent, tells the handler where to hang up
+
+
 def _make_handler(server: MapillaryServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like the real API
@@ -308,12 +319,18 @@ def _make_handler(server: MapillaryServer) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
             status, body, headers = server.handle(parts.path, query, self.headers.get("Authorization"))
+            cut = headers.pop(_CUT_HEADER, None)
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if cut is None:
+                self.wfile.write(body)
+                return
+            self.wfile.write(body[: int(cut)])  # then hang up mid-body
+            self.wfile.flush()
+            self.close_connection = True
 
         def log_message(self, format: str, *args: object) -> None:
             return  # silence the per-request log on stderr

@@ -32,7 +32,7 @@ from ugdata_pipeline.imagery.mapillary import (
     token_from_env,
 )
 from ugdata_pipeline.throttle import RetryPolicy
-from ugdata_pipeline_tests.imagery_tests.mapillary_server import FakeImage, Fault, MapillaryServer
+from ugdata_pipeline_tests.imagery_tests.mapillary_server import FakeImage, Fault, MapillaryServer, jpeg_bytes
 
 TOKEN = "MLY|1234|test-secret"
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=2.0)
@@ -531,3 +531,27 @@ def test_only_images_inside_a_street_buffer_are_kept_not_its_bounding_box(tmp_pa
         found = discover_images(client_for(server, max_cell_deg=0.04), area, cache_dir=tmp_path / "cache")
     assert set(found.images["image_id"]) == inside
     assert found.counts["outside_polygon"] == found.counts["images_found"] - len(inside) > 0
+
+
+def test_a_search_that_hangs_past_the_timeout_is_retried_and_the_area_completes(tmp_path: Path) -> None:
+    images = grid_images(9)
+    with MapillaryServer(images) as server:
+        server.inject("/images", Fault(200, {"data": []}, delay_s=1.5))  # answers only after the client gave up
+        client = client_for(server, timeout_s=0.4, max_cell_deg=0.04)
+        found = discover_images(client, AREA, cache_dir=tmp_path / "cache")
+        assert found.complete and set(found.images["image_id"]) == {i.image_id for i in images}
+        assert server.count("/images") == 2  # the hung search and its retry; the late empty answer was not used
+
+
+def test_a_thumbnail_dropped_mid_body_is_fetched_again_and_stored_whole(tmp_path: Path) -> None:
+    images = grid_images(2)
+    target = images[0].image_id
+    with MapillaryServer(images) as server:
+        whole = jpeg_bytes(target, server.thumb_size)  # what the CDN serves for it
+        server.inject(thumb(target), Fault(200, whole, {"Content-Type": "image/jpeg"}, cut_at=len(whole) // 3))
+        result = download_images(client_for(server), images_frame(images), root=tmp_path, city_slug="c")
+        assert server.count(thumb(target)) == 2
+    assert sorted(result.manifest["image_id"]) == sorted(i.image_id for i in images)
+    stored = tmp_path / result.manifest.set_index("image_id").loc[target, "path"]
+    assert stored.read_bytes() == whole
+    assert not [p for p in stored.parent.iterdir() if p.name.startswith(".")]  # no partial file left
