@@ -272,3 +272,23 @@ def test_place_pulse_rejects_bad_votes(tmp_path):
         load_place_pulse(pd.DataFrame({k: v for k, v in base.items() if k != "winner"}))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_place_pulse(tmp_path / "nope.csv")
+
+
+def test_place_pulse_repeated_pairs_min_comparisons_and_right_side_coordinates():
+    # A and B meet three times (A wins twice, B once); C is seen once, only on the right, with its coordinates there
+    votes = pd.DataFrame({
+        "left_id": ["A", "B", "A", "A"], "right_id": ["B", "A", "B", "C"], "winner": ["left", "left", "left", "right"],
+        "category": ["beautiful"] * 4, "left_lat": [60.1, 60.2, 60.1, 60.1], "left_long": [24.1, 24.2, 24.1, 24.1],
+        "right_lat": [60.2, 60.1, 60.2, 60.9], "right_long": [24.2, 24.1, 24.2, 24.9],
+    })  # fmt: skip
+    every = load_place_pulse(votes).set_index("image_id")
+    # every repeat is its own comparison: A 2 wins, 2 losses in 4 (B once, C once); B 1 win in 3; C 1 win in 1
+    assert every.loc[["A", "B", "C"], ["wins", "losses", "n_comparisons"]].to_numpy().tolist() == [
+        [2, 2, 4], [1, 2, 3], [1, 0, 1]]
+    assert (every.loc["C", "lat"], every.loc["C", "lon"]) == (60.9, 24.9)
+    # W = (1/2, 1/3, 1), L = (1/2, 2/3, 0): Q_A = 10/3 (1/2 + W_B - (L_B + L_C)/2 + 1), A beat B twice, lost to B
+    # and C once each
+    w_a, w_b, l_b, l_c = 0.5, 1 / 3, 2 / 3, 0.0
+    assert every.loc["A", "q_score"] == pytest.approx(10 / 3 * (w_a + (w_b + w_b) / 2 - (l_b + l_c) / 2 + 1))
+    kept = load_place_pulse(votes, min_comparisons=3)
+    assert sorted(kept["image_id"]) == ["A", "B"]  # C, compared once, is too uncertain to keep
