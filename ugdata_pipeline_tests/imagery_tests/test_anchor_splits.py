@@ -201,12 +201,13 @@ def test_sequences_never_span_splits() -> None:
     images = line_city(sequence_every=17)  # 340 m sequences straddle the 250 m blocks
     for seed in range(5):
         out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=seed)
-        assert no_sequence_spans_splits(out).passed
+        clean = no_sequence_spans_splits(out)
+        assert (clean.passed, clean.observed, clean.expected) == (True, 0, "0 sequences spanning splits")
         assert no_test_near_train(out, 100.0).passed
     spanning = out.copy()
     spanning.loc[spanning.index[:2], "split"] = ["train", "test"]
     outcome = no_sequence_spans_splits(spanning)
-    assert not outcome.passed and outcome.examples == ["s0"]
+    assert not outcome.passed and outcome.examples == ["s0"] and outcome.observed == 1
 
 
 def test_cell_is_the_35_m_grid_cell() -> None:
@@ -292,3 +293,13 @@ def test_auto_layout_keeps_the_layout_that_trains_on_more_images() -> None:
     best = max(("blocks", "sweep"), key=lambda layout: (train[layout], layout == "blocks"))
     assert train["blocks"] != train["sweep"]  # the choice matters on this city
     assert by["auto"]["split"].tolist() == by[best]["split"].tolist()
+
+
+def test_a_sequence_takes_the_split_most_of_its_images_hold_ties_going_to_test_then_val() -> None:
+    from ugdata_pipeline.imagery.splits import _sequence_majority
+
+    sequences = pd.Series(["s1", "s1", "s1", "s2", "s2", None, "s3", "s3", "s4"])
+    split = np.array(["train", "train", "test", "val", "test", "train", "train", "val", "excluded"], dtype=object)
+    got = _sequence_majority(sequences, split)
+    assert got.tolist() == ["train", "train", "train", "test", "test", "train", "val", "val", "excluded"]
+    assert split.tolist()[2] == "test"  # the input is left as it was
