@@ -114,3 +114,22 @@ def test_group_seed_is_stable_and_name_sensitive():
     assert group_seed(0, "a", "b") == group_seed(0, "a", "b")
     assert group_seed(0, "a", "b") != group_seed(0, "ab")
     assert 0 <= group_seed(5, "x") < 2**63
+
+
+def test_bootstrap_draws_every_record_and_names_every_metric() -> None:
+    # one record answered, three not: a resample holds the answered one or not, so the interval must reach 0 (never
+    # drawn) and above the mean; a sampler that skips a record (say the first) gives a degenerate interval
+    per_record = {"hit@1": np.array([1.0, 0.0, 0.0, 0.0]), "hit@5": np.array([1.0, 1.0, 0.0, 0.0]),
+                  "rr": np.array([1.0, 0.2, 0.1, 0.1]), "rank": np.array([1.0, 5.0, 10.0, 10.0])}  # fmt: skip
+    intervals = bootstrap_intervals(per_record, n_resamples=400, seed=1, level=0.9)
+    assert set(intervals) == {"hit@1", "hit@5", "mrr", "mean_rank"}
+    lo, hi = intervals["hit@1"]
+    assert lo == 0.0 and 0.25 < hi <= 1.0
+    lo, hi = intervals["mrr"]
+    assert lo < 0.35 < hi  # the mean, 0.35, lies inside
+    assert intervals == bootstrap_intervals(per_record, n_resamples=400, seed=1, level=0.9)  # seeded
+    empty = bootstrap_intervals(per_record, n_resamples=0)
+    assert set(empty) == set(intervals) and all(np.isnan(v).all() for v in empty.values())
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match=rf"level must be in \(0, 1\), got {bad}"):
+            bootstrap_intervals(per_record, level=bad)
