@@ -10,9 +10,16 @@ import pandas as pd
 from dagster_pipes import open_dagster_pipes
 
 
+def config_from_extras(extras: dict):
+    """The :class:`~ugdata_pipeline.uge.train.TrainConfig` the launcher sent (``assets.uge.pipes_extras``)."""
+    from ugdata_pipeline.uge.train import TrainConfig
+
+    return TrainConfig.from_dict(extras["config"])
+
+
 def main() -> None:
     from ugdata_pipeline.uge.data import SubgraphTables
-    from ugdata_pipeline.uge.train import TrainConfig, train
+    from ugdata_pipeline.uge.train import train
 
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
@@ -21,7 +28,7 @@ def main() -> None:
         nodes_path, edges_path = inputs / "subgraph_nodes.parquet", inputs / "subgraph_edges.parquet"
         subgraphs = (SubgraphTables(pd.read_parquet(nodes_path), pd.read_parquet(edges_path))
                      if nodes_path.exists() else None)  # fmt: skip
-        config = TrainConfig(**{**extras["config"], "pair_types": extras["config"].get("pair_types")})
+        config = config_from_extras(extras)
         result = train(records, root=extras["root"], subgraphs=subgraphs, config=config,
                        init_from=extras["init_from"], progress=False,
                        on_step=lambda step, figures: pipes.log.info(f"step {step}: {figures}") if step % 20 == 0

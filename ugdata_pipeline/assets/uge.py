@@ -8,7 +8,6 @@ pointer with root-relative paths) lives in the core; these assets load inputs, c
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -97,6 +96,12 @@ def _step_logger(context: dg.AssetExecutionContext, what: str):
     return log
 
 
+def pipes_extras(config, *, inputs: Path, root: Path, init_from: Path | None) -> dict[str, object]:
+    """What the training subprocesses receive through Pipes (JSON): read back by ``train_entry.config_from_extras``."""
+    return {"inputs": str(inputs), "root": str(root), "config": config.to_dict(),
+            "init_from": str(init_from) if init_from else None}  # fmt: skip
+
+
 def _launch_with_pipes(context, trainer, records, subgraphs, config, root, init_from):
     """Train in ``accelerate launch`` subprocesses (DDP), reporting back through Dagster Pipes."""
     from ugdata_pipeline.uge.train import TrainResult
@@ -110,8 +115,7 @@ def _launch_with_pipes(context, trainer, records, subgraphs, config, root, init_
         write_bytes_atomic(inputs / "subgraph_edges.parquet", frame_to_parquet_bytes(subgraphs.edges))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(trainer.num_processes),
                "--mixed_precision", trainer.precision, "-m", "ugdata_pipeline.assets.train_entry"]  # fmt: skip
-    extras = {"inputs": str(inputs), "root": str(root), "config": asdict(config),
-              "init_from": str(init_from) if init_from else None}  # fmt: skip
+    extras = pipes_extras(config, inputs=inputs, root=root, init_from=init_from)
     client = dg.PipesSubprocessClient(env=dict(os.environ))
     client.run(command=command, context=context, extras=extras).get_results()
     summary = json.loads((out_dir / "pipes_result.json").read_text(encoding="utf-8"))
