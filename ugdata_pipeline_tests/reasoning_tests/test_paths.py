@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ugdata_pipeline.graph.build import build_urban_graph
-from ugdata_pipeline.graph.geodesy import distance_m
+from ugdata_pipeline.graph.geodesy import distance_m, normalize_bearing_deg
 from ugdata_pipeline.graph.text import DISTANCE_BANDS_M
 from ugdata_pipeline.osm.schema import POI_COLUMNS, OsmExtract, frame
 from ugdata_pipeline.reasoning import (
@@ -365,13 +365,18 @@ def test_mentions_name_is_whole_words_and_case_insensitive():
 
 @given(st.floats(0, 359.999), st.floats(-44.9, 44.9))
 def test_view_direction_quadrants(camera, offset):
-    def rel(delta: float) -> float:
-        return ((camera + delta) - camera) % 360.0
+    # as the path builder does it: the target's compass bearing (wrapped into [0, 360)) minus the camera's, wrapped
+    def seen_from_camera(delta: float) -> str:
+        target_bearing = (camera + delta) % 360.0
+        return view_direction(float(normalize_bearing_deg(target_bearing - camera)))
 
-    assert view_direction(rel(offset)) == "ahead"
-    assert view_direction(rel(90 + offset)) == "right"
-    assert view_direction(rel(180 + offset)) == "behind"
-    assert view_direction(rel(270 + offset)) == "left"
+    assert seen_from_camera(offset) == "ahead"
+    assert seen_from_camera(90 + offset) == "right"
+    assert seen_from_camera(180 + offset) == "behind"
+    assert seen_from_camera(270 + offset) == "left"
+    # the camera's heading matters: a target due east is on the right of a camera facing north, behind one facing west
+    assert view_direction(float(normalize_bearing_deg(90.0 - 0.0))) == "right"
+    assert view_direction(float(normalize_bearing_deg(90.0 - 270.0))) == "behind"
 
 
 @given(st.lists(st.text(alphabet="abcxyzé", min_size=1, max_size=6), min_size=1, max_size=3))
