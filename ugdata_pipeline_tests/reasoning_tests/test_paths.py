@@ -33,6 +33,7 @@ from ugdata_pipeline.reasoning import (
 from ugdata_pipeline.reasoning.mentions import is_weak_name, mentions_name
 from ugdata_pipeline.reasoning.paths import REASON_ALL_LEAK, REASON_EXCLUDED, REASON_NO_TARGET, REASON_NOT_ANCHORED
 from ugdata_pipeline.reasoning.text import view_direction
+from ugdata_pipeline_tests.pictures import assert_drawn_png
 from ugdata_pipeline_tests.reasoning_tests.conftest import Anchored, anchored, image_rows
 from ugdata_pipeline_tests.tiny_city import lonlat, tiny_city
 
@@ -332,7 +333,7 @@ def test_text_never_names_its_target_on_the_grid(grid_anchored):
 def test_histograms_are_png(tiny_anchored):
     paths = _paths(tiny_anchored).paths
     for png in (hop_histogram_png(paths), distance_histogram_png(paths), hop_histogram_png(paths.iloc[:0])):
-        assert png.startswith(b"\x89PNG")
+        assert_drawn_png(png)
 
 
 # ------------------------------------------------------------------------------------------------------------

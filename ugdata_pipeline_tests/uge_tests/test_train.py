@@ -16,6 +16,7 @@ from ugdata_pipeline.uge.data import ImageStore, SubgraphTables, TrainingDataErr
 from ugdata_pipeline.uge.embed import embed_images, embed_texts
 from ugdata_pipeline.uge.losses import retrieval_metrics, symmetric_info_nce
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, _build_model, select_records, train
+from ugdata_pipeline_tests.pictures import assert_drawn_png
 from ugdata_pipeline_tests.uge_tests.conftest import SMALL_COMPACT, SMALL_GRAPH
 
 Synthetic = tuple[Path, pd.DataFrame, SubgraphTables]
@@ -39,7 +40,7 @@ def test_training_drives_loss_down_and_retrieval_up(synthetic: Synthetic, stage1
     assert after["mrr"] > before["mrr"] + 0.2, (before, after)
     assert after["r@1"] > before["r@1"]
     assert stage1_run.best_metrics["mrr"] == pytest.approx(after["mrr"], abs=1e-5)
-    assert stage1_run.curve_png.startswith(b"\x89PNG")
+    assert_drawn_png(stage1_run.curve_png)
     assert (Path(stage1_run.checkpoint_dir).parent.parent / "history.csv").is_file()
     assert stage1_run.params_trained["graph"] == 0 and stage1_run.params_trained["backbone"] > 0
     assert stage1_run.params_trained["frozen"] > 20_000_000  # the frozen MiniLM
