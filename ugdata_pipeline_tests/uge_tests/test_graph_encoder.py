@@ -136,10 +136,18 @@ def test_each_graph_vector_depends_on_its_own_graph_only() -> None:
 def test_ablations_build_and_encode(overrides: dict[str, object]) -> None:
     model = encoder(**overrides)
     graphs = build_graphs(three_graph_tables(), fake_text_encoder)
-    out = model(collate_graphs(list(graphs.values())))
+    batch = collate_graphs(list(graphs.values()))
+    out = model(batch)
     assert out.shape == (3, 8) and torch.isfinite(out).all()
-    assert (model.edge_mlp is None) == (overrides.get("use_edge_features") is False or overrides.get("conv") == "gcn")
+    uses_edges = not (overrides.get("use_edge_features") is False or overrides.get("conv") == "gcn")
+    assert (model.edge_mlp is None) == (not uses_edges)
     assert (model.coord_proj is None) == (overrides.get("use_coord_encoding") is False)
+    if uses_edges:  # the edge features are embedded at the configured width and reach the output
+        assert model.edge_mlp(batch.edge_attr).shape == (batch.edge_attr.shape[0], overrides.get("edge_dim", 8))
+        altered = batch.clone()
+        altered.edge_attr = batch.edge_attr * 3 + 1
+        with torch.no_grad():
+            assert not torch.allclose(model(batch), model(altered))
 
 
 def test_edge_features_change_the_output_unless_switched_off() -> None:
