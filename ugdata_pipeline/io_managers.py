@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
-from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.atomic_files import write_file_atomic
 from ugdata_pipeline.errors import CorruptFileError, IncompleteResultError
 
 
@@ -32,10 +32,8 @@ def write_bytes_atomic(path: UPath | os.PathLike[str], payload: bytes) -> None:
     """Write ``payload`` to ``path`` (a UPath, or a local path) so readers never see a partial file."""
     path = path if isinstance(path, UPath) else UPath(os.fspath(path))
     if path.protocol in ("", "file", "local"):
-        with atomic_writer(path.path) as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())  # a table is the record of a finished step: on disk before it counts
+        # a table is the record of a finished step: on disk before it counts
+        write_file_atomic(path.path, payload, fsync=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(payload)

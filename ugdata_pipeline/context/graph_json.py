@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.atomic_files import write_text_atomic
 from ugdata_pipeline.context.subgraph import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS, SubgraphInputError
 from ugdata_pipeline.grouping import key_runs
 
@@ -296,16 +296,7 @@ def write_graph_json(path: str | os.PathLike[str], nodes_df: pd.DataFrame, edges
     """
     target = Path(path)
     text = json.dumps(to_graph_json(nodes_df, edges_df, center_node), ensure_ascii=False, allow_nan=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(target, text, fsync=True)
     return target
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from ugdata_pipeline.atomic_files import write_text_atomic
 from ugdata_pipeline.context.caption_prompt import (
     ANSWER_JSON_SCHEMA,
     FORMAT_REMINDER,
@@ -60,13 +61,6 @@ _IMAGE_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
 
 
 # ----------------------------------------------------------------------------------------------- cache
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 class _CaptionCache:
@@ -106,10 +100,10 @@ class _CaptionCache:
         if self.root is None:
             return
         if row["status"] == "done":
-            _atomic_write_text(self._path(key, ".json"), json.dumps(row, ensure_ascii=False))
+            write_text_atomic(self._path(key, ".json"), json.dumps(row, ensure_ascii=False))
             self._path(key, ".failed.json").unlink(missing_ok=True)
         else:
-            _atomic_write_text(self._path(key, ".failed.json"), json.dumps(row, ensure_ascii=False))
+            write_text_atomic(self._path(key, ".failed.json"), json.dumps(row, ensure_ascii=False))
 
 
 # ----------------------------------------------------------------------------------------------- online captioner

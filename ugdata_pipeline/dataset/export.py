@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from ugdata_pipeline.atomic_files import write_text_atomic
 from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS, DatasetInputError
 
 logger = logging.getLogger(__name__)
@@ -75,13 +76,6 @@ class MsSwiftExport:
     def metadata(self) -> dict[str, object]:
         return {"out_dir": str(self.out_dir), "files": {k: v.name for k, v in self.files.items()},
                 "records": self.n_records, "images": self.n_images, "graphs": self.n_graphs}  # fmt: skip
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _place_image(source: Path, target: Path, link: str) -> None:
@@ -241,7 +235,7 @@ def export_ms_swift(
             graph = subgraph_json(image_id)
             validate_graph_json(graph, where=f"graph of image {image_id!r}")
             rel = f"graphs/{_SAFE_NAME.sub('_', image_id)}.json"
-            _atomic_write(out_dir / rel, json.dumps(graph, ensure_ascii=False))
+            write_text_atomic(out_dir / rel, json.dumps(graph, ensure_ascii=False))
             graph_rel[image_id] = rel
     files = {}
     variant = variants[0] if variants else "ugdata"
@@ -249,7 +243,7 @@ def export_ms_swift(
         path = out_dir / f"stage{stage}_{variant}_{split}.jsonl"
         lines = [json.dumps(_line(rec, image_rel[str(rec["image_path"])], graph_rel.get(str(rec["image_id"]))),
                             ensure_ascii=False) for rec in group.to_dict("records")]  # fmt: skip
-        _atomic_write(path, "\n".join(lines) + "\n")
+        write_text_atomic(path, "\n".join(lines) + "\n")
         files[str(split)] = path
     export = MsSwiftExport(out_dir, files, len(records), len(image_rel), len(graph_rel))
     logger.info("exported %d stage-%d %s records to %s (%d images, %d graphs)", len(records), stage, variant,

@@ -37,7 +37,6 @@ import math
 import os
 import re
 import ssl
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import httpx
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
+from ugdata_pipeline.atomic_files import write_file_atomic
 from ugdata_pipeline.errors import ImageryInputError, UgdataError
 from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS  # re-exported: the failures file's columns
 from ugdata_pipeline.throttle import AsyncTokenBucket, RetryPolicy, parse_retry_after, redact
@@ -232,18 +232,8 @@ def _now_iso() -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically and durably (downloads and discovery cells are finished work)."""
+    write_file_atomic(path, data, fsync=True)
 
 
 @dataclass

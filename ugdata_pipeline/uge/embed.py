@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from ugdata_pipeline.atomic_files import atomic_writer
 from ugdata_pipeline.uge.backbone import Backbone
 from ugdata_pipeline.uge.checkpoint import load_checkpoint
 from ugdata_pipeline.uge.data import SubgraphTables, build_graphs, centre_only, collate_graphs
@@ -231,10 +232,8 @@ def embed_to_parquet(
         mode = "image"
     frame = pd.DataFrame({"image_id": ids, "mode": mode, "embedding": list(vectors)})
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out_path)
+    with atomic_writer(out_path) as handle:
+        frame.to_parquet(handle, index=False)
     logger.info("embedded %d images (%s) to %s", len(frame), mode, out_path)
     return frame
 

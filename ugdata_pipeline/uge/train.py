@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ugdata_pipeline.atomic_files import write_file_atomic, write_text_atomic
 from ugdata_pipeline.uge.backbone import Backbone, build_backbone
 from ugdata_pipeline.uge.checkpoint import (
     STATE_FILE,
@@ -388,9 +389,7 @@ def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> pd.DataFrame
     columns = ["step", "epoch", "split", "loss", "lr", "batch_acc", "temperature", "r@1", "r@5", "r@10", "mrr",
                "mean_rank", "chance_mrr"]
     frame = pd.DataFrame(history, columns=columns)
-    tmp = out_dir / "history.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out_dir / "history.csv")
+    write_text_atomic(out_dir / "history.csv", frame.to_csv(index=False))
     return frame
 
 
@@ -683,9 +682,7 @@ def _train(
         save_checkpoint(best_dir, raw_model, step=step, config=saved_config, state=state(config.epochs, 0, True))
     frame = _write_history(out_dir, history)
     png = _curve_png(frame, f"UGE stage {config.stage} ({config.variant}, {config.backbone})")
-    tmp_png = out_dir / "curve.png.tmp"
-    tmp_png.write_bytes(png)
-    tmp_png.replace(out_dir / "curve.png")
+    write_file_atomic(out_dir / "curve.png", png)
     samples_per_s = trained_samples / elapsed if trained_samples else 0.0
     logger.info(
         "trained stage %d (%s): %d steps, %.1f samples/s, best %s",
