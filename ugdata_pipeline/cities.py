@@ -2,7 +2,8 @@
 
 Cities live in ``cities.yaml`` (path overridable with ``UGDATA_CITIES``); adding a city is an edit to that
 file, never to code. Each entry is validated when the registry loads, and each source once more (file
-readable and OSM, area within the limit) by :func:`check_source` before any work starts. Typos fail the load: a
+readable and OSM, area within the limit) by :func:`ugdata_pipeline.osm.source_check.check_source` before any work
+starts (the registry only parses; reading OSM files is the osm package's job). Typos fail the load: a
 key given twice (a second ``helsinki`` entry), an unknown key at any level (with the nearest valid one), and a box
 outside the degree ranges (naming a likely [south, west, north, east] swap).
 
@@ -425,64 +426,3 @@ def _reject_duplicate_keys(node: yaml.Node, path: tuple[str, ...], *, where: str
             raise CityConfigError(msg)
         first_line[key_node.tag, key] = line
         _reject_duplicate_keys(value_node, (*path, str(key)), where=where)
-
-
-def check_source(city: City) -> None:
-    """
-    Check that a city's source can be used, before any work: the file exists, is readable, is OSM data and
-    covers no more than the area limit. With a ``clip``, the clip must lie inside the file's header bbox (not
-    checked when the file has no header bbox) and the area limit was already applied to the clip when the
-    registry loaded, so the file may be larger. Online sources are checked when their area is geocoded.
-
-    Raises
-    ------
-    OsmSourceError
-        Naming the city and the ``source`` field.
-    """
-    source = city.source
-    if source.path is None:
-        return
-    where = f"city {city.slug!r}: source.{'extract' if source.kind == 'bundled' else 'path'}"
-    if not source.path.exists():
-        msg = f"{where} {str(source.path)!r} does not exist; fix the path in the registry"
-        raise OsmSourceError(msg)
-    if not source.path.is_file() or not os.access(source.path, os.R_OK):
-        msg = f"{where} {str(source.path)!r} is not a readable file; check its permissions"
-        raise OsmSourceError(msg)
-    from ugdata_pipeline.osm.offline import osm_file_header  # local: the registry must stay light to import
-
-    try:
-        header = osm_file_header(source.path)
-    except OsmSourceError as exc:
-        msg = f"{where}: {exc}"
-        raise OsmSourceError(msg) from exc
-    extent: tuple[float, float, float, float] | None = header["bbox"]  # type: ignore[assignment]
-    if source.clip is not None:
-        if extent is not None and not _box_within(source.clip, extent):
-            shown = ", ".join(f"{v:g}" for v in extent)
-            west, south, east, north = source.clip
-            swapped = (south, west, north, east)
-            # both orders are valid degrees wherever |longitude| < 90, so only the extent shows a swap
-            if _box_within(swapped, extent):
-                fix = f"it looks like [south, west, north, east]: give [{', '.join(f'{v:g}' for v in swapped)}]"
-            else:
-                fix = "give a [west, south, east, north] box within that extent"
-            msg = (f"city {city.slug!r}: source.clip {list(source.clip)} is not inside the extent of "
-                   f"{source.path.name} [{shown}] (its header bbox); {fix}")  # fmt: skip
-            raise OsmSourceError(msg)
-        return
-    if extent is not None:
-        area = bbox_area_km2(extent)
-        if area > city.max_area_km2:
-            msg = (f"{where} covers {area:,.0f} km², over the limit of {city.max_area_km2:,.0f} km²; "
-                   "give a source.clip box, cut the extract (osmium extract) or raise max_area_km2 for this "
-                   "city")  # fmt: skip
-            raise OsmSourceError(msg)
-
-
-def _box_within(inner: tuple[float, float, float, float], outer: tuple[float, float, float, float]) -> bool:
-    """Whether ``inner`` lies inside ``outer`` (both ``(west, south, east, north)``; edges may touch)."""
-    # header boxes are stored with 1e-7 degree (about 1 cm) resolution: allow that much rounding
-    tolerance = 1e-7
-    return (inner[0] >= outer[0] - tolerance and inner[1] >= outer[1] - tolerance
-            and inner[2] <= outer[2] + tolerance and inner[3] <= outer[3] + tolerance)  # fmt: skip

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ugdata_pipeline.cities import bbox_area_km2, check_source, load_registry
+from ugdata_pipeline.cities import bbox_area_km2, load_registry
 from ugdata_pipeline.errors import CityConfigError, OsmSourceError, UnknownCityError
+from ugdata_pipeline.osm.source_check import check_source
 from ugdata_pipeline_tests.tiny_city import write_tiny_city
 
 CITY = """
@@ -281,3 +282,15 @@ def test_swapped_clip_inside_the_file_extent_is_named(write_registry):
                                              r"inside the extent of test.osm.pbf .*; it looks like \[south, west, "
                                              r"north, east\]: give \[26.94, 60.525, 26.96, 60.535\]"):  # fmt: skip
         check_source(registry.get("town"))
+
+
+def test_the_registry_imports_nothing_of_the_osm_package() -> None:
+    # dependencies run one way: osm uses the registry, never the other way round, not even inside a function
+    import ast
+
+    import ugdata_pipeline.cities as cities
+
+    tree = ast.parse(Path(cities.__file__).read_text(encoding="utf-8"))
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert [name for name in imported if name and name.startswith("ugdata_pipeline.osm")] == []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ugdata_pipeline.cities import City, check_source
+from ugdata_pipeline.cities import City
 from ugdata_pipeline.errors import EmptyAreaError, NetworkDisabledError
 from ugdata_pipeline.osm.schema import OsmExtract
+from ugdata_pipeline.osm.source_check import check_source
 
 __all__ = ["OsmExtract", "load_city_osm"]
 
