@@ -140,7 +140,7 @@ class RenderedImagesResource(ImageSourceResource):
                                               "view_offsets_deg": offsets})  # fmt: skip
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
-        from ugdata_pipeline.imagery.render import render_city, usable_cores
+        from ugdata_pipeline.imagery.city_render import render_city, usable_cores
 
         step = max(1, len(candidates) // 10)
 

@@ -267,7 +267,7 @@ def place_lighting(x: float, y: float) -> Lighting:
 
     Views from one spot share a light, as they would in one capture session, and the light never depends on
     the heading. Only direct :func:`~ugdata_pipeline.imagery.render.render_view` calls without ``lighting``
-    (checks, benchmarks) use this; :func:`~ugdata_pipeline.imagery.render.render_city` always passes
+    (checks, benchmarks) use this; :func:`~ugdata_pipeline.imagery.city_render.render_city` always passes
     :func:`sequence_lighting`, which also varies the season.
 
     Parameters

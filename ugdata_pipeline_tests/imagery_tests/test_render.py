@@ -16,6 +16,7 @@ from pyproj import Transformer
 
 from ugdata_pipeline.cities import load_registry
 from ugdata_pipeline.imagery.cameras import CAMERA_COLUMNS, sample_cameras
+from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import make_lighting
 from ugdata_pipeline.imagery.render import (
     CREATOR,
@@ -26,7 +27,6 @@ from ugdata_pipeline.imagery.render import (
     contact_sheet,
     image_distance,
     read_image_facts,
-    render_city,
     render_view,
     view_rng,
 )

@@ -9,7 +9,8 @@ import pandas as pd
 from pyproj import Transformer
 
 from ugdata_pipeline.imagery.cameras import sample_cameras
-from ugdata_pipeline.imagery.render import RenderConfig, render_city
+from ugdata_pipeline.imagery.city_render import render_city
+from ugdata_pipeline.imagery.render import RenderConfig
 from ugdata_pipeline.io_managers import frame_to_parquet_bytes
 from ugdata_pipeline_tests.imagery_tests.test_render import CRS, long_street_extract  # noqa: F401 (fixture)
 

@@ -12,13 +12,13 @@ import pytest
 
 from ugdata_pipeline.cities import City, CitySource, load_registry
 from ugdata_pipeline.imagery.cameras import sample_cameras
+from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import SEASONS, make_lighting, sequence_lighting
 from ugdata_pipeline.imagery.render import (
     RENDER_VERSION,
     RenderConfig,
     RenderInputError,
     cast_walls,
-    render_city,
     render_view,
     sequence_weather,
     view_rng,
@@ -86,7 +86,7 @@ def test_same_seed_and_camera_give_the_same_bytes_whatever_else_is_drawn(long_st
 
 
 def test_views_drawn_in_worker_processes_are_the_views_drawn_here(long_street_extract, tmp_path, monkeypatch):
-    import ugdata_pipeline.imagery.render as render
+    import ugdata_pipeline.imagery.city_render as render
 
     monkeypatch.setattr(render, "MIN_VIEWS_PER_WORKER", 4)  # this small city is enough to start two workers
     config = RenderConfig(size=32, spacing_m=90.0, view_offsets_deg=(0.0,))
