@@ -75,14 +75,15 @@ $(STUDY_ROOT)/.make-study-stamp: $(RUN_INPUTS)
 	$(PIPELINE)
 	@touch $@
 
-## make test: lint, then the whole test suite (includes a `dagster job execute` smoke run).
+## make test: lint (ruff check, ruff format --check), then the whole test suite (includes a `dagster job execute` smoke run).
 test: install home
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
 
 ## make dev: the Dagster UI on http://127.0.0.1:3000 with every asset and its city partitions.
 dev: install home

@@ -56,8 +56,10 @@ def make_requests(n: int) -> list[CaptionRequest]:
         path = folder / f"b{i:05d}.png"
         if not path.exists():
             path.write_bytes(b"\x89PNG\r\n\x1a\n" + f"bench image {i}".encode() * 200)  # about 3 kB
-        description = (f"[img:b{i:05d}] This network contains 14 locations, with 1 center node and 22 connections. "
-                       "Nearby: Alpha Street (residential), Cafe Uno (food) 40 m north-east, Central Park 120 m east.")
+        description = (
+            f"[img:b{i:05d}] This network contains 14 locations, with 1 center node and 22 connections. "
+            "Nearby: Alpha Street (residential), Cafe Uno (food) 40 m north-east, Central Park 120 m east."
+        )
         requests.append(CaptionRequest(f"b{i:05d}", path, description))
     return requests
 
@@ -65,8 +67,11 @@ def make_requests(n: int) -> list[CaptionRequest]:
 def start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "ugdata_pipeline_tests.context_tests.chat_server", "--latency", str(latency_s)],
-        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     base_url = server.stdout.readline().strip()
     if not base_url.startswith("http"):
         server.kill()
@@ -76,11 +81,13 @@ def start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
 
 def run_ours(base_url: str, requests: list[CaptionRequest], *, concurrency: int, rpm: float | None) -> dict:
     finished_at: list[float] = []
-    captioner = OpenAICompatibleCaptioner("bench-vlm", base_url=base_url, api_key="EMPTY", concurrency=concurrency,
-                                          requests_per_minute=rpm, timeout_s=30)  # fmt: skip
+    captioner = OpenAICompatibleCaptioner(
+        "bench-vlm", base_url=base_url, api_key="EMPTY", concurrency=concurrency, requests_per_minute=rpm, timeout_s=30
+    )
     started, cpu_started = time.perf_counter(), time.process_time()
-    frame = captioner.caption_all(requests, cache_dir=None,
-                                  progress=lambda n, total: finished_at.append(time.perf_counter()))  # fmt: skip
+    frame = captioner.caption_all(
+        requests, cache_dir=None, progress=lambda n, total: finished_at.append(time.perf_counter())
+    )
     elapsed = time.perf_counter() - started
     cpu_ms = (time.process_time() - cpu_started) / len(requests) * 1000
     done = int((frame["status"] == "done").sum())
@@ -95,11 +102,21 @@ def run_reference(base_url: str, requests: list[CaptionRequest]) -> float:
     started = time.perf_counter()
     for request in requests:
         data_url = "data:image/png;base64," + base64.b64encode(request.image_path.read_bytes()).decode()
-        client.chat.completions.create(model="bench-vlm", temperature=0.2, max_tokens=1300, messages=[
-            {"role": "system", "content": SYSTEM_MESSAGE},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
-                                         {"type": "text", "text": build_prompt(request.description)}]},
-        ])  # fmt: skip
+        client.chat.completions.create(
+            model="bench-vlm",
+            temperature=0.2,
+            max_tokens=1300,
+            messages=[
+                {"role": "system", "content": SYSTEM_MESSAGE},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": data_url}},
+                        {"type": "text", "text": build_prompt(request.description)},
+                    ],
+                },
+            ],
+        )
         time.sleep(REFERENCE_PAUSE_S)  # the reference's unconditional per-item delay
     client.close()
     return len(requests) / (time.perf_counter() - started)
@@ -114,12 +131,21 @@ def _cpu_seconds(pid: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="most images per run")
-    parser.add_argument("--seconds-per-run", type=float, default=10.0,
-                        help="a run captions about limit x this many images (at most --images)")
+    parser.add_argument(
+        "--seconds-per-run",
+        type=float,
+        default=10.0,
+        help="a run captions about limit x this many images (at most --images)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rpm", type=float, nargs="+", default=[6000.0, 1200.0],
-                        help="requests/min limits of our captioner, one row each")
+    parser.add_argument(
+        "--rpm",
+        type=float,
+        nargs="+",
+        default=[6000.0, 1200.0],
+        help="requests/min limits of our captioner, one row each",
+    )
     parser.add_argument("--latency", type=float, default=0.2, help="server latency per request, seconds")
     parser.add_argument("--reference-images", type=int, default=3)
     args = parser.parse_args(argv)
@@ -133,28 +159,37 @@ def main(argv: list[str] | None = None) -> None:
             limit = min(rpm / 60.0, args.concurrency / args.latency)
             n = max(min(args.images, int(limit * args.seconds_per_run)), min(args.images, int(4 * limit)))
             server_cpu = _cpu_seconds(server.pid)
-            runs = [run_ours(base_url, requests[:n], concurrency=args.concurrency, rpm=rpm)
-                    for _ in range(args.repeats)]  # fmt: skip
+            runs = [
+                run_ours(base_url, requests[:n], concurrency=args.concurrency, rpm=rpm) for _ in range(args.repeats)
+            ]
             server_ms = (_cpu_seconds(server.pid) - server_cpu) / (n * args.repeats) * 1000
             rows.append((rpm, limit, n, runs, server_ms))
         reference = run_reference(base_url, requests[: args.reference_images])
     finally:
         server.stdin.close()
         server.wait(10)
-    print(f"caption throughput, loopback endpoint with {args.latency * 1000:.0f} ms latency, concurrency "
-          f"{args.concurrency} ({args.repeats} repeats; medians)")
+    print(
+        f"caption throughput, loopback endpoint with {args.latency * 1000:.0f} ms latency, concurrency "
+        f"{args.concurrency} ({args.repeats} repeats; medians)"
+    )
     for rpm, limit, n, runs, server_ms in rows:
         steady = statistics.median(r["steady"] for r in runs)
         overall = statistics.median(r["overall"] for r in runs)
         cpu_ms = statistics.median(r["cpu_ms"] for r in runs)
         share = steady / limit
         print(f"  ours, limit {rpm:.0f} req/min = {limit:.1f} captions/s reachable, {n} images per run:")
-        print(f"    steady state   {steady:8.2f} captions/s   share of limit {share:.2f} "
-              f"(target >= {TARGET_SHARE}) {'PASS' if share >= TARGET_SHARE else 'FAIL'}")
-        print(f"    overall        {overall:8.2f} captions/s   (burst included; all done: "
-              f"{all(r['done'] == n for r in runs)})")
-        print(f"    CPU            client {cpu_ms:.2f} + server {server_ms:.2f} ms per caption -> "
-              f"{limit * (cpu_ms + server_ms) / 1000:.2f} cores needed at the limit")
+        print(
+            f"    steady state   {steady:8.2f} captions/s   share of limit {share:.2f} "
+            f"(target >= {TARGET_SHARE}) {'PASS' if share >= TARGET_SHARE else 'FAIL'}"
+        )
+        print(
+            f"    overall        {overall:8.2f} captions/s   (burst included; all done: "
+            f"{all(r['done'] == n for r in runs)})"
+        )
+        print(
+            f"    CPU            client {cpu_ms:.2f} + server {server_ms:.2f} ms per caption -> "
+            f"{limit * (cpu_ms + server_ms) / 1000:.2f} cores needed at the limit"
+        )
     print(f"  machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"  reference pattern: sequential, {REFERENCE_PAUSE_S:.0f} s pause, {args.reference_images} images")
     print(f"                   {reference:8.3f} captions/s")

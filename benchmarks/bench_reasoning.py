@@ -83,8 +83,15 @@ def synthetic_images(graph: UrbanGraph, n: int, seed: int) -> tuple[pd.DataFrame
     points = shapely.line_interpolate_point(streets.geometry.values[pick], rng.random(n), normalized=True)
     lat = shapely.get_y(points) + rng.normal(0, 4e-5, n)
     lon = shapely.get_x(points) + rng.normal(0, 8e-5, n)
-    images = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "source": "render", "lon": lon, "lat": lat,
-                           "compass_angle": rng.uniform(0, 360, n)})  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(n)],
+            "source": "render",
+            "lon": lon,
+            "lat": lat,
+            "compass_angle": rng.uniform(0, 360, n),
+        }
+    )
     anchored = anchor_images(images, graph.nodes, city_name="Helsinki", country="Finland")
     out = anchored.images.copy()
     out["split"] = rng.choice(["train", "val", "test"], size=len(out), p=[0.8, 0.1, 0.1])
@@ -123,8 +130,9 @@ def tiled(base: City, tiles: int) -> City:
         nodes["node_id"] = nodes["node_id"] + suffix
         nodes["lon"] = nodes["lon"] + dlon
         nodes["lat"] = nodes["lat"] + dlat
-        nodes = nodes.set_geometry(shapely.transform(base.nodes.geometry.values,
-                                                     lambda xy, d=(dlon, dlat): xy + np.asarray(d)))  # fmt: skip
+        nodes = nodes.set_geometry(
+            shapely.transform(base.nodes.geometry.values, lambda xy, d=(dlon, dlat): xy + np.asarray(d))
+        )
         edges = base.edges.copy()
         edges["src"] = edges["src"] + suffix
         edges["dst"] = edges["dst"] + suffix
@@ -142,8 +150,9 @@ def tiled(base: City, tiles: int) -> City:
                 lat1, lon1 = position.at[a, "lat"] + dlat, position.at[a, "lon"] + dlon
                 lat2, lon2 = position.at[b, "lat"] + oj * lat_step, position.at[b, "lon"] + oi * lon_step
                 dist, bearing = distance_bearing(lat1, lon1, lat2, lon2)
-                links.append((f"{a}{suffix}", f"{b}~{other}", "along_street", float(dist[()]), float(bearing[()]),
-                              "Tile Link"))  # fmt: skip
+                links.append(
+                    (f"{a}{suffix}", f"{b}~{other}", "along_street", float(dist[()]), float(bearing[()]), "Tile Link")
+                )
     nodes = gpd.GeoDataFrame(pd.concat(node_frames, ignore_index=True), crs="EPSG:4326")
     # image node ids image:render:i12~k match the suffixed image_id i12~k, as image_node_ids builds them
     edges = pd.concat([*edge_frames, pd.DataFrame(links, columns=list(base.edges.columns))], ignore_index=True)
@@ -177,8 +186,9 @@ class NetworkxTraversal:
         return rows, nodes, depth
 
     def depth_of(self, rows: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-        return np.array([self.levels[r].get(v, -1) for r, v in zip(rows.tolist(), nodes.tolist(), strict=True)],
-                        dtype=np.int64)  # fmt: skip
+        return np.array(
+            [self.levels[r].get(v, -1) for r, v in zip(rows.tolist(), nodes.tolist(), strict=True)], dtype=np.int64
+        )
 
     def parent_of(self, rows: np.ndarray, nodes: np.ndarray) -> np.ndarray:
         out = np.empty(len(nodes), dtype=np.int64)
@@ -265,16 +275,26 @@ def main() -> None:
             ours_cpu.append(timer["cpu"])
             splits.append(timer)
         n_paths = len(ours_paths)
-        row = {"input": city.label, "graph nodes": int((city.nodes["kind"] != "image").sum()),
-               "images": len(city.images), "paths": n_paths, "ours_s": _median(ours_t),
-               "ours_cpu_s": _median(ours_cpu)}  # fmt: skip
+        row = {
+            "input": city.label,
+            "graph nodes": int((city.nodes["kind"] != "image").sum()),
+            "images": len(city.images),
+            "paths": n_paths,
+            "ours_s": _median(ours_t),
+            "ours_cpu_s": _median(ours_cpu),
+        }
         split = {k: _median([s[k] for s in splits]) for k in splits[0]}
-        print(f"\n== {city.label}: {row['graph nodes']:,} place nodes, {len(city.images):,} images, "
-              f"{n_paths:,} paths ({n_paths / max(len(city.images), 1):.1f} per image)")
-        print(f"   ours     {row['ours_s']:8.2f} s wall ({row['ours_cpu_s']:.2f} s CPU)  "
-              f"{n_paths / row['ours_s']:10,.0f} paths/s  {len(city.images) / row['ours_s']:9,.0f} images/s")
-        print("   ours split (CPU): " + ", ".join(f"{k} {v:.2f} s" for k, v in split.items()
-                                               if k not in ("total", "cpu")))  # fmt: skip
+        print(
+            f"\n== {city.label}: {row['graph nodes']:,} place nodes, {len(city.images):,} images, "
+            f"{n_paths:,} paths ({n_paths / max(len(city.images), 1):.1f} per image)"
+        )
+        print(
+            f"   ours     {row['ours_s']:8.2f} s wall ({row['ours_cpu_s']:.2f} s CPU)  "
+            f"{n_paths / row['ours_s']:10,.0f} paths/s  {len(city.images) / row['ours_s']:9,.0f} images/s"
+        )
+        print(
+            "   ours split (CPU): " + ", ".join(f"{k} {v:.2f} s" for k, v in split.items() if k not in ("total", "cpu"))
+        )
         if not args.no_baseline and tiles <= args.baseline_max_tiles:
             base_t, base_cpu = [], []
             for _ in range(repeats):
@@ -284,26 +304,34 @@ def main() -> None:
             pd.testing.assert_frame_equal(base_paths.reset_index(drop=True), ours_paths.reset_index(drop=True))
             row["networkx_s"], row["networkx_cpu_s"] = _median(base_t), _median(base_cpu)
             row["ratio_cpu"] = row["networkx_cpu_s"] / row["ours_cpu_s"]
-            print(f"   networkx {row['networkx_s']:8.2f} s wall ({row['networkx_cpu_s']:.2f} s CPU)  "
-                  f"{n_paths / row['networkx_s']:10,.0f} paths/s  (identical paths table)  ratio networkx/ours = "
-                  f"{row['networkx_s'] / row['ours_s']:.1f}x wall, {row['ratio_cpu']:.1f}x CPU")
-            print("   networkx split (CPU): " + ", ".join(f"{k} {v:.2f} s" for k, v in timer.items()
-                                                   if k not in ("total", "cpu")))  # fmt: skip
+            print(
+                f"   networkx {row['networkx_s']:8.2f} s wall ({row['networkx_cpu_s']:.2f} s CPU)  "
+                f"{n_paths / row['networkx_s']:10,.0f} paths/s  (identical paths table)  ratio networkx/ours = "
+                f"{row['networkx_s'] / row['ours_s']:.1f}x wall, {row['ratio_cpu']:.1f}x CPU"
+            )
+            print(
+                "   networkx split (CPU): "
+                + ", ".join(f"{k} {v:.2f} s" for k, v in timer.items() if k not in ("total", "cpu"))
+            )
         if not args.no_subgraphs and build_subgraphs is not None:
             sub = [time_subgraphs(city) for _ in range(repeats)]
             row["subgraphs_s"], row["subgraphs_cpu_s"] = _median([w for w, _ in sub]), _median([c for _, c in sub])
-            print(f"   subgraphs {row['subgraphs_s']:7.2f} s wall ({row['subgraphs_cpu_s']:.2f} s CPU)  "
-                  f"{len(city.images) / row['subgraphs_s']:10,.0f} subgraphs/s wall, "
-                  f"{len(city.images) / row['subgraphs_cpu_s']:,.0f} per CPU second")
+            print(
+                f"   subgraphs {row['subgraphs_s']:7.2f} s wall ({row['subgraphs_cpu_s']:.2f} s CPU)  "
+                f"{len(city.images) / row['subgraphs_s']:10,.0f} subgraphs/s wall, "
+                f"{len(city.images) / row['subgraphs_cpu_s']:,.0f} per CPU second"
+            )
         rows.append(row)
     print("\n" + pd.DataFrame(rows).to_string(index=False))
     biggest = max(rows, key=lambda r: r["images"])
     how = "measured" if biggest["images"] >= TARGET_IMAGES else "scaled linearly"
     for label, key in (("wall", "ours_s"), ("CPU", "ours_cpu_s")):
         scaled = biggest[key] * TARGET_IMAGES / max(biggest["images"], 1)
-        print(f"{biggest['images']:,} images in {biggest[key]:.1f} s {label} -> 100k images x {config.max_paths} "
-              f"paths: {how} {scaled:.0f} s {label} (target <= {TARGET_S:.0f} s: "
-              f"{'met' if scaled <= TARGET_S else 'NOT met'})")
+        print(
+            f"{biggest['images']:,} images in {biggest[key]:.1f} s {label} -> 100k images x {config.max_paths} "
+            f"paths: {how} {scaled:.0f} s {label} (target <= {TARGET_S:.0f} s: "
+            f"{'met' if scaled <= TARGET_S else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":

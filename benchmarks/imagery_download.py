@@ -51,8 +51,10 @@ TOKEN = "MLY|0|benchmark"
 
 
 def _images(n: int) -> list[FakeImage]:
-    return [FakeImage(f"{10**15 + i}", 24.94 + (i % 50) * 1e-4, 60.16 + (i // 50) * 1e-4, sequence=f"s{i // 20}")
-            for i in range(n)]  # fmt: skip
+    return [
+        FakeImage(f"{10**15 + i}", 24.94 + (i % 50) * 1e-4, 60.16 + (i // 50) * 1e-4, sequence=f"s{i // 20}")
+        for i in range(n)
+    ]
 
 
 def _frame(images: list[FakeImage]) -> pd.DataFrame:
@@ -73,8 +75,14 @@ def _frame(images: list[FakeImage]) -> pd.DataFrame:
 def _timed_download(server: MapillaryServer, frame: pd.DataFrame, concurrency: int) -> tuple[float, float]:
     """Wall and CPU seconds (this process: client and server threads) to download ``frame`` into a fresh folder;
     raises if any image failed (a benchmark must be clean)."""
-    client = MapillaryClient(TOKEN, graph_url=server.url, concurrency=concurrency, requests_per_second=100_000.0,
-                             timeout_s=30.0, retry=RetryPolicy(max_attempts=3, base_delay_s=0.05))  # fmt: skip
+    client = MapillaryClient(
+        TOKEN,
+        graph_url=server.url,
+        concurrency=concurrency,
+        requests_per_second=100_000.0,
+        timeout_s=30.0,
+        retry=RetryPolicy(max_attempts=3, base_delay_s=0.05),
+    )
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="imagery_download_", dir=WORK_DIR))
     try:
@@ -157,8 +165,10 @@ def measure_download(
         "ideal_speedup": float(concurrency),
         "target_speedup": TARGET_SPEEDUP,
         "meets_target": speedup >= TARGET_SPEEDUP,
-        "runs_s": {"concurrent": [round(t, 3) for t in concurrent_runs],
-                   "sequential": [round(t, 3) for t in sequential_runs]},  # fmt: skip
+        "runs_s": {
+            "concurrent": [round(t, 3) for t in concurrent_runs],
+            "sequential": [round(t, 3) for t in sequential_runs],
+        },
     }
 
 
@@ -170,17 +180,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sequential-images", type=int, default=None)
     args = parser.parse_args(argv)
-    figures = measure_download(args.images, args.latency, args.concurrency, repeats=args.repeats,
-                               sequential_images=args.sequential_images)  # fmt: skip
-    print(f"Mapillary download, loopback server, {figures['latency_s'] * 1000:.0f} ms per request, "
-          f"2 requests per image, medians over {figures['repeats']} repeats")  # fmt: skip
-    print(f"  concurrent (concurrency={figures['concurrency']}): {figures['n_images']} images in "
-          f"{figures['concurrent_s']:.2f} s = {figures['concurrent_images_per_s']:.1f} images/s")  # fmt: skip
-    print(f"  sequential (concurrency=1):  {figures['sequential_images']} images in {figures['sequential_s']:.2f} s "
-          f"= {figures['sequential_images_per_s']:.2f} images/s")  # fmt: skip
+    figures = measure_download(
+        args.images, args.latency, args.concurrency, repeats=args.repeats, sequential_images=args.sequential_images
+    )
+    print(
+        f"Mapillary download, loopback server, {figures['latency_s'] * 1000:.0f} ms per request, "
+        f"2 requests per image, medians over {figures['repeats']} repeats"
+    )
+    print(
+        f"  concurrent (concurrency={figures['concurrency']}): {figures['n_images']} images in "
+        f"{figures['concurrent_s']:.2f} s = {figures['concurrent_images_per_s']:.1f} images/s"
+    )
+    print(
+        f"  sequential (concurrency=1):  {figures['sequential_images']} images in {figures['sequential_s']:.2f} s "
+        f"= {figures['sequential_images_per_s']:.2f} images/s"
+    )
     verdict = "meets" if figures["meets_target"] else "MISSES"
-    print(f"  speedup: {figures['speedup']:.1f}x (ideal {figures['ideal_speedup']:.0f}x; {verdict} the "
-          f"{figures['target_speedup']:.0f}x target)")  # fmt: skip
+    print(
+        f"  speedup: {figures['speedup']:.1f}x (ideal {figures['ideal_speedup']:.0f}x; {verdict} the "
+        f"{figures['target_speedup']:.0f}x target)"
+    )
     print(f"  CPU per image (client + server, concurrent run): {figures['cpu_ms_per_image']:.1f} ms")
     print(f"  runs (s): {figures['runs_s']}")
 

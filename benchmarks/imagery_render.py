@@ -49,8 +49,17 @@ from ugdata_pipeline.osm import load_city_osm
 TARGET_VIEWS_PER_S = 100.0
 
 
-def bare_raycast(scene: Scene, x: float, y: float, heading_deg: float, *, size: int = 256, fov_deg: float = 90.0,
-                 max_distance_m: float = 200.0, eye_m: float = 2.5) -> np.ndarray:  # fmt: skip
+def bare_raycast(
+    scene: Scene,
+    x: float,
+    y: float,
+    heading_deg: float,
+    *,
+    size: int = 256,
+    fov_deg: float = 90.0,
+    max_distance_m: float = 200.0,
+    eye_m: float = 2.5,
+) -> np.ndarray:
     """The baseline: nearest wall per column over every edge in range, drawn as flat grey columns."""
     focal = (size / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
     u = ((np.arange(size) + 0.5 - size / 2.0) / focal).astype(np.float32)
@@ -134,8 +143,13 @@ def measure_render(city: str = "karhula", n_views: int = 300, *, size: int = 256
     for _ in range(repeats):
         for name, loop in (("full", full), ("full_png", full_png), ("bare", bare)):
             runs[name].append(_timed(loop))
-    figures: dict[str, object] = {"city": city, "cameras": len(cameras), "views": len(views), "size": size,
-                                  "repeats": repeats}  # fmt: skip
+    figures: dict[str, object] = {
+        "city": city,
+        "cameras": len(cameras),
+        "views": len(views),
+        "size": size,
+        "repeats": repeats,
+    }
     for name, timings in runs.items():
         figures[f"{name}_views_per_s"] = round(len(views) / statistics.median(c for _, c in timings), 1)
         figures[f"{name}_views_per_s_wall"] = round(len(views) / statistics.median(w for w, _ in timings), 1)
@@ -155,15 +169,20 @@ def main() -> None:
     args = parser.parse_args()
     for city in args.city or ["karhula", "helsinki"]:
         f = measure_render(city, args.views, size=args.size, repeats=args.repeats)
-        print(f"{city}: {f['views']} of {f['cameras']} cameras, {f['buildings']:,} buildings, "
-              f"{f['wall_segments']:,} wall edges, {f['trees']} trees, {f['size']}x{f['size']}, "
-              f"median of {f['repeats']}")  # fmt: skip
+        print(
+            f"{city}: {f['views']} of {f['cameras']} cameras, {f['buildings']:,} buildings, "
+            f"{f['wall_segments']:,} wall edges, {f['trees']} trees, {f['size']}x{f['size']}, "
+            f"median of {f['repeats']}"
+        )
         for name, label in (("full", "full scene"), ("full_png", "full scene + PNG"), ("bare", "bare walls")):
-            print(f"  {label:18s} {f[f'{name}_views_per_s']:8.1f} views/s CPU "
-                  f"({f[f'{name}_views_per_s_wall']:.1f} wall clock)")
+            print(
+                f"  {label:18s} {f[f'{name}_views_per_s']:8.1f} views/s CPU "
+                f"({f[f'{name}_views_per_s_wall']:.1f} wall clock)"
+            )
         verdict = "meets" if f["meets_target"] else "MISSES"
-        print(f"  ratio full/bare    {f['ratio_full_to_bare']:.3f}; {verdict} the "
-              f"{TARGET_VIEWS_PER_S:.0f} views/s target")
+        print(
+            f"  ratio full/bare    {f['ratio_full_to_bare']:.3f}; {verdict} the {TARGET_VIEWS_PER_S:.0f} views/s target"
+        )
 
 
 if __name__ == "__main__":

@@ -126,8 +126,14 @@ SOURCE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _reject_unknown_keys(raw: Mapping, valid: tuple[str, ...], *, where: str, noun: str = "key", note: str = "",
-                         ) -> None:  # fmt: skip
+def _reject_unknown_keys(
+    raw: Mapping,
+    valid: tuple[str, ...],
+    *,
+    where: str,
+    noun: str = "key",
+    note: str = "",
+) -> None:
     """
     Raise :class:`CityConfigError` for the first key of ``raw`` not in ``valid``, with the nearest valid key: a
     misspelt key would otherwise be ignored and its default used without a word.
@@ -152,7 +158,8 @@ def _parse_imagery(entry: str, raw: object) -> dict[str, Any]:
     for key, value in raw.items():
         ok = {
             "spacing_m": isinstance(value, int | float) and not isinstance(value, bool) and value > 0,
-            "view_offsets_deg": isinstance(value, list) and bool(value)
+            "view_offsets_deg": isinstance(value, list)
+            and bool(value)
             and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value),
             "max_views": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
         }[key]
@@ -238,13 +245,14 @@ def validate_bbox(bbox: object, *, where: str, max_area_km2: float) -> tuple[flo
         msg = f"{where} {bbox!r} is degenerate (zero width or height); give [west, south, east, north]"
         raise CityConfigError(msg)
     if west > east or south > north:
-        msg = (f"{where} {bbox!r} is inverted (west > east or south > north); "
-               "the order is [west, south, east, north]")  # fmt: skip
+        msg = f"{where} {bbox!r} is inverted (west > east or south > north); the order is [west, south, east, north]"
         raise CityConfigError(msg)
     area = bbox_area_km2((west, south, east, north))
     if area > max_area_km2:
-        msg = (f"{where} covers {area:,.0f} km², over the limit of {max_area_km2:,.0f} km²; "
-               "use a smaller area, split the city, or raise max_area_km2 in the registry")  # fmt: skip
+        msg = (
+            f"{where} covers {area:,.0f} km², over the limit of {max_area_km2:,.0f} km²; "
+            "use a smaller area, split the city, or raise max_area_km2 in the registry"
+        )
         raise CityConfigError(msg)
     return west, south, east, north
 
@@ -265,8 +273,10 @@ def _parse_source(entry: str, raw: object, *, base_dir: Path, max_area_km2: floa
         msg = f"{where}.kind {kind!r} is unknown; use one of {', '.join(SOURCE_KINDS)}"
         raise CityConfigError(msg)
     if raw.get("clip") is not None and kind in ONLINE_KINDS:
-        msg = (f"{where}.clip applies to bundled and file sources only; a {kind} source is already an area "
-               "(give the box as a bbox source instead)")  # fmt: skip
+        msg = (
+            f"{where}.clip applies to bundled and file sources only; a {kind} source is already an area "
+            "(give the box as a bbox source instead)"
+        )
         raise CityConfigError(msg)
     _reject_unknown_keys(raw, SOURCE_KEYS[kind], where=where, note=f" for a {kind} source")
     clip = None
@@ -415,8 +425,10 @@ def _reject_duplicate_keys(node: yaml.Node, path: tuple[str, ...], *, where: str
         if (key_node.tag, key) in first_line:
             lines = f"(lines {first_line[key_node.tag, key]} and {line})"
             if path == ("cities",):
-                msg = (f"{where}: city {key!r} is listed twice {lines}; each slug must be unique: remove one entry "
-                       "or rename its slug")  # fmt: skip
+                msg = (
+                    f"{where}: city {key!r} is listed twice {lines}; each slug must be unique: remove one entry "
+                    "or rename its slug"
+                )
             elif not path:
                 msg = f"{where}: top-level key {key!r} is given twice {lines}; keep one"
             else:

@@ -42,8 +42,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     node_kinds = ["street", "crossing", "poi", "aoi"]
     edge_kinds = ["crossing", "along_street", "nearest", "bounds", "within"]
     header = ["city", "split", "nodes", "edges", *node_kinds, *edge_kinds]
-    table = [[slug, split, n, e, *(int(bn.get(k, 0)) for k in node_kinds), *(int(be.get(k, 0)) for k in edge_kinds)]
-             for slug, split, n, e, bn, be in rows]  # fmt: skip
+    table = [
+        [slug, split, n, e, *(int(bn.get(k, 0)) for k in node_kinds), *(int(be.get(k, 0)) for k in edge_kinds)]
+        for slug, split, n, e, bn, be in rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table, strict=True)]
     print("Urban graphs (nodes and edges by kind):")
     for line in [header, *table]:
@@ -92,28 +94,34 @@ def _print_benchmark(root: str) -> None:
     results = results[results["role"] == "headline"]
     results = results.assign(metric=results["task"].map(headline_metric))
     results["value"] = [row[m] for m, row in zip(results["metric"], results.to_dict("records"), strict=True)]
-    results["chance"] = [row[f"chance_{m}"] for m, row in zip(results["metric"], results.to_dict("records"),
-                                                               strict=True)]  # fmt: skip
+    results["chance"] = [
+        row[f"chance_{m}"] for m, row in zip(results["metric"], results.to_dict("records"), strict=True)
+    ]
     keys = ["task", "query_type", "city", "mode", "metric"]
     table = results[results["kind"] == "model"].pivot_table(index=keys, columns="model", values="value")
     models = list(dict.fromkeys(results.loc[results["kind"] == "model", "model"]))
     table = table[[m for m in models if m in table.columns]]
     table.insert(0, "blind", results[results["kind"] == "blind"].groupby(keys)["value"].max())
     table.insert(0, "chance", results.groupby(keys)["chance"].first())
-    print("\nUGBench headline (%; Hit@5 with 20 candidates, Hit@1 for perception; mean over seeds; "
-          "blind = best blind scorer):")
+    print(
+        "\nUGBench headline (%; Hit@5 with 20 candidates, Hit@1 for perception; mean over seeds; "
+        "blind = best blind scorer):"
+    )
     print((100 * table).round(1).to_string())
     comparisons_path = folder / "comparisons.parquet"
     if comparisons_path.exists():
         comparisons = pd.read_parquet(comparisons_path)
-        key = comparisons[(comparisons["role"] == "headline") & (comparisons["metric"] == "mrr")
-                          & (comparisons["b"] != "chance")]  # fmt: skip
+        key = comparisons[
+            (comparisons["role"] == "headline") & (comparisons["metric"] == "mrr") & (comparisons["b"] != "chance")
+        ]
         if len(key):
             print("\nPaired MRR differences (points, clustered 95 % interval):")
             for row in key.sort_values(["a", "b", "task", "city"]).to_dict("records"):
-                print(f"  {row['a']} - {row['b']:<24} {row['task']:<11} {row['query_type']:<18} {row['city']:<10} "
-                      f"{row['mode']:<6} {100 * row['diff']:+5.1f} [{100 * row['lo']:+5.1f}, {100 * row['hi']:+5.1f}]"
-                      f"  {row['verdict']}")  # fmt: skip
+                print(
+                    f"  {row['a']} - {row['b']:<24} {row['task']:<11} {row['query_type']:<18} {row['city']:<10} "
+                    f"{row['mode']:<6} {100 * row['diff']:+5.1f} [{100 * row['lo']:+5.1f}, {100 * row['hi']:+5.1f}]"
+                    f"  {row['verdict']}"
+                )
     print(f"\nReport: {folder / 'report.md'}")
 
 
@@ -124,8 +132,10 @@ def cmd_release_dead_runs(args: argparse.Namespace) -> int:
 
     with dg.DagsterInstance.get() as instance:
         for run in release_dead_runs(instance):
-            print(f"released run {run.run_id} of {run.job_name}: it was {run.status} with no live process "
-                  f"(pids {', '.join(map(str, run.pids))}); marked failed, pool slots freed")  # fmt: skip
+            print(
+                f"released run {run.run_id} of {run.job_name}: it was {run.status} with no live process "
+                f"(pids {', '.join(map(str, run.pids))}); marked failed, pool slots freed"
+            )
     return 0
 
 
@@ -138,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="print what has been built under UGDATA_ROOT")
     summary.add_argument("--root", default=None, help="data root (default UGDATA_ROOT or data/)")
     summary.set_defaults(func=cmd_summary)
-    release = sub.add_parser("release-dead-runs", help="mark runs whose process was killed as failed and free "
-                             "their pool slots (DAGSTER_HOME's instance)")  # fmt: skip
+    release = sub.add_parser(
+        "release-dead-runs",
+        help="mark runs whose process was killed as failed and free their pool slots (DAGSTER_HOME's instance)",
+    )
     release.set_defaults(func=cmd_release_dead_runs)
     args = parser.parse_args(argv)
     return int(args.func(args))

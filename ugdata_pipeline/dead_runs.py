@@ -61,8 +61,9 @@ def is_local_instance(instance: dg.DagsterInstance) -> bool:
     return isinstance(instance.event_log_storage, SqliteEventLogStorage)
 
 
-def release_dead_runs(instance: dg.DagsterInstance, *, ignore_run_ids: frozenset[str] = frozenset()
-                      ) -> list[ReleasedRun]:  # fmt: skip
+def release_dead_runs(
+    instance: dg.DagsterInstance, *, ignore_run_ids: frozenset[str] = frozenset()
+) -> list[ReleasedRun]:
     """
     Mark every STARTING / STARTED / CANCELING run whose processes are all gone as failed, and free its pool slots.
 
@@ -82,11 +83,20 @@ def release_dead_runs(instance: dg.DagsterInstance, *, ignore_run_ids: frozenset
         writers = run_writers(instance, run.run_id)
         if not writers or any(_writer_alive(pid, at) for pid, at in writers.items()):
             continue
-        message = (f"run {run.run_id} of {run.job_name} was {run.status.value} but none of its processes "
-                   f"(pids {sorted(writers)}) is alive: it was killed; marked failed and its pool slots freed so "
-                   "later runs are not blocked")  # fmt: skip
+        message = (
+            f"run {run.run_id} of {run.job_name} was {run.status.value} but none of its processes "
+            f"(pids {sorted(writers)}) is alive: it was killed; marked failed and its pool slots freed so "
+            "later runs are not blocked"
+        )
         instance.report_run_failed(run, message)
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        released.append(ReleasedRun(run_id=run.run_id, job_name=run.job_name, status=run.status.value,
-                                    pids=tuple(sorted(writers)), freed_slots=True))  # fmt: skip
+        released.append(
+            ReleasedRun(
+                run_id=run.run_id,
+                job_name=run.job_name,
+                status=run.status.value,
+                pids=tuple(sorted(writers)),
+                freed_slots=True,
+            )
+        )
     return released

@@ -44,19 +44,31 @@ def resources_for(deployment: str) -> dict[str, object]:
     root = data_root()
     online = deployment == "online"
     return {
-        "table_io_manager": ParquetIOManager(root=root,
-                                             allow_emptying=os.environ.get("UGDATA_ALLOW_EMPTYING", "") == "1"),
+        "table_io_manager": ParquetIOManager(
+            root=root, allow_emptying=os.environ.get("UGDATA_ALLOW_EMPTYING", "") == "1"
+        ),
         "storage": StorageResource(root=root),
         "cities": CityRegistryResource(path=os.environ.get("UGDATA_CITIES")),
-        "osm": OsmSourceResource(allow_network=online,
-                                 cache_dir=str(Path(root) / "_cache" / "osmnx") if online else None),  # fmt: skip
-        "images": (MapillaryResource() if online  # the token: MAPILLARY_ACCESS_TOKEN at run time
-                   else RenderedImagesResource(max_views=_int_env("UGDATA_MAX_VIEWS"))),  # fmt: skip
-        "captioner": (OpenAICaptionerResource(api_key=dg.EnvVar("OPENAI_API_KEY"),
-                                              base_url=dg.EnvVar("OPENAI_BASE_URL")) if online
-                      else TemplateCaptionerResource()),  # fmt: skip
-        "trainer": TrainerResource(**{k: v for k, v in (("steps", _int_env("UGDATA_TRAIN_STEPS")),
-                                                         ("seeds", os.environ.get("UGDATA_SEEDS"))) if v}),
+        "osm": OsmSourceResource(
+            allow_network=online, cache_dir=str(Path(root) / "_cache" / "osmnx") if online else None
+        ),
+        "images": (
+            MapillaryResource()
+            if online  # the token: MAPILLARY_ACCESS_TOKEN at run time
+            else RenderedImagesResource(max_views=_int_env("UGDATA_MAX_VIEWS"))
+        ),
+        "captioner": (
+            OpenAICaptionerResource(api_key=dg.EnvVar("OPENAI_API_KEY"), base_url=dg.EnvVar("OPENAI_BASE_URL"))
+            if online
+            else TemplateCaptionerResource()
+        ),
+        "trainer": TrainerResource(
+            **{
+                k: v
+                for k, v in (("steps", _int_env("UGDATA_TRAIN_STEPS")), ("seeds", os.environ.get("UGDATA_SEEDS")))
+                if v
+            }
+        ),
     }
 
 

@@ -69,9 +69,11 @@ def read_table(path: UPath) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(payload))
     except (pa.ArrowException, OSError, ValueError) as exc:
         asset, city = _table_names(path)
-        msg = (f"{path} ({len(payload)} bytes) is not a readable Parquet table: {exc}. It is the {asset!r} table "
-               f"of city {city!r}; delete it and materialize {asset!r} for {city!r} again (e.g. rerun "
-               "city_dataset_job for that partition)")  # fmt: skip
+        msg = (
+            f"{path} ({len(payload)} bytes) is not a readable Parquet table: {exc}. It is the {asset!r} table "
+            f"of city {city!r}; delete it and materialize {asset!r} for {city!r} again (e.g. rerun "
+            "city_dataset_job for that partition)"
+        )
         raise CorruptFileError(msg) from exc
 
 
@@ -102,18 +104,22 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not isinstance(obj, pd.DataFrame):
-            msg = (f"asset {context.asset_key.to_user_string()!r} returned {type(obj).__name__}; the Parquet IO "
-                   "manager stores DataFrames and GeoDataFrames only")  # fmt: skip
+            msg = (
+                f"asset {context.asset_key.to_user_string()!r} returned {type(obj).__name__}; the Parquet IO "
+                "manager stores DataFrames and GeoDataFrames only"
+            )
             raise TypeError(msg)
         path = self._path(context)
         if len(obj) == 0 and not self.allow_emptying:
             previous = stored_rows(path)
             if previous:
                 asset, city = context.asset_key.to_user_string(), _table_names(path)[1]
-                msg = (f"{asset!r} for city {city!r} came out empty, but its stored table {path} has {previous} "
-                       "rows: refusing to replace it (an upstream outage or filter would otherwise empty the city "
-                       "and everything downstream). Fix the upstream failure and rerun; if the table really is "
-                       "empty now, rerun once with UGDATA_ALLOW_EMPTYING=1 in the environment")  # fmt: skip
+                msg = (
+                    f"{asset!r} for city {city!r} came out empty, but its stored table {path} has {previous} "
+                    "rows: refusing to replace it (an upstream outage or filter would otherwise empty the city "
+                    "and everything downstream). Fix the upstream failure and rerun; if the table really is "
+                    "empty now, rerun once with UGDATA_ALLOW_EMPTYING=1 in the environment"
+                )
                 raise IncompleteResultError(msg)
         write_bytes_atomic(path, frame_to_parquet_bytes(obj))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})

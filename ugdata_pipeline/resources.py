@@ -54,9 +54,11 @@ class StorageResource(dg.ConfigurableResource):
         """A local folder under the root (models, reports); object-store roots need a local working copy."""
         root = UPath(self.root)
         if root.protocol not in ("", "file", "local"):
-            msg = (f"{'/'.join(parts) or 'this step'} writes files (images, models, reports) and needs a local "
-                   f"data root, but UGDATA_ROOT is {self.root!r}; set UGDATA_ROOT to a local or mounted folder "
-                   "(object-store roots hold tables only; see deploy/README.md)")  # fmt: skip
+            msg = (
+                f"{'/'.join(parts) or 'this step'} writes files (images, models, reports) and needs a local "
+                f"data root, but UGDATA_ROOT is {self.root!r}; set UGDATA_ROOT to a local or mounted folder "
+                "(object-store roots hold tables only; see deploy/README.md)"
+            )
             raise ValueError(msg)
         path = Path(root.path).joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
@@ -90,8 +92,16 @@ class ImageSourceResource(dg.ConfigurableResource):
         """
         raise NotImplementedError
 
-    def fetch(self, city: City, extract: OsmExtract, candidates: pd.DataFrame, *, crs_metric: str, root: Path,
-              log: logging.Logger) -> SourceOutcome:  # fmt: skip
+    def fetch(
+        self,
+        city: City,
+        extract: OsmExtract,
+        candidates: pd.DataFrame,
+        *,
+        crs_metric: str,
+        root: Path,
+        log: logging.Logger,
+    ) -> SourceOutcome:
         """Image files under ``<root>/<city>/images/``: the manifest, the failures, counts, and a ``shortfall`` when
         too many images are missing."""
         raise NotImplementedError
@@ -111,8 +121,10 @@ class RenderedImagesResource(ImageSourceResource):
     seed: int = Field(default=0, description="Heading jitter, lighting and noise; same seed, same images.")
     max_views: int | None = Field(default=None, description="Cap on views per city (evenly spread), None for all.")
     image_format: str = Field(default="png", description="png or jpeg.")
-    workers: int | None = Field(default=None, description="Processes drawing views; None: the usable cores (<= 8). "
-                                "The images do not depend on it.")  # fmt: skip
+    workers: int | None = Field(
+        default=None,
+        description="Processes drawing views; None: the usable cores (<= 8). The images do not depend on it.",
+    )
 
     def label(self) -> str:
         return "render (offline twin)"
@@ -121,23 +133,39 @@ class RenderedImagesResource(ImageSourceResource):
         """The render options for ``city``: this resource's, with the city's own ``imagery:`` options on top."""
         from ugdata_pipeline.imagery.render import RenderConfig
 
-        options = {"spacing_m": self.spacing_m, "max_views": self.max_views,
-                   "view_offsets_deg": list(self.view_offsets_deg), **dict(city.imagery)}  # fmt: skip
-        return RenderConfig(size=self.size, spacing_m=float(options["spacing_m"]), seed=self.seed,
-                            max_views=options["max_views"], image_format=self.image_format,
-                            view_offsets_deg=tuple(float(v) for v in options["view_offsets_deg"]))  # fmt: skip
+        options = {
+            "spacing_m": self.spacing_m,
+            "max_views": self.max_views,
+            "view_offsets_deg": list(self.view_offsets_deg),
+            **dict(city.imagery),
+        }
+        return RenderConfig(
+            size=self.size,
+            spacing_m=float(options["spacing_m"]),
+            seed=self.seed,
+            max_views=options["max_views"],
+            image_format=self.image_format,
+            view_offsets_deg=tuple(float(v) for v in options["view_offsets_deg"]),
+        )
 
     def candidates(self, city, extract, *, crs_metric, work_dir):
         from ugdata_pipeline.imagery.cameras import sample_cameras
 
         config = self._config(city)
         config.validate()
-        cameras = sample_cameras(extract.streets, crs_metric=crs_metric, spacing_m=config.spacing_m,
-                                 seed=config.seed, heading_jitter_deg=config.heading_jitter_deg,
-                                 city_slug=city.slug, view_offsets_deg=config.view_offsets_deg)  # fmt: skip
+        cameras = sample_cameras(
+            extract.streets,
+            crs_metric=crs_metric,
+            spacing_m=config.spacing_m,
+            seed=config.seed,
+            heading_jitter_deg=config.heading_jitter_deg,
+            city_slug=city.slug,
+            view_offsets_deg=config.view_offsets_deg,
+        )
         offsets = ",".join(f"{v:g}" for v in config.view_offsets_deg)  # metadata values are scalars
-        return SourceOutcome(cameras, counts={"cameras": len(cameras), "spacing_m": config.spacing_m,
-                                              "view_offsets_deg": offsets})  # fmt: skip
+        return SourceOutcome(
+            cameras, counts={"cameras": len(cameras), "spacing_m": config.spacing_m, "view_offsets_deg": offsets}
+        )
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
         from ugdata_pipeline.imagery.city_render import render_city, usable_cores
@@ -149,8 +177,16 @@ class RenderedImagesResource(ImageSourceResource):
                 log.info(f"rendered {done}/{total} views of {city.slug}")
 
         # The cameras stored by `candidates` are the ones to draw: no second sampling.
-        result = render_city(extract, city_slug=city.slug, root=root, config=self._config(city), crs_metric=crs_metric,
-                             progress=progress, cameras=candidates, workers=self.workers or usable_cores())  # fmt: skip
+        result = render_city(
+            extract,
+            city_slug=city.slug,
+            root=root,
+            config=self._config(city),
+            crs_metric=crs_metric,
+            progress=progress,
+            cameras=candidates,
+            workers=self.workers or usable_cores(),
+        )
         return SourceOutcome(result.images, counts=dict(result.counts))
 
 
@@ -193,8 +229,9 @@ class MapillaryResource(ImageSourceResource):
         from ugdata_pipeline.imagery.mapillary import MapillaryClient, token_from_env
 
         token = self.access_token or token_from_env()
-        return MapillaryClient(token, graph_url=self.graph_url, concurrency=self.concurrency,
-                               requests_per_second=self.requests_per_second)  # fmt: skip
+        return MapillaryClient(
+            token, graph_url=self.graph_url, concurrency=self.concurrency, requests_per_second=self.requests_per_second
+        )
 
     def candidates(self, city, extract, *, crs_metric, work_dir):
         from ugdata_pipeline.imagery.mapillary import discover_images
@@ -204,15 +241,30 @@ class MapillaryResource(ImageSourceResource):
         # The city's footprint is where its streets are: a 100 m buffer around them, not the bbox.
         area = extract.streets.to_crs(crs_metric).buffer(100).union_all()
         polygon = gpd.GeoSeries([area], crs=crs_metric).to_crs("EPSG:4326").iloc[0]
-        found = discover_images(self._client(), polygon, cache_dir=work_dir / "mapillary_cells",
-                                start=self.start_date, end=self.end_date, include_panos=self.include_panos,
-                                max_requests=self.max_requests_per_day,
-                                cache_max_age_days=self.cache_max_age_days)  # fmt: skip
-        shortfall = discovery_shortfall(found, city=city.slug, area=polygon, start=self.start_date,
-                                        end=self.end_date, include_panos=self.include_panos)  # fmt: skip
+        found = discover_images(
+            self._client(),
+            polygon,
+            cache_dir=work_dir / "mapillary_cells",
+            start=self.start_date,
+            end=self.end_date,
+            include_panos=self.include_panos,
+            max_requests=self.max_requests_per_day,
+            cache_max_age_days=self.cache_max_age_days,
+        )
+        shortfall = discovery_shortfall(
+            found,
+            city=city.slug,
+            area=polygon,
+            start=self.start_date,
+            end=self.end_date,
+            include_panos=self.include_panos,
+        )
         thinned = thin_images(found.images, max_per_cell=self.max_per_cell)
-        counts = {**found.counts, **{f"thin_{k}": v for k, v in thinned.counts.items()},
-                  "discovery_complete": found.complete}  # fmt: skip
+        counts = {
+            **found.counts,
+            **{f"thin_{k}": v for k, v in thinned.counts.items()},
+            "discovery_complete": found.complete,
+        }
         return SourceOutcome(thinned.images, failures=found.failures, counts=counts, shortfall=shortfall)
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
@@ -221,8 +273,7 @@ class MapillaryResource(ImageSourceResource):
 
         result = download_images(self._client(), candidates, root=root, city_slug=city.slug)
         shortfall = download_shortfall(result, city=city.slug, max_failed_share=self.max_failed_share)
-        return SourceOutcome(result.manifest, failures=result.failures, counts=dict(result.counts),
-                             shortfall=shortfall)  # fmt: skip
+        return SourceOutcome(result.manifest, failures=result.failures, counts=dict(result.counts), shortfall=shortfall)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -244,8 +295,10 @@ class TrainerResource(dg.ConfigurableResource):
     lr: float = Field(default=3e-4, description="Backbone learning rate (stage 2: x 0.1).")
     seeds: str = Field(default="0", description="Training seeds, comma-separated; every model is trained per seed.")
     backbone: str = Field(default="compact", description="compact (CPU default) or hf_vlm (GPU).")
-    threads: int = Field(default=2, description="Torch threads inside training: fixed, so results do not depend on "
-                                                "the machine's core count.")  # fmt: skip
+    threads: int = Field(
+        default=2,
+        description="Torch threads inside training: fixed, so results do not depend on the machine's core count.",
+    )
 
     def seed_list(self) -> list[int]:
         """The seeds as integers (``"0,1,2"`` -> ``[0, 1, 2]``)."""
@@ -263,8 +316,14 @@ class TrainerResource(dg.ConfigurableResource):
         """The training settings every model of the family shares (each run adds stage, variant, steps, seed)."""
         from ugdata_pipeline.uge.train import TrainConfig
 
-        return TrainConfig(batch_size=self.batch_size, lr=self.lr, precision=self.precision, cpu=self.cpu,
-                           backbone=self.backbone, threads=self.threads)  # fmt: skip
+        return TrainConfig(
+            batch_size=self.batch_size,
+            lr=self.lr,
+            precision=self.precision,
+            cpu=self.cpu,
+            backbone=self.backbone,
+            threads=self.threads,
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -274,9 +333,12 @@ class TrainerResource(dg.ConfigurableResource):
 class CaptionerResource(dg.ConfigurableResource):
     """Writes an image caption and a spatial summarization per image; subclasses are chosen per deployment."""
 
-    max_failed_share: float = Field(default=0.02, description="Most failed images a run may have (share); above it "
-                                    "the captions step fails and the previous table stays (failures are retried by "
-                                    "the next run).")  # fmt: skip
+    max_failed_share: float = Field(
+        default=0.02,
+        description="Most failed images a run may have (share); above it "
+        "the captions step fails and the previous table stays (failures are retried by "
+        "the next run).",
+    )
 
     def captioner(self):
         raise NotImplementedError
@@ -309,15 +371,25 @@ class OpenAICaptionerResource(CaptionerResource):
     max_attempts: int = Field(default=5, description="Tries per image per run; failures are retried next run.")
     timeout_s: float = Field(default=60, description="Seconds per request.")
     json_schema: bool = Field(default=False, description="Ask for a JSON schema answer (endpoints that support it).")
-    breaker_threshold: int | None = Field(default=None, description="Failed calls in a row after which the endpoint "
-                                          "is taken to be down and the images left are not sent (None: max(10, 2 x "
-                                          "concurrency)); 401/403 stop at once.")  # fmt: skip
+    breaker_threshold: int | None = Field(
+        default=None,
+        description="Failed calls in a row after which the endpoint "
+        "is taken to be down and the images left are not sent (None: max(10, 2 x "
+        "concurrency)); 401/403 stop at once.",
+    )
 
     def captioner(self):
         from ugdata_pipeline.context.openai_captioner import OpenAICompatibleCaptioner
 
-        return OpenAICompatibleCaptioner(self.model, base_url=self.base_url, api_key=self.api_key,
-                                         concurrency=self.concurrency, requests_per_minute=self.requests_per_minute,
-                                         tokens_per_minute=self.tokens_per_minute, max_attempts=self.max_attempts,
-                                         timeout_s=self.timeout_s, json_schema=self.json_schema,
-                                         breaker_threshold=self.breaker_threshold)  # fmt: skip
+        return OpenAICompatibleCaptioner(
+            self.model,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            concurrency=self.concurrency,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s,
+            json_schema=self.json_schema,
+            breaker_threshold=self.breaker_threshold,
+        )

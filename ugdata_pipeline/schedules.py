@@ -21,15 +21,21 @@ def refreshable_cities(*, online: bool) -> list[str]:
     return registry.slugs() if online else registry.offline_slugs()
 
 
-@dg.schedule(cron_schedule=REFRESH_CRON, job=city_refresh_job, execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Weekly: re-acquire OSM data and imagery per city, rebuild what depends on them.")
+@dg.schedule(
+    cron_schedule=REFRESH_CRON,
+    job=city_refresh_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Weekly: re-acquire OSM data and imagery per city, rebuild what depends on them.",
+)
 def city_refresh(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     """One run per city; the run key makes a tick idempotent if the daemon evaluates it twice."""
     online = os.environ.get("UGDATA_DEPLOYMENT", "local") == "online"
     tick = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return [dg.RunRequest(run_key=f"{slug}-{tick}", partition_key=slug, tags={REFRESH_TAG: tick})
-            for slug in refreshable_cities(online=online)]  # fmt: skip
+    return [
+        dg.RunRequest(run_key=f"{slug}-{tick}", partition_key=slug, tags={REFRESH_TAG: tick})
+        for slug in refreshable_cities(online=online)
+    ]
 
 
 def _latest_refresh_by_city(instance: dg.DagsterInstance, tick: str) -> dict[str, dg.DagsterRun]:
@@ -43,10 +49,13 @@ def _latest_refresh_by_city(instance: dg.DagsterInstance, tick: str) -> dict[str
     return latest
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[city_refresh_job],
-                      request_job=training_job, default_status=dg.DefaultSensorStatus.STOPPED,
-                      description="After every refreshed training city of a tick succeeded, retrain the models "
-                                  "once.")  # fmt: skip
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[city_refresh_job],
+    request_job=training_job,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="After every refreshed training city of a tick succeeded, retrain the models once.",
+)
 def retrain_after_refresh(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
     """
     Retrain once per refresh, when the last training city of the tick has succeeded.
@@ -72,9 +81,13 @@ def retrain_after_refresh(context: dg.RunStatusSensorContext) -> dg.RunRequest |
     return dg.RunRequest(run_key=f"retrain-{tick}", tags={REFRESH_TAG: tick})
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[training_job],
-                      request_job=benchmark_job, default_status=dg.DefaultSensorStatus.STOPPED,
-                      description="After training succeeds, benchmark the new models.")  # fmt: skip
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[training_job],
+    request_job=benchmark_job,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="After training succeeds, benchmark the new models.",
+)
 def benchmark_after_training(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"benchmark-{context.dagster_run.run_id}")
 

@@ -73,17 +73,23 @@ def test_bad_sources_are_rejected_at_load(write_registry, source, message):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("cities: {town: {name: T, country: F, split: test, source: {kind: place, query: x}}}",
-         "city 'town': split 'test' is unknown; use one of train, held_out"),
-        ("cities: {town: {name: T, split: train, source: {kind: place, query: x}}}",
-         "city 'town': country must be a non-empty string"),
-        ("cities: {Town: {name: T, country: F, split: train, source: {kind: place, query: x}}}",
-         "city slug 'Town' must be lower-case"),
+        (
+            "cities: {town: {name: T, country: F, split: test, source: {kind: place, query: x}}}",
+            "city 'town': split 'test' is unknown; use one of train, held_out",
+        ),
+        (
+            "cities: {town: {name: T, split: train, source: {kind: place, query: x}}}",
+            "city 'town': country must be a non-empty string",
+        ),
+        (
+            "cities: {Town: {name: T, country: F, split: train, source: {kind: place, query: x}}}",
+            "city slug 'Town' must be lower-case",
+        ),
         ("cities: {}", "lists no cities"),
         ("just text", "must be a mapping with a 'cities' mapping"),
         ("cities: [", "is not valid YAML"),
     ],
-)  # fmt: skip
+)
 def test_bad_entries_are_rejected_at_load(write_registry, text, message):
     with pytest.raises(CityConfigError, match=message):
         load_registry(write_registry(text))
@@ -154,12 +160,16 @@ def test_clip_on_an_online_source_is_rejected(write_registry):
         load_registry(write_registry(text))
 
 
-@pytest.mark.parametrize("clip", ["[26.90, 60.525, 26.95, 60.535]", "[26.94, 60.53, 26.96, 60.55]",
-                                  "[14.498, 35.886, 14.52, 35.904]"])  # fmt: skip
+@pytest.mark.parametrize(
+    "clip", ["[26.90, 60.525, 26.95, 60.535]", "[26.94, 60.53, 26.96, 60.55]", "[14.498, 35.886, 14.52, 35.904]"]
+)
 def test_clip_outside_the_extent_is_refused_before_reading(write_registry, clip):
     registry = load_registry(write_registry(CITY.format(source=f"{{{KARHULA}, clip: {clip}}}")))
-    with pytest.raises(OsmSourceError, match=r"city 'town': source.clip \[.*\] is not inside the extent of "
-                                             r"test.osm.pbf \[26.93, 60.52, 26.97, 60.54\]"):  # fmt: skip
+    with pytest.raises(
+        OsmSourceError,
+        match=r"city 'town': source.clip \[.*\] is not inside the extent of "
+        r"test.osm.pbf \[26.93, 60.52, 26.97, 60.54\]",
+    ):
         check_source(registry.get("town"))
 
 
@@ -187,8 +197,12 @@ def test_study_registry():
         if city.slug != "karhula":
             assert 2 <= bbox_area_km2(city.source.clip) <= 10
     readme = (root / "extracts" / "README.md").read_text(encoding="utf-8")
-    for required in ("© OpenStreetMap contributors", "ODbL", "https://www.openstreetmap.org/copyright",
-                     "https://opendatacommons.org/licenses/odbl/"):
+    for required in (
+        "© OpenStreetMap contributors",
+        "ODbL",
+        "https://www.openstreetmap.org/copyright",
+        "https://opendatacommons.org/licenses/odbl/",
+    ):
         assert required in readme  # the licence requires the attribution next to the data
 
 
@@ -214,22 +228,32 @@ cities:
 
 def test_duplicate_city_slug_is_rejected(write_registry):
     # YAML loaders keep the last of two equal keys: the second helsinki used to replace the first silently
-    with pytest.raises(CityConfigError, match=r"cities.yaml: city 'helsinki' is listed twice \(lines 2 and 12\); "
-                                              r"each slug must be unique: remove one entry or rename its slug"):
+    with pytest.raises(
+        CityConfigError,
+        match=r"cities.yaml: city 'helsinki' is listed twice \(lines 2 and 12\); "
+        r"each slug must be unique: remove one entry or rename its slug",
+    ):
         load_registry(write_registry(TWO_HELSINKIS))
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("settings: {max_area_km2: 5}\nsettings: {max_area_km2: 9}\n" + CITY.format(source="{kind: place, query: x}"),
-         r"cities.yaml: top-level key 'settings' is given twice \(lines 1 and 2\); keep one"),
-        ("cities: {town: {name: T, name: U, country: F, split: train, source: {kind: place, query: x}}}",
-         r"cities.yaml: city 'town': key 'name' is given twice \(lines 1 and 1\); keep one"),
-        (CITY.format(source="{kind: bbox, bbox: [24.9, 60.1, 25.0, 60.2], kind: place}"),
-         r"cities.yaml: city 'town': source: key 'kind' is given twice \(lines 7 and 7\); keep one"),
+        (
+            "settings: {max_area_km2: 5}\nsettings: {max_area_km2: 9}\n"
+            + CITY.format(source="{kind: place, query: x}"),
+            r"cities.yaml: top-level key 'settings' is given twice \(lines 1 and 2\); keep one",
+        ),
+        (
+            "cities: {town: {name: T, name: U, country: F, split: train, source: {kind: place, query: x}}}",
+            r"cities.yaml: city 'town': key 'name' is given twice \(lines 1 and 1\); keep one",
+        ),
+        (
+            CITY.format(source="{kind: bbox, bbox: [24.9, 60.1, 25.0, 60.2], kind: place}"),
+            r"cities.yaml: city 'town': source: key 'kind' is given twice \(lines 7 and 7\); keep one",
+        ),
     ],
-)  # fmt: skip
+)
 def test_duplicate_keys_are_rejected(write_registry, text, message):
     with pytest.raises(CityConfigError, match=message):
         load_registry(write_registry(text))
@@ -238,25 +262,41 @@ def test_duplicate_keys_are_rejected(write_registry, text, message):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("setings: {max_area_km2: 5}\n" + CITY.format(source="{kind: place, query: x}"),
-         r"cities.yaml: unknown top-level key 'setings'; did you mean 'settings'\?"),
-        ("settings: {max_area: 5}\n" + CITY.format(source="{kind: place, query: x}"),
-         r"cities.yaml: settings: unknown key 'max_area'; did you mean 'max_area_km2'\?"),
-        (CITY.format(source="{kind: place, query: x}") + "    spilt: held_out\n",
-         r"cities.yaml: city 'town': unknown key 'spilt'; did you mean 'split'\?"),
-        (CITY.format(source="{kind: place, query: x}") + "    max_area_km: 5\n",
-         r"cities.yaml: city 'town': unknown key 'max_area_km'; did you mean 'max_area_km2'\?"),
-        (CITY.format(source="{kind: place, query: x}") + "    population: 5\n",
-         r"cities.yaml: city 'town': unknown key 'population'; valid keys: country, imagery, max_area_km2, name, "
-         r"source, split"),
-        (CITY.format(source="{kind: bundled, extrakt: test.osm.pbf}"),
-         r"cities.yaml: city 'town': source: unknown key 'extrakt' for a bundled source; did you mean 'extract'\?"),
-        (CITY.format(source="{kind: file, path: x.osm.pbf, query: Kotka}"),
-         r"cities.yaml: city 'town': source: unknown key 'query' for a file source; valid keys: clip, kind, path"),
-        (CITY.format(source="{kind: place, query: x}") + "    imagery: {spacing: 20}\n",
-         r"cities.yaml: city 'town': imagery: unknown key 'spacing'; did you mean 'spacing_m'\?"),
+        (
+            "setings: {max_area_km2: 5}\n" + CITY.format(source="{kind: place, query: x}"),
+            r"cities.yaml: unknown top-level key 'setings'; did you mean 'settings'\?",
+        ),
+        (
+            "settings: {max_area: 5}\n" + CITY.format(source="{kind: place, query: x}"),
+            r"cities.yaml: settings: unknown key 'max_area'; did you mean 'max_area_km2'\?",
+        ),
+        (
+            CITY.format(source="{kind: place, query: x}") + "    spilt: held_out\n",
+            r"cities.yaml: city 'town': unknown key 'spilt'; did you mean 'split'\?",
+        ),
+        (
+            CITY.format(source="{kind: place, query: x}") + "    max_area_km: 5\n",
+            r"cities.yaml: city 'town': unknown key 'max_area_km'; did you mean 'max_area_km2'\?",
+        ),
+        (
+            CITY.format(source="{kind: place, query: x}") + "    population: 5\n",
+            r"cities.yaml: city 'town': unknown key 'population'; valid keys: country, imagery, max_area_km2, name, "
+            r"source, split",
+        ),
+        (
+            CITY.format(source="{kind: bundled, extrakt: test.osm.pbf}"),
+            r"cities.yaml: city 'town': source: unknown key 'extrakt' for a bundled source; did you mean 'extract'\?",
+        ),
+        (
+            CITY.format(source="{kind: file, path: x.osm.pbf, query: Kotka}"),
+            r"cities.yaml: city 'town': source: unknown key 'query' for a file source; valid keys: clip, kind, path",
+        ),
+        (
+            CITY.format(source="{kind: place, query: x}") + "    imagery: {spacing: 20}\n",
+            r"cities.yaml: city 'town': imagery: unknown key 'spacing'; did you mean 'spacing_m'\?",
+        ),
     ],
-)  # fmt: skip
+)
 def test_unknown_keys_are_rejected_at_every_level(write_registry, text, message):
     with pytest.raises(CityConfigError, match=message):
         load_registry(write_registry(text))
@@ -268,19 +308,25 @@ def test_swapped_bbox_is_named_at_load(write_registry, field):
     box = "[39.86, 116.30, 39.99, 116.48]"
     source = f"{{kind: bbox, bbox: {box}}}" if field == "bbox" else f"{{{KARHULA}, clip: {box}}}"
     text = CITY.format(source=source) + "    max_area_km2: 1000\n"
-    with pytest.raises(CityConfigError, match=rf"cities.yaml: city 'town': source.{field} \[39.86, 116.3, 39.99, "
-                                              r"116.48\] is outside \[-180, 180\] x \[-90, 90\]; it looks like "
-                                              r"\[south, west, north, east\] \(latitude first\): give "
-                                              r"\[116.3, 39.86, 116.48, 39.99\]"):  # fmt: skip
+    with pytest.raises(
+        CityConfigError,
+        match=rf"cities.yaml: city 'town': source.{field} \[39.86, 116.3, 39.99, "
+        r"116.48\] is outside \[-180, 180\] x \[-90, 90\]; it looks like "
+        r"\[south, west, north, east\] \(latitude first\): give "
+        r"\[116.3, 39.86, 116.48, 39.99\]",
+    ):
         load_registry(write_registry(text))
 
 
 def test_swapped_clip_inside_the_file_extent_is_named(write_registry):
     # both orders are valid degrees here (Karhula lies below 90 E), so only the file's extent tells them apart
     registry = load_registry(write_registry(CITY.format(source=f"{{{KARHULA}, clip: [60.525, 26.94, 60.535, 26.96]}}")))
-    with pytest.raises(OsmSourceError, match=r"city 'town': source.clip \[60.525, 26.94, 60.535, 26.96\] is not "
-                                             r"inside the extent of test.osm.pbf .*; it looks like \[south, west, "
-                                             r"north, east\]: give \[26.94, 60.525, 26.96, 60.535\]"):  # fmt: skip
+    with pytest.raises(
+        OsmSourceError,
+        match=r"city 'town': source.clip \[60.525, 26.94, 60.535, 26.96\] is not "
+        r"inside the extent of test.osm.pbf .*; it looks like \[south, west, "
+        r"north, east\]: give \[26.94, 60.525, 26.96, 60.535\]",
+    ):
         check_source(registry.get("town"))
 
 

@@ -64,9 +64,13 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 def _execute(home: Path, log: Path, **env: str) -> subprocess.Popen:
     dagster = Path(sys.executable).with_name("dagster")
     with log.open("w") as out:
-        return subprocess.Popen([str(dagster), "job", "execute", "-f", str(home.parent / "gpu_defs.py"), "-j",
-                                 "gpu_job"], env=_env(home, **env), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            [str(dagster), "job", "execute", "-f", str(home.parent / "gpu_defs.py"), "-j", "gpu_job"],
+            env=_env(home, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _claimed(instance: dg.DagsterInstance) -> set[str]:
@@ -101,8 +105,14 @@ def test_a_killed_run_releases_its_gpu_slot_and_the_next_run_finishes(home: Path
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
         assert _claimed(instance) == {run_id}
 
-        release = subprocess.run([sys.executable, "-m", "ugdata_pipeline.cli", "release-dead-runs"], env=_env(home),
-                                 capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        release = subprocess.run(
+            [sys.executable, "-m", "ugdata_pipeline.cli", "release-dead-runs"],
+            env=_env(home),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         assert f"released run {run_id} of gpu_job: it was STARTED with no live process" in release.stdout
         assert _claimed(instance) == set()
         failed = instance.get_run_by_id(run_id)

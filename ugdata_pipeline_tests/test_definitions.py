@@ -24,14 +24,21 @@ CORE = ("osm", "graph", "imagery", "reasoning", "context", "dataset", "uge", "ug
 def test_definitions_load_and_jobs_resolve():
     repo = defs.get_repository_def()
     assert {"city_dataset_job", "city_graph_job", "city_refresh_job", "training_job", "benchmark_job"} <= {
-        job.name for job in repo.get_all_jobs()}
+        job.name for job in repo.get_all_jobs()
+    }
     assert [s.name for s in repo.schedule_defs] == ["city_refresh"]
     assert {s.name for s in repo.sensor_defs} == {"retrain_after_refresh", "benchmark_after_training"}
     assert repo.get_job("training_job").tags["ugdata/pool"] == "gpu"
-    selected = {job.name: {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-                for job in repo.get_all_jobs()}  # fmt: skip
-    assert selected["training_job"] == {"uge_baseline", "uge_stage1", "uge_stage2", "uge_stage2_shuffled_graphs",
-                                        "uge_stage2_no_graph"}  # fmt: skip
+    selected = {
+        job.name: {k.to_user_string() for k in job.asset_layer.selected_asset_keys} for job in repo.get_all_jobs()
+    }
+    assert selected["training_job"] == {
+        "uge_baseline",
+        "uge_stage1",
+        "uge_stage2",
+        "uge_stage2_shuffled_graphs",
+        "uge_stage2_no_graph",
+    }
     assert selected["benchmark_job"] == {"benchmark_results"}
     assert selected["city_graph_job"] == {"osm_streets", "osm_pois", "osm_aois", "osm_trees", "nodes", "edges"}
     # the per-city jobs hold every per-city asset and nothing trained on several cities
@@ -39,15 +46,41 @@ def test_definitions_load_and_jobs_resolve():
     assert selected["city_graph_job"] < selected["city_dataset_job"]
     assert not selected["city_dataset_job"] & (selected["training_job"] | selected["benchmark_job"])
     keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
-    assert {"osm_streets", "osm_pois", "osm_aois", "nodes", "edges", "images", "srp", "subgraph_nodes", "captions",
-            "training_records", "benchmark_tasks", "uge_baseline", "uge_stage1", "uge_stage2",
-            "uge_stage2_shuffled_graphs", "uge_stage2_no_graph", "benchmark_results"} <= keys
+    assert {
+        "osm_streets",
+        "osm_pois",
+        "osm_aois",
+        "nodes",
+        "edges",
+        "images",
+        "srp",
+        "subgraph_nodes",
+        "captions",
+        "training_records",
+        "benchmark_tasks",
+        "uge_baseline",
+        "uge_stage1",
+        "uge_stage2",
+        "uge_stage2_shuffled_graphs",
+        "uge_stage2_no_graph",
+        "benchmark_results",
+    } <= keys
     checks = {key.name for key in repo.asset_graph.asset_check_keys}
-    assert {"no_test_near_train", "no_sequence_spans_splits", "paths_are_walks", "no_query_contains_target",
-            "subgraph_sizes", "both_sections", "grounded_places", "benchmark_records_valid", "no_blind_shortcut",
-            "graph_matters"} <= checks
-    partitions = repo.asset_graph.get(next(k for k in repo.asset_graph.get_all_asset_keys()
-                                           if k.to_user_string() == "nodes")).partitions_def  # fmt: skip
+    assert {
+        "no_test_near_train",
+        "no_sequence_spans_splits",
+        "paths_are_walks",
+        "no_query_contains_target",
+        "subgraph_sizes",
+        "both_sections",
+        "grounded_places",
+        "benchmark_records_valid",
+        "no_blind_shortcut",
+        "graph_matters",
+    } <= checks
+    partitions = repo.asset_graph.get(
+        next(k for k in repo.asset_graph.get_all_asset_keys() if k.to_user_string() == "nodes")
+    ).partitions_def
     assert partitions.get_partition_keys()[:2] == ["helsinki", "karhula"]
 
 
@@ -71,8 +104,11 @@ def test_core_packages_never_import_dagster():
         for file in folder.rglob("*.py") if folder.exists() else []:
             tree = ast.parse(file.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                )
                 if any(n == "dagster" or n.startswith("dagster.") for n in names):
                     offenders.append(str(file.relative_to(PACKAGE)))
     assert offenders == []
@@ -80,8 +116,14 @@ def test_core_packages_never_import_dagster():
 
 def _execute(job: str, env: dict[str, str], *extra: str) -> str:
     dagster = Path(sys.executable).parent / "dagster"
-    result = subprocess.run([str(dagster), "job", "execute", "-m", "ugdata_pipeline.definitions", "-j", job, *extra],
-                            env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    result = subprocess.run(
+        [str(dagster), "job", "execute", "-m", "ugdata_pipeline.definitions", "-j", job, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     output = result.stderr + result.stdout
     assert result.returncode == 0 and "RUN_SUCCESS" in output, output[-4000:]
     return output
@@ -100,10 +142,19 @@ def test_sample_run_end_to_end_with_dagster_job_execute(tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text((PACKAGE.parent / "dagster.yaml").read_text())
     data = tmp_path / "data"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "UGDATA_ROOT": str(data), "UGDATA_EXECUTOR": "in_process",
-           "UGDATA_MAX_VIEWS": "150", "UGDATA_TRAIN_STEPS": "3", "OMP_NUM_THREADS": "2"}  # fmt: skip
-    outputs = [_execute("city_dataset_job", env, "--tags", json.dumps({"dagster/partition": city}))
-               for city in ("helsinki", "karhula")]  # fmt: skip
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "UGDATA_ROOT": str(data),
+        "UGDATA_EXECUTOR": "in_process",
+        "UGDATA_MAX_VIEWS": "150",
+        "UGDATA_TRAIN_STEPS": "3",
+        "OMP_NUM_THREADS": "2",
+    }
+    outputs = [
+        _execute("city_dataset_job", env, "--tags", json.dumps({"dagster/partition": city}))
+        for city in ("helsinki", "karhula")
+    ]
     outputs.append(_execute("training_job", env))
     config = tmp_path / "bench.yaml"
     config.write_text("ops:\n  benchmark_results:\n    config: {bootstrap: 20, limit_per_group: 15}\n")
@@ -137,7 +188,12 @@ def test_sample_run_end_to_end_with_dagster_job_execute(tmp_path):
         assert not Path(checkpoint).is_absolute()  # relative to the data root: a moved root keeps its models
         assert (data / checkpoint / "model.safetensors").exists()
     assert (data / "reports" / "ugbench" / "comparisons.parquet").exists()
-    summary = subprocess.run([sys.executable, "-m", "ugdata_pipeline.cli", "summary", "--root", str(data)], env=env,
-                             capture_output=True, text=True, check=True)  # fmt: skip
+    summary = subprocess.run(
+        [sys.executable, "-m", "ugdata_pipeline.cli", "summary", "--root", str(data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "UGBench headline" in summary.stdout and "report.md" in summary.stdout
     assert "karhula" in summary.stdout and "held_out" in summary.stdout

@@ -33,8 +33,11 @@ def test_cluster_executors_name_their_missing_package(name: str, package: str, m
 
 
 def test_an_object_store_root_refuses_files_and_says_what_to_do(tmp_path) -> None:
-    with pytest.raises(ValueError, match=r"models/stage2 writes files .* needs a local data root, but UGDATA_ROOT is "
-                                         r"'s3://bucket/ugdata'; set UGDATA_ROOT to a local or mounted folder"):
+    with pytest.raises(
+        ValueError,
+        match=r"models/stage2 writes files .* needs a local data root, but UGDATA_ROOT is "
+        r"'s3://bucket/ugdata'; set UGDATA_ROOT to a local or mounted folder",
+    ):
         StorageResource(root="s3://bucket/ugdata").local_dir("models", "stage2")
     local = StorageResource(root=str(tmp_path)).local_dir("models", "stage2")
     assert local == tmp_path / "models" / "stage2" and local.is_dir()

@@ -80,8 +80,7 @@ def test_a_truncated_table_names_its_file_city_and_fix(tmp_path):
 
 def _store(manager: ParquetIOManager, asset: str, city: str, frame: pd.DataFrame) -> None:
     partitions = dg.StaticPartitionsDefinition([city])
-    context = dg.build_output_context(asset_key=dg.AssetKey(asset), partition_key=city,
-                                      asset_partitions_def=partitions)  # fmt: skip
+    context = dg.build_output_context(asset_key=dg.AssetKey(asset), partition_key=city, asset_partitions_def=partitions)
     manager.handle_output(context, frame)
 
 

@@ -34,8 +34,9 @@ def _refresh_run(instance, city: str, status: dg.DagsterRunStatus, tick: str | N
 
 def _after_success(instance, run: DagsterRun):
     event = DagsterEvent(event_type_value=DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name)
-    context = dg.build_run_status_sensor_context(sensor_name="retrain_after_refresh", dagster_event=event,
-                                                 dagster_instance=instance, dagster_run=run)  # fmt: skip
+    context = dg.build_run_status_sensor_context(
+        sensor_name="retrain_after_refresh", dagster_event=event, dagster_instance=instance, dagster_run=run
+    )
     return retrain_after_refresh(context)
 
 
@@ -46,12 +47,14 @@ def test_one_refresh_of_several_training_cities_retrains_once(instance) -> None:
 
     waiting = _after_success(instance, helsinki)
     assert isinstance(waiting, dg.SkipReason)
-    assert waiting.skip_message == ("refresh 2026-11-30: waiting for the training cities turku (STARTED) before "
-                                    "retraining once")  # fmt: skip
+    assert waiting.skip_message == (
+        "refresh 2026-11-30: waiting for the training cities turku (STARTED) before retraining once"
+    )
     assert _after_success(instance, karhula).skip_message == "refreshed city 'karhula' is not a training city"
 
-    instance.handle_run_event(turku.run_id, DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value,
-                                                         job_name=turku.job_name))  # fmt: skip
+    instance.handle_run_event(
+        turku.run_id, DagsterEvent(event_type_value=DagsterEventType.RUN_FAILURE.value, job_name=turku.job_name)
+    )
     assert "turku (FAILURE)" in _after_success(instance, helsinki).skip_message
     # the failed city's re-execution keeps the tick's tag; its success retrains, once for the whole tick
     rerun = _refresh_run(instance, "turku", dg.DagsterRunStatus.SUCCESS)
@@ -68,9 +71,11 @@ def test_a_refresh_by_hand_retrains_after_its_own_run(instance) -> None:
 
 
 def test_the_benchmark_follows_each_training_run_once(instance) -> None:
-    run = instance.add_run(DagsterRun(job_name="training_job", run_id=str(uuid.uuid4()),
-                                      status=dg.DagsterRunStatus.SUCCESS))  # fmt: skip
+    run = instance.add_run(
+        DagsterRun(job_name="training_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.SUCCESS)
+    )
     event = DagsterEvent(event_type_value=DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name)
-    context = dg.build_run_status_sensor_context(sensor_name="benchmark_after_training", dagster_event=event,
-                                                 dagster_instance=instance, dagster_run=run)  # fmt: skip
+    context = dg.build_run_status_sensor_context(
+        sensor_name="benchmark_after_training", dagster_event=event, dagster_instance=instance, dagster_run=run
+    )
     assert benchmark_after_training(context).run_key == f"benchmark-{run.run_id}"

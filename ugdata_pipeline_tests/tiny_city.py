@@ -73,12 +73,26 @@ def tiny_city() -> OsmExtract:
     ways: list[Way] = []
     for j, name in enumerate(HORIZONTAL):
         for i0 in (0, 1):
-            ways.append((101 + len(ways), name, "residential", [grid_node_id(i0, j), grid_node_id(i0 + 1, j)],
-                         [(100 * i0, 100 * j), (100 * (i0 + 1), 100 * j)]))  # fmt: skip
+            ways.append(
+                (
+                    101 + len(ways),
+                    name,
+                    "residential",
+                    [grid_node_id(i0, j), grid_node_id(i0 + 1, j)],
+                    [(100 * i0, 100 * j), (100 * (i0 + 1), 100 * j)],
+                )
+            )
     for i, name in enumerate(VERTICAL):
         for j0 in (0, 1):
-            ways.append((101 + len(ways), name, "tertiary", [grid_node_id(i, j0), grid_node_id(i, j0 + 1)],
-                         [(100 * i, 100 * j0), (100 * i, 100 * (j0 + 1))]))  # fmt: skip
+            ways.append(
+                (
+                    101 + len(ways),
+                    name,
+                    "tertiary",
+                    [grid_node_id(i, j0), grid_node_id(i, j0 + 1)],
+                    [(100 * i, 100 * j0), (100 * i, 100 * (j0 + 1))],
+                )
+            )
     pois = {
         "osm_id": ["n1", "n2"],
         "name": ["Cafe Uno", "Bank Two"],
@@ -89,9 +103,14 @@ def tiny_city() -> OsmExtract:
     }
     park = shapely.Polygon([lonlat(110, 110), lonlat(190, 110), lonlat(190, 190), lonlat(110, 190)])
     aois = {
-        "osm_id": ["w900"], "name": ["Central Park"], "category": ["park"], "tag": ["leisure=park"],
-        "address": [None], "height_m": [None], "is_building": [False],
-    }  # fmt: skip
+        "osm_id": ["w900"],
+        "name": ["Central Park"],
+        "category": ["park"],
+        "tag": ["leisure=park"],
+        "address": [None],
+        "height_m": [None],
+        "is_building": [False],
+    }
     return OsmExtract(
         streets=street_table(ways),
         pois=frame(pois, POI_COLUMNS, [shapely.Point(lonlat(50, 10)), shapely.Point(lonlat(185, 150))]),
@@ -109,19 +128,24 @@ def tiny_city_xml() -> str:
             lon, lat = lonlat(100 * i, 100 * j)
             out.append(f'<node id="{grid_node_id(i, j)}" {stamp} lat="{lat:.9f}" lon="{lon:.9f}"/>')
     extract = tiny_city()
-    for osm_id, name, tag, geom in zip(extract.pois["osm_id"], extract.pois["name"], extract.pois["tag"],
-                                       extract.pois.geometry, strict=True):  # fmt: skip
+    for osm_id, name, tag, geom in zip(
+        extract.pois["osm_id"], extract.pois["name"], extract.pois["tag"], extract.pois.geometry, strict=True
+    ):
         key, value = tag.split("=")
-        out.append(f'<node id="{osm_id[1:]}" {stamp} lat="{geom.y:.9f}" lon="{geom.x:.9f}">'
-                   f'<tag k="{key}" v="{value}"/><tag k="name" v={quoteattr(name)}/></node>')  # fmt: skip
+        out.append(
+            f'<node id="{osm_id[1:]}" {stamp} lat="{geom.y:.9f}" lon="{geom.x:.9f}">'
+            f'<tag k="{key}" v="{value}"/><tag k="name" v={quoteattr(name)}/></node>'
+        )
     park_ids = []
     for k, (lon, lat) in enumerate(extract.aois.geometry.iloc[0].exterior.coords[:-1]):
         park_ids.append(5000 + k)
         out.append(f'<node id="{5000 + k}" {stamp} lat="{lat:.9f}" lon="{lon:.9f}"/>')
     for row in extract.streets.itertuples():
         refs = "".join(f'<nd ref="{n}"/>' for n in row.node_ids)
-        out.append(f'<way id="{row.way_id}" {stamp}>{refs}<tag k="highway" v="{row.highway}"/>'
-                   f'<tag k="name" v={quoteattr(row.name)}/></way>')  # fmt: skip
+        out.append(
+            f'<way id="{row.way_id}" {stamp}>{refs}<tag k="highway" v="{row.highway}"/>'
+            f'<tag k="name" v={quoteattr(row.name)}/></way>'
+        )
     refs = "".join(f'<nd ref="{n}"/>' for n in [*park_ids, park_ids[0]])
     out.append(f'<way id="900" {stamp}>{refs}<tag k="leisure" v="park"/><tag k="name" v="Central Park"/></way>')
     out.append("</osm>")
@@ -141,8 +165,10 @@ def streets_xml(ways: list[Way]) -> str:
                 out.append(f'<node id="{node_id}" {stamp} lat="{lat:.9f}" lon="{lon:.9f}"/>')
     for way_id, name, highway, node_ids, _ in ways:
         refs = "".join(f'<nd ref="{n}"/>' for n in node_ids)
-        out.append(f'<way id="{way_id}" {stamp}>{refs}<tag k="highway" v="{highway}"/>'
-                   f'<tag k="name" v={quoteattr(name)}/></way>')  # fmt: skip
+        out.append(
+            f'<way id="{way_id}" {stamp}>{refs}<tag k="highway" v="{highway}"/>'
+            f'<tag k="name" v={quoteattr(name)}/></way>'
+        )
     out.append("</osm>")
     return "\n".join(out) + "\n"
 

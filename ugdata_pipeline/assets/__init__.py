@@ -9,7 +9,20 @@ from ugdata_pipeline.assets.reasoning import spatial_reasoning_paths
 from ugdata_pipeline.assets.ugbench import benchmark_results, benchmark_tasks
 from ugdata_pipeline.assets.uge import ALL_UGE_ASSETS
 
-ALL_ASSETS = [osm_extract, urban_graph, image_candidates, image_files, image_anchoring, images,
-              spatial_reasoning_paths, spatial_subgraphs, subgraph_descriptions, captions, training_records,
-              ms_swift_export, benchmark_tasks,
-              *ALL_UGE_ASSETS, benchmark_results]  # fmt: skip
+ALL_ASSETS = [
+    osm_extract,
+    urban_graph,
+    image_candidates,
+    image_files,
+    image_anchoring,
+    images,
+    spatial_reasoning_paths,
+    spatial_subgraphs,
+    subgraph_descriptions,
+    captions,
+    training_records,
+    ms_swift_export,
+    benchmark_tasks,
+    *ALL_UGE_ASSETS,
+    benchmark_results,
+]

@@ -40,8 +40,13 @@ def png_file(path: UPath, *, alt: str) -> dict[str, dg.MetadataValue]:
     }
 
 
-def check_result(name: str, outcome: CheckOutcome, *, asset_key: str, blocking_severity: bool = True,
-                 ) -> dg.AssetCheckResult:  # fmt: skip
+def check_result(
+    name: str,
+    outcome: CheckOutcome,
+    *,
+    asset_key: str,
+    blocking_severity: bool = True,
+) -> dg.AssetCheckResult:
     """An asset check result from a validator outcome."""
     return dg.AssetCheckResult(
         check_name=name,

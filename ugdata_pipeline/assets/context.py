@@ -28,19 +28,32 @@ class SubgraphsConfig(dg.Config):
 
 @dg.multi_asset(
     outs={
-        "subgraph_nodes": dg.AssetOut(description="Nodes of each image's 700 m subgraph (one row per image x node).",
-                                      io_manager_key="table_io_manager", kinds={"pandas"}),
-        "subgraph_edges": dg.AssetOut(description="Edges among each subgraph's nodes.",
-                                      io_manager_key="table_io_manager", kinds={"pandas"}),
-        "subgraphs": dg.AssetOut(description="One row per image: centre node, node and edge counts, truncation.",
-                                 io_manager_key="table_io_manager", kinds={"pandas"}),
-    },  # fmt: skip
+        "subgraph_nodes": dg.AssetOut(
+            description="Nodes of each image's 700 m subgraph (one row per image x node).",
+            io_manager_key="table_io_manager",
+            kinds={"pandas"},
+        ),
+        "subgraph_edges": dg.AssetOut(
+            description="Edges among each subgraph's nodes.", io_manager_key="table_io_manager", kinds={"pandas"}
+        ),
+        "subgraphs": dg.AssetOut(
+            description="One row per image: centre node, node and edge counts, truncation.",
+            io_manager_key="table_io_manager",
+            kinds={"pandas"},
+        ),
+    },
     ins={name: dg.AssetIn(name) for name in ("nodes", "edges", "image_nodes", "image_edges", "images")},
     partitions_def=city_partitions,
     group_name="context",
-    check_specs=[dg.AssetCheckSpec("subgraph_sizes", asset="subgraphs", blocking=True,
-                                   description="Every subgraph has 2..max_nodes nodes (the image and its street).")],
-)  # fmt: skip
+    check_specs=[
+        dg.AssetCheckSpec(
+            "subgraph_sizes",
+            asset="subgraphs",
+            blocking=True,
+            description="Every subgraph has 2..max_nodes nodes (the image and its street).",
+        )
+    ],
+)
 def spatial_subgraphs(
     context: dg.AssetExecutionContext,
     config: SubgraphsConfig,
@@ -59,15 +72,28 @@ def spatial_subgraphs(
     tables = build_subgraphs(all_nodes, all_edges, images, config=core)
     chart = {}
     if len(tables.summary):
-        chart = png(storage.city_path(city.slug, "previews", "subgraph_sizes.png"), size_histogram_png(tables.summary),
-                    alt="size_histogram")  # fmt: skip
+        chart = png(
+            storage.city_path(city.slug, "previews", "subgraph_sizes.png"),
+            size_histogram_png(tables.summary),
+            alt="size_histogram",
+        )
     figures = {k: v for k, v in tables.counts.items() if isinstance(v, int | float)}
-    yield dg.Output(tables.nodes, "subgraph_nodes", metadata={"count": len(tables.nodes),
-                    "preview": preview(tables.nodes, columns=["image_id", "node_id", "kind", "name", "dx_m", "dy_m",
-                                                              "distance_m", "rank"])})  # fmt: skip
+    yield dg.Output(
+        tables.nodes,
+        "subgraph_nodes",
+        metadata={
+            "count": len(tables.nodes),
+            "preview": preview(
+                tables.nodes, columns=["image_id", "node_id", "kind", "name", "dx_m", "dy_m", "distance_m", "rank"]
+            ),
+        },
+    )
     yield dg.Output(tables.edges, "subgraph_edges", metadata={"count": len(tables.edges)})
-    yield dg.Output(tables.summary, "subgraphs", metadata={"count": len(tables.summary), **figures,
-                                                           "preview": preview(tables.summary), **chart})  # fmt: skip
+    yield dg.Output(
+        tables.summary,
+        "subgraphs",
+        metadata={"count": len(tables.summary), **figures, "preview": preview(tables.summary), **chart},
+    )
     outcome = subgraph_size_outcome(tables.summary, max_nodes=config.max_nodes)
     yield check_result("subgraph_sizes", outcome, asset_key="subgraphs")
 
@@ -86,7 +112,11 @@ def subgraph_descriptions(
     tables = SubgraphTables(nodes=subgraph_nodes, edges=subgraph_edges, summary=pd.DataFrame())
     frame = describe_subgraphs(tables, images)
     lengths = frame["description"].str.len()
-    return dg.Output(frame, metadata={
-        "count": len(frame), "chars_median": float(lengths.median()) if len(frame) else 0.0,
-        "example": dg.MetadataValue.md(frame["description"].iloc[0] if len(frame) else "no images"),
-    })  # fmt: skip
+    return dg.Output(
+        frame,
+        metadata={
+            "count": len(frame),
+            "chars_median": float(lengths.median()) if len(frame) else 0.0,
+            "example": dg.MetadataValue.md(frame["description"].iloc[0] if len(frame) else "no images"),
+        },
+    )

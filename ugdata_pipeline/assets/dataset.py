@@ -35,8 +35,10 @@ _GATES = (
     group_name="dataset",
     io_manager_key="table_io_manager",
     kinds={"pandas"},
-    check_specs=[dg.AssetCheckSpec(name, asset="captions", blocking=blocking, description=text)
-                 for name, blocking, text in _GATES],  # fmt: skip
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="captions", blocking=blocking, description=text)
+        for name, blocking, text in _GATES
+    ],
 )
 def captions(
     context: dg.AssetExecutionContext,
@@ -64,22 +66,29 @@ def captions(
         if done % step == 0 or done == total:
             context.log.info(f"captioned {done}/{total} images of {city.slug}")
 
-    frame = writer.caption_all(requests, cache_dir=storage.local_dir(city.slug, "_cache", "captions"),
-                               progress=progress)  # fmt: skip
+    frame = writer.caption_all(
+        requests, cache_dir=storage.local_dir(city.slug, "_cache", "captions"), progress=progress
+    )
     failures = failure_summary(frame)
     failed = int(failures["count"].sum())
     if failed:
         context.log.warning(f"{failed}/{len(frame)} captions of {city.slug} failed: {describe_failures(failures)}")
     require_complete(frame, city=city.slug, max_failed_share=max_failed_share)
     stats = getattr(writer, "last_stats", None)
-    yield dg.Output(frame, metadata={
-        "count": len(frame), "model": writer.model, "done": len(frame) - failed, "failed": failed,
-        "failure_reasons": dg.MetadataValue.md(failures.to_markdown(index=False) if failed else "no failures"),
-        "prompt_tokens": int(frame["prompt_tokens"].fillna(0).sum()),
-        "completion_tokens": int(frame["completion_tokens"].fillna(0).sum()),
-        **({f"run/{k}": v for k, v in stats.as_dict().items()} if stats is not None else {}),
-        "preview": preview(frame, columns=["image_id", "model", "status", "image_caption", "summarization"]),
-    })  # fmt: skip
+    yield dg.Output(
+        frame,
+        metadata={
+            "count": len(frame),
+            "model": writer.model,
+            "done": len(frame) - failed,
+            "failed": failed,
+            "failure_reasons": dg.MetadataValue.md(failures.to_markdown(index=False) if failed else "no failures"),
+            "prompt_tokens": int(frame["prompt_tokens"].fillna(0).sum()),
+            "completion_tokens": int(frame["completion_tokens"].fillna(0).sum()),
+            **({f"run/{k}": v for k, v in stats.as_dict().items()} if stats is not None else {}),
+            "preview": preview(frame, columns=["image_id", "model", "status", "image_caption", "summarization"]),
+        },
+    )
     known = set(nodes["name"].dropna().astype(str))
     gates = {
         "both_sections": both_sections_share(frame),
@@ -104,11 +113,19 @@ class RecordsConfig(dg.Config):
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec("no_query_contains_target", asset="training_records", blocking=True,
-                          description="No query text contains its positive's target place."),
-        dg.AssetCheckSpec("negatives_within_split", asset="training_records", blocking=True,
-                          description="Every hard negative comes from an image of the same split."),
-    ],  # fmt: skip
+        dg.AssetCheckSpec(
+            "no_query_contains_target",
+            asset="training_records",
+            blocking=True,
+            description="No query text contains its positive's target place.",
+        ),
+        dg.AssetCheckSpec(
+            "negatives_within_split",
+            asset="training_records",
+            blocking=True,
+            description="Every hard negative comes from an image of the same split.",
+        ),
+    ],
 )
 def training_records(
     context: dg.AssetExecutionContext,
@@ -122,9 +139,13 @@ def training_records(
 
     A record whose instruction would name its target is dropped and reported (``dropped_records``, examples and a
     warning); more than 5 % dropped from one build fails the step (IncompleteResultError)."""
-    options = {"hard_negatives": config.hard_negatives, "n_negatives": config.n_negatives,
-               "max_paths_per_image": config.max_paths_per_image, "seed": config.seed,
-               "city": f"city {context.partition_key!r}"}  # fmt: skip
+    options = {
+        "hard_negatives": config.hard_negatives,
+        "n_negatives": config.n_negatives,
+        "max_paths_per_image": config.max_paths_per_image,
+        "seed": config.seed,
+        "city": f"city {context.partition_key!r}",
+    }
     builds = [
         assemble_training_records(images, captions, srp, stage=1, variant="ugdata", **options),
         assemble_training_records(images, captions, srp, stage=2, variant="ugdata", subgraphs=subgraphs, **options),
@@ -133,18 +154,26 @@ def training_records(
     records = pd.concat([b.records for b in builds], ignore_index=True)
     dropped = pd.concat([b.dropped for b in builds], ignore_index=True)
     if len(dropped):
-        context.log.warning(f"dropped {len(dropped)} training record(s) of {context.partition_key} that break a "
-                            f"per-record rule: {dropped['rule'].value_counts().to_dict()}")  # fmt: skip
+        context.log.warning(
+            f"dropped {len(dropped)} training record(s) of {context.partition_key} that break a "
+            f"per-record rule: {dropped['rule'].value_counts().to_dict()}"
+        )
     counts = records.groupby(["stage", "variant", "split"]).size()
-    yield dg.Output(records, metadata={
-        "count": len(records),
-        "dropped_records": len(dropped),
-        "dropped_examples": preview(dropped, columns=["record_id", "rule", "detail"]),
-        "by_stage_variant_split": dg.MetadataValue.json({"/".join(map(str, k)): int(v) for k, v in counts.items()}),
-        "by_pair_type": dg.MetadataValue.json({str(k): int(v) for k, v in records["pair_type"].value_counts().items()}),
-        "preview": preview(records, columns=["record_id", "stage", "variant", "split", "instruction", "positive",
-                                             "pair_type"]),
-    })  # fmt: skip
+    yield dg.Output(
+        records,
+        metadata={
+            "count": len(records),
+            "dropped_records": len(dropped),
+            "dropped_examples": preview(dropped, columns=["record_id", "rule", "detail"]),
+            "by_stage_variant_split": dg.MetadataValue.json({"/".join(map(str, k)): int(v) for k, v in counts.items()}),
+            "by_pair_type": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in records["pair_type"].value_counts().items()}
+            ),
+            "preview": preview(
+                records, columns=["record_id", "stage", "variant", "split", "instruction", "positive", "pair_type"]
+            ),
+        },
+    )
     yield check_result("no_query_contains_target", query_leaks(records), asset_key="training_records")
     yield check_result("negatives_within_split", negatives_within_split(records), asset_key="training_records")
 

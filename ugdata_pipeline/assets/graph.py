@@ -40,16 +40,24 @@ _CHECKS = (
 
 @dg.multi_asset(
     outs={
-        "nodes": dg.AssetOut(description="Typed graph nodes: street, crossing, poi, aoi (EPSG:4326, node_text).",
-                             io_manager_key="table_io_manager", kinds={"geopandas"}),
-        "edges": dg.AssetOut(description="Typed edges: crossing, along_street, nearest, bounds, within.",
-                             io_manager_key="table_io_manager", kinds={"geopandas"}),
-    },  # fmt: skip
+        "nodes": dg.AssetOut(
+            description="Typed graph nodes: street, crossing, poi, aoi (EPSG:4326, node_text).",
+            io_manager_key="table_io_manager",
+            kinds={"geopandas"},
+        ),
+        "edges": dg.AssetOut(
+            description="Typed edges: crossing, along_street, nearest, bounds, within.",
+            io_manager_key="table_io_manager",
+            kinds={"geopandas"},
+        ),
+    },
     ins={name: dg.AssetIn(name) for name in ("osm_streets", "osm_pois", "osm_aois")},
     partitions_def=city_partitions,
     group_name="graph",
-    check_specs=[dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=text)
-                 for name, asset, blocking, text in _CHECKS],  # fmt: skip
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=text)
+        for name, asset, blocking, text in _CHECKS
+    ],
 )
 def urban_graph(
     context: dg.AssetExecutionContext,
@@ -63,25 +71,38 @@ def urban_graph(
     """Build the city's urban graph: streets as nodes, consolidated crossings, places and their relations."""
     city = cities.city(context.partition_key)
     extract = OsmExtract(streets=osm_streets, pois=osm_pois, aois=osm_aois, source=city.source.describe())
-    graph = build_urban_graph(extract, city_name=city.name, country=city.country, config=config.to_core(),
-                              where=f"city {city.slug!r}")  # fmt: skip
+    graph = build_urban_graph(
+        extract, city_name=city.name, country=city.country, config=config.to_core(), where=f"city {city.slug!r}"
+    )
     nodes, edges = graph.nodes, graph.edges
     # Previews and every later stage look nodes up by id; a duplicate must fail here, by name, not in a reindex.
     validate.require_unique_node_ids(nodes, where=f"city {city.slug!r}")
     counts = graph.counts()
-    image = png(storage.city_path(city.slug, "previews", "graph_map.png"),
-                graph_map_png(nodes, edges, title=f"{city.name}: urban graph"), alt="map")  # fmt: skip
-    yield dg.Output(nodes, "nodes", metadata={
-        "count": len(nodes), "crs_metric": graph.crs_metric,
-        **{k.split("/")[1]: v for k, v in counts.items() if k.startswith("nodes/")},
-        "preview": preview(nodes, columns=["node_id", "kind", "name", "category", "lon", "lat", "node_text"]),
-        **image,
-    })  # fmt: skip
-    yield dg.Output(edges, "edges", metadata={
-        "count": len(edges),
-        **{k.split("/")[1]: v for k, v in counts.items() if k.startswith("edges/")},
-        "preview": preview(edges),
-    })  # fmt: skip
+    image = png(
+        storage.city_path(city.slug, "previews", "graph_map.png"),
+        graph_map_png(nodes, edges, title=f"{city.name}: urban graph"),
+        alt="map",
+    )
+    yield dg.Output(
+        nodes,
+        "nodes",
+        metadata={
+            "count": len(nodes),
+            "crs_metric": graph.crs_metric,
+            **{k.split("/")[1]: v for k, v in counts.items() if k.startswith("nodes/")},
+            "preview": preview(nodes, columns=["node_id", "kind", "name", "category", "lon", "lat", "node_text"]),
+            **image,
+        },
+    )
+    yield dg.Output(
+        edges,
+        "edges",
+        metadata={
+            "count": len(edges),
+            **{k.split("/")[1]: v for k, v in counts.items() if k.startswith("edges/")},
+            "preview": preview(edges),
+        },
+    )
     outcomes = {
         "node_ids_unique": validate.node_ids_unique(nodes),
         "edge_endpoints_exist": validate.endpoints_exist(nodes, edges),

@@ -23,8 +23,9 @@ from ugdata_pipeline.resources import CityRegistryResource, ImageSourceResource,
 _OSM = ("osm_streets", "osm_pois", "osm_aois", "osm_trees")
 
 
-def _extract(city_source: str, streets: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, aois: gpd.GeoDataFrame,
-             trees: gpd.GeoDataFrame) -> OsmExtract:  # fmt: skip
+def _extract(
+    city_source: str, streets: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, aois: gpd.GeoDataFrame, trees: gpd.GeoDataFrame
+) -> OsmExtract:
     """The OSM tables of a city as one extract, the renderer's and Mapillary's input."""
     return OsmExtract(streets=streets, pois=pois, aois=aois, trees=trees, source=city_source)
 
@@ -42,10 +43,14 @@ def _checked_failures(context: dg.AssetExecutionContext, outcome: SourceOutcome,
     """
     failures = outcome.failures
     if len(failures):
-        examples = [f"{row.image_id} ({row.stage}, {row.attempts} attempt(s)): {row.error}"
-                    for row in failures.head(3).itertuples(index=False)]  # fmt: skip
-        context.log.warning(f"{what} of {context.partition_key}: {len(failures)} failed; by reason: "
-                            f"{failure_summary(failures)}. Examples: {'; '.join(examples)}")  # fmt: skip
+        examples = [
+            f"{row.image_id} ({row.stage}, {row.attempts} attempt(s)): {row.error}"
+            for row in failures.head(3).itertuples(index=False)
+        ]
+        context.log.warning(
+            f"{what} of {context.partition_key}: {len(failures)} failed; by reason: "
+            f"{failure_summary(failures)}. Examples: {'; '.join(examples)}"
+        )
     if outcome.shortfall:
         raise IncompleteResultError(outcome.shortfall)
     return {
@@ -84,11 +89,16 @@ def image_candidates(
     outcome = images.candidates(city, extract, crs_metric=metric_crs(osm_streets), work_dir=work_dir)
     failures = _checked_failures(context, outcome, f"{images.label()} discovery")
     frame = outcome.table
-    return dg.Output(frame, metadata={
-        "source": images.label(), "count": len(frame),
-        **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
-        **failures, "preview": preview(frame),
-    })  # fmt: skip
+    return dg.Output(
+        frame,
+        metadata={
+            "source": images.label(),
+            "count": len(frame),
+            **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
+            **failures,
+            "preview": preview(frame),
+        },
+    )
 
 
 @dg.asset(
@@ -113,22 +123,30 @@ def image_files(
     city = cities.city(context.partition_key)
     extract = _extract(city.source.describe(), osm_streets, osm_pois, osm_aois, osm_trees)
     root = local_root(storage)
-    outcome = images.fetch(city, extract, image_candidates, crs_metric=metric_crs(osm_streets), root=root,
-                           log=context.log)  # fmt: skip
+    outcome = images.fetch(
+        city, extract, image_candidates, crs_metric=metric_crs(osm_streets), root=root, log=context.log
+    )
     failures = _checked_failures(context, outcome, f"{images.label()} images")
     manifest = outcome.table
     sample = manifest.iloc[:: max(1, len(manifest) // 16)].head(16)
     sheet = {}
     if len(sample):
-        sheet = png(storage.city_path(city.slug, "previews", "contact_sheet.png"),
-                    contact_sheet([root / p for p in sample["path"]], ncols=4), alt="contact_sheet")  # fmt: skip
-    return dg.Output(manifest, metadata={
-        "source": images.label(), "count": len(manifest),
-        **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
-        **failures,
-        "preview": preview(manifest, columns=["image_id", "source", "lon", "lat", "compass_angle", "path"]),
-        **sheet,
-    })  # fmt: skip
+        sheet = png(
+            storage.city_path(city.slug, "previews", "contact_sheet.png"),
+            contact_sheet([root / p for p in sample["path"]], ncols=4),
+            alt="contact_sheet",
+        )
+    return dg.Output(
+        manifest,
+        metadata={
+            "source": images.label(),
+            "count": len(manifest),
+            **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
+            **failures,
+            "preview": preview(manifest, columns=["image_id", "source", "lon", "lat", "compass_angle", "path"]),
+            **sheet,
+        },
+    )
 
 
 class AnchorConfig(dg.Config):
@@ -137,19 +155,34 @@ class AnchorConfig(dg.Config):
 
 @dg.multi_asset(
     outs={
-        "anchored_images": dg.AssetOut(description="Images with their street node and snap distance.",
-                                       io_manager_key="table_io_manager", kinds={"pandas"}),
-        "image_nodes": dg.AssetOut(description="One `image` node per anchored image (graph node columns).",
-                                   io_manager_key="table_io_manager", kinds={"geopandas"}),
-        "image_edges": dg.AssetOut(description="One `image_street` edge per anchored image.",
-                                   io_manager_key="table_io_manager", kinds={"pandas"}),
-    },  # fmt: skip
+        "anchored_images": dg.AssetOut(
+            description="Images with their street node and snap distance.",
+            io_manager_key="table_io_manager",
+            kinds={"pandas"},
+        ),
+        "image_nodes": dg.AssetOut(
+            description="One `image` node per anchored image (graph node columns).",
+            io_manager_key="table_io_manager",
+            kinds={"geopandas"},
+        ),
+        "image_edges": dg.AssetOut(
+            description="One `image_street` edge per anchored image.",
+            io_manager_key="table_io_manager",
+            kinds={"pandas"},
+        ),
+    },
     ins={"image_files": dg.AssetIn(), "nodes": dg.AssetIn()},
     partitions_def=city_partitions,
     group_name="imagery",
-    check_specs=[dg.AssetCheckSpec("images_snapped", asset="anchored_images", blocking=False,
-                                   description=">= 80 % of images lie within the snap distance of a street.")],
-)  # fmt: skip
+    check_specs=[
+        dg.AssetCheckSpec(
+            "images_snapped",
+            asset="anchored_images",
+            blocking=False,
+            description=">= 80 % of images lie within the snap distance of a street.",
+        )
+    ],
+)
 def image_anchoring(
     context: dg.AssetExecutionContext,
     config: AnchorConfig,
@@ -159,19 +192,28 @@ def image_anchoring(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Snap each image to its nearest street and add it to the graph as an `image` node."""
     city = cities.city(context.partition_key)
-    result = anchor_images(image_files, nodes, city_name=city.name, country=city.country,
-                           max_snap_m=config.max_snap_m)  # fmt: skip
+    result = anchor_images(image_files, nodes, city_name=city.name, country=city.country, max_snap_m=config.max_snap_m)
     kept = len(result.images)
     share = kept / max(1, len(image_files))
-    yield dg.Output(result.images, "anchored_images", metadata={
-        "count": kept, "dropped": result.dropped, "snapped_share": round(share, 4),
-        "snap_distance_m_median": float(result.images["snap_distance_m"].median()) if kept else 0.0,
-        "preview": preview(result.images, columns=["image_id", "street_node", "snap_distance_m", "compass_angle"]),
-    })  # fmt: skip
+    yield dg.Output(
+        result.images,
+        "anchored_images",
+        metadata={
+            "count": kept,
+            "dropped": result.dropped,
+            "snapped_share": round(share, 4),
+            "snap_distance_m_median": float(result.images["snap_distance_m"].median()) if kept else 0.0,
+            "preview": preview(result.images, columns=["image_id", "street_node", "snap_distance_m", "compass_angle"]),
+        },
+    )
     yield dg.Output(result.image_nodes, "image_nodes", metadata={"count": len(result.image_nodes)})
     yield dg.Output(result.image_edges, "image_edges", metadata={"count": len(result.image_edges)})
-    outcome = CheckOutcome(passed=share >= 0.8 or not len(image_files), observed=round(share, 4), expected=">= 0.8",
-                           examples=list(result.dropped_ids[:5]))  # fmt: skip
+    outcome = CheckOutcome(
+        passed=share >= 0.8 or not len(image_files),
+        observed=round(share, 4),
+        expected=">= 0.8",
+        examples=list(result.dropped_ids[:5]),
+    )
     yield check_result("images_snapped", outcome, asset_key="anchored_images", blocking_severity=False)
 
 
@@ -188,11 +230,16 @@ class SplitConfig(dg.Config):
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec("no_test_near_train", asset="images", blocking=True,
-                          description="No test image lies within the buffer of a train image."),
-        dg.AssetCheckSpec("no_sequence_spans_splits", asset="images", blocking=True,
-                          description="Every sequence lies in one split."),
-    ],  # fmt: skip
+        dg.AssetCheckSpec(
+            "no_test_near_train",
+            asset="images",
+            blocking=True,
+            description="No test image lies within the buffer of a train image.",
+        ),
+        dg.AssetCheckSpec(
+            "no_sequence_spans_splits", asset="images", blocking=True, description="Every sequence lies in one split."
+        ),
+    ],
 )
 def images(
     context: dg.AssetExecutionContext,
@@ -204,17 +251,25 @@ def images(
     """The city's images with train/val/test splits: spatial blocks with buffers; a held-out city is all test."""
     city = cities.city(context.partition_key)
     fractions = (config.train_share, config.val_share, 1.0 - config.train_share - config.val_share)
-    split = assign_splits(anchored_images, city_split=city.split, buffer_m=config.buffer_m, fractions=fractions,
-                          seed=config.seed)  # fmt: skip
+    split = assign_splits(
+        anchored_images, city_split=city.split, buffer_m=config.buffer_m, fractions=fractions, seed=config.seed
+    )
     by_split = split["split"].value_counts().to_dict()
-    image = png(storage.city_path(city.slug, "previews", "images_by_split.png"),
-                split_map_png(split, title=f"{city.name}: images by split ({city.split} city)"), alt="map")  # fmt: skip
-    yield dg.Output(split, metadata={
-        "count": len(split), "by_split": dg.MetadataValue.json({str(k): int(v) for k, v in by_split.items()}),
-        "buffer_m": config.buffer_m, "city_split": city.split,
-        "preview": preview(split, columns=["image_id", "split", "cell", "street_node", "lon", "lat"]),
-        **image,
-    })  # fmt: skip
+    image = png(
+        storage.city_path(city.slug, "previews", "images_by_split.png"),
+        split_map_png(split, title=f"{city.name}: images by split ({city.split} city)"),
+        alt="map",
+    )
+    yield dg.Output(
+        split,
+        metadata={
+            "count": len(split),
+            "by_split": dg.MetadataValue.json({str(k): int(v) for k, v in by_split.items()}),
+            "buffer_m": config.buffer_m,
+            "city_split": city.split,
+            "preview": preview(split, columns=["image_id", "split", "cell", "street_node", "lon", "lat"]),
+            **image,
+        },
+    )
     yield check_result("no_test_near_train", no_test_near_train(split, config.buffer_m), asset_key="images")
     yield check_result("no_sequence_spans_splits", no_sequence_spans_splits(split), asset_key="images")
-

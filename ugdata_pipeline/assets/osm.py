@@ -33,8 +33,12 @@ def osm_extract(
     summary = extract.summary()
     context.log.info(f"{city.slug}: {summary}")
     shared = {"source": summary["source"], "osm_snapshot": summary["snapshot"], "city": city.name}
-    tables = {"osm_streets": extract.streets, "osm_pois": extract.pois, "osm_aois": extract.aois,
-              "osm_trees": extract.trees}  # fmt: skip
+    tables = {
+        "osm_streets": extract.streets,
+        "osm_pois": extract.pois,
+        "osm_aois": extract.aois,
+        "osm_trees": extract.trees,
+    }
     for name, frame in tables.items():
         if name == "osm_trees":
             yield dg.Output(frame, name, metadata={**shared, "count": len(frame)})
@@ -49,7 +53,10 @@ def osm_extract(
                 "named": int(frame["name"].notna().sum()),
                 "by_category": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
                 "preview": preview(frame),
-                **({k: v for k, v in summary.items() if k.startswith(("skipped", "repaired"))}
-                   if name != "osm_pois" else {}),
+                **(
+                    {k: v for k, v in summary.items() if k.startswith(("skipped", "repaired"))}
+                    if name != "osm_pois"
+                    else {}
+                ),
             },
         )

@@ -34,16 +34,21 @@ _CHECKS = (
 
 @dg.multi_asset(
     outs={
-        "srp": dg.AssetOut(description="Spatial reasoning paths: one row per (image, path), target text apart.",
-                           io_manager_key="table_io_manager", kinds={"pandas"}),
-        "srp_missing": dg.AssetOut(description="Images without a path, and why.",
-                                   io_manager_key="table_io_manager", kinds={"pandas"}),
-    },  # fmt: skip
+        "srp": dg.AssetOut(
+            description="Spatial reasoning paths: one row per (image, path), target text apart.",
+            io_manager_key="table_io_manager",
+            kinds={"pandas"},
+        ),
+        "srp_missing": dg.AssetOut(
+            description="Images without a path, and why.", io_manager_key="table_io_manager", kinds={"pandas"}
+        ),
+    },
     ins={name: dg.AssetIn(name) for name in ("nodes", "edges", "image_nodes", "image_edges", "images")},
     partitions_def=city_partitions,
     group_name="reasoning",
-    check_specs=[dg.AssetCheckSpec(name, asset="srp", blocking=blocking, description=text)
-                 for name, blocking, text in _CHECKS],  # fmt: skip
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="srp", blocking=blocking, description=text) for name, blocking, text in _CHECKS
+    ],
 )
 def spatial_reasoning_paths(
     context: dg.AssetExecutionContext,
@@ -59,30 +64,51 @@ def spatial_reasoning_paths(
     """Stratified routes from every image to POIs/AOIs 2-8 hops away, as triple chains and sentences."""
     city = cities.city(context.partition_key)
     all_nodes, all_edges = anchored_graph(nodes, edges, image_nodes, image_edges)
-    core = PathConfig(max_paths=config.max_paths, min_hops=config.min_hops, max_hops=config.max_hops,
-                      max_distance_m=config.max_distance_m, seed=config.seed)  # fmt: skip
+    core = PathConfig(
+        max_paths=config.max_paths,
+        min_hops=config.min_hops,
+        max_hops=config.max_hops,
+        max_distance_m=config.max_distance_m,
+        seed=config.seed,
+    )
     result = build_paths(all_nodes, all_edges, images, city=city.slug, config=core)
     paths, missing = result.paths, result.missing
     charts = {}
     if len(paths):
-        charts |= png(storage.city_path(city.slug, "previews", "srp_hops.png"), hop_histogram_png(paths),
-                      alt="hop_histogram")  # fmt: skip
-        charts |= png(storage.city_path(city.slug, "previews", "srp_distances.png"), distance_histogram_png(paths),
-                      alt="distance_histogram")  # fmt: skip
-    examples = "\n\n".join(f"**{row.path_type}, {row.hops} hops** — query: {row.path_sentence}  \nanswer: "
-                           f"{row.target_text}" for row in paths.head(4).itertuples())  # fmt: skip
-    yield dg.Output(paths, "srp", metadata={
-        "count": len(paths), "images_with_paths": int(paths["image_id"].nunique()) if len(paths) else 0,
-        **{k: v for k, v in result.counts.items() if isinstance(v, int | float)},
-        "examples": dg.MetadataValue.md(examples or "no paths"),
-        "preview": preview(paths, columns=["image_id", "target_name", "hops", "path_type", "path_text",
-                                           "target_text"]),
-        **charts,
-    })  # fmt: skip
-    yield dg.Output(missing, "srp_missing", metadata={
-        "count": len(missing),
-        "by_reason": dg.MetadataValue.json({str(k): int(v) for k, v in missing["reason"].value_counts().items()}),
-    })  # fmt: skip
+        charts |= png(
+            storage.city_path(city.slug, "previews", "srp_hops.png"), hop_histogram_png(paths), alt="hop_histogram"
+        )
+        charts |= png(
+            storage.city_path(city.slug, "previews", "srp_distances.png"),
+            distance_histogram_png(paths),
+            alt="distance_histogram",
+        )
+    examples = "\n\n".join(
+        f"**{row.path_type}, {row.hops} hops** — query: {row.path_sentence}  \nanswer: {row.target_text}"
+        for row in paths.head(4).itertuples()
+    )
+    yield dg.Output(
+        paths,
+        "srp",
+        metadata={
+            "count": len(paths),
+            "images_with_paths": int(paths["image_id"].nunique()) if len(paths) else 0,
+            **{k: v for k, v in result.counts.items() if isinstance(v, int | float)},
+            "examples": dg.MetadataValue.md(examples or "no paths"),
+            "preview": preview(
+                paths, columns=["image_id", "target_name", "hops", "path_type", "path_text", "target_text"]
+            ),
+            **charts,
+        },
+    )
+    yield dg.Output(
+        missing,
+        "srp_missing",
+        metadata={
+            "count": len(missing),
+            "by_reason": dg.MetadataValue.json({str(k): int(v) for k, v in missing["reason"].value_counts().items()}),
+        },
+    )
     outcomes = {
         "every_image_has_path_or_reason": validate.every_image_has_path_or_reason(images, paths, missing),
         "paths_are_walks": validate.paths_are_walks(paths, all_edges),

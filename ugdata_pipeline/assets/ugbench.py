@@ -31,13 +31,21 @@ class BenchTasksConfig(dg.Config):
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec("benchmark_records_valid", asset="benchmark_tasks", blocking=True,
-                          description="One correct candidate, groups that share one candidate set, distractors in "
-                                      "the distance band, no query-answer leakage, records only from this city."),
-        dg.AssetCheckSpec("no_blind_shortcut", asset="benchmark_tasks", blocking=True,
-                          description="No blind scorer (candidate-only, query-text-only, graph-only) beats chance "
-                                      "by more than 5 points Hit@1 or Hit@5 on a headline row."),
-    ],  # fmt: skip
+        dg.AssetCheckSpec(
+            "benchmark_records_valid",
+            asset="benchmark_tasks",
+            blocking=True,
+            description="One correct candidate, groups that share one candidate set, distractors in "
+            "the distance band, no query-answer leakage, records only from this city.",
+        ),
+        dg.AssetCheckSpec(
+            "no_blind_shortcut",
+            asset="benchmark_tasks",
+            blocking=True,
+            description="No blind scorer (candidate-only, query-text-only, graph-only) beats chance "
+            "by more than 5 points Hit@1 or Hit@5 on a headline row.",
+        ),
+    ],
 )
 def benchmark_tasks(
     context: dg.AssetExecutionContext,
@@ -57,29 +65,49 @@ def benchmark_tasks(
     from ugdata_pipeline.ugbench.evaluate import evaluate
 
     city = cities.city(context.partition_key)
-    core = BenchConfig(seed=config.seed, n_distractors=config.n_distractors,
-                       max_records_per_task=config.max_records_per_task)  # fmt: skip
-    inputs = CityInputs(city=city.slug, role=city.split, images=images, nodes=nodes, edges=edges,
-                        subgraph_nodes=subgraph_nodes, subgraph_edges=subgraph_edges, osm_aois=osm_aois,
-                        osm_pois=osm_pois, osm_trees=osm_trees)  # fmt: skip
+    core = BenchConfig(
+        seed=config.seed, n_distractors=config.n_distractors, max_records_per_task=config.max_records_per_task
+    )
+    inputs = CityInputs(
+        city=city.slug,
+        role=city.split,
+        images=images,
+        nodes=nodes,
+        edges=edges,
+        subgraph_nodes=subgraph_nodes,
+        subgraph_edges=subgraph_edges,
+        osm_aois=osm_aois,
+        osm_pois=osm_pois,
+        osm_trees=osm_trees,
+    )
     tasks, stats = build_tasks([inputs], config=core)
     problems = validate_tasks(tasks, config=core, images_by_city={city.slug: set(images["image_id"].astype(str))})
     blind = evaluate(tasks, {}, subgraph_nodes=subgraph_nodes, subgraph_edges=subgraph_edges, bootstrap=500).results
     shortcuts = shortcut_problems(blind)
     top = blind.assign(excess=blind["hit@5"] - blind["chance_hit@5"]).sort_values("excess", ascending=False)
-    yield dg.Output(tasks, metadata={
-        "dagster/row_count": len(tasks), "by_task": dg.MetadataValue.json(task_summary(tasks)),
-        "skipped": dg.MetadataValue.json({k: v for k, v in stats.as_metadata().items() if k.startswith("skipped")}),
-        "clusters": int(tasks["cluster"].nunique()) if len(tasks) else 0,
-        "preview": preview(tasks, columns=["record_id", "task", "query_type", "group_id", "cluster", "query_text",
-                                           "ground_truth"]),
-        "blind_scorers": preview(top, rows=12, columns=["task", "query_type", "mode", "model", "hit@1", "hit@5",
-                                                        "chance_hit@5"]),
-    })  # fmt: skip
+    yield dg.Output(
+        tasks,
+        metadata={
+            "dagster/row_count": len(tasks),
+            "by_task": dg.MetadataValue.json(task_summary(tasks)),
+            "skipped": dg.MetadataValue.json({k: v for k, v in stats.as_metadata().items() if k.startswith("skipped")}),
+            "clusters": int(tasks["cluster"].nunique()) if len(tasks) else 0,
+            "preview": preview(
+                tasks, columns=["record_id", "task", "query_type", "group_id", "cluster", "query_text", "ground_truth"]
+            ),
+            "blind_scorers": preview(
+                top, rows=12, columns=["task", "query_type", "mode", "model", "hit@1", "hit@5", "chance_hit@5"]
+            ),
+        },
+    )
     outcome = CheckOutcome(passed=not problems, observed=len(problems), expected=0, examples=problems[:5])
     yield check_result("benchmark_records_valid", outcome, asset_key="benchmark_tasks")
-    outcome = CheckOutcome(passed=not shortcuts, observed=len(shortcuts), examples=shortcuts[:5],
-                           expected="no blind scorer more than 5 points above chance on a headline row")  # fmt: skip
+    outcome = CheckOutcome(
+        passed=not shortcuts,
+        observed=len(shortcuts),
+        examples=shortcuts[:5],
+        expected="no blind scorer more than 5 points above chance on a headline row",
+    )
     yield check_result("no_blind_shortcut", outcome, asset_key="benchmark_tasks")
 
 
@@ -95,9 +123,15 @@ class BenchmarkConfig(dg.Config):
     group_name="ugbench",
     kinds={"pytorch"},
     pool="gpu",
-    check_specs=[dg.AssetCheckSpec("graph_matters", asset="benchmark_results", blocking=False,
-                                   description="Stage 2 scores clearly worse on graph-reading records when each "
-                                               "record gets another record's graph (clustered, paired).")],  # fmt: skip
+    check_specs=[
+        dg.AssetCheckSpec(
+            "graph_matters",
+            asset="benchmark_results",
+            blocking=False,
+            description="Stage 2 scores clearly worse on graph-reading records when each "
+            "record gets another record's graph (clustered, paired).",
+        )
+    ],
 )
 def benchmark_results(
     context: dg.AssetExecutionContext,
@@ -123,58 +157,106 @@ def benchmark_results(
     sub_edges = pd.concat([storage.read_table(slug, "subgraph_edges") for slug in built], ignore_index=True)
     root = storage.local_dir()
     seeds = trainer.seed_list()
-    models = {spec.name: [UgeModel(path) for path in
-                          current_checkpoints(root, spec.name, seeds, require_present=True).values()]
-              for spec in MODEL_SPECS}  # fmt: skip
+    models = {
+        spec.name: [
+            UgeModel(path) for path in current_checkpoints(root, spec.name, seeds, require_present=True).values()
+        ]
+        for spec in MODEL_SPECS
+    }
     short = {name: len(seeds) - len(found) for name, found in models.items() if len(found) < len(seeds)}
     if short:  # a model the family lacks changes what the report can claim: say so where the run is read
-        context.log.warning("benchmarking without trained runs for " + ", ".join(
-            f"{name} ({n} of {len(seeds)} seeds missing)" for name, n in short.items()) + "; materialize them in "
-            "training_job to compare the whole family")  # fmt: skip
+        context.log.warning(
+            "benchmarking without trained runs for "
+            + ", ".join(f"{name} ({n} of {len(seeds)} seeds missing)" for name, n in short.items())
+            + "; materialize them in "
+            "training_job to compare the whole family"
+        )
     models = {name: found for name, found in models.items() if found}
     if not models:
         msg = "no trained model found; run training_job first"
         raise FileNotFoundError(msg)
-    context.log.info(f"scoring {[(m, len(s)) for m, s in models.items()]} (model, seeds) on {len(tasks)} records "
-                     f"of {built}")  # fmt: skip
+    context.log.info(
+        f"scoring {[(m, len(s)) for m, s in models.items()]} (model, seeds) on {len(tasks)} records of {built}"
+    )
     cache = storage.local_dir("_cache", "embeddings")
-    evaluation = evaluate(tasks, models, modes=config.modes, bootstrap=config.bootstrap, seed=config.seed,
-                          subgraph_nodes=sub_nodes, subgraph_edges=sub_edges, image_root=root, cache_dir=cache,
-                          limit_per_group=config.limit_per_group)  # fmt: skip
-    seed_note = (f"Every model was trained with {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); with one seed "
-                 "the intervals cover the sampling of places, not the variability of training.")  # fmt: skip
+    evaluation = evaluate(
+        tasks,
+        models,
+        modes=config.modes,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+        subgraph_nodes=sub_nodes,
+        subgraph_edges=sub_edges,
+        image_root=root,
+        cache_dir=cache,
+        limit_per_group=config.limit_per_group,
+    )
+    seed_note = (
+        f"Every model was trained with {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); with one seed "
+        "the intervals cover the sampling of places, not the variability of training."
+    )
     report_dir = storage.local_dir("reports", "ugbench")
-    report = write_report(evaluation, report_dir, notes=[seed_note], proxies=PROXY_OF, bootstrap=config.bootstrap,
-                          seed=config.seed)  # fmt: skip
+    report = write_report(
+        evaluation, report_dir, notes=[seed_note], proxies=PROXY_OF, bootstrap=config.bootstrap, seed=config.seed
+    )
     charts = {}
     for chart in sorted(report_dir.glob("*.png"))[:4]:
         charts |= png_file(chart, alt=chart.stem)
     results = evaluation.results
-    yield dg.MaterializeResult(metadata={
-        **results_metadata(results), "cities": ", ".join(built), "models": ", ".join(models),
-        "seeds": len(seeds), "report": dg.MetadataValue.path(str(report)),
-        "headline": dg.MetadataValue.md(results_table(results, role="headline", models=list(models))),
-        **charts,
-    })  # fmt: skip
+    yield dg.MaterializeResult(
+        metadata={
+            **results_metadata(results),
+            "cities": ", ".join(built),
+            "models": ", ".join(models),
+            "seeds": len(seeds),
+            "report": dg.MetadataValue.path(str(report)),
+            "headline": dg.MetadataValue.md(results_table(results, role="headline", models=list(models))),
+            **charts,
+        }
+    )
     if "stage2" in models and "fusion" in config.modes:
-        check = graph_dependence(models["stage2"][0], tasks, subgraph_nodes=sub_nodes, subgraph_edges=sub_edges,
-                                 image_root=root, cache_dir=cache, bootstrap=config.bootstrap, seed=config.seed)
+        check = graph_dependence(
+            models["stage2"][0],
+            tasks,
+            subgraph_nodes=sub_nodes,
+            subgraph_edges=sub_edges,
+            image_root=root,
+            cache_dir=cache,
+            bootstrap=config.bootstrap,
+            seed=config.seed,
+        )
         mrr = check[check["metric"] == "mrr"]
         passed = bool(len(mrr)) and bool((mrr["verdict"] == "a better").all())
         if len(mrr):
             row = mrr.iloc[0]
-            detail = (f"MRR with own graphs {100 * row['mean_a']:.1f}, swapped {100 * row['mean_b']:.1f}: difference "
-                      f"{100 * row['diff']:+.1f} points [{100 * row['lo']:+.1f}, {100 * row['hi']:+.1f}], "
-                      f"{int(row['n'])} records in {int(row['n_clusters'])} clusters")  # fmt: skip
+            detail = (
+                f"MRR with own graphs {100 * row['mean_a']:.1f}, swapped {100 * row['mean_b']:.1f}: difference "
+                f"{100 * row['diff']:+.1f} points [{100 * row['lo']:+.1f}, {100 * row['hi']:+.1f}], "
+                f"{int(row['n'])} records in {int(row['n_clusters'])} clusters"
+            )
             observed = round(100 * float(row["diff"]), 2)
         else:
             detail, observed = "no grounding records to check", 0.0
-        yield check_result("graph_matters", CheckOutcome(
-            passed=passed, observed=observed, examples=[detail],
-            expected="MRR clearly lower with swapped graphs (the clustered interval of own - swapped above 0)"),
-            asset_key="benchmark_results", blocking_severity=False)  # fmt: skip
+        yield check_result(
+            "graph_matters",
+            CheckOutcome(
+                passed=passed,
+                observed=observed,
+                examples=[detail],
+                expected="MRR clearly lower with swapped graphs (the clustered interval of own - swapped above 0)",
+            ),
+            asset_key="benchmark_results",
+            blocking_severity=False,
+        )
     else:
-        yield check_result("graph_matters", CheckOutcome(passed=True, observed=0.0, examples=["no stage-2 model or "
-                                                         "no fusion mode: nothing to check"],
-                                                         expected="own graphs clearly better than swapped graphs"),
-                           asset_key="benchmark_results", blocking_severity=False)  # fmt: skip
+        yield check_result(
+            "graph_matters",
+            CheckOutcome(
+                passed=True,
+                observed=0.0,
+                examples=["no stage-2 model or no fusion mode: nothing to check"],
+                expected="own graphs clearly better than swapped graphs",
+            ),
+            asset_key="benchmark_results",
+            blocking_severity=False,
+        )

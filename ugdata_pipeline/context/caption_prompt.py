@@ -118,10 +118,12 @@ def _marker(word: str) -> str:
     return rf"(?:\*\*\s*{word}\s*:?\s*\*\*\s*:?|{word}\s*:\s*\**|^[ \t]*#+[ \t]*{word}[ \t]*:?[ \t]*$)"
 
 
-_IMAGE_MARKER = re.compile(r"\A\s*" + _marker(r"(?:image(?:\s+caption)?|caption)") + r"\s*",
-                           re.IGNORECASE | re.MULTILINE)  # fmt: skip
-_SUMMARY_MARKER = re.compile(r"(?:^|(?<=\s))[ \t]*" + _marker(r"summari[sz]ation") + r"[ \t]*",
-                             re.IGNORECASE | re.MULTILINE)  # fmt: skip
+_IMAGE_MARKER = re.compile(
+    r"\A\s*" + _marker(r"(?:image(?:\s+caption)?|caption)") + r"\s*", re.IGNORECASE | re.MULTILINE
+)
+_SUMMARY_MARKER = re.compile(
+    r"(?:^|(?<=\s))[ \t]*" + _marker(r"summari[sz]ation") + r"[ \t]*", re.IGNORECASE | re.MULTILINE
+)
 
 
 def _check_section(name: str, text: str) -> str:

@@ -55,8 +55,12 @@ def failure_summary(captions: pd.DataFrame, *, examples: int = 2) -> pd.DataFram
     if len(failed):
         reasons = failed["error"].map(failure_reason)
         for reason, group in failed.groupby(reasons, sort=False):
-            shown = [f"{i}: {e}" for i, e in zip(group["image_id"].astype(str).head(examples),
-                                                  group["error"].head(examples), strict=True)]  # fmt: skip
+            shown = [
+                f"{i}: {e}"
+                for i, e in zip(
+                    group["image_id"].astype(str).head(examples), group["error"].head(examples), strict=True
+                )
+            ]
             rows.append({"reason": str(reason), "count": len(group), "examples": "; ".join(shown)})
     summary = pd.DataFrame(rows, columns=["reason", "count", "examples"])
     return summary.sort_values(["count", "reason"], ascending=[False, True], kind="stable").reset_index(drop=True)
@@ -76,8 +80,10 @@ def describe_failures(summary: pd.DataFrame, *, top: int = 3) -> str:
 def failed_share_limit(value: float) -> float:
     """``max_failed_share`` checked before any work: a share in [0, 1]."""
     if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
-        msg = (f"captioner.max_failed_share must be a share between 0 and 1 (e.g. 0.02 for 2 %), got {value!r}; "
-               "fix the captioner resource's configuration")  # fmt: skip
+        msg = (
+            f"captioner.max_failed_share must be a share between 0 and 1 (e.g. 0.02 for 2 %), got {value!r}; "
+            "fix the captioner resource's configuration"
+        )
         raise CaptionerConfigError(msg)
     return float(value)
 
@@ -96,10 +102,12 @@ def require_complete(captions: pd.DataFrame, *, city: str, max_failed_share: flo
     failed = int((captions["status"] != "done").sum())
     if not total or failed / total <= limit:
         return
-    msg = (f"captions of city {city!r}: {failed}/{total} images failed ({failed / total:.1%}, more than "
-           f"max_failed_share {limit:.1%}): {describe_failures(failure_summary(captions))}. The previous captions "
-           f"table is kept. Fix the endpoint, then re-materialize the `captions` asset for {city!r}: finished "
-           "captions are cached and not requested again, only the failed images are.")  # fmt: skip
+    msg = (
+        f"captions of city {city!r}: {failed}/{total} images failed ({failed / total:.1%}, more than "
+        f"max_failed_share {limit:.1%}): {describe_failures(failure_summary(captions))}. The previous captions "
+        f"table is kept. Fix the endpoint, then re-materialize the `captions` asset for {city!r}: finished "
+        "captions are cached and not requested again, only the failed images are."
+    )
     raise IncompleteResultError(msg)
 
 
@@ -134,33 +142,113 @@ def both_sections_share(captions: pd.DataFrame, *, minimum: float = 0.95) -> Gat
     """
     if captions.empty:
         return GateResult(CheckOutcome(True, 1.0, f">= {minimum:.0%} of captions with both sections"), {"rows": 0})
-    ok = np.array([_present(c) and _present(s) for c, s in zip(captions["image_caption"],
-                                                               captions["summarization"], strict=True)])  # fmt: skip
+    ok = np.array(
+        [_present(c) and _present(s) for c, s in zip(captions["image_caption"], captions["summarization"], strict=True)]
+    )
     share = float(ok.mean())
     examples = captions.loc[~ok, "image_id"].astype(str).tolist()
-    figures = {"rows": len(captions), "with_both_sections": int(ok.sum()),
-               "failed": int((captions["status"] != "done").sum())}  # fmt: skip
-    return GateResult(CheckOutcome(share >= minimum, round(share, 4), f">= {minimum:.0%} of captions with both "
-                                   "sections", examples), figures)  # fmt: skip
+    figures = {
+        "rows": len(captions),
+        "with_both_sections": int(ok.sum()),
+        "failed": int((captions["status"] != "done").sum()),
+    }
+    return GateResult(
+        CheckOutcome(share >= minimum, round(share, 4), f">= {minimum:.0%} of captions with both sections", examples),
+        figures,
+    )
 
 
 _TOKEN = re.compile(r"[^\W_](?:[\w'’.-]*[^\W_])?")
 _STREET_WORDS = (
-    "Street", "St", "Avenue", "Ave", "Road", "Rd", "Boulevard", "Blvd", "Lane", "Drive", "Way", "Place", "Square",
-    "Court", "Terrace", "Crescent", "Parkway", "Highway", "Alley", "Row", "Park", "Bridge", "Quay", "Embankment",
-    "Gardens", "Plaza", "Market", "Station",
-)  # fmt: skip
-_COMPOUND_SUFFIXES = ("katu", "tie", "kuja", "polku", "tori", "puisto", "ranta", "väylä", "gatan", "vägen", "strasse",
-                      "straße", "platz", "weg")  # fmt: skip
+    "Street",
+    "St",
+    "Avenue",
+    "Ave",
+    "Road",
+    "Rd",
+    "Boulevard",
+    "Blvd",
+    "Lane",
+    "Drive",
+    "Way",
+    "Place",
+    "Square",
+    "Court",
+    "Terrace",
+    "Crescent",
+    "Parkway",
+    "Highway",
+    "Alley",
+    "Row",
+    "Park",
+    "Bridge",
+    "Quay",
+    "Embankment",
+    "Gardens",
+    "Plaza",
+    "Market",
+    "Station",
+)
+_COMPOUND_SUFFIXES = (
+    "katu",
+    "tie",
+    "kuja",
+    "polku",
+    "tori",
+    "puisto",
+    "ranta",
+    "väylä",
+    "gatan",
+    "vägen",
+    "strasse",
+    "straße",
+    "platz",
+    "weg",
+)
 _CAP = r"[A-ZÀ-ÖØ-Þ][\w'’.-]*"
 _STREET_PHRASE = re.compile(rf"\b((?:{_CAP}\s+){{1,4}}(?:{'|'.join(_STREET_WORDS)}))\b\.?")
 _COMPOUND_WORD = re.compile(rf"\b([A-ZÀ-ÖØ-Þ][a-zà-öø-ÿ]+(?:{'|'.join(_COMPOUND_SUFFIXES)}))\b")
 #: Capitalised words that start a sentence or a prepositional phrase rather than a name.
-_LEADING_STOPWORDS = frozenset((
-    "the", "a", "an", "along", "on", "at", "near", "from", "to", "in", "by", "this", "that", "past", "beside",
-    "towards", "toward", "into", "onto", "off", "across", "behind", "opposite", "and", "or", "of", "with", "while",
-    "where", "when", "its", "their", "our", "your", "his", "her",
-))  # fmt: skip
+_LEADING_STOPWORDS = frozenset(
+    (
+        "the",
+        "a",
+        "an",
+        "along",
+        "on",
+        "at",
+        "near",
+        "from",
+        "to",
+        "in",
+        "by",
+        "this",
+        "that",
+        "past",
+        "beside",
+        "towards",
+        "toward",
+        "into",
+        "onto",
+        "off",
+        "across",
+        "behind",
+        "opposite",
+        "and",
+        "or",
+        "of",
+        "with",
+        "while",
+        "where",
+        "when",
+        "its",
+        "their",
+        "our",
+        "your",
+        "his",
+        "her",
+    )
+)
 
 
 def _norm_tokens(text: str) -> list[str]:
@@ -271,11 +359,22 @@ def hallucination_rate(
             flagged += 1
             examples.append(f"{image_id}: {', '.join(bad[:3])}")
     rate = flagged / checked if checked else 0.0
-    figures = {"summaries_checked": checked, "summaries_with_ungrounded_names": flagged, "mentions": n_mentions,
-               "ungrounded_mentions": n_bad,
-               "mention_hallucination_rate": round(n_bad / n_mentions, 4) if n_mentions else 0.0}  # fmt: skip
-    return GateResult(CheckOutcome(rate <= maximum, round(rate, 4), f"<= {maximum:.0%} of summarizations name a "
-                                   "place outside their subgraph", examples), figures)  # fmt: skip
+    figures = {
+        "summaries_checked": checked,
+        "summaries_with_ungrounded_names": flagged,
+        "mentions": n_mentions,
+        "ungrounded_mentions": n_bad,
+        "mention_hallucination_rate": round(n_bad / n_mentions, 4) if n_mentions else 0.0,
+    }
+    return GateResult(
+        CheckOutcome(
+            rate <= maximum,
+            round(rate, 4),
+            f"<= {maximum:.0%} of summarizations name a place outside their subgraph",
+            examples,
+        ),
+        figures,
+    )
 
 
 def _minhash_signatures(shingle_sets: list[set[str]], n_hashes: int, seed: int) -> np.ndarray:
@@ -287,8 +386,10 @@ def _minhash_signatures(shingle_sets: list[set[str]], n_hashes: int, seed: int) 
     for row, shingles in enumerate(shingle_sets):
         if not shingles:
             continue
-        x = np.array([int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "big") for s in shingles],
-                     dtype=np.uint64)  # fmt: skip
+        x = np.array(
+            [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "big") for s in shingles],
+            dtype=np.uint64,
+        )
         signatures[row] = ((np.outer(x, a) + b) % prime).min(axis=0)
     return signatures
 
@@ -319,18 +420,24 @@ def homogeneity(
     design), free VLM captions well above that; compare the figure across models rather than against the floor.
     """
     done = captions[captions["status"] == "done"]
-    pairs = [(str(i), f"{c or ''} {s or ''}".strip()) for i, c, s in zip(done["image_id"], done["image_caption"],
-                                                                       done["summarization"], strict=True)]  # fmt: skip
+    pairs = [
+        (str(i), f"{c or ''} {s or ''}".strip())
+        for i, c, s in zip(done["image_id"], done["image_caption"], done["summarization"], strict=True)
+    ]
     pairs = [(i, t) for i, t in pairs if t]
     ids, texts = [i for i, _ in pairs], [t for _, t in pairs]
-    expected = (f"distinct-2gram ratio >= {min_distinct_2gram_ratio} and <= {max_near_duplicate_rate:.0%} "
-                "near-duplicates")  # fmt: skip
+    expected = (
+        f"distinct-2gram ratio >= {min_distinct_2gram_ratio} and <= {max_near_duplicate_rate:.0%} near-duplicates"
+    )
     if len(texts) < 2:
-        return GateResult(CheckOutcome(True, 0.0, expected), {"texts": len(texts), "distinct_2gram_ratio": 1.0,
-                                                              "near_duplicate_rate": 0.0})  # fmt: skip
+        return GateResult(
+            CheckOutcome(True, 0.0, expected),
+            {"texts": len(texts), "distinct_2gram_ratio": 1.0, "near_duplicate_rate": 0.0},
+        )
     rng = np.random.default_rng(seed)
-    sample_index = (rng.choice(len(texts), size=sample_size, replace=False) if len(texts) > sample_size
-                    else np.arange(len(texts)))  # fmt: skip
+    sample_index = (
+        rng.choice(len(texts), size=sample_size, replace=False) if len(texts) > sample_size else np.arange(len(texts))
+    )
     bigrams: list[tuple[str, str]] = []
     tokens = [_norm_tokens(t) for t in texts]
     for idx in sample_index:
@@ -362,6 +469,10 @@ def homogeneity(
     near_rate = float(duplicate.mean())
     passed = distinct_ratio >= min_distinct_2gram_ratio and near_rate <= max_near_duplicate_rate
     examples = [ids[k] for k in np.flatnonzero(duplicate)]
-    figures = {"texts": len(texts), "distinct_2gram_ratio": round(distinct_ratio, 4),
-               "near_duplicate_rate": round(near_rate, 4), "candidate_pairs": len(checked_pairs)}  # fmt: skip
+    figures = {
+        "texts": len(texts),
+        "distinct_2gram_ratio": round(distinct_ratio, 4),
+        "near_duplicate_rate": round(near_rate, 4),
+        "candidate_pairs": len(checked_pairs),
+    }
     return GateResult(CheckOutcome(passed, round(near_rate, 4), expected, examples), figures)

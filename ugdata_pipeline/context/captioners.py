@@ -171,23 +171,37 @@ def build_caption_requests(
         names = names_by_image(named)
         nearest = named[named["kind"] != "street"].sort_values(["image_id", "distance_m"], kind="stable")
         nearest = nearest.groupby("image_id", sort=False).head(max_places)
-        bearings = np.degrees(np.arctan2(nearest["dx_m"].to_numpy(dtype=float),
-                                         nearest["dy_m"].to_numpy(dtype=float))) % 360.0  # fmt: skip
+        bearings = (
+            np.degrees(np.arctan2(nearest["dx_m"].to_numpy(dtype=float), nearest["dy_m"].to_numpy(dtype=float))) % 360.0
+        )
         categories = nearest["category"].astype(object).where(nearest["category"].notna(), None).tolist()
         for image_id, name, kind, category, distance, bearing in zip(
-                nearest["image_id"].astype(str).tolist(), nearest["name"].astype(str).tolist(),
-                nearest["kind"].astype(str).tolist(), categories, nearest["distance_m"].astype(float).tolist(),
-                bearings.tolist(), strict=True):  # fmt: skip
-            places[image_id].append(CaptionPlace(name, kind, None if category is None else str(category), distance,
-                                                 float(bearing)))  # fmt: skip
+            nearest["image_id"].astype(str).tolist(),
+            nearest["name"].astype(str).tolist(),
+            nearest["kind"].astype(str).tolist(),
+            categories,
+            nearest["distance_m"].astype(float).tolist(),
+            bearings.tolist(),
+            strict=True,
+        ):
+            places[image_id].append(
+                CaptionPlace(name, kind, None if category is None else str(category), distance, float(bearing))
+            )
     requests = []
     for row in frame.itertuples(index=False):
         image_id = str(row.image_id)
         facts_raw = getattr(row, "scene_facts", "{}")
         facts = json.loads(facts_raw) if isinstance(facts_raw, str) and facts_raw else {}
-        requests.append(CaptionRequest(image_id, Path(root) / str(row.path), descriptions.get(image_id, ""),
-                                       facts, frozenset(names.get(image_id, set())),
-                                       tuple(places.get(image_id, ()))))  # fmt: skip
+        requests.append(
+            CaptionRequest(
+                image_id,
+                Path(root) / str(row.path),
+                descriptions.get(image_id, ""),
+                facts,
+                frozenset(names.get(image_id, set())),
+                tuple(places.get(image_id, ())),
+            )
+        )
     return requests
 
 
@@ -218,8 +232,10 @@ def validate_requests(requests: Sequence[CaptionRequest], *, need_files: bool) -
     if need_files:
         absent = [str(r.image_path) for r in requests if not r.image_path.is_file()]
         if absent:
-            msg = (f"{len(absent)} image file(s) do not exist, e.g. {absent[:3]}; run the imagery stage first or "
-                   "fix the storage root")  # fmt: skip
+            msg = (
+                f"{len(absent)} image file(s) do not exist, e.g. {absent[:3]}; run the imagery stage first or "
+                "fix the storage root"
+            )
             raise CaptionInputError(msg)
 
 
@@ -299,28 +315,46 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "A few buildings stand along the road{height}.",
         "Buildings appear at intervals{height}.",
     ),
-    "built_sparse": ("Few buildings are in sight.", "The view is open, with little built frontage.",
-                     "Built frontage is sparse here."),  # fmt: skip
+    "built_sparse": (
+        "Few buildings are in sight.",
+        "The view is open, with little built frontage.",
+        "Built frontage is sparse here.",
+    ),
     "green_lush": (
         "Greenery is abundant, with {trees} softening the scene.",
         "The street feels leafy; {trees} are visible.",
         "Vegetation takes up a large share of the view, including {trees}.",
     ),
-    "green_some": ("Some greenery breaks up the hard surfaces.", "A little vegetation is visible.",
-                   "A few trees or shrubs add some green."),  # fmt: skip
-    "green_none": ("There is hardly any vegetation.", "Hard surfaces dominate, with almost no greenery.",
-                   "Little or no greenery can be seen."),  # fmt: skip
-    "sky_open": ("A wide sky opens above the street.", "Much of the sky is visible, which makes the place feel open.",
-                 "The sky takes up a large part of the frame."),  # fmt: skip
-    "sky_closed": ("The sky is mostly hidden.", "Little sky shows between the buildings.",
-                   "The view feels enclosed, with only a sliver of sky."),  # fmt: skip
+    "green_some": (
+        "Some greenery breaks up the hard surfaces.",
+        "A little vegetation is visible.",
+        "A few trees or shrubs add some green.",
+    ),
+    "green_none": (
+        "There is hardly any vegetation.",
+        "Hard surfaces dominate, with almost no greenery.",
+        "Little or no greenery can be seen.",
+    ),
+    "sky_open": (
+        "A wide sky opens above the street.",
+        "Much of the sky is visible, which makes the place feel open.",
+        "The sky takes up a large part of the frame.",
+    ),
+    "sky_closed": (
+        "The sky is mostly hidden.",
+        "Little sky shows between the buildings.",
+        "The view feels enclosed, with only a sliver of sky.",
+    ),
     "visible": (
         "A {label} building stands {where}{dist}.",
         "{Where} is a {label} building{dist}.",
         "One can make out a {label} building {where}{dist}.",
     ),
-    "unnamed": ("Besides, {unnamed} can be seen.", "The scene also includes {unnamed}.",
-                "The view is completed by {unnamed}."),  # fmt: skip
+    "unnamed": (
+        "Besides, {unnamed} can be seen.",
+        "The scene also includes {unnamed}.",
+        "The view is completed by {unnamed}.",
+    ),
     "s_open_street": (
         "The image is located on {street} in the spatial network.",
         "In the network, this view belongs to {street}.",
@@ -328,8 +362,10 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "This location lies along {street}.",
         "Within the street network, the camera is positioned on {street}.",
     ),
-    "s_open_plain": ("The image lies within the described street network.",
-                     "This view belongs to the surrounding street network."),  # fmt: skip
+    "s_open_plain": (
+        "The image lies within the described street network.",
+        "This view belongs to the surrounding street network.",
+    ),
     "s_place": (
         "{name} ({label}) lies {dist} to the {direction}.",
         "About {dist} {direction} of the camera is {name}, listed as {label}.",
@@ -338,14 +374,19 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "The network places {name} ({label}) {dist} to the {direction}.",
     ),
     "s_names": ("Nearby places in the network include {names}.", "The network around it also holds {names}."),
-    "s_seen": ("{name} is visible in the image, which ties the view to the network.",
-               "Seeing {name} confirms the position in the network.",
-               "The presence of {name} in the frame anchors the view in the network.",
-               "{name}, which appears in the picture, is also a node of the network."),  # fmt: skip
-    "s_mood": ("Overall the surroundings feel {character}.", "The setting reads as {character} for people on foot.",
-               "For wellbeing, the place comes across as {character}.",
-               "A pedestrian would likely experience the area as {character}.",
-               "The general impression of the area is {character}."),  # fmt: skip
+    "s_seen": (
+        "{name} is visible in the image, which ties the view to the network.",
+        "Seeing {name} confirms the position in the network.",
+        "The presence of {name} in the frame anchors the view in the network.",
+        "{name}, which appears in the picture, is also a node of the network.",
+    ),
+    "s_mood": (
+        "Overall the surroundings feel {character}.",
+        "The setting reads as {character} for people on foot.",
+        "For wellbeing, the place comes across as {character}.",
+        "A pedestrian would likely experience the area as {character}.",
+        "The general impression of the area is {character}.",
+    ),
 }
 _SIDE_PHRASES = {
     "ahead": ("straight ahead", "ahead of the camera", "further along the street"),
@@ -399,13 +440,25 @@ class TemplateCaptioner:
         rows = []
         for index, request in enumerate(requests, start=1):
             caption, summary = self.caption_one(request)
-            rows.append({"image_id": request.image_id, "model": self.model, "prompt_hash": digest,
-                         "image_caption": caption, "summarization": summary, "status": "done", "attempts": 1,
-                         "error": "", "prompt_tokens": 0, "completion_tokens": 0})  # fmt: skip
+            rows.append(
+                {
+                    "image_id": request.image_id,
+                    "model": self.model,
+                    "prompt_hash": digest,
+                    "image_caption": caption,
+                    "summarization": summary,
+                    "status": "done",
+                    "attempts": 1,
+                    "error": "",
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                }
+            )
             if progress is not None:
                 progress(index, len(requests))
-        self.last_stats = CaptionRunStats(requested=len(requests), done=len(requests),
-                                          wall_s=round(time.perf_counter() - started, 3))  # fmt: skip
+        self.last_stats = CaptionRunStats(
+            requested=len(requests), done=len(requests), wall_s=round(time.perf_counter() - started, 3)
+        )
         return captions_frame(rows)
 
     def caption_one(self, request: CaptionRequest) -> tuple[str, str]:
@@ -442,8 +495,17 @@ class TemplateCaptioner:
             where = _pick(_SIDE_PHRASES.get(side, _SIDE_PHRASES["ahead"]), self.seed, r.image_id, f"side{index}")
             dist = item.get("distance_m")
             dist_text = f" about {distance_phrase(float(dist))} away" if isinstance(dist, int | float) else ""
-            out.append(self._say(r, "visible", f"visible{index}", where=where, Where=where.capitalize(), dist=dist_text,
-                                 label=_label(item.get("category"), str(item.get("kind") or "place"))))  # fmt: skip
+            out.append(
+                self._say(
+                    r,
+                    "visible",
+                    f"visible{index}",
+                    where=where,
+                    Where=where.capitalize(),
+                    dist=dist_text,
+                    label=_label(item.get("category"), str(item.get("kind") or "place")),
+                )
+            )
         unnamed = sum(1 for v in visible if not v.get("name") and v.get("kind") == "building")
         if unnamed:
             noun = "building" if unnamed == 1 else "buildings"
@@ -461,9 +523,17 @@ class TemplateCaptioner:
             out = [self._say(r, "s_open_plain", "s_open")]
         places = [p for p in r.places if p.name in allowed][:3]
         for index, place in enumerate(places):
-            out.append(self._say(r, "s_place", f"s_place{index}", name=place.name,
-                                 dist=distance_phrase(place.distance_m), label=_label(place.category, place.kind),
-                                 direction=compass_word(place.bearing_deg)))  # fmt: skip
+            out.append(
+                self._say(
+                    r,
+                    "s_place",
+                    f"s_place{index}",
+                    name=place.name,
+                    dist=distance_phrase(place.distance_m),
+                    label=_label(place.category, place.kind),
+                    direction=compass_word(place.bearing_deg),
+                )
+            )
         others = sorted(n for n in allowed if n != street)[:3]
         if not places and others:
             out.append(self._say(r, "s_names", names=", ".join(others)))

@@ -32,10 +32,24 @@ from ugdata_pipeline.graph.text import compass_word, distance_phrase
 
 _TEMPLATE_FILE = "subgraph_description.txt"
 _TEMPLATE_KEYS = (
-    "location", "location_unknown", "crossing", "heading", "overview", "places_header", "place", "place_here",
-    "no_places", "connections_header", "on_street", "inside_area", "bordered_by", "next_to", "streets",
-    "street_here", "street_item",
-)  # fmt: skip
+    "location",
+    "location_unknown",
+    "crossing",
+    "heading",
+    "overview",
+    "places_header",
+    "place",
+    "place_here",
+    "no_places",
+    "connections_header",
+    "on_street",
+    "inside_area",
+    "bordered_by",
+    "next_to",
+    "streets",
+    "street_here",
+    "street_item",
+)
 _PLACE_KINDS = ("poi", "aoi")
 _NODE_FIELDS = ("node_id", "kind", "name", "category", "dx_m", "dy_m", "distance_m")
 _MAX_STREETS = 12  # streets named in the "Streets around" line
@@ -186,16 +200,20 @@ def describe_subgraph(
         msg = f"describe_subgraph is missing column(s) {missing}; pass the rows of subgraph_for(tables, image_id)"
         raise SubgraphInputError(msg)
     columns = [*_NODE_FIELDS, *(c for c in ("rank", "lon", "lat") if c in nodes_df.columns)]
-    records = [dict(zip(columns, row, strict=True))
-               for row in nodes_df[columns].itertuples(index=False, name=None)]  # fmt: skip
+    records = [dict(zip(columns, row, strict=True)) for row in nodes_df[columns].itertuples(index=False, name=None)]
     edges = list(edges_df[["src", "dst", "kind"]].itertuples(index=False, name=None))
     return _describe(records, edges, image_row, max_places=max_places, near_m=near_m, max_chars=max_chars)
 
 
 def _describe(
-    records: list[dict[str, object]], edge_rows: list[tuple[object, object, object]],
-    image_row: Mapping[str, object] | pd.Series | None, *, max_places: int, near_m: float, max_chars: int,
-) -> str:  # fmt: skip
+    records: list[dict[str, object]],
+    edge_rows: list[tuple[object, object, object]],
+    image_row: Mapping[str, object] | pd.Series | None,
+    *,
+    max_places: int,
+    near_m: float,
+    max_chars: int,
+) -> str:
     """The description from plain records: a subgraph has a few hundred rows, where pandas' per-call cost
     would dominate."""
     templates = description_templates()
@@ -227,16 +245,33 @@ def _describe(
     if street_name is not None:
         lines.append(_Line(0, _PRIORITY_LOCATION, "", templates["location"].format(street=street_name)))
     else:
-        lines.append(_Line(0, _PRIORITY_LOCATION, "", templates["location_unknown"].format(
-            lon=float(center.get("lon", math.nan)), lat=float(center.get("lat", math.nan)))))  # fmt: skip
+        lines.append(
+            _Line(
+                0,
+                _PRIORITY_LOCATION,
+                "",
+                templates["location_unknown"].format(
+                    lon=float(center.get("lon", math.nan)), lat=float(center.get("lat", math.nan))
+                ),
+            )
+        )
     crossings = [r for r in others if r["kind"] == "crossing" and r["name"] is not None]
     on_street = set(links.sources(street_id, "crossing")) if street_id is not None else set()
     crossings = [r for r in crossings if r["node_id"] in on_street] or crossings
     if crossings:
         crossing = crossings[0]
-        lines.append(_Line(1, _PRIORITY_CROSSING, "", templates["crossing"].format(
-            crossing=crossing["name"], distance=distance_phrase(float(crossing["distance_m"])),
-            direction=compass_word(_bearing(crossing["dx_m"], crossing["dy_m"])))))  # fmt: skip
+        lines.append(
+            _Line(
+                1,
+                _PRIORITY_CROSSING,
+                "",
+                templates["crossing"].format(
+                    crossing=crossing["name"],
+                    distance=distance_phrase(float(crossing["distance_m"])),
+                    direction=compass_word(_bearing(crossing["dx_m"], crossing["dy_m"])),
+                ),
+            )
+        )
     heading = None if image_row is None else image_row.get("compass_angle")
     if not _missing(heading) and math.isfinite(float(heading)):  # type: ignore[arg-type]
         facing = templates["heading"].format(direction=compass_word(float(heading)))  # type: ignore[arg-type]
@@ -254,8 +289,14 @@ def _describe(
     near = distance_phrase(float(near_m))
     n_streets = sum(r["kind"] == "street" for r in others)
     n_crossings = sum(r["kind"] == "crossing" for r in others)
-    lines.append(_Line(3, _PRIORITY_OVERVIEW, "", templates["overview"].format(
-        n_streets=n_streets, n_crossings=n_crossings, n_places=len(all_places))))  # fmt: skip
+    lines.append(
+        _Line(
+            3,
+            _PRIORITY_OVERVIEW,
+            "",
+            templates["overview"].format(n_streets=n_streets, n_crossings=n_crossings, n_places=len(all_places)),
+        )
+    )
     if not places:
         lines.append(_Line(4, _PRIORITY_PLACE, "", templates["no_places"].format(near=near)))
     for i, place in enumerate(places):
@@ -264,8 +305,9 @@ def _describe(
             text = templates["place_here"].format(name=name, category=category)
         else:
             direction = compass_word(_bearing(place["dx_m"], place["dy_m"]))
-            text = templates["place"].format(name=name, category=category, direction=direction,
-                                             distance=distance_phrase(float(place["distance_m"])))  # fmt: skip
+            text = templates["place"].format(
+                name=name, category=category, direction=direction, distance=distance_phrase(float(place["distance_m"]))
+            )
         lines.append(_Line(4, _PRIORITY_PLACE + i, "places_header", text))
         for text in _connections(place, links, templates):
             lines.append(_Line(5, _PRIORITY_CONNECTION + i, "connections_header", text))
@@ -406,17 +448,19 @@ def describe_subgraphs(
     for image_id, image_row in wanted:
         rows = node_groups.get(image_id)
         if rows is None:
-            msg = (f"no subgraph for image_id {image_id!r} ({len(node_groups):,} subgraphs held); build subgraphs "
-                   "for the same images table")  # fmt: skip
+            msg = (
+                f"no subgraph for image_id {image_id!r} ({len(node_groups):,} subgraphs held); build subgraphs "
+                "for the same images table"
+            )
             raise UnknownSubgraphError(msg)
         picked = [node_values[c][rows].tolist() for c in columns]
         records = [dict(zip(columns, values, strict=True)) for values in zip(*picked, strict=True)]
         erows = edge_groups.get(image_id, np.empty(0, dtype=np.int64))
         edge_rows = list(zip(*(values[erows].tolist() for values in edge_values), strict=True))
-        out.append(_describe(records, edge_rows, image_row, max_places=max_places, near_m=near_m,
-                             max_chars=max_chars))  # fmt: skip
-    return pd.DataFrame({"image_id": pd.Series([w[0] for w in wanted], dtype=object),
-                         "description": pd.Series(out, dtype=object)})  # fmt: skip
+        out.append(_describe(records, edge_rows, image_row, max_places=max_places, near_m=near_m, max_chars=max_chars))
+    return pd.DataFrame(
+        {"image_id": pd.Series([w[0] for w in wanted], dtype=object), "description": pd.Series(out, dtype=object)}
+    )
 
 
 def _group_rows(image_ids: pd.Series) -> dict[str, np.ndarray]:

@@ -90,16 +90,24 @@ def _node_and_edge_columns(nodes_df: pd.DataFrame, edges_df: pd.DataFrame) -> tu
     missing = [c for c in ("node_id", "lon", "lat", "node_text") if c not in nodes_df.columns]
     missing += [f"edges.{c}" for c in ("src", "dst") if c not in edges_df.columns]
     if missing:
-        msg = (f"to_graph_json needs node columns node_id, lon, lat, node_text and edge columns src, dst; "
-               f"missing {missing}")
+        msg = (
+            f"to_graph_json needs node columns node_id, lon, lat, node_text and edge columns src, dst; "
+            f"missing {missing}"
+        )
         raise SubgraphInputError(msg)
     node_columns = ["node_id", "lon", "lat", "node_text", *(c for c in NODE_EXTRA_FIELDS if c in nodes_df.columns)]
     edge_columns = ["src", "dst", *(c for c in EDGE_EXTRA_FIELDS if c in edges_df.columns)]
     return node_columns, edge_columns
 
 
-def _assemble(nodes: _GroupedColumns, node_rows: tuple[int, int], edges: _GroupedColumns,
-              edge_rows: tuple[int, int], center_node: str, image_id: str | None) -> dict[str, Any]:  # fmt: skip
+def _assemble(
+    nodes: _GroupedColumns,
+    node_rows: tuple[int, int],
+    edges: _GroupedColumns,
+    edge_rows: tuple[int, int],
+    center_node: str,
+    image_id: str | None,
+) -> dict[str, Any]:
     """One graph JSON from row ranges of converted node and edge columns, validated as it is built."""
     n0, n1 = node_rows
     e0, e1 = edge_rows
@@ -119,8 +127,12 @@ def _assemble(nodes: _GroupedColumns, node_rows: tuple[int, int], edges: _Groupe
     node_extra = [c for c in NODE_EXTRA_FIELDS if c in nodes.columns]
     lon, lat = nodes.columns["lon"][n0:n1], nodes.columns["lat"][n0:n1]
     node_keys = ("node_id", "coords", "node_text", *node_extra)
-    node_values = (node_ids, [[x, y] for x, y in zip(lon, lat, strict=True)], nodes.columns["node_text"][n0:n1],
-                   *(nodes.columns[c][n0:n1] for c in node_extra))  # fmt: skip
+    node_values = (
+        node_ids,
+        [[x, y] for x, y in zip(lon, lat, strict=True)],
+        nodes.columns["node_text"][n0:n1],
+        *(nodes.columns[c][n0:n1] for c in node_extra),
+    )
     node_list = [dict(zip(node_keys, row, strict=True)) for row in zip(*node_values, strict=True)]
     edge_extra = [c for c in EDGE_EXTRA_FIELDS if c in edges.columns]
     edge_keys = ("source", "target", *edge_extra)
@@ -224,8 +236,10 @@ def from_graph_json(graph: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
         absent = [k for k in ("node_id", "coords", "node_text") if k not in node]
         coords = node.get("coords")
         if absent or not isinstance(coords, list | tuple) or len(coords) != 2:
-            msg = (f"graph JSON node {i} needs node_id, coords ([lon, lat]) and node_text; missing {absent}, "
-                   f"coords={coords!r}")  # fmt: skip
+            msg = (
+                f"graph JSON node {i} needs node_id, coords ([lon, lat]) and node_text; missing {absent}, "
+                f"coords={coords!r}"
+            )
             raise SubgraphInputError(msg)
         row = {"node_id": str(node["node_id"]), "lon": coords[0], "lat": coords[1], "node_text": node["node_text"]}
         row.update({k: node[k] for k in NODE_EXTRA_FIELDS if k in node})
@@ -255,8 +269,9 @@ def from_graph_json(graph: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
     if center not in ids:
         msg = f"graph JSON center_node {center!r} is not among its {len(ids)} nodes"
         raise SubgraphInputError(msg)
-    dangling = [f"{s}->{d}" for s, d in zip(edges_df["src"], edges_df["dst"], strict=True)
-                if s not in ids or d not in ids]  # fmt: skip
+    dangling = [
+        f"{s}->{d}" for s, d in zip(edges_df["src"], edges_df["dst"], strict=True) if s not in ids or d not in ids
+    ]
     if dangling:
         msg = f"graph JSON has {len(dangling)} edge(s) whose ends are not nodes, e.g. {dangling[:3]}"
         raise SubgraphInputError(msg)
@@ -277,8 +292,9 @@ def _frame(rows: list[dict[str, object]], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=columns)
 
 
-def write_graph_json(path: str | os.PathLike[str], nodes_df: pd.DataFrame, edges_df: pd.DataFrame,
-                     center_node: str) -> Path:  # fmt: skip
+def write_graph_json(
+    path: str | os.PathLike[str], nodes_df: pd.DataFrame, edges_df: pd.DataFrame, center_node: str
+) -> Path:
     """
     Write one subgraph as graph JSON, atomically (temporary file in the same folder, then rename).
 

@@ -56,8 +56,13 @@ __all__ = ["CIRCUIT_OPEN", "IMAGE_TOKEN_ESTIMATE", "OpenAICompatibleCaptioner"]
 IMAGE_TOKEN_ESTIMATE = 765
 _CHARS_PER_TOKEN = 4
 
-_IMAGE_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-               ".gif": "image/gif"}  # fmt: skip
+_IMAGE_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+}
 
 
 # ----------------------------------------------------------------------------------------------- cache
@@ -252,8 +257,10 @@ class OpenAICompatibleCaptioner:
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if not self._api_key:
-            msg = ("no API key for the captioner: set the environment variable OPENAI_API_KEY (any value, e.g. "
-                   "EMPTY, for local servers such as vLLM or Ollama) or pass api_key")  # fmt: skip
+            msg = (
+                "no API key for the captioner: set the environment variable OPENAI_API_KEY (any value, e.g. "
+                "EMPTY, for local servers such as vLLM or Ollama) or pass api_key"
+            )
             raise CaptionerConfigError(msg)
         self.concurrency = int(concurrency)
         self.requests_per_minute = requests_per_minute
@@ -328,19 +335,27 @@ class OpenAICompatibleCaptioner:
         total, finished = len(requests), len(results)
         if progress is not None and finished:
             progress(finished, total)
-        logger.info("captioning %d image(s) with %s: %d from cache, %d to request", total, self.model,
-                    stats.cache_hits, len(jobs))  # fmt: skip
+        logger.info(
+            "captioning %d image(s) with %s: %d from cache, %d to request",
+            total,
+            self.model,
+            stats.cache_hits,
+            len(jobs),
+        )
 
-        request_bucket = (AsyncTokenBucket(self.requests_per_minute / 60.0)
-                          if self.requests_per_minute else None)  # fmt: skip
-        token_bucket = (AsyncTokenBucket(self.tokens_per_minute / 60.0, capacity=self.tokens_per_minute / 6.0)
-                        if self.tokens_per_minute else None)  # fmt: skip
+        request_bucket = AsyncTokenBucket(self.requests_per_minute / 60.0) if self.requests_per_minute else None
+        token_bucket = (
+            AsyncTokenBucket(self.tokens_per_minute / 60.0, capacity=self.tokens_per_minute / 6.0)
+            if self.tokens_per_minute
+            else None
+        )
         queue: asyncio.Queue[_Job] = asyncio.Queue()
         for job in jobs:
             queue.put_nowait(job)
 
-        client = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
-                                    timeout=self.timeout_s)  # fmt: skip
+        client = openai.AsyncOpenAI(
+            api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s
+        )
         run = _Run(client, openai, request_bucket, token_bucket, stats, CircuitBreaker(self.breaker_threshold))
 
         async def worker() -> None:
@@ -367,9 +382,17 @@ class OpenAICompatibleCaptioner:
         stats.done = int((frame["status"] == "done").sum())
         stats.failed = int((frame["status"] == "failed").sum())
         stats.wall_s = round(time.perf_counter() - started, 3)
-        logger.info("captioning finished: %d done, %d failed (%d not attempted: circuit open), %d API calls, "
-                    "%d retries, %d re-asks in %.1f s", stats.done, stats.failed, stats.not_attempted,
-                    stats.api_calls, stats.retries, stats.reasks, stats.wall_s)  # fmt: skip
+        logger.info(
+            "captioning finished: %d done, %d failed (%d not attempted: circuit open), %d API calls, "
+            "%d retries, %d re-asks in %.1f s",
+            stats.done,
+            stats.failed,
+            stats.not_attempted,
+            stats.api_calls,
+            stats.retries,
+            stats.reasks,
+            stats.wall_s,
+        )
         return frame
 
     # -- internals -------------------------------------------------------------------------------------
@@ -391,8 +414,13 @@ class OpenAICompatibleCaptioner:
         chat_completion_type = openai.types.chat.ChatCompletion
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": SYSTEM_MESSAGE},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": job.data_url()}},
-                                         {"type": "text", "text": job.prompt}]},  # fmt: skip
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": job.data_url()}},
+                    {"type": "text", "text": job.prompt},
+                ],
+            },
         ]
         extra: dict[str, Any] = {}
         if self.json_schema:
@@ -416,10 +444,17 @@ class OpenAICompatibleCaptioner:
             try:
                 # The client's documented raw ``post`` skips its recursive parameter transform (about 3 ms of
                 # CPU per call, a third of the client's cost at 100 calls/s); errors and parsing are unchanged.
-                response = await run.client.post("/chat/completions", cast_to=chat_completion_type, body={
-                    "model": self.model, "messages": messages, "temperature": self.temperature,
-                    "max_tokens": self.max_tokens, **extra,
-                })  # fmt: skip
+                response = await run.client.post(
+                    "/chat/completions",
+                    cast_to=chat_completion_type,
+                    body={
+                        "model": self.model,
+                        "messages": messages,
+                        "temperature": self.temperature,
+                        "max_tokens": self.max_tokens,
+                        **extra,
+                    },
+                )
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 error = f"HTTP {status}: {self._safe(exc)}"
@@ -463,9 +498,11 @@ class OpenAICompatibleCaptioner:
                     # One re-ask in the same conversation, with the model's own answer and a format reminder.
                     reasked = True
                     stats.reasks += 1
-                    messages = [*messages, {"role": "assistant", "content": text or ""},
-                                {"role": "user",
-                                 "content": FORMAT_REMINDER_JSON if self.json_schema else FORMAT_REMINDER}]  # fmt: skip
+                    messages = [
+                        *messages,
+                        {"role": "assistant", "content": text or ""},
+                        {"role": "user", "content": FORMAT_REMINDER_JSON if self.json_schema else FORMAT_REMINDER},
+                    ]
                     logger.info("caption %s: %s; re-asking once", image_id, exc)
                     continue
                 else:
@@ -490,12 +527,16 @@ class OpenAICompatibleCaptioner:
     def _open(run: _Run, opened: bool) -> None:
         """Once, when the breaker has just opened: say so and wake the workers waiting out a backoff."""
         if opened:
-            logger.error("captioning stopped: the endpoint looks down (%s); the images left are recorded as failed "
-                         "('circuit open') and retried by the next run", run.breaker.reason)  # fmt: skip
+            logger.error(
+                "captioning stopped: the endpoint looks down (%s); the images left are recorded as failed "
+                "('circuit open') and retried by the next run",
+                run.breaker.reason,
+            )
             run.opened.set()
 
-    def _stopped(self, run: _Run, job: _Job, attempts: int, error: str, prompt_tokens: int,
-                 completion_tokens: int) -> dict[str, Any]:  # fmt: skip
+    def _stopped(
+        self, run: _Run, job: _Job, attempts: int, error: str, prompt_tokens: int, completion_tokens: int
+    ) -> dict[str, Any]:
         """The row of an image the open breaker stopped: its own last error, or ``circuit open`` if never tried."""
         run.stats.prompt_tokens += prompt_tokens
         run.stats.completion_tokens += completion_tokens
@@ -507,8 +548,17 @@ class OpenAICompatibleCaptioner:
     def _safe(self, exc: BaseException) -> str:
         return redact(str(exc), self._api_key)[:300]
 
-    def _row(self, job: _Job, caption: str | None, summary: str | None, status: str, attempts: int, error: str,
-             prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:  # fmt: skip
+    def _row(
+        self,
+        job: _Job,
+        caption: str | None,
+        summary: str | None,
+        status: str,
+        attempts: int,
+        error: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> dict[str, Any]:
         return {
             "image_id": job.request.image_id,
             "model": self.model,

@@ -40,8 +40,7 @@ def _data_class() -> type[Data]:
     return Data
 
 
-def to_pyg_data(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, *,
-                node_features: torch.Tensor | None = None) -> Data:  # fmt: skip
+def to_pyg_data(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, *, node_features: torch.Tensor | None = None) -> Data:
     """
     Build a ``torch_geometric.data.Data`` for one subgraph (conventions in the module docstring).
 
@@ -83,8 +82,10 @@ def to_pyg_data(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, *,
     dst = index.get_indexer(edges_df["dst"].astype(str))
     if ((src < 0) | (dst < 0)).any():
         row = int(np.flatnonzero((src < 0) | (dst < 0))[0])
-        msg = (f"edge {edges_df['src'].iat[row]!r} -> {edges_df['dst'].iat[row]!r} joins a node that is not in "
-               "nodes_df; pass the edges of the same subgraph")  # fmt: skip
+        msg = (
+            f"edge {edges_df['src'].iat[row]!r} -> {edges_df['dst'].iat[row]!r} joins a node that is not in "
+            "nodes_df; pass the edges of the same subgraph"
+        )
         raise SubgraphInputError(msg)
     if "rank" in nodes_df.columns:
         centers = np.flatnonzero(nodes_df["rank"].to_numpy() == 0)
@@ -93,8 +94,7 @@ def to_pyg_data(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, *,
     else:
         centers = np.empty(0, dtype=np.int64)
     if len(centers) != 1:
-        msg = (f"nodes_df must hold exactly one centre node (rank 0, or the one kind 'image' node), found "
-               f"{len(centers)}")  # fmt: skip
+        msg = f"nodes_df must hold exactly one centre node (rank 0, or the one kind 'image' node), found {len(centers)}"
         raise SubgraphInputError(msg)
     if node_features is not None and (node_features.dim() != 2 or node_features.shape[0] != n):
         msg = f"node_features must have shape (N, F) with N = {n} nodes, got {tuple(node_features.shape)}"
@@ -160,21 +160,25 @@ def from_pyg_data(data: Data) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         raise SubgraphInputError(msg)
     node_ids = list(data.node_ids)
     pos = data.pos.cpu().double().numpy()
-    nodes_df = pd.DataFrame({
-        "node_id": pd.Series(node_ids, dtype=object),
-        "kind": pd.Series(getattr(data, "node_kinds", [None] * len(node_ids)), dtype=object),
-        "node_text": pd.Series(getattr(data, "node_texts", [None] * len(node_ids)), dtype=object),
-        "dx_m": pos[:, 0],
-        "dy_m": pos[:, 1],
-    })
+    nodes_df = pd.DataFrame(
+        {
+            "node_id": pd.Series(node_ids, dtype=object),
+            "kind": pd.Series(getattr(data, "node_kinds", [None] * len(node_ids)), dtype=object),
+            "node_text": pd.Series(getattr(data, "node_texts", [None] * len(node_ids)), dtype=object),
+            "dx_m": pos[:, 0],
+            "dy_m": pos[:, 1],
+        }
+    )
     ids = np.asarray(node_ids, dtype=object)
     forward = attr[:half]
-    edges_df = pd.DataFrame({
-        "src": pd.Series(ids[edge_index[0, :half]], dtype=object),
-        "dst": pd.Series(ids[edge_index[1, :half]], dtype=object),
-        "kind": pd.Series(getattr(data, "edge_kinds", [None] * half), dtype=object),
-        "distance_m": forward[:, 0],
-        "bearing_deg": normalize_bearing_deg(np.degrees(np.arctan2(forward[:, 1], forward[:, 2]))),
-        "street_name": pd.Series(getattr(data, "edge_street_names", [None] * half), dtype=object),
-    })
+    edges_df = pd.DataFrame(
+        {
+            "src": pd.Series(ids[edge_index[0, :half]], dtype=object),
+            "dst": pd.Series(ids[edge_index[1, :half]], dtype=object),
+            "kind": pd.Series(getattr(data, "edge_kinds", [None] * half), dtype=object),
+            "distance_m": forward[:, 0],
+            "bearing_deg": normalize_bearing_deg(np.degrees(np.arctan2(forward[:, 1], forward[:, 2]))),
+            "street_name": pd.Series(getattr(data, "edge_street_names", [None] * half), dtype=object),
+        }
+    )
     return nodes_df, edges_df, str(node_ids[int(data.center_index.reshape(-1)[0])])

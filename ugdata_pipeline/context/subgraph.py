@@ -55,9 +55,19 @@ logger = logging.getLogger(__name__)
 
 #: Columns of the ``subgraph_nodes`` long table (one row per (image, node)).
 SUBGRAPH_NODE_COLUMNS: tuple[str, ...] = (
-    "image_id", "node_id", "kind", "name", "category", "node_text", "lon", "lat", "dx_m", "dy_m", "distance_m",
+    "image_id",
+    "node_id",
+    "kind",
+    "name",
+    "category",
+    "node_text",
+    "lon",
+    "lat",
+    "dx_m",
+    "dy_m",
+    "distance_m",
     "rank",
-)  # fmt: skip
+)
 #: Columns of the ``subgraph_edges`` long table (one row per (image, edge)).
 SUBGRAPH_EDGE_COLUMNS: tuple[str, ...] = ("image_id", "src", "dst", "kind", "distance_m", "bearing_deg", "street_name")
 #: Columns of the ``subgraphs`` table (one row per image).
@@ -92,8 +102,9 @@ class SubgraphConfig:
             msg = f"SubgraphConfig.radius_m must be a finite distance > 0 in metres, got {self.radius_m!r}"
             raise SubgraphInputError(msg)
         if not isinstance(self.max_nodes, int) or isinstance(self.max_nodes, bool) or self.max_nodes < 2:
-            msg = (f"SubgraphConfig.max_nodes must be an int >= 2 (the image node and its street), "
-                   f"got {self.max_nodes!r}")  # fmt: skip
+            msg = (
+                f"SubgraphConfig.max_nodes must be an int >= 2 (the image node and its street), got {self.max_nodes!r}"
+            )
             raise SubgraphInputError(msg)
         if not isinstance(self.images_per_chunk, int) or self.images_per_chunk < 1:
             msg = f"SubgraphConfig.images_per_chunk must be an int >= 1, got {self.images_per_chunk!r}"
@@ -171,8 +182,10 @@ def subgraph_for(tables: SubgraphTables, image_id: str) -> tuple[pd.DataFrame, p
     key = str(image_id)
     node_rows = node_index.rows(key)
     if node_rows is None:
-        msg = (f"no subgraph for image_id {image_id!r} ({tables.summary.shape[0]:,} subgraphs held); pass an "
-               "image_id of the images table given to build_subgraphs, not its 'image:<source>:<id>' node id")
+        msg = (
+            f"no subgraph for image_id {image_id!r} ({tables.summary.shape[0]:,} subgraphs held); pass an "
+            "image_id of the images table given to build_subgraphs, not its 'image:<source>:<id>' node id"
+        )
         raise UnknownSubgraphError(msg)
     nodes = tables.nodes.iloc[node_rows]
     if "rank" in nodes.columns:
@@ -202,8 +215,9 @@ def _validate(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, images: pd.DataFrame
         msg = "nodes must be a GeoDataFrame with a CRS (EPSG:4326, as built by build_urban_graph)"
         raise SubgraphInputError(msg)
     _require_columns(edges, EDGE_COLUMNS, "edges", graph_fix)
-    _require_columns(images, _IMAGE_INPUT_COLUMNS, "images",
-                     "Pass AnchorResult.images from ugdata_pipeline.imagery.anchor_images")  # fmt: skip
+    _require_columns(
+        images, _IMAGE_INPUT_COLUMNS, "images", "Pass AnchorResult.images from ugdata_pipeline.imagery.anchor_images"
+    )
     duplicated = nodes["node_id"].duplicated()
     if duplicated.any():
         examples = sorted({str(v) for v in nodes.loc[duplicated, "node_id"]})[:5]
@@ -212,24 +226,30 @@ def _validate(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, images: pd.DataFrame
     duplicated = images["image_id"].astype(str).duplicated()
     if duplicated.any():
         examples = sorted({str(v) for v in images.loc[duplicated, "image_id"]})[:5]
-        msg = (f"images.image_id must be unique, but {int(duplicated.sum())} rows repeat ids, e.g. {examples}; "
-               "deduplicate the images table first")  # fmt: skip
+        msg = (
+            f"images.image_id must be unique, but {int(duplicated.sum())} rows repeat ids, e.g. {examples}; "
+            "deduplicate the images table first"
+        )
         raise SubgraphInputError(msg)
     known = pd.Index(nodes["node_id"])
     endpoints = pd.concat([edges["src"], edges["dst"]])
     unknown = endpoints[~endpoints.isin(known)].unique()
     if len(unknown):
         examples = [str(u) for u in unknown[:5]]
-        msg = (f"edges name {len(unknown)} node id(s) that are not in nodes, e.g. {examples}; concatenate "
-               "AnchorResult.image_nodes into nodes along with AnchorResult.image_edges into edges")
+        msg = (
+            f"edges name {len(unknown)} node id(s) that are not in nodes, e.g. {examples}; concatenate "
+            "AnchorResult.image_nodes into nodes along with AnchorResult.image_edges into edges"
+        )
         raise SubgraphInputError(msg)
     for column, limit in (("lon", 180.0), ("lat", 90.0)):
         values = pd.to_numeric(images[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values) | (np.abs(values) > limit)
         if bad.any():
             examples = images.loc[bad, "image_id"].astype(str).head(5).tolist()
-            msg = (f"images.{column} has {int(bad.sum())} NaN or out-of-range value(s), e.g. images {examples}; "
-                   "anchor_images drops no such rows, so fix the manifest")  # fmt: skip
+            msg = (
+                f"images.{column} has {int(bad.sum())} NaN or out-of-range value(s), e.g. images {examples}; "
+                "anchor_images drops no such rows, so fix the manifest"
+            )
             raise SubgraphInputError(msg)
 
 
@@ -278,14 +298,21 @@ def _prepare_graph(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, crs: CRS) -> _G
     edge_order = np.argsort(src, kind="stable")
     edge_indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n))]).astype(np.int64)
     return _Graph(
-        n=n, node_key=node_key,
-        lon=nodes["lon"].to_numpy(dtype=float), lat=nodes["lat"].to_numpy(dtype=float),
-        point_codes=codes[is_point], point_xy=point_xy,
+        n=n,
+        node_key=node_key,
+        lon=nodes["lon"].to_numpy(dtype=float),
+        lat=nodes["lat"].to_numpy(dtype=float),
+        point_codes=codes[is_point],
+        point_xy=point_xy,
         point_tree=cKDTree(point_xy) if len(point_xy) else None,
-        other_codes=other_codes, other_geoms=metric[~is_point], other_pos=other_pos,
+        other_codes=other_codes,
+        other_geoms=metric[~is_point],
+        other_pos=other_pos,
         other_tree=shapely.STRtree(metric[~is_point]),
-        edge_order=edge_order, edge_indptr=edge_indptr, edge_dst=dst,
-    )  # fmt: skip
+        edge_order=edge_order,
+        edge_indptr=edge_indptr,
+        edge_dst=dst,
+    )
 
 
 def _mm(distance: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
@@ -358,10 +385,16 @@ class _Chunk:
 
 
 def _build_chunk(
-    graph: _Graph, first: int, lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64],
-    xy: npt.NDArray[np.float64], center: npt.NDArray[np.int64], street: npt.NDArray[np.int64],
-    to_lonlat: Transformer, config: SubgraphConfig,
-) -> _Chunk:  # fmt: skip
+    graph: _Graph,
+    first: int,
+    lon: npt.NDArray[np.float64],
+    lat: npt.NDArray[np.float64],
+    xy: npt.NDArray[np.float64],
+    center: npt.NDArray[np.int64],
+    street: npt.NDArray[np.int64],
+    to_lonlat: Transformer,
+    config: SubgraphConfig,
+) -> _Chunk:
     keep = config.max_nodes - 1
     m = len(xy)
     points = shapely.points(xy)
@@ -394,8 +427,9 @@ def _build_chunk(
         nearest = shapely.shortest_line(points[image[is_other]], graph.other_geoms[graph.other_pos[code[is_other]]])
         near_xy = shapely.get_coordinates(nearest).reshape(-1, 2, 2)[:, 1, :]
         near_lon, near_lat = to_lonlat.transform(near_xy[:, 0], near_xy[:, 1])
-        distance[is_other], _ = distance_bearing(lat[image[is_other]], lon[image[is_other]],
-                                                 np.asarray(near_lat), np.asarray(near_lon))  # fmt: skip
+        distance[is_other], _ = distance_bearing(
+            lat[image[is_other]], lon[image[is_other]], np.asarray(near_lat), np.asarray(near_lon)
+        )
     order = np.lexsort((graph.node_key[code], _mm(distance), image))
     image, code, dx, dy, distance = image[order], code[order], dx[order], dy[order], distance[order]
     rank = _group_position(image) + 1
@@ -426,9 +460,16 @@ def _build_chunk(
     dst_rank = rank[member_order][np.searchsorted(member_sorted, dst_key[inside])]
     order = np.lexsort((edge_row, dst_rank, src_rank, edge_image))
     return _Chunk(
-        node_image=node_image + first, node_code=node_code, rank=rank, dx_m=dx, dy_m=dy, distance_m=distance,
-        edge_image=edge_image[order] + first, edge_row=edge_row[order], truncated=n_candidates > keep,
-    )  # fmt: skip
+        node_image=node_image + first,
+        node_code=node_code,
+        rank=rank,
+        dx_m=dx,
+        dy_m=dy,
+        distance_m=distance,
+        edge_image=edge_image[order] + first,
+        edge_row=edge_row[order],
+        truncated=n_candidates > keep,
+    )
 
 
 def _text(values: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
@@ -446,8 +487,9 @@ def _empty_tables(config: SubgraphConfig) -> SubgraphTables:
     return SubgraphTables(nodes, edges, summary, _counts(summary, nodes, edges, config))
 
 
-def _counts(summary: pd.DataFrame, nodes: pd.DataFrame, edges: pd.DataFrame,
-            config: SubgraphConfig) -> dict[str, int | float]:  # fmt: skip
+def _counts(
+    summary: pd.DataFrame, nodes: pd.DataFrame, edges: pd.DataFrame, config: SubgraphConfig
+) -> dict[str, int | float]:
     n_nodes = summary["n_nodes"].to_numpy(dtype=float)
     counts: dict[str, int | float] = {
         "images": len(summary),
@@ -515,8 +557,10 @@ def build_subgraphs(
     center = lookup.get_indexer(center_ids).astype(np.int64)
     if (center < 0).any():
         missing = [str(v) for v in center_ids[center < 0][:5]]
-        msg = (f"{int((center < 0).sum())} image node(s) are not in nodes, e.g. {missing}; concatenate "
-               "AnchorResult.image_nodes into nodes (and image_edges into edges) before building subgraphs")
+        msg = (
+            f"{int((center < 0).sum())} image node(s) are not in nodes, e.g. {missing}; concatenate "
+            "AnchorResult.image_nodes into nodes (and image_edges into edges) before building subgraphs"
+        )
         raise SubgraphInputError(msg)
     if "street_node" in images.columns:
         street_ids = images["street_node"]
@@ -540,54 +584,82 @@ def build_subgraphs(
     chunks = []
     for first in range(0, len(images), config.images_per_chunk):
         part = slice(first, first + config.images_per_chunk)
-        chunks.append(_build_chunk(graph, first, lon[part], lat[part], xy[part], center[part], street[part],
-                                   to_lonlat, config))  # fmt: skip
-        logger.debug("subgraphs: %s of %s images done", f"{min(first + config.images_per_chunk, len(images)):,}",
-                     f"{len(images):,}")  # fmt: skip
+        chunks.append(
+            _build_chunk(graph, first, lon[part], lat[part], xy[part], center[part], street[part], to_lonlat, config)
+        )
+        logger.debug(
+            "subgraphs: %s of %s images done",
+            f"{min(first + config.images_per_chunk, len(images)):,}",
+            f"{len(images):,}",
+        )
 
     tables = _assemble(chunks, nodes, edges, images, center_ids, graph)
     tables.counts = _counts(tables.summary, tables.nodes, tables.edges, config)
-    logger.info("built %s subgraphs (radius %s m, cap %s): %s node rows, %s edge rows, %s truncated",
-                f"{len(images):,}", config.radius_m, config.max_nodes, f"{len(tables.nodes):,}",
-                f"{len(tables.edges):,}", f"{tables.counts['truncated']:,}")  # fmt: skip
+    logger.info(
+        "built %s subgraphs (radius %s m, cap %s): %s node rows, %s edge rows, %s truncated",
+        f"{len(images):,}",
+        config.radius_m,
+        config.max_nodes,
+        f"{len(tables.nodes):,}",
+        f"{len(tables.edges):,}",
+        f"{tables.counts['truncated']:,}",
+    )
     return tables
 
 
-def _assemble(chunks: list[_Chunk], nodes: gpd.GeoDataFrame, edges: pd.DataFrame, images: pd.DataFrame,
-              center_ids: npt.NDArray[np.object_], graph: _Graph) -> SubgraphTables:  # fmt: skip
+def _assemble(
+    chunks: list[_Chunk],
+    nodes: gpd.GeoDataFrame,
+    edges: pd.DataFrame,
+    images: pd.DataFrame,
+    center_ids: npt.NDArray[np.object_],
+    graph: _Graph,
+) -> SubgraphTables:
     """The long tables from the chunks' integer results (frames share the concatenated arrays, no copies)."""
     image_ids = images["image_id"].astype(str).to_numpy(dtype=object)
     node_image = np.concatenate([c.node_image for c in chunks])
     node_code = np.concatenate([c.node_code for c in chunks])
-    node_text = {c: _text(nodes[c].to_numpy(dtype=object))[node_code]
-                 for c in ("node_id", "kind", "name", "category", "node_text")}  # fmt: skip
-    sub_nodes = pd.DataFrame({
-        "image_id": pd.Series(image_ids[node_image], dtype=object),
-        **{c: pd.Series(v, dtype=object) for c, v in node_text.items()},
-        "lon": graph.lon[node_code],
-        "lat": graph.lat[node_code],
-        "dx_m": np.concatenate([c.dx_m for c in chunks]),
-        "dy_m": np.concatenate([c.dy_m for c in chunks]),
-        "distance_m": np.concatenate([c.distance_m for c in chunks]),
-        "rank": np.concatenate([c.rank for c in chunks]),
-    }, copy=False)
+    node_text = {
+        c: _text(nodes[c].to_numpy(dtype=object))[node_code]
+        for c in ("node_id", "kind", "name", "category", "node_text")
+    }
+    sub_nodes = pd.DataFrame(
+        {
+            "image_id": pd.Series(image_ids[node_image], dtype=object),
+            **{c: pd.Series(v, dtype=object) for c, v in node_text.items()},
+            "lon": graph.lon[node_code],
+            "lat": graph.lat[node_code],
+            "dx_m": np.concatenate([c.dx_m for c in chunks]),
+            "dy_m": np.concatenate([c.dy_m for c in chunks]),
+            "distance_m": np.concatenate([c.distance_m for c in chunks]),
+            "rank": np.concatenate([c.rank for c in chunks]),
+        },
+        copy=False,
+    )
     edge_image = np.concatenate([c.edge_image for c in chunks])
     edge_row = np.concatenate([c.edge_row for c in chunks])
-    sub_edges = pd.DataFrame({
-        "image_id": pd.Series(image_ids[edge_image], dtype=object),
-        **{c: pd.Series(_text(edges[c].to_numpy(dtype=object))[edge_row], dtype=object)
-           for c in ("src", "dst", "kind")},
-        "distance_m": edges["distance_m"].to_numpy(dtype=float)[edge_row],
-        "bearing_deg": edges["bearing_deg"].to_numpy(dtype=float)[edge_row],
-        "street_name": pd.Series(_text(edges["street_name"].to_numpy(dtype=object))[edge_row], dtype=object),
-    }, copy=False)  # fmt: skip
-    summary = pd.DataFrame({
-        "image_id": pd.Series(image_ids, dtype=object),
-        "center_node": pd.Series(center_ids, dtype=object),
-        "n_nodes": np.bincount(node_image, minlength=len(images)).astype(np.int64),
-        "n_edges": np.bincount(edge_image, minlength=len(images)).astype(np.int64),
-        "truncated": np.concatenate([c.truncated for c in chunks]),
-    })
+    sub_edges = pd.DataFrame(
+        {
+            "image_id": pd.Series(image_ids[edge_image], dtype=object),
+            **{
+                c: pd.Series(_text(edges[c].to_numpy(dtype=object))[edge_row], dtype=object)
+                for c in ("src", "dst", "kind")
+            },
+            "distance_m": edges["distance_m"].to_numpy(dtype=float)[edge_row],
+            "bearing_deg": edges["bearing_deg"].to_numpy(dtype=float)[edge_row],
+            "street_name": pd.Series(_text(edges["street_name"].to_numpy(dtype=object))[edge_row], dtype=object),
+        },
+        copy=False,
+    )
+    summary = pd.DataFrame(
+        {
+            "image_id": pd.Series(image_ids, dtype=object),
+            "center_node": pd.Series(center_ids, dtype=object),
+            "n_nodes": np.bincount(node_image, minlength=len(images)).astype(np.int64),
+            "n_edges": np.bincount(edge_image, minlength=len(images)).astype(np.int64),
+            "truncated": np.concatenate([c.truncated for c in chunks]),
+        }
+    )
     return SubgraphTables(sub_nodes, sub_edges, summary)
 
 
@@ -634,8 +706,13 @@ def size_histogram_png(summary: pd.DataFrame, *, dpi: int = 100) -> bytes:
     if len(n_nodes):
         truncated = summary["truncated"].to_numpy(dtype=bool)
         bins = np.linspace(0, max(n_nodes.max(), 1.0) + 1, min(40, int(n_nodes.max()) + 2))
-        ax.hist([n_nodes[~truncated], n_nodes[truncated]], bins=bins, stacked=True,
-                color=["#4c72b0", "#dd8452"], label=["complete", "truncated at the cap"])  # fmt: skip
+        ax.hist(
+            [n_nodes[~truncated], n_nodes[truncated]],
+            bins=bins,
+            stacked=True,
+            color=["#4c72b0", "#dd8452"],
+            label=["complete", "truncated at the cap"],
+        )
         ax.legend(loc="upper left", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no subgraphs", ha="center", va="center", transform=ax.transAxes)

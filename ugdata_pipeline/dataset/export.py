@@ -74,8 +74,13 @@ class MsSwiftExport:
     n_graphs: int = 0
 
     def metadata(self) -> dict[str, object]:
-        return {"out_dir": str(self.out_dir), "files": {k: v.name for k, v in self.files.items()},
-                "records": self.n_records, "images": self.n_images, "graphs": self.n_graphs}  # fmt: skip
+        return {
+            "out_dir": str(self.out_dir),
+            "files": {k: v.name for k, v in self.files.items()},
+            "records": self.n_records,
+            "images": self.n_images,
+            "graphs": self.n_graphs,
+        }
 
 
 def _place_image(source: Path, target: Path, link: str) -> None:
@@ -136,8 +141,9 @@ def validate_graph_json(graph: Mapping[str, Any], *, where: str = "graph") -> No
         raise MsSwiftFormatError(msg)
 
 
-def subgraph_json_from_tables(subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame,
-                              subgraphs: pd.DataFrame) -> SubgraphJson:  # fmt: skip
+def subgraph_json_from_tables(
+    subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame, subgraphs: pd.DataFrame
+) -> SubgraphJson:
     """
     A ``subgraph_json(image_id)`` callable over the long subgraph tables, using ``context.graph_json``.
 
@@ -241,19 +247,35 @@ def export_ms_swift(
     variant = variants[0] if variants else "ugdata"
     for split, group in records.groupby("split", sort=True):
         path = out_dir / f"stage{stage}_{variant}_{split}.jsonl"
-        lines = [json.dumps(_line(rec, image_rel[str(rec["image_path"])], graph_rel.get(str(rec["image_id"]))),
-                            ensure_ascii=False) for rec in group.to_dict("records")]  # fmt: skip
+        lines = [
+            json.dumps(
+                _line(rec, image_rel[str(rec["image_path"])], graph_rel.get(str(rec["image_id"]))), ensure_ascii=False
+            )
+            for rec in group.to_dict("records")
+        ]
         write_text_atomic(path, "\n".join(lines) + "\n")
         files[str(split)] = path
     export = MsSwiftExport(out_dir, files, len(records), len(image_rel), len(graph_rel))
-    logger.info("exported %d stage-%d %s records to %s (%d images, %d graphs)", len(records), stage, variant,
-                out_dir, export.n_images, export.n_graphs)  # fmt: skip
+    logger.info(
+        "exported %d stage-%d %s records to %s (%d images, %d graphs)",
+        len(records),
+        stage,
+        variant,
+        out_dir,
+        export.n_images,
+        export.n_graphs,
+    )
     return export
 
 
 def _check_messages(value: Any, where: str) -> str:
-    if (not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict)
-            or value[0].get("role") != "user" or not isinstance(value[0].get("content"), str)):  # fmt: skip
+    if (
+        not isinstance(value, list)
+        or len(value) != 1
+        or not isinstance(value[0], dict)
+        or value[0].get("role") != "user"
+        or not isinstance(value[0].get("content"), str)
+    ):
         msg = f"{where} must be one user message [{{'role': 'user', 'content': str}}], got {str(value)[:120]}"
         raise MsSwiftFormatError(msg)
     return value[0]["content"]
@@ -286,8 +308,9 @@ def read_ms_swift(path: Path, *, check_files: bool = True) -> pd.DataFrame:
         except json.JSONDecodeError as exc:
             msg = f"{where}: not JSON ({exc.msg})"
             raise MsSwiftFormatError(msg) from exc
-        missing = [k for k in ("messages", "positive_messages", "images", "graphs", "pair_type", "label")
-                   if k not in line]  # fmt: skip
+        missing = [
+            k for k in ("messages", "positive_messages", "images", "graphs", "pair_type", "label") if k not in line
+        ]
         if missing:
             msg = f"{where}: missing key(s) {missing}"
             raise MsSwiftFormatError(msg)
@@ -307,8 +330,10 @@ def read_ms_swift(path: Path, *, check_files: bool = True) -> pd.DataFrame:
         negatives = [_check_messages(m, f"{where} negative_messages") for m in line.get("negative_messages", [])]
         n_graphs = 1 if stage == 2 else 0
         if len(line["images"]) != query.count("<image>") or len(line["graphs"]) != n_graphs:
-            msg = (f"{where}: {len(line['images'])} image(s) and {len(line['graphs'])} graph(s) for a query with "
-                   f"{query.count('<image>')} <image> tag(s) in a {line['pair_type']} record")  # fmt: skip
+            msg = (
+                f"{where}: {len(line['images'])} image(s) and {len(line['graphs'])} graph(s) for a query with "
+                f"{query.count('<image>')} <image> tag(s) in a {line['pair_type']} record"
+            )
             raise MsSwiftFormatError(msg)
         for rel in [*line["images"], *line["graphs"]]:
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
@@ -317,9 +342,28 @@ def read_ms_swift(path: Path, *, check_files: bool = True) -> pd.DataFrame:
             if check_files and not (folder / rel).is_file():
                 msg = f"{where}: {rel!r} does not exist under {folder}"
                 raise MsSwiftFormatError(msg)
-        rows.append({"stage": stage, "instruction": query[len(prefix):], "positive": positive,
-                     "hard_negatives": negatives, "image_path": line["images"][0],
-                     "graph_path": line["graphs"][0] if line["graphs"] else None, "pair_type": line["pair_type"],
-                     "label": line["label"]})  # fmt: skip
-    return pd.DataFrame(rows, columns=["stage", "instruction", "positive", "hard_negatives", "image_path",
-                                       "graph_path", "pair_type", "label"])  # fmt: skip
+        rows.append(
+            {
+                "stage": stage,
+                "instruction": query[len(prefix) :],
+                "positive": positive,
+                "hard_negatives": negatives,
+                "image_path": line["images"][0],
+                "graph_path": line["graphs"][0] if line["graphs"] else None,
+                "pair_type": line["pair_type"],
+                "label": line["label"],
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "stage",
+            "instruction",
+            "positive",
+            "hard_negatives",
+            "image_path",
+            "graph_path",
+            "pair_type",
+            "label",
+        ],
+    )

@@ -58,12 +58,28 @@ __all__ = [
 
 #: Columns of the ``training_records`` table, in order.
 TRAINING_RECORD_COLUMNS: tuple[str, ...] = (
-    "record_id", "stage", "variant", "image_id", "split", "instruction", "image_path", "positive", "pair_type",
+    "record_id",
+    "stage",
+    "variant",
+    "image_id",
+    "split",
+    "instruction",
+    "image_path",
+    "positive",
+    "pair_type",
     "hard_negatives",
-)  # fmt: skip
+)
 #: Columns of the table of records dropped by a per-record rule.
-DROPPED_RECORD_COLUMNS: tuple[str, ...] = ("record_id", "stage", "variant", "image_id", "split", "pair_type", "rule",
-                                           "detail")  # fmt: skip
+DROPPED_RECORD_COLUMNS: tuple[str, ...] = (
+    "record_id",
+    "stage",
+    "variant",
+    "image_id",
+    "split",
+    "pair_type",
+    "rule",
+    "detail",
+)
 RULE_NAMES_TARGET = "instruction names the path's target"
 RULE_HOLDS_POSITIVE = "instruction contains the positive text"
 #: Largest share of one build's records (a stage and variant of a city) that per-record rules may drop. A clean
@@ -181,16 +197,16 @@ def _positives(
             if _text(caption):
                 rows.append((image_id, "generic", 0, _text(caption), None))
     else:
-        for image_id, caption, summary in zip(done["image_id"].astype(str), done["image_caption"],
-                                              done["summarization"], strict=True):  # fmt: skip
+        for image_id, caption, summary in zip(
+            done["image_id"].astype(str), done["image_caption"], done["summarization"], strict=True
+        ):
             if _text(caption):
                 rows.append((image_id, "caption", 0, _text(caption), None))
             if _text(summary):
                 rows.append((image_id, "summarization", 0, _text(summary), None))
         if paths is not None and not paths.empty and max_paths_per_image > 0:
             ordered = paths.assign(_shortest=(paths["path_type"] != "shortest").astype(int))
-            ordered = ordered.sort_values(["image_id", "_shortest", "hops", "distance_m", "target_node"],
-                                          kind="stable")  # fmt: skip
+            ordered = ordered.sort_values(["image_id", "_shortest", "hops", "distance_m", "target_node"], kind="stable")
             ordered = ordered.groupby("image_id", sort=False).head(max_paths_per_image)
             counter: dict[str, int] = {}
             for row in ordered.itertuples(index=False):
@@ -216,8 +232,9 @@ _PLANAR_TOLERANCE = 0.02
 _NEIGHBOUR_CHUNK = 512  # images whose ring neighbours are gathered at once (bounds memory in dense cities)
 
 
-def _ring_neighbours(lon: np.ndarray, lat: np.ndarray, split_codes: np.ndarray, neg_min_m: float,
-                     neg_max_m: float) -> list[np.ndarray]:  # fmt: skip
+def _ring_neighbours(
+    lon: np.ndarray, lat: np.ndarray, split_codes: np.ndarray, neg_min_m: float, neg_max_m: float
+) -> list[np.ndarray]:
     """For each image, the sorted indices of same-split images between ``neg_min_m`` and ``neg_max_m`` metres."""
     xy = _local_xy(lon, lat)
     tree = cKDTree(xy)
@@ -244,9 +261,14 @@ def _ring_neighbours(lon: np.ndarray, lat: np.ndarray, split_codes: np.ndarray, 
 
 
 def _hard_negatives(
-    records: pd.DataFrame, images: pd.DataFrame, *, neg_min_m: float, neg_max_m: float, n_negatives: int,
+    records: pd.DataFrame,
+    images: pd.DataFrame,
+    *,
+    neg_min_m: float,
+    neg_max_m: float,
+    n_negatives: int,
     seed: int,
-) -> list[list[str]]:  # fmt: skip
+) -> list[list[str]]:
     """Per record: up to ``n_negatives`` texts of the same pair type from images [min, max] m away, same split."""
     out: list[list[str]] = [[] for _ in range(len(records))]
     if records.empty or n_negatives <= 0:
@@ -267,8 +289,9 @@ def _hard_negatives(
         neighbours = ring[k]
         if len(neighbours) == 0:
             continue
-        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}\x1f{record_id}".encode()).digest()[:8],
-                                                   "big"))  # fmt: skip
+        rng = np.random.default_rng(
+            int.from_bytes(hashlib.sha256(f"{seed}\x1f{record_id}".encode()).digest()[:8], "big")
+        )
         # A seeded sample of the ring (a few times more than needed, in case some lack this kind of text);
         # dense cities have thousands of images in the ring, and taking every text would be quadratic.
         sample = rng.choice(len(neighbours), size=min(len(neighbours), 4 * n_negatives), replace=False)
@@ -284,8 +307,9 @@ def _hard_negatives(
     return out
 
 
-def build_training_records(images: pd.DataFrame, captions: pd.DataFrame, paths: pd.DataFrame | None,
-                           **options: Any) -> pd.DataFrame:  # fmt: skip
+def build_training_records(
+    images: pd.DataFrame, captions: pd.DataFrame, paths: pd.DataFrame | None, **options: Any
+) -> pd.DataFrame:
     """The records of :func:`assemble_training_records` (same arguments), without the table of dropped ones."""
     return assemble_training_records(images, captions, paths, **options).records
 
@@ -364,13 +388,34 @@ def assemble_training_records(
     if not 0 <= neg_min_m < neg_max_m:
         msg = f"hard negatives need 0 <= neg_min_m < neg_max_m, got {neg_min_m!r} and {neg_max_m!r}"
         raise DatasetInputError(msg)
-    _require(images, "images", ("image_id", "path", "lon", "lat", "split"),
-             "Pass the images manifest after the splits stage.")  # fmt: skip
-    _require(captions, "captions", ("image_id", "image_caption", "summarization", "status"),
-             "Pass the captions table from a captioner.")  # fmt: skip
+    _require(
+        images,
+        "images",
+        ("image_id", "path", "lon", "lat", "split"),
+        "Pass the images manifest after the splits stage.",
+    )
+    _require(
+        captions,
+        "captions",
+        ("image_id", "image_caption", "summarization", "status"),
+        "Pass the captions table from a captioner.",
+    )
     if paths is not None and variant == "ugdata":
-        _require(paths, "paths", ("image_id", "target_node", "target_name", "hops", "path_type", "path_sentence",
-                                  "target_text", "distance_m"), "Pass the srp table.")  # fmt: skip
+        _require(
+            paths,
+            "paths",
+            (
+                "image_id",
+                "target_node",
+                "target_name",
+                "hops",
+                "path_type",
+                "path_sentence",
+                "target_text",
+                "distance_m",
+            ),
+            "Pass the srp table.",
+        )
     if stage == 2:
         if subgraphs is None:
             msg = "stage 2 needs `subgraphs` (the per-image subgraphs table) to know which images have a graph"
@@ -394,36 +439,48 @@ def assemble_training_records(
     positives = positives.assign(_s=positives["split"].map(split_order), _t=positives["pair_type"].map(type_order))
     positives = positives.sort_values(["_s", "image_id", "_t", "k"], kind="stable").reset_index(drop=True)
 
-    records = pd.DataFrame({
-        "record_id": [f"s{stage}-{variant}-{i}-{t}-{k}" for i, t, k in zip(positives["image_id"],
-                                                                            positives["pair_type"], positives["k"],
-                                                                            strict=True)],
-        "stage": np.full(len(positives), stage, dtype=np.int64),
-        "variant": variant,
-        "image_id": positives["image_id"],
-        "split": positives["split"],
-        "instruction": [_pick(INSTRUCTIONS[stage][t], seed, stage, i, t) for i, t in zip(positives["image_id"],
-                                                                                         positives["pair_type"],
-                                                                                         strict=True)],
-        "image_path": positives["path"].astype(str),
-        "positive": positives["positive"],
-        "pair_type": positives["pair_type"],
-    })  # fmt: skip
+    records = pd.DataFrame(
+        {
+            "record_id": [
+                f"s{stage}-{variant}-{i}-{t}-{k}"
+                for i, t, k in zip(positives["image_id"], positives["pair_type"], positives["k"], strict=True)
+            ],
+            "stage": np.full(len(positives), stage, dtype=np.int64),
+            "variant": variant,
+            "image_id": positives["image_id"],
+            "split": positives["split"],
+            "instruction": [
+                _pick(INSTRUCTIONS[stage][t], seed, stage, i, t)
+                for i, t in zip(positives["image_id"], positives["pair_type"], strict=True)
+            ],
+            "image_path": positives["path"].astype(str),
+            "positive": positives["positive"],
+            "pair_type": positives["pair_type"],
+        }
+    )
     # Per-record rules drop before hard negatives are drawn, so no negative carries the text of a dropped record.
-    rules = [_broken_rule(i, p, n) for i, p, n in zip(records["instruction"], records["positive"],
-                                                      positives["target_name"], strict=True)]  # fmt: skip
+    rules = [
+        _broken_rule(i, p, n)
+        for i, p, n in zip(records["instruction"], records["positive"], positives["target_name"], strict=True)
+    ]
     broken = np.array([r is not None for r in rules], dtype=bool)
     dropped = _dropped_table(records[broken], [r for r in rules if r is not None])
-    _require_few_dropped(dropped, len(records), city=city, stage=stage, variant=variant,
-                         max_share=max_dropped_share)  # fmt: skip
+    _require_few_dropped(dropped, len(records), city=city, stage=stage, variant=variant, max_share=max_dropped_share)
     records = records[~broken].reset_index(drop=True)
     if hard_negatives:
-        records["hard_negatives"] = _hard_negatives(records, usable, neg_min_m=neg_min_m, neg_max_m=neg_max_m,
-                                                    n_negatives=n_negatives, seed=seed)  # fmt: skip
+        records["hard_negatives"] = _hard_negatives(
+            records, usable, neg_min_m=neg_min_m, neg_max_m=neg_max_m, n_negatives=n_negatives, seed=seed
+        )
     else:
         records["hard_negatives"] = [[] for _ in range(len(records))]
-    logger.info("built %d stage-%d %s training records for %d images (%s)", len(records), stage, variant,
-                records["image_id"].nunique(), records_summary(records)["by_pair_type"])  # fmt: skip
+    logger.info(
+        "built %d stage-%d %s training records for %d images (%s)",
+        len(records),
+        stage,
+        variant,
+        records["image_id"].nunique(),
+        records_summary(records)["by_pair_type"],
+    )
     return TrainingRecords(records=records[list(TRAINING_RECORD_COLUMNS)], dropped=dropped)
 
 
@@ -443,8 +500,9 @@ def _dropped_table(records: pd.DataFrame, rules: list[tuple[str, str]]) -> pd.Da
     return table[list(DROPPED_RECORD_COLUMNS)]
 
 
-def _require_few_dropped(dropped: pd.DataFrame, total: int, *, city: str, stage: int, variant: str,
-                         max_share: float) -> None:  # fmt: skip
+def _require_few_dropped(
+    dropped: pd.DataFrame, total: int, *, city: str, stage: int, variant: str, max_share: float
+) -> None:
     """Log what was dropped; raise when it is more than ``max_share`` of the build (see :data:`MAX_DROPPED_SHARE`)."""
     if dropped.empty:
         return
@@ -452,13 +510,23 @@ def _require_few_dropped(dropped: pd.DataFrame, total: int, *, city: str, stage:
     examples = ", ".join(f"{r} ({d})" for r, d in zip(dropped["record_id"][:3], dropped["detail"][:3], strict=True))
     share = len(dropped) / total
     if share > max_share:
-        msg = (f"{city}: {len(dropped)} of {total} stage-{stage} {variant} training records ({share:.1%}) break a "
-               f"per-record rule ({by_rule}), over the {max_share:.0%} limit, e.g. {examples}. A share this high "
-               "means the rule hits systematically: check recent edits to the instructions "
-               "(dataset.records.INSTRUCTIONS) and the srp table's target names; the previous records stay in place")
+        msg = (
+            f"{city}: {len(dropped)} of {total} stage-{stage} {variant} training records ({share:.1%}) break a "
+            f"per-record rule ({by_rule}), over the {max_share:.0%} limit, e.g. {examples}. A share this high "
+            "means the rule hits systematically: check recent edits to the instructions "
+            "(dataset.records.INSTRUCTIONS) and the srp table's target names; the previous records stay in place"
+        )
         raise IncompleteResultError(msg)
-    logger.warning("%s: dropped %d of %d stage-%d %s training records (%s), e.g. %s", city, len(dropped), total,
-                   stage, variant, by_rule, examples)  # fmt: skip
+    logger.warning(
+        "%s: dropped %d of %d stage-%d %s training records (%s), e.g. %s",
+        city,
+        len(dropped),
+        total,
+        stage,
+        variant,
+        by_rule,
+        examples,
+    )
 
 
 def query_leaks(records: pd.DataFrame, target_names: list[str | None] | None = None) -> CheckOutcome:
@@ -468,8 +536,9 @@ def query_leaks(records: pd.DataFrame, target_names: list[str | None] | None = N
     """
     names = target_names if target_names is not None else [None] * len(records)
     leaking = []
-    for record_id, instruction, positive, name in zip(records["record_id"], records["instruction"],
-                                                      records["positive"], names, strict=True):  # fmt: skip
+    for record_id, instruction, positive, name in zip(
+        records["record_id"], records["instruction"], records["positive"], names, strict=True
+    ):
         if _broken_rule(instruction, positive, name) is not None:
             leaking.append(str(record_id))
     return CheckOutcome(not leaking, len(leaking), "0 records whose query contains their target", leaking)
@@ -485,8 +554,9 @@ def negatives_within_split(records: pd.DataFrame) -> CheckOutcome:
     for text, split in zip(records["positive"], records["split"], strict=True):
         splits_of_text.setdefault(text, set()).add(split)
     crossing = []
-    for record_id, split, negatives in zip(records["record_id"], records["split"], records["hard_negatives"],
-                                           strict=True):  # fmt: skip
+    for record_id, split, negatives in zip(
+        records["record_id"], records["split"], records["hard_negatives"], strict=True
+    ):
         if any(split not in splits_of_text.get(text, set()) for text in negatives):
             crossing.append(str(record_id))
     return CheckOutcome(not crossing, len(crossing), "0 records with a hard negative from another split", crossing)

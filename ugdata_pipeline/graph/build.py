@@ -57,8 +57,13 @@ class GraphConfig:
     bounds_min_share: float = 0.3  # ... or this share of the street's length
 
     def __post_init__(self) -> None:
-        for name in ("crossing_merge_m", "street_gap_merge_m", "nearest_max_m", "bounds_buffer_m",
-                     "bounds_min_overlap_m"):  # fmt: skip
+        for name in (
+            "crossing_merge_m",
+            "street_gap_merge_m",
+            "nearest_max_m",
+            "bounds_buffer_m",
+            "bounds_min_overlap_m",
+        ):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 msg = f"GraphConfig.{name} must be a finite distance >= 0 in metres, got {value!r}"
@@ -134,18 +139,21 @@ def _merge_streets(streets: gpd.GeoDataFrame, crs: CRS, config: GraphConfig) -> 
     pieces = streets[streets["name"].notna()].to_crs(crs).reset_index(drop=True)
     pieces["name_code"] = pd.factorize(pieces["name"])[0]
     n = len(pieces)
-    exploded = pd.DataFrame({
-        "piece": np.repeat(np.arange(n), pieces["node_ids"].map(len).to_numpy()),
-        "node": np.concatenate(pieces["node_ids"].to_numpy()) if n else np.empty(0, np.int64),
-    })
+    exploded = pd.DataFrame(
+        {
+            "piece": np.repeat(np.arange(n), pieces["node_ids"].map(len).to_numpy()),
+            "node": np.concatenate(pieces["node_ids"].to_numpy()) if n else np.empty(0, np.int64),
+        }
+    )
     exploded["name_code"] = pieces["name_code"].to_numpy()[exploded["piece"].to_numpy()]
     shared = exploded.sort_values(["name_code", "node", "piece"], kind="stable")
     same = (shared["name_code"].diff() == 0) & (shared["node"].diff() == 0)
     a = shared["piece"].to_numpy()[np.flatnonzero(same.to_numpy()) - 1]
     b = shared["piece"].to_numpy()[same.to_numpy()]
     if config.street_gap_merge_m > 0 and n:
-        left, right = pieces.sindex.query(pieces.geometry.values, predicate="dwithin",
-                                          distance=config.street_gap_merge_m)  # fmt: skip
+        left, right = pieces.sindex.query(
+            pieces.geometry.values, predicate="dwithin", distance=config.street_gap_merge_m
+        )
         keep = (left < right) & (pieces["name_code"].to_numpy()[left] == pieces["name_code"].to_numpy()[right])
         a, b = np.concatenate([a, left[keep]]), np.concatenate([b, right[keep]])
     pieces["component"] = _union_find(n, a, b)
@@ -189,31 +197,44 @@ def _find_crossings(streets: _Streets, config: GraphConfig) -> tuple[pd.DataFram
     pieces = streets.pieces
     coords, piece_index = shapely.get_coordinates(pieces.geometry.values, return_index=True)
     nodes = np.concatenate(pieces["node_ids"].to_numpy()) if len(pieces) else np.empty(0, np.int64)
-    points = pd.DataFrame({
-        "node": nodes,
-        "street": pieces["street"].to_numpy()[piece_index],
-        "x": coords[:, 0],
-        "y": coords[:, 1],
-    }).drop_duplicates(["node", "street"])
+    points = pd.DataFrame(
+        {
+            "node": nodes,
+            "street": pieces["street"].to_numpy()[piece_index],
+            "x": coords[:, 0],
+            "y": coords[:, 1],
+        }
+    ).drop_duplicates(["node", "street"])
     per_node = points.groupby("node")["street"].nunique()
     junction_nodes = per_node.index[per_node.to_numpy() >= 2]
     junctions = points[points["node"].isin(junction_nodes)]
     at = junctions.drop_duplicates("node").sort_values("node").reset_index(drop=True)
     if at.empty:
-        return (pd.DataFrame(columns=["x", "y", "osm_node", "osm_ids"]),
-                pd.DataFrame(columns=["crossing", "street"], dtype=np.int64))  # fmt: skip
+        return (
+            pd.DataFrame(columns=["x", "y", "osm_node", "osm_ids"]),
+            pd.DataFrame(columns=["crossing", "street"], dtype=np.int64),
+        )
     xy = at[["x", "y"]].to_numpy()
     pairs = cKDTree(xy).query_pairs(r=config.crossing_merge_m, output_type="ndarray")
     at["cluster"] = _union_find(len(at), pairs[:, 0], pairs[:, 1])
     crossings = at.groupby("cluster").agg(
-        x=("x", "mean"), y=("y", "mean"), osm_node=("node", "min"),
+        x=("x", "mean"),
+        y=("y", "mean"),
+        osm_node=("node", "min"),
         osm_ids=("node", lambda ids: ",".join(f"n{i}" for i in sorted(ids))),
-    )  # fmt: skip
+    )
     cluster_of_node = pd.Series(at["cluster"].to_numpy(), index=at["node"].to_numpy())
-    memberships = pd.DataFrame({
-        "crossing": cluster_of_node.reindex(junctions["node"]).to_numpy(),
-        "street": junctions["street"].to_numpy(),
-    }).drop_duplicates().sort_values(["crossing", "street"]).reset_index(drop=True)
+    memberships = (
+        pd.DataFrame(
+            {
+                "crossing": cluster_of_node.reindex(junctions["node"]).to_numpy(),
+                "street": junctions["street"].to_numpy(),
+            }
+        )
+        .drop_duplicates()
+        .sort_values(["crossing", "street"])
+        .reset_index(drop=True)
+    )
     crossings = crossings.reset_index(drop=True)
     return crossings, memberships
 
@@ -223,22 +244,29 @@ def _to_lonlat(transformer: Transformer, x: np.ndarray, y: np.ndarray) -> tuple[
     return np.asarray(lon), np.asarray(lat)
 
 
-def _edge_frame(src: object, dst: object, kind: str, distance: np.ndarray, bearing: np.ndarray,
-                street_name: object = None) -> pd.DataFrame:  # fmt: skip
-    return pd.DataFrame({
-        "src": np.asarray(src, dtype=object),
-        "dst": np.asarray(dst, dtype=object),
-        "kind": kind,
-        "distance_m": np.maximum(np.asarray(distance, dtype=float), MIN_EDGE_DISTANCE_M),
-        "bearing_deg": np.asarray(bearing, dtype=float),
-        "street_name": street_name,
-    })
+def _edge_frame(
+    src: object, dst: object, kind: str, distance: np.ndarray, bearing: np.ndarray, street_name: object = None
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "src": np.asarray(src, dtype=object),
+            "dst": np.asarray(dst, dtype=object),
+            "kind": kind,
+            "distance_m": np.maximum(np.asarray(distance, dtype=float), MIN_EDGE_DISTANCE_M),
+            "bearing_deg": np.asarray(bearing, dtype=float),
+            "street_name": street_name,
+        }
+    )
 
 
 def _along_street_edges(
-    streets: _Streets, crossings: pd.DataFrame, memberships: pd.DataFrame, crossing_ids: np.ndarray,
-    crossing_lonlat: tuple[np.ndarray, np.ndarray], config: GraphConfig,
-) -> pd.DataFrame:  # fmt: skip
+    streets: _Streets,
+    crossings: pd.DataFrame,
+    memberships: pd.DataFrame,
+    crossing_ids: np.ndarray,
+    crossing_lonlat: tuple[np.ndarray, np.ndarray],
+    config: GraphConfig,
+) -> pd.DataFrame:
     """Consecutive crossings along each street part, with the along-street length between them."""
     table = streets.table
     if memberships.empty:
@@ -258,7 +286,8 @@ def _along_street_edges(
     cand["position"] = shapely.line_locate_point(geoms[keep], points[keep])
     cand = cand.sort_values(["part", "position", "crossing"], kind="stable")
     consecutive = (cand["part"].to_numpy()[1:] == cand["part"].to_numpy()[:-1]) & (
-        cand["crossing"].to_numpy()[1:] != cand["crossing"].to_numpy()[:-1])
+        cand["crossing"].to_numpy()[1:] != cand["crossing"].to_numpy()[:-1]
+    )
     first = cand.iloc[:-1][consecutive]
     second = cand.iloc[1:][consecutive]
     a = first["crossing"].to_numpy()
@@ -271,12 +300,19 @@ def _along_street_edges(
     lon, lat = crossing_lonlat
     straight, bearing = distance_bearing(lat[pairs["a"]], lon[pairs["a"]], lat[pairs["b"]], lon[pairs["b"]])
     along = np.where(pairs["length"].to_numpy() > 0, pairs["length"].to_numpy(), straight)
-    return _edge_frame(crossing_ids[pairs["a"]], crossing_ids[pairs["b"]], "along_street",
-                       np.maximum(along, straight), bearing, table["name"].to_numpy()[pairs["street"]])  # fmt: skip
+    return _edge_frame(
+        crossing_ids[pairs["a"]],
+        crossing_ids[pairs["b"]],
+        "along_street",
+        np.maximum(along, straight),
+        bearing,
+        table["name"].to_numpy()[pairs["street"]],
+    )
 
 
 def _places(extract: OsmExtract, crs: CRS) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """Named POIs and AOIs (UTM), minus the reference's noise names, deduplicated by id."""
+
     def clean(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         named = frame[frame["name"].notna() & ~frame["name"].str.lower().isin(NOISE_NAMES)]
         return named.drop_duplicates("osm_id").to_crs(crs).reset_index(drop=True)
@@ -285,14 +321,17 @@ def _places(extract: OsmExtract, crs: CRS) -> tuple[gpd.GeoDataFrame, gpd.GeoDat
 
 
 def _nearest_edges(
-    places: gpd.GeoDataFrame, place_ids: np.ndarray, anchors: np.ndarray, streets: gpd.GeoDataFrame,
-    to_lonlat: Transformer, config: GraphConfig,
-) -> pd.DataFrame:  # fmt: skip
+    places: gpd.GeoDataFrame,
+    place_ids: np.ndarray,
+    anchors: np.ndarray,
+    streets: gpd.GeoDataFrame,
+    to_lonlat: Transformer,
+    config: GraphConfig,
+) -> pd.DataFrame:
     """Each place -> its nearest street within ``nearest_max_m`` (ties broken by street id)."""
     if places.empty or streets.empty:
         return _edge_frame([], [], "nearest", np.empty(0), np.empty(0))
-    left, right = streets.sindex.query(places.geometry.values, predicate="dwithin",
-                                       distance=config.nearest_max_m)  # fmt: skip
+    left, right = streets.sindex.query(places.geometry.values, predicate="dwithin", distance=config.nearest_max_m)
     hits = pd.DataFrame({"place": left, "street": right})
     hits["gap"] = shapely.distance(places.geometry.values[left], streets.geometry.values[right])
     hits = hits[hits["gap"] <= config.nearest_max_m]
@@ -307,14 +346,24 @@ def _nearest_edges(
     lon1, lat1 = _to_lonlat(to_lonlat, shapely.get_x(anchor), shapely.get_y(anchor))
     lon2, lat2 = _to_lonlat(to_lonlat, shapely.get_x(on_street), shapely.get_y(on_street))
     _, bearing = distance_bearing(lat1, lon1, lat2, lon2)
-    return _edge_frame(place_ids[hits["place"].to_numpy()], hits["street_id"].to_numpy(), "nearest", gap,
-                       bearing, streets["name"].to_numpy()[hits["street"].to_numpy()])  # fmt: skip
+    return _edge_frame(
+        place_ids[hits["place"].to_numpy()],
+        hits["street_id"].to_numpy(),
+        "nearest",
+        gap,
+        bearing,
+        streets["name"].to_numpy()[hits["street"].to_numpy()],
+    )
 
 
 def _bounds_edges(
-    aois: gpd.GeoDataFrame, aoi_ids: np.ndarray, aoi_anchor: np.ndarray, streets: gpd.GeoDataFrame,
-    to_lonlat: Transformer, config: GraphConfig,
-) -> pd.DataFrame:  # fmt: skip
+    aois: gpd.GeoDataFrame,
+    aoi_ids: np.ndarray,
+    aoi_anchor: np.ndarray,
+    streets: gpd.GeoDataFrame,
+    to_lonlat: Transformer,
+    config: GraphConfig,
+) -> pd.DataFrame:
     """Street -> AOI whose boundary the street runs along."""
     if aois.empty or streets.empty:
         return _edge_frame([], [], "bounds", np.empty(0), np.empty(0))
@@ -331,27 +380,42 @@ def _bounds_edges(
     lon1, lat1 = _to_lonlat(to_lonlat, shapely.get_x(on_street), shapely.get_y(on_street))
     lon2, lat2 = _to_lonlat(to_lonlat, shapely.get_x(anchor), shapely.get_y(anchor))
     distance, bearing = distance_bearing(lat1, lon1, lat2, lon2)
-    return _edge_frame(streets["node_id"].to_numpy()[street_idx], aoi_ids[aoi_idx], "bounds", distance,
-                       bearing, streets["name"].to_numpy()[street_idx])  # fmt: skip
+    return _edge_frame(
+        streets["node_id"].to_numpy()[street_idx],
+        aoi_ids[aoi_idx],
+        "bounds",
+        distance,
+        bearing,
+        streets["name"].to_numpy()[street_idx],
+    )
 
 
 def _within_edges(
-    pois: gpd.GeoDataFrame, poi_ids: np.ndarray, poi_lonlat: tuple[np.ndarray, np.ndarray],
-    aois: gpd.GeoDataFrame, aoi_ids: np.ndarray, aoi_lonlat: tuple[np.ndarray, np.ndarray],
-) -> pd.DataFrame:  # fmt: skip
+    pois: gpd.GeoDataFrame,
+    poi_ids: np.ndarray,
+    poi_lonlat: tuple[np.ndarray, np.ndarray],
+    aois: gpd.GeoDataFrame,
+    aoi_ids: np.ndarray,
+    aoi_lonlat: tuple[np.ndarray, np.ndarray],
+) -> pd.DataFrame:
     """POI -> every AOI that contains it."""
     if pois.empty or aois.empty:
         return _edge_frame([], [], "within", np.empty(0), np.empty(0))
     poi_idx, aoi_idx = aois.sindex.query(pois.geometry.values, predicate="within")
-    distance, bearing = distance_bearing(poi_lonlat[1][poi_idx], poi_lonlat[0][poi_idx],
-                                         aoi_lonlat[1][aoi_idx], aoi_lonlat[0][aoi_idx])  # fmt: skip
+    distance, bearing = distance_bearing(
+        poi_lonlat[1][poi_idx], poi_lonlat[0][poi_idx], aoi_lonlat[1][aoi_idx], aoi_lonlat[0][aoi_idx]
+    )
     return _edge_frame(poi_ids[poi_idx], aoi_ids[aoi_idx], "within", distance, bearing)
 
 
 def build_urban_graph(
-    extract: OsmExtract, *, city_name: str, country: str, config: GraphConfig | None = None,
+    extract: OsmExtract,
+    *,
+    city_name: str,
+    country: str,
+    config: GraphConfig | None = None,
     where: str = "the area",
-) -> UrbanGraph:  # fmt: skip
+) -> UrbanGraph:
     """
     Build the urban graph of one city.
 
@@ -380,8 +444,10 @@ def build_urban_graph(
     config = config or GraphConfig()
     named = extract.streets[extract.streets["name"].notna()] if len(extract.streets) else extract.streets
     if len(named) == 0:
-        msg = (f"{where} has no named streets ({len(extract.streets)} street ways in {extract.source}); "
-               "check the extract covers a built-up area, or choose a larger one")  # fmt: skip
+        msg = (
+            f"{where} has no named streets ({len(extract.streets)} street ways in {extract.source}); "
+            "check the extract covers a built-up area, or choose a larger one"
+        )
         raise EmptyAreaError(msg)
     crs = named.estimate_utm_crs()
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
@@ -398,8 +464,7 @@ def build_urban_graph(
     crossing_streets = memberships.groupby("crossing")["street"].agg(list)
     street_names = table["name"].to_numpy(dtype=object)  # one array, not a per-element lookup in the loop
     crossing_names = [
-        _crossing_name(sorted({street_names[s] for s in crossing_streets.get(i, [])}))
-        for i in range(len(crossings))
+        _crossing_name(sorted({street_names[s] for s in crossing_streets.get(i, [])})) for i in range(len(crossings))
     ]
 
     pois, aois = _places(extract, crs)
@@ -412,13 +477,20 @@ def build_urban_graph(
 
     # --- edges -----------------------------------------------------------------------------------------
     m_cross, m_street = memberships["crossing"].to_numpy(), memberships["street"].to_numpy()
-    distance, bearing = distance_bearing(cross_lat[m_cross], cross_lon[m_cross], street_lat[m_street],
-                                         street_lon[m_street])  # fmt: skip
+    distance, bearing = distance_bearing(
+        cross_lat[m_cross], cross_lon[m_cross], street_lat[m_street], street_lon[m_street]
+    )
     street_ids = table["node_id"].to_numpy()
     edges = pd.concat(
         [
-            _edge_frame(crossing_ids[m_cross], street_ids[m_street], "crossing", distance, bearing,
-                        table["name"].to_numpy()[m_street]),  # fmt: skip
+            _edge_frame(
+                crossing_ids[m_cross],
+                street_ids[m_street],
+                "crossing",
+                distance,
+                bearing,
+                table["name"].to_numpy()[m_street],
+            ),
             _along_street_edges(streets, crossings, memberships, crossing_ids, (cross_lon, cross_lat), config),
             _nearest_edges(pois, poi_ids, poi_anchor, table, to_lonlat, config),
             _nearest_edges(aois, aoi_ids, aoi_anchor, table, to_lonlat, config),
@@ -431,15 +503,53 @@ def build_urban_graph(
 
     # --- nodes -----------------------------------------------------------------------------------------
     frames = [
-        _node_frame(street_ids, "street", table["name"], table["category"], street_lon, street_lat, None,
-                    table["length_m"], table["osm_ids"], table.geometry.to_crs("EPSG:4326").values),
-        _node_frame(crossing_ids, "crossing", crossing_names, "crossing", cross_lon, cross_lat,
-                    crossing_names, None, crossings["osm_ids"], shapely.points(cross_lon, cross_lat)),
-        _node_frame(poi_ids, "poi", pois["name"], pois["category"], *poi_lonlat, pois["address"], None,
-                    pois["osm_id"], pois.geometry.to_crs("EPSG:4326").values),
-        _node_frame(aoi_ids, "aoi", aois["name"], aois["category"], *aoi_lonlat, aois["address"],
-                    None, aois["osm_id"], aois.geometry.to_crs("EPSG:4326").values),
-    ]  # fmt: skip
+        _node_frame(
+            street_ids,
+            "street",
+            table["name"],
+            table["category"],
+            street_lon,
+            street_lat,
+            None,
+            table["length_m"],
+            table["osm_ids"],
+            table.geometry.to_crs("EPSG:4326").values,
+        ),
+        _node_frame(
+            crossing_ids,
+            "crossing",
+            crossing_names,
+            "crossing",
+            cross_lon,
+            cross_lat,
+            crossing_names,
+            None,
+            crossings["osm_ids"],
+            shapely.points(cross_lon, cross_lat),
+        ),
+        _node_frame(
+            poi_ids,
+            "poi",
+            pois["name"],
+            pois["category"],
+            *poi_lonlat,
+            pois["address"],
+            None,
+            pois["osm_id"],
+            pois.geometry.to_crs("EPSG:4326").values,
+        ),
+        _node_frame(
+            aoi_ids,
+            "aoi",
+            aois["name"],
+            aois["category"],
+            *aoi_lonlat,
+            aois["address"],
+            None,
+            aois["osm_id"],
+            aois.geometry.to_crs("EPSG:4326").values,
+        ),
+    ]
     nodes = gpd.GeoDataFrame(pd.concat([f for f in frames if len(f)], ignore_index=True), crs="EPSG:4326")
     nodes["node_text"] = [
         render_node_text(row, city=city_name, country=country)
@@ -460,6 +570,7 @@ def _crossing_name(street_names: list[str]) -> str:
 
 def _node_frame(node_ids, kind, name, category, lon, lat, address, length_m, osm_ids, geometry):
     n = len(node_ids)
+
     def column(value: object, dtype: str = "object") -> pd.Series:
         if value is None or isinstance(value, str):
             return pd.Series([value] * n, dtype=dtype)

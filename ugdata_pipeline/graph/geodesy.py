@@ -41,9 +41,7 @@ def normalize_bearing_deg(bearing_deg: npt.ArrayLike) -> FloatArray:
 @overload
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float: ...
 @overload
-def distance_m(
-    lat1: npt.ArrayLike, lon1: npt.ArrayLike, lat2: npt.ArrayLike, lon2: npt.ArrayLike
-) -> FloatArray: ...
+def distance_m(lat1: npt.ArrayLike, lon1: npt.ArrayLike, lat2: npt.ArrayLike, lon2: npt.ArrayLike) -> FloatArray: ...
 def distance_m(lat1, lon1, lat2, lon2):  # type: ignore[no-untyped-def]
     """
     Geodesic distance between two points on the WGS84 ellipsoid.
@@ -66,9 +64,7 @@ def distance_m(lat1, lon1, lat2, lon2):  # type: ignore[no-untyped-def]
 @overload
 def bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float: ...
 @overload
-def bearing_deg(
-    lat1: npt.ArrayLike, lon1: npt.ArrayLike, lat2: npt.ArrayLike, lon2: npt.ArrayLike
-) -> FloatArray: ...
+def bearing_deg(lat1: npt.ArrayLike, lon1: npt.ArrayLike, lat2: npt.ArrayLike, lon2: npt.ArrayLike) -> FloatArray: ...
 def bearing_deg(lat1, lon1, lat2, lon2):  # type: ignore[no-untyped-def]
     """
     Initial bearing from point 1 to point 2.

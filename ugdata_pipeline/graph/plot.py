@@ -43,8 +43,9 @@ def graph_map_png(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, *, title: str, d
         streets = nodes[nodes["kind"] == "street"]
         if len(streets):
             streets.plot(ax=ax, color="#555555", linewidth=0.9, zorder=2)
-        position = pd.DataFrame({"lon": nodes["lon"].to_numpy(), "lat": nodes["lat"].to_numpy()},
-                                index=nodes["node_id"].to_numpy())  # fmt: skip
+        position = pd.DataFrame(
+            {"lon": nodes["lon"].to_numpy(), "lat": nodes["lat"].to_numpy()}, index=nodes["node_id"].to_numpy()
+        )
         for kind, color in (("along_street", "#ff7f0e"),):
             sub = edges[edges["kind"] == kind]
             if sub.empty:
@@ -52,8 +53,9 @@ def graph_map_png(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, *, title: str, d
             a = position.reindex(sub["src"]).to_numpy()
             b = position.reindex(sub["dst"]).to_numpy()
             segments = np.stack([a, b], axis=1)
-            ax.add_collection(mpl.collections.LineCollection(segments, colors=color, linewidths=0.6,
-                                                             zorder=2.5, label=kind))  # fmt: skip
+            ax.add_collection(
+                mpl.collections.LineCollection(segments, colors=color, linewidths=0.6, zorder=2.5, label=kind)
+            )
         for kind, style in _KIND_STYLE.items():
             sub = nodes[nodes["kind"] == kind]
             if len(sub):

@@ -10,9 +10,18 @@ NODE_KINDS: tuple[str, ...] = get_args(NodeKind)
 EDGE_KINDS: tuple[str, ...] = get_args(EdgeKind)
 
 NODE_COLUMNS: tuple[str, ...] = (
-    "node_id", "kind", "name", "category", "lon", "lat", "address", "length_m", "osm_ids", "node_text",
+    "node_id",
+    "kind",
+    "name",
+    "category",
+    "lon",
+    "lat",
+    "address",
+    "length_m",
+    "osm_ids",
+    "node_text",
     "geometry",
-)  # fmt: skip
+)
 EDGE_COLUMNS: tuple[str, ...] = ("src", "dst", "kind", "distance_m", "bearing_deg", "street_name")
 
 #: Floor for edge distances in metres. Some edges join geometries that touch (a POI drawn on its street, an

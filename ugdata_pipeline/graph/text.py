@@ -39,9 +39,7 @@ DISTANCE_BANDS_M: tuple[tuple[float, str], ...] = (
 def compass_index(bearing_deg: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Index into :data:`COMPASS_WORDS` for bearings in degrees clockwise from north (any real value)."""
     wrapped = normalize_bearing_deg(bearing_deg)
-    return (np.floor((wrapped + COMPASS_SECTOR_DEG / 2) / COMPASS_SECTOR_DEG).astype(np.int64)) % len(
-        COMPASS_WORDS
-    )
+    return (np.floor((wrapped + COMPASS_SECTOR_DEG / 2) / COMPASS_SECTOR_DEG).astype(np.int64)) % len(COMPASS_WORDS)
 
 
 def compass_word(bearing_deg: float) -> str:

@@ -54,9 +54,11 @@ def require_unique_node_ids(nodes: pd.DataFrame, where: str) -> None:
     """
     outcome = node_ids_unique(nodes)
     if not outcome.passed:
-        msg = (f"{where}: the graph has {outcome.observed} duplicated node id(s), e.g. "
-               f"{'; '.join(outcome.examples[:5])}; node ids must be unique (the graph build makes them so), "
-               "so rebuild the graph with this version and report the ids if it persists")  # fmt: skip
+        msg = (
+            f"{where}: the graph has {outcome.observed} duplicated node id(s), e.g. "
+            f"{'; '.join(outcome.examples[:5])}; node ids must be unique (the graph build makes them so), "
+            "so rebuild the graph with this version and report the ids if it persists"
+        )
         raise GraphIntegrityError(msg)
 
 
@@ -72,8 +74,12 @@ def coordinates_valid(nodes: pd.DataFrame) -> CheckOutcome:
     """No NaN or out-of-range lon/lat."""
     lon, lat = nodes["lon"].to_numpy(dtype=float), nodes["lat"].to_numpy(dtype=float)
     bad = ~(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90))
-    return CheckOutcome(not bad.any(), int(bad.sum()), "0 nodes with NaN or out-of-range lon/lat",
-                        nodes.loc[bad, "node_id"].astype(str).tolist())  # fmt: skip
+    return CheckOutcome(
+        not bad.any(),
+        int(bad.sum()),
+        "0 nodes with NaN or out-of-range lon/lat",
+        nodes.loc[bad, "node_id"].astype(str).tolist(),
+    )
 
 
 def no_self_loops(edges: pd.DataFrame) -> CheckOutcome:
@@ -88,17 +94,23 @@ def distances_positive(edges: pd.DataFrame) -> CheckOutcome:
     b = edges["bearing_deg"].to_numpy(dtype=float)
     bad = ~(np.isfinite(d) & (d > 0) & np.isfinite(b) & (b >= 0) & (b < 360))
     examples = [f"{s}->{t}" for s, t in zip(edges.loc[bad, "src"], edges.loc[bad, "dst"], strict=True)]
-    return CheckOutcome(not bad.any(), int(bad.sum()), "0 edges with distance <= 0 or bearing outside [0, 360)",
-                        examples)  # fmt: skip
+    return CheckOutcome(
+        not bad.any(), int(bad.sum()), "0 edges with distance <= 0 or bearing outside [0, 360)", examples
+    )
 
 
-def poi_attachment_share(nodes: pd.DataFrame, edges: pd.DataFrame,
-                         minimum: float = MIN_POI_ATTACHED_SHARE) -> CheckOutcome:  # fmt: skip
+def poi_attachment_share(
+    nodes: pd.DataFrame, edges: pd.DataFrame, minimum: float = MIN_POI_ATTACHED_SHARE
+) -> CheckOutcome:
     """Share of POI nodes with a ``nearest`` edge to a street (vacuously 1.0 without POIs)."""
     pois = nodes.loc[nodes["kind"] == "poi", "node_id"]
     if pois.empty:
         return CheckOutcome(True, 1.0, f">= {minimum:.0%} of POIs attached to a street")
     attached = pois.isin(edges.loc[edges["kind"] == "nearest", "src"])
     share = float(attached.mean())
-    return CheckOutcome(share >= minimum, round(share, 4), f">= {minimum:.0%} of POIs attached to a street",
-                        pois[~attached].astype(str).tolist())  # fmt: skip
+    return CheckOutcome(
+        share >= minimum,
+        round(share, 4),
+        f">= {minimum:.0%} of POIs attached to a street",
+        pois[~attached].astype(str).tolist(),
+    )

@@ -88,8 +88,10 @@ def validate_images(images: pd.DataFrame, *, required: tuple[str, ...] = IMAGE_R
         raise ImageryInputError(msg)
     missing = [c for c in required if c not in images.columns]
     if missing:
-        msg = (f"images is missing column(s) {missing}; it has {list(images.columns)}. "
-               f"Every images table needs {list(required)}")  # fmt: skip
+        msg = (
+            f"images is missing column(s) {missing}; it has {list(images.columns)}. "
+            f"Every images table needs {list(required)}"
+        )
         raise ImageryInputError(msg)
     for column, limit in (("lon", 180.0), ("lat", 90.0)):
         values = pd.to_numeric(images[column], errors="coerce").to_numpy(dtype=float)
@@ -97,21 +99,27 @@ def validate_images(images: pd.DataFrame, *, required: tuple[str, ...] = IMAGE_R
         if bad.any():
             rows = images.loc[bad, ["image_id", column]].head(5)
             examples = ", ".join(f"{i!r}: {v!r}" for i, v in zip(rows["image_id"], rows[column], strict=True))
-            msg = (f"images.{column} has {int(bad.sum())} NaN or out-of-range value(s) (must be finite, within "
-                   f"±{limit:g} decimal degrees), e.g. {examples}; fix or drop those rows")  # fmt: skip
+            msg = (
+                f"images.{column} has {int(bad.sum())} NaN or out-of-range value(s) (must be finite, within "
+                f"±{limit:g} decimal degrees), e.g. {examples}; fix or drop those rows"
+            )
             raise ImageryInputError(msg)
     duplicated = images["image_id"].duplicated(keep=False)
     if duplicated.any():
         examples = sorted({str(v) for v in images.loc[duplicated, "image_id"]})[:5]
-        msg = (f"images.image_id must be unique, but {int(duplicated.sum())} rows share ids, e.g. {examples}; "
-               "deduplicate the table (drop_duplicates('image_id')) before anchoring")  # fmt: skip
+        msg = (
+            f"images.image_id must be unique, but {int(duplicated.sum())} rows share ids, e.g. {examples}; "
+            "deduplicate the table (drop_duplicates('image_id')) before anchoring"
+        )
         raise ImageryInputError(msg)
 
 
 def _streets_of(graph_nodes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     if not isinstance(graph_nodes, gpd.GeoDataFrame):
-        msg = (f"graph_nodes must be a GeoDataFrame (UrbanGraph.nodes), got {type(graph_nodes).__name__}; "
-               "pass graph.nodes from build_urban_graph")  # fmt: skip
+        msg = (
+            f"graph_nodes must be a GeoDataFrame (UrbanGraph.nodes), got {type(graph_nodes).__name__}; "
+            "pass graph.nodes from build_urban_graph"
+        )
         raise ImageryInputError(msg)
     missing = [c for c in ("node_id", "kind", "name", "geometry") if c not in graph_nodes.columns]
     if missing:
@@ -119,8 +127,10 @@ def _streets_of(graph_nodes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         raise ImageryInputError(msg)
     streets = graph_nodes[(graph_nodes["kind"] == "street") & graph_nodes.geometry.notna()]
     if streets.empty:
-        msg = (f"graph_nodes holds no 'street' nodes with a geometry ({len(graph_nodes)} nodes in all); "
-               "images can only be anchored into a graph that has streets")  # fmt: skip
+        msg = (
+            f"graph_nodes holds no 'street' nodes with a geometry ({len(graph_nodes)} nodes in all); "
+            "images can only be anchored into a graph that has streets"
+        )
         raise ImageryInputError(msg)
     if streets.crs is None:
         msg = "graph_nodes has no CRS; it must be EPSG:4326 as built by build_urban_graph (set_crs('EPSG:4326'))"
@@ -176,8 +186,10 @@ def anchor_images(
         if "source" in images.columns:
             other = images["source"][images["source"] != source_label]
             if len(other):
-                msg = (f"source_label={source_label!r} contradicts images.source, which also holds "
-                       f"{sorted({str(v) for v in other.unique()})[:5]}; drop source_label or the column")  # fmt: skip
+                msg = (
+                    f"source_label={source_label!r} contradicts images.source, which also holds "
+                    f"{sorted({str(v) for v in other.unique()})[:5]}; drop source_label or the column"
+                )
                 raise ImageryInputError(msg)
         else:
             images = images.assign(source=source_label)
@@ -200,12 +212,14 @@ def anchor_images(
     image_pos, street_pos = streets_utm.sindex.query(points, predicate="dwithin", distance=max_snap_m)
     street_geoms = streets_utm.geometry.to_numpy()
     street_ids = streets_utm["node_id"].to_numpy(dtype=object)
-    cand = pd.DataFrame({
-        "image": image_pos,
-        "street": street_pos,
-        "node_id": street_ids[street_pos],
-        "dist": shapely.distance(points[image_pos], street_geoms[street_pos]),
-    })
+    cand = pd.DataFrame(
+        {
+            "image": image_pos,
+            "street": street_pos,
+            "node_id": street_ids[street_pos],
+            "dist": shapely.distance(points[image_pos], street_geoms[street_pos]),
+        }
+    )
     cand = cand[cand["dist"] <= max_snap_m]
     best = cand.groupby("image")["dist"].transform("min")
     cand = cand[cand["dist"] <= best + SNAP_TIE_M]
@@ -251,18 +265,24 @@ def anchor_images(
     image_nodes = image_nodes[list(NODE_COLUMNS)]
 
     street_names = streets_utm["name"].to_numpy(dtype=object)[chosen["street"].to_numpy(dtype=np.int64)]
-    image_edges = pd.DataFrame({
-        "src": pd.Series(node_ids, dtype=object),
-        "dst": pd.Series(kept["street_node"].to_numpy(dtype=object), dtype=object),
-        "kind": "image_street",
-        "distance_m": np.maximum(np.asarray(snap_dist, dtype=float), MIN_EDGE_DISTANCE_M),
-        "bearing_deg": np.asarray(bearing, dtype=float),
-        "street_name": pd.Series(street_names, dtype=object),
-    })[list(EDGE_COLUMNS)]
+    image_edges = pd.DataFrame(
+        {
+            "src": pd.Series(node_ids, dtype=object),
+            "dst": pd.Series(kept["street_node"].to_numpy(dtype=object), dtype=object),
+            "kind": "image_street",
+            "distance_m": np.maximum(np.asarray(snap_dist, dtype=float), MIN_EDGE_DISTANCE_M),
+            "bearing_deg": np.asarray(bearing, dtype=float),
+            "street_name": pd.Series(street_names, dtype=object),
+        }
+    )[list(EDGE_COLUMNS)]
 
     if dropped_ids:
-        logger.info("dropped %s of %s images farther than %s m from any street", f"{len(dropped_ids):,}",
-                    f"{len(images):,}", max_snap_m)  # fmt: skip
+        logger.info(
+            "dropped %s of %s images farther than %s m from any street",
+            f"{len(dropped_ids):,}",
+            f"{len(images):,}",
+            max_snap_m,
+        )
     logger.info("anchored %s images to streets (max snap %s m)", f"{n:,}", max_snap_m)
     return AnchorResult(
         images=kept.reset_index(drop=True),
@@ -273,9 +293,9 @@ def anchor_images(
     )
 
 
-def anchored_graph(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, image_nodes: gpd.GeoDataFrame,
-                   image_edges: pd.DataFrame) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:  # fmt: skip
+def anchored_graph(
+    nodes: gpd.GeoDataFrame, edges: pd.DataFrame, image_nodes: gpd.GeoDataFrame, image_edges: pd.DataFrame
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """The urban graph with the city's image nodes and image_street edges added."""
-    all_nodes = gpd.GeoDataFrame(pd.concat([nodes, image_nodes], ignore_index=True), geometry="geometry",
-                                 crs=nodes.crs)  # fmt: skip
+    all_nodes = gpd.GeoDataFrame(pd.concat([nodes, image_nodes], ignore_index=True), geometry="geometry", crs=nodes.crs)
     return all_nodes, pd.concat([edges, image_edges], ignore_index=True)

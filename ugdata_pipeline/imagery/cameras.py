@@ -31,9 +31,17 @@ from ugdata_pipeline.imagery.scene import SceneInputError, stable_hash
 #: Columns of :func:`sample_cameras`' result. ``x_m``, ``y_m`` (metric CRS) and ``heading_deg`` (clockwise from
 #: grid north of the metric CRS) are what the renderer uses; ``compass_angle`` is from true north.
 CAMERA_COLUMNS: tuple[str, ...] = (
-    "camera_id", "lon", "lat", "compass_angle", "sequence_id", "street_name", "x_m", "y_m", "heading_deg",
+    "camera_id",
+    "lon",
+    "lat",
+    "compass_angle",
+    "sequence_id",
+    "street_name",
+    "x_m",
+    "y_m",
+    "heading_deg",
     "view_offset_deg",
-)  # fmt: skip
+)
 #: Cameras stand this far right of the street's centre line, as a car or pedestrian would.
 LANE_OFFSET_M = 1.5
 
@@ -72,8 +80,9 @@ def normalize_offsets(view_offsets_deg: object) -> tuple[float, ...]:
     if isinstance(view_offsets_deg, str | bytes) or not hasattr(view_offsets_deg, "__iter__"):
         raise SceneInputError(msg)
     values = list(view_offsets_deg)  # type: ignore[call-overload]
-    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                             for v in values):  # fmt: skip
+    if not values or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
         raise SceneInputError(msg)
     offsets = tuple(0.0 if v % 360.0 == 0 else 180.0 - (180.0 - float(v)) % 360.0 for v in values)
     if len(set(offsets)) != len(offsets):
@@ -134,13 +143,21 @@ def sample_cameras(
     offsets = normalize_offsets(view_offsets_deg)
     named = streets[streets["name"].notna()]
     if named.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c in {"lon", "lat", "compass_angle", "x_m", "y_m",
-                                                                 "heading_deg", "view_offset_deg"} else "object")
-                             for c in CAMERA_COLUMNS})  # fmt: skip
+        return pd.DataFrame(
+            {
+                c: pd.Series(
+                    dtype="float64"
+                    if c in {"lon", "lat", "compass_angle", "x_m", "y_m", "heading_deg", "view_offset_deg"}
+                    else "object"
+                )
+                for c in CAMERA_COLUMNS
+            }
+        )
     crs = CRS.from_user_input(crs_metric)
     metric = named.to_crs(crs)
-    rows: dict[str, list] = {c: [] for c in ("camera_id", "sequence_id", "street_name", "x_m", "y_m", "heading_deg",
-                                             "view_offset_deg")}  # fmt: skip
+    rows: dict[str, list] = {
+        c: [] for c in ("camera_id", "sequence_id", "street_name", "x_m", "y_m", "heading_deg", "view_offset_deg")
+    }
     for name, group in metric.groupby("name", sort=True):
         merged = shapely.line_merge(shapely.multilinestrings(list(group.geometry.values)))
         parts = [p for p in shapely.get_parts(merged) if p.length > 0.5]
@@ -186,6 +203,7 @@ def sample_cameras(
     cameras["lon"] = np.asarray(lon, dtype=float)
     cameras["lat"] = np.asarray(lat, dtype=float)
     # grid north is not true north away from the zone's central meridian; the geodesic bearing corrects it
-    cameras["compass_angle"] = bearing_deg(cameras["lat"].to_numpy(), cameras["lon"].to_numpy(),
-                                           np.asarray(lat_ahead), np.asarray(lon_ahead))  # fmt: skip
+    cameras["compass_angle"] = bearing_deg(
+        cameras["lat"].to_numpy(), cameras["lon"].to_numpy(), np.asarray(lat_ahead), np.asarray(lon_ahead)
+    )
     return cameras[list(CAMERA_COLUMNS)]

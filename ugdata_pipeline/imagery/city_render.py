@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["MIN_VIEWS_PER_WORKER", "RenderResult", "render_city", "usable_cores"]
 
 
-
-
 @dataclass(slots=True)
 class RenderResult:
     """
@@ -66,8 +64,14 @@ class RenderResult:
 
 
 def _empty_manifest() -> pd.DataFrame:
-    types = {"lon": "float64", "lat": "float64", "compass_angle": "float64", "width": "int64", "height": "int64",
-             "is_pano": "bool"}  # fmt: skip
+    types = {
+        "lon": "float64",
+        "lat": "float64",
+        "compass_angle": "float64",
+        "width": "int64",
+        "height": "int64",
+        "is_pano": "bool",
+    }
     return pd.DataFrame({c: pd.Series(dtype=types.get(c, "object")) for c in IMAGE_COLUMNS})
 
 
@@ -103,11 +107,21 @@ def _view_fingerprint(fingerprint: str, job: _ViewJob) -> str:
 
 
 def _draw_and_write(scene: Scene, config: RenderConfig, fingerprint: str, job: _ViewJob) -> dict:
-    image, facts = render_view(scene, job.x_m, job.y_m, job.heading_deg, config, view_rng(config.seed, job.camera_id),
-                               street_name=job.street_name, weather=sequence_weather(config.seed, job.sequence_id),
-                               lighting=sequence_lighting(config.seed, job.sequence_id))  # fmt: skip
-    write_file_atomic(job.path, encode_image(image, facts, image_format=config.image_format,
-                                                fingerprint=_view_fingerprint(fingerprint, job)))
+    image, facts = render_view(
+        scene,
+        job.x_m,
+        job.y_m,
+        job.heading_deg,
+        config,
+        view_rng(config.seed, job.camera_id),
+        street_name=job.street_name,
+        weather=sequence_weather(config.seed, job.sequence_id),
+        lighting=sequence_lighting(config.seed, job.sequence_id),
+    )
+    write_file_atomic(
+        job.path,
+        encode_image(image, facts, image_format=config.image_format, fingerprint=_view_fingerprint(fingerprint, job)),
+    )
     return facts
 
 
@@ -127,8 +141,9 @@ def usable_cores(cap: int = 8) -> int:
     return max(1, min(usable, cap))
 
 
-def _render_views(scene: Scene, config: RenderConfig, fingerprint: str, jobs: list[_ViewJob], *,
-                  workers: int | None) -> Iterator[dict]:  # fmt: skip
+def _render_views(
+    scene: Scene, config: RenderConfig, fingerprint: str, jobs: list[_ViewJob], *, workers: int | None
+) -> Iterator[dict]:
     """Draw and write ``jobs``, yielding each view's facts in order; in worker processes when there are many."""
     workers = min(workers or 1, max(1, len(jobs) // MIN_VIEWS_PER_WORKER))
     if workers <= 1:
@@ -205,12 +220,22 @@ def render_city(
     streets = extract.streets
     if crs_metric is None and len(streets):
         crs_metric = streets.estimate_utm_crs().to_string()
-    scene = build_scene(extract, crs_metric=crs_metric, default_building_height_m=config.default_building_height_m,
-                        margin_m=config.max_distance_m + 50.0)  # fmt: skip
+    scene = build_scene(
+        extract,
+        crs_metric=crs_metric,
+        default_building_height_m=config.default_building_height_m,
+        margin_m=config.max_distance_m + 50.0,
+    )
     if cameras is None:
-        cameras = sample_cameras(streets, crs_metric=scene.crs_metric, spacing_m=config.spacing_m, seed=config.seed,
-                                 heading_jitter_deg=config.heading_jitter_deg, city_slug=city_slug,
-                                 view_offsets_deg=config.view_offsets_deg)  # fmt: skip
+        cameras = sample_cameras(
+            streets,
+            crs_metric=scene.crs_metric,
+            spacing_m=config.spacing_m,
+            seed=config.seed,
+            heading_jitter_deg=config.heading_jitter_deg,
+            city_slug=city_slug,
+            view_offsets_deg=config.view_offsets_deg,
+        )
     n_cameras = len(cameras)
     if cap is not None and n_cameras > cap:
         picked = np.unique(np.linspace(0, n_cameras - 1, cap).round().astype(int)) if cap else np.empty(0, int)
@@ -227,8 +252,15 @@ def render_city(
     for index, camera in enumerate(cameras.itertuples(index=False)):
         path = folder / f"{camera.camera_id}.{config.extension}"
         paths.append(path.relative_to(root).as_posix())
-        job = _ViewJob(path, camera.x_m, camera.y_m, camera.heading_deg, str(camera.camera_id), camera.street_name,
-                       str(camera.sequence_id))  # fmt: skip
+        job = _ViewJob(
+            path,
+            camera.x_m,
+            camera.y_m,
+            camera.heading_deg,
+            str(camera.camera_id),
+            camera.street_name,
+            str(camera.sequence_id),
+        )
         stored = read_image_facts(path) if path.exists() else None
         if stored is not None and stored[0] == _view_fingerprint(fingerprint, job):
             stored_facts[index] = stored[1]
@@ -248,28 +280,40 @@ def render_city(
             sums[key] += float(facts.get(key, 0.0))
         facts_out.append(json.dumps(facts, ensure_ascii=False, separators=(",", ":")))
     if len(cameras):
-        images = pd.DataFrame({
-            "image_id": cameras["camera_id"].astype(str),
-            "source": SOURCE,
-            "lon": cameras["lon"].astype(float),
-            "lat": cameras["lat"].astype(float),
-            "compass_angle": cameras["compass_angle"].astype(float),
-            "captured_at": captured_at,
-            "sequence_id": cameras["sequence_id"].astype(str),
-            "path": paths,
-            "width": config.size,
-            "height": config.size,
-            "is_pano": False,
-            "creator": CREATOR,
-            "scene_facts": facts_out,
-        })[list(IMAGE_COLUMNS)]  # fmt: skip
+        images = pd.DataFrame(
+            {
+                "image_id": cameras["camera_id"].astype(str),
+                "source": SOURCE,
+                "lon": cameras["lon"].astype(float),
+                "lat": cameras["lat"].astype(float),
+                "compass_angle": cameras["compass_angle"].astype(float),
+                "captured_at": captured_at,
+                "sequence_id": cameras["sequence_id"].astype(str),
+                "path": paths,
+                "width": config.size,
+                "height": config.size,
+                "is_pano": False,
+                "creator": CREATOR,
+                "scene_facts": facts_out,
+            }
+        )[list(IMAGE_COLUMNS)]
     else:
         images = _empty_manifest()
     views = len(images)
     counts: dict[str, float | int] = {
-        "views": views, "rendered": rendered, "reused": reused, "cameras": n_cameras, **scene.counts,
+        "views": views,
+        "rendered": rendered,
+        "reused": reused,
+        "cameras": n_cameras,
+        **scene.counts,
         **{f"mean_{k}": round(v / views, 4) if views else 0.0 for k, v in sums.items()},
-    }  # fmt: skip
-    logger.info("%s: %s views (%s rendered, %s reused) from %s cameras", city_slug, f"{views:,}", f"{rendered:,}",
-                f"{reused:,}", f"{n_cameras:,}")  # fmt: skip
+    }
+    logger.info(
+        "%s: %s views (%s rendered, %s reused) from %s cameras",
+        city_slug,
+        f"{views:,}",
+        f"{rendered:,}",
+        f"{reused:,}",
+        f"{n_cameras:,}",
+    )
     return RenderResult(images=images, counts=counts)

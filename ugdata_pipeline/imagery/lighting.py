@@ -47,8 +47,11 @@ from ugdata_pipeline.imagery.scene import (
 SEASONS: tuple[str, ...] = ("spring", "summer", "autumn", "winter")
 #: Sun elevation range per season, degrees above the horizon (a winter sun stays low).
 SUN_ELEVATION_DEG: dict[str, tuple[float, float]] = {
-    "spring": (15.0, 50.0), "summer": (25.0, 65.0), "autumn": (15.0, 45.0), "winter": (15.0, 30.0),
-}  # fmt: skip
+    "spring": (15.0, 50.0),
+    "summer": (25.0, 65.0),
+    "autumn": (15.0, 45.0),
+    "winter": (15.0, 30.0),
+}
 
 _GREEN_GROUND = [GRASS, PARK, CEMETERY, PITCH]
 
@@ -168,8 +171,11 @@ class Lighting:
 
     def facts(self) -> dict[str, float | str]:
         """The ``scene_facts`` entries of this light (recorded for inspection; not labels)."""
-        return {"sun_azimuth_deg": round(self.sun_azimuth_deg, 1),
-                "sun_elevation_deg": round(self.sun_elevation_deg, 1), "season": self.season}  # fmt: skip
+        return {
+            "sun_azimuth_deg": round(self.sun_azimuth_deg, 1),
+            "sun_elevation_deg": round(self.sun_elevation_deg, 1),
+            "season": self.season,
+        }
 
 
 def make_lighting(sun_azimuth_deg: float, sun_elevation_deg: float, season: str = "summer") -> Lighting:
@@ -221,8 +227,13 @@ def make_lighting(sun_azimuth_deg: float, sun_elevation_deg: float, season: str 
     }
     for array in arrays.values():
         array.setflags(write=False)  # one Lighting is shared by every view of a sequence (cached)
-    return Lighting(sun_azimuth_deg=azimuth, sun_elevation_deg=elevation, season=season,
-                    ground_palette=_GROUND_BY_SEASON[season], **arrays)  # fmt: skip
+    return Lighting(
+        sun_azimuth_deg=azimuth,
+        sun_elevation_deg=elevation,
+        season=season,
+        ground_palette=_GROUND_BY_SEASON[season],
+        **arrays,
+    )
 
 
 def _unit(*parts: object) -> float:

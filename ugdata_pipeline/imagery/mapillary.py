@@ -87,13 +87,32 @@ DISCOVERY_FIELDS = "id,geometry,compass_angle,computed_compass_angle,captured_at
 THUMBNAIL_SIZES: tuple[str, ...] = ("thumb_256_url", "thumb_1024_url", "thumb_2048_url", "thumb_original_url")
 #: Columns of :attr:`DiscoveryResult.images` (and the columns :meth:`MapillaryClient.download` needs).
 DISCOVERY_COLUMNS: tuple[str, ...] = (
-    "image_id", "source", "lon", "lat", "compass_angle", "captured_at", "sequence_id", "is_pano", "creator",
-)  # fmt: skip
+    "image_id",
+    "source",
+    "lon",
+    "lat",
+    "compass_angle",
+    "captured_at",
+    "sequence_id",
+    "is_pano",
+    "creator",
+)
 #: Columns of the ``images`` manifest (data contract shared with the offline renderer).
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "image_id", "source", "lon", "lat", "compass_angle", "captured_at", "sequence_id", "path", "width", "height",
-    "is_pano", "creator", "scene_facts",
-)  # fmt: skip
+    "image_id",
+    "source",
+    "lon",
+    "lat",
+    "compass_angle",
+    "captured_at",
+    "sequence_id",
+    "path",
+    "width",
+    "height",
+    "is_pano",
+    "creator",
+    "scene_facts",
+)
 #: Failures of the last download run, in the city folder; the next run retries them.
 FAILURES_FILENAME = "mapillary_failures.json"
 SOURCE = "mapillary"
@@ -266,8 +285,13 @@ class _Session:
         is shared because building one costs ~0.2 s.
         """
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        return httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits, follow_redirects=True,
-                                 headers={"User-Agent": _USER_AGENT}, verify=self.ssl_context)  # fmt: skip
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout_s),
+            limits=limits,
+            follow_redirects=True,
+            headers={"User-Agent": _USER_AGENT},
+            verify=self.ssl_context,
+        )
 
 
 async def _gather_or_cancel(coroutines: list[Any]) -> list[Any]:
@@ -353,8 +377,12 @@ class MapillaryClient:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 msg = f"`{name}` must be a positive integer, got {value!r}"
                 raise ImageryInputError(msg)
-        for name, value in (("requests_per_second", requests_per_second), ("timeout_s", timeout_s),
-                            ("max_cell_deg", max_cell_deg), ("min_cell_deg", min_cell_deg)):  # fmt: skip
+        for name, value in (
+            ("requests_per_second", requests_per_second),
+            ("timeout_s", timeout_s),
+            ("max_cell_deg", max_cell_deg),
+            ("min_cell_deg", min_cell_deg),
+        ):
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 msg = f"`{name}` must be a positive number, got {value!r}"
                 raise ImageryInputError(msg)
@@ -372,8 +400,10 @@ class MapillaryClient:
         self.min_cell_deg = float(min_cell_deg)
 
     def __repr__(self) -> str:
-        return (f"MapillaryClient(graph_url={self.graph_url!r}, concurrency={self.concurrency}, "
-                f"requests_per_second={self.requests_per_second:g}, token='***')")  # fmt: skip
+        return (
+            f"MapillaryClient(graph_url={self.graph_url!r}, concurrency={self.concurrency}, "
+            f"requests_per_second={self.requests_per_second:g}, token='***')"
+        )
 
     # ---------------------------------------------------------------------------------------------------- plumbing
 
@@ -382,8 +412,14 @@ class MapillaryClient:
         bucket = AsyncTokenBucket(self.requests_per_second, capacity=max(1.0, self.requests_per_second))
         writers = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="mapillary-write")
         try:
-            yield _Session(bucket=bucket, ssl_context=httpx.create_ssl_context(), timeout_s=self.timeout_s, stats={},
-                           writers=writers, breaker_threshold=max(10, 2 * self.concurrency))  # fmt: skip
+            yield _Session(
+                bucket=bucket,
+                ssl_context=httpx.create_ssl_context(),
+                timeout_s=self.timeout_s,
+                stats={},
+                writers=writers,
+                breaker_threshold=max(10, 2 * self.concurrency),
+            )
         finally:
             writers.shutdown(wait=True)  # a write still running finishes its rename (it is a finished image)
 
@@ -411,12 +447,28 @@ class MapillaryClient:
         if graph and not session.token_ok:
             async with session.auth_lock:
                 if not session.token_ok:
-                    response = await self._retrying_get(session, http, url, params, graph=True, counter=counter,
-                                                        retry_query_timeout=retry_query_timeout, budget=budget)
+                    response = await self._retrying_get(
+                        session,
+                        http,
+                        url,
+                        params,
+                        graph=True,
+                        counter=counter,
+                        retry_query_timeout=retry_query_timeout,
+                        budget=budget,
+                    )
                     session.token_ok = True
                     return response
-        return await self._retrying_get(session, http, url, params, graph=graph, counter=counter,
-                                        retry_query_timeout=retry_query_timeout, budget=budget)  # fmt: skip
+        return await self._retrying_get(
+            session,
+            http,
+            url,
+            params,
+            graph=graph,
+            counter=counter,
+            retry_query_timeout=retry_query_timeout,
+            budget=budget,
+        )
 
     async def _retrying_get(
         self,
@@ -463,7 +515,6 @@ class MapillaryClient:
 
     # ---------------------------------------------------------------------------------------------------- discovery
 
-
     # ---------------------------------------------------------------------------------------------------- stages
     # The stages live in their own modules, which import this one; hence the imports inside the methods.
 
@@ -481,9 +532,16 @@ class MapillaryClient:
         """Find the images inside a polygon: :func:`ugdata_pipeline.imagery.mapillary_discovery.discover`."""
         from ugdata_pipeline.imagery.mapillary_discovery import discover
 
-        return await discover(self, polygon_wgs84, cache_dir=cache_dir, start=start, end=end,
-                              include_panos=include_panos, max_requests=max_requests,
-                              cache_max_age_days=cache_max_age_days)  # fmt: skip
+        return await discover(
+            self,
+            polygon_wgs84,
+            cache_dir=cache_dir,
+            start=start,
+            end=end,
+            include_panos=include_panos,
+            max_requests=max_requests,
+            cache_max_age_days=cache_max_age_days,
+        )
 
     async def download(
         self,
@@ -515,9 +573,17 @@ def discover_images(
     cache_max_age_days: float | None = None,
 ) -> DiscoveryResult:
     """Synchronous :meth:`MapillaryClient.discover` (runs its own event loop; call it outside a running loop)."""
-    return asyncio.run(client.discover(polygon_wgs84, cache_dir=cache_dir, start=start, end=end,
-                                       include_panos=include_panos, max_requests=max_requests,
-                                       cache_max_age_days=cache_max_age_days))  # fmt: skip
+    return asyncio.run(
+        client.discover(
+            polygon_wgs84,
+            cache_dir=cache_dir,
+            start=start,
+            end=end,
+            include_panos=include_panos,
+            max_requests=max_requests,
+            cache_max_age_days=cache_max_age_days,
+        )
+    )
 
 
 def download_images(

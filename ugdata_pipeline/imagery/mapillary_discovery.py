@@ -128,8 +128,10 @@ def _initial_cells(area: BaseGeometry, size_deg: float) -> list[Cell]:
     for ix in range(math.floor(minx / size_deg), math.floor(maxx / size_deg) + 1):
         for iy in range(math.floor(miny / size_deg), math.floor(maxy / size_deg) + 1):
             # Rounded so that 1504 * 0.04 is 60.16, not 60.160000000000004 (which would graze a neighbour cell).
-            cell = tuple(round(v, _CELL_DECIMALS) for v in (ix * size_deg, iy * size_deg, (ix + 1) * size_deg,
-                                                             (iy + 1) * size_deg))  # fmt: skip
+            cell = tuple(
+                round(v, _CELL_DECIMALS)
+                for v in (ix * size_deg, iy * size_deg, (ix + 1) * size_deg, (iy + 1) * size_deg)
+            )
             if _overlaps(area, cell):
                 cells.append(cell)
     return cells
@@ -168,8 +170,10 @@ def _validate_area(polygon_wgs84: object) -> BaseGeometry:
     if isinstance(polygon_wgs84, tuple | list) and len(polygon_wgs84) == 4:
         polygon_wgs84 = box(*map(float, polygon_wgs84))
     if not isinstance(polygon_wgs84, BaseGeometry):
-        msg = (f"polygon_wgs84 must be a shapely Polygon/MultiPolygon in EPSG:4326 or a (min_lon, min_lat, max_lon, "
-               f"max_lat) bbox, got {type(polygon_wgs84).__name__}")  # fmt: skip
+        msg = (
+            f"polygon_wgs84 must be a shapely Polygon/MultiPolygon in EPSG:4326 or a (min_lon, min_lat, max_lon, "
+            f"max_lat) bbox, got {type(polygon_wgs84).__name__}"
+        )
         raise ImageryInputError(msg)
     if polygon_wgs84.is_empty or polygon_wgs84.geom_type not in ("Polygon", "MultiPolygon"):
         msg = f"polygon_wgs84 must be a non-empty Polygon or MultiPolygon, got {polygon_wgs84.geom_type}"
@@ -179,8 +183,10 @@ def _validate_area(polygon_wgs84: object) -> BaseGeometry:
         raise ImageryInputError(msg)
     minx, miny, maxx, maxy = polygon_wgs84.bounds
     if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
-        msg = (f"polygon_wgs84 bounds {polygon_wgs84.bounds!r} are outside lon ±180 / lat ±90; the polygon must "
-               "be in decimal degrees (EPSG:4326), not metres; reproject it with to_crs('EPSG:4326')")  # fmt: skip
+        msg = (
+            f"polygon_wgs84 bounds {polygon_wgs84.bounds!r} are outside lon ±180 / lat ±90; the polygon must "
+            "be in decimal degrees (EPSG:4326), not metres; reproject it with to_crs('EPSG:4326')"
+        )
         raise ImageryInputError(msg)
     return polygon_wgs84
 
@@ -210,8 +216,11 @@ def _parse_record(record: dict[str, Any]) -> dict[str, Any] | None:
     if angle is None:
         angle = record.get("computed_compass_angle")
     captured_ms = record.get("captured_at")
-    captured = (datetime.fromtimestamp(captured_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                if isinstance(captured_ms, int | float) else "")  # fmt: skip
+    captured = (
+        datetime.fromtimestamp(captured_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if isinstance(captured_ms, int | float)
+        else ""
+    )
     creator = record.get("creator")
     if isinstance(creator, dict):
         creator = creator.get("username") or creator.get("id") or ""
@@ -285,8 +294,9 @@ async def discover(
     shapely.prepare(area)
     found: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
-    counts = dict.fromkeys(("cells_queried", "cells_cached", "cells_split", "cells_truncated", "cells_pending",
-                            "cells_failed"), 0)  # fmt: skip
+    counts = dict.fromkeys(
+        ("cells_queried", "cells_cached", "cells_split", "cells_truncated", "cells_pending", "cells_failed"), 0
+    )
     semaphore = asyncio.Semaphore(client.concurrency)
 
     async with client._session() as session, session.new_client(client.concurrency) as http:
@@ -325,12 +335,22 @@ async def discover(
     if failures or failed_path.exists():
         _write_atomic(failed_path, json.dumps(failures, indent=1).encode())
     if budget.exhausted:
-        logger.warning("Mapillary daily request budget (%s) exhausted: %d cell(s) left for the next run",
-                       max_requests, counts["cells_pending"])  # fmt: skip
-    logger.info("Mapillary discovery: %d images kept of %d found; %d requests, %d cells from cache, %d split, "
-                "%d pending, %d failed", len(images), counts["images_found"], counts["requests"],
-                counts["cells_cached"], counts["cells_split"], counts["cells_pending"],
-                counts["cells_failed"])  # fmt: skip
+        logger.warning(
+            "Mapillary daily request budget (%s) exhausted: %d cell(s) left for the next run",
+            max_requests,
+            counts["cells_pending"],
+        )
+    logger.info(
+        "Mapillary discovery: %d images kept of %d found; %d requests, %d cells from cache, %d split, "
+        "%d pending, %d failed",
+        len(images),
+        counts["images_found"],
+        counts["requests"],
+        counts["cells_cached"],
+        counts["cells_split"],
+        counts["cells_pending"],
+        counts["cells_failed"],
+    )
     return DiscoveryResult(images=images, failures=failures_frame(failures), counts=counts, complete=complete)
 
 
@@ -359,9 +379,16 @@ async def _discover_cell(
     can_split = (cell[2] - cell[0]) / 2 >= client.min_cell_deg and (cell[3] - cell[1]) / 2 >= client.min_cell_deg
     params = {"bbox": _cell_text(cell), "fields": DISCOVERY_FIELDS, "limit": str(client.search_limit)}
     try:
-        response = await client._request(session, http, f"{client.graph_url}/images", params=params, graph=True,
-                                       counter="search_requests", retry_query_timeout=not can_split,
-                                       budget=budget)  # fmt: skip
+        response = await client._request(
+            session,
+            http,
+            f"{client.graph_url}/images",
+            params=params,
+            graph=True,
+            counter="search_requests",
+            retry_query_timeout=not can_split,
+            budget=budget,
+        )
     except _BudgetExhaustedError:
         return "pending", None
     except _GaveUpError as exc:
@@ -380,8 +407,12 @@ async def _discover_cell(
         return "split", None
     truncated = len(data) >= client.search_limit
     if truncated:
-        logger.warning("Mapillary cell %s still holds >= %d images at the minimum cell size; keeping the first %d",
-                       _cell_text(cell), client.search_limit, len(data))  # fmt: skip
+        logger.warning(
+            "Mapillary cell %s still holds >= %d images at the minimum cell size; keeping the first %d",
+            _cell_text(cell),
+            client.search_limit,
+            len(data),
+        )
     _write_cache(path, cell, split=False, data=data, budget=budget)
     return ("truncated" if truncated else "queried"), data
 
@@ -406,8 +437,13 @@ def _write_cache(path: Path, cell: Cell, *, split: bool, data: list[Any], budget
 
 def _cell_failure(cell: Cell, error: str, attempts: int) -> dict[str, Any]:
     logger.warning("Mapillary cell %s failed after %d attempt(s): %s", _cell_text(cell), attempts, error)
-    return {"image_id": f"cell:{_cell_text(cell)}", "stage": "discover", "attempts": attempts, "error": error,
-            "last_attempt_at": _now_iso()}  # fmt: skip
+    return {
+        "image_id": f"cell:{_cell_text(cell)}",
+        "stage": "discover",
+        "attempts": attempts,
+        "error": error,
+        "last_attempt_at": _now_iso(),
+    }
 
 
 def _discovery_frame(
@@ -420,8 +456,7 @@ def _discovery_frame(
     rows = [row for row in map(_parse_record, found.values()) if row is not None]
     counts = {"images_found": len(found), "no_position": len(found) - len(rows)}
     frame = pd.DataFrame(rows, columns=[*DISCOVERY_COLUMNS, "captured_ms"])
-    frame = frame.astype({"lon": float, "lat": float, "compass_angle": float, "captured_ms": float,
-                          "is_pano": bool})  # fmt: skip
+    frame = frame.astype({"lon": float, "lat": float, "compass_angle": float, "captured_ms": float, "is_pano": bool})
     inside = shapely.intersects_xy(area, frame["lon"].to_numpy(), frame["lat"].to_numpy())
     counts["outside_polygon"] = int((~inside).sum())
     frame = frame[inside]

@@ -266,8 +266,9 @@ async def download(
     new_failures: dict[str, _StageFailedError] = {}
     stats: dict[str, int] = {}
     if pending:
-        logger.info("Mapillary download for %s: %d to fetch, %d already on disk", city_slug, len(pending),
-                    already_present)  # fmt: skip
+        logger.info(
+            "Mapillary download for %s: %d to fetch, %d already on disk", city_slug, len(pending), already_present
+        )
         async with client._session() as session:
             queue = iter(pending)
             progress = {"done": 0, "step": max(1, len(pending) // 10), "down_logged": 0}
@@ -283,17 +284,24 @@ async def download(
                         except _StageFailedError as exc:
                             new_failures[image_id] = exc
                             if exc.attempts:
-                                logger.warning("Mapillary image %s failed at %s after %d attempt(s): %s",
-                                               image_id, exc.stage, exc.attempts, exc.error)  # fmt: skip
+                                logger.warning(
+                                    "Mapillary image %s failed at %s after %d attempt(s): %s",
+                                    image_id,
+                                    exc.stage,
+                                    exc.attempts,
+                                    exc.error,
+                                )
                             elif not progress["down_logged"]:
                                 progress["down_logged"] = 1
-                                logger.error("Mapillary download for %s: %d requests in a row failed; the images "
-                                             "left are recorded as failed for the next run", city_slug,
-                                             session.consecutive_give_ups)  # fmt: skip
+                                logger.error(
+                                    "Mapillary download for %s: %d requests in a row failed; the images "
+                                    "left are recorded as failed for the next run",
+                                    city_slug,
+                                    session.consecutive_give_ups,
+                                )
                         progress["done"] += 1
                         if progress["done"] % progress["step"] == 0:
-                            logger.info("Mapillary download for %s: %d / %d", city_slug, progress["done"],
-                                        len(pending))  # fmt: skip
+                            logger.info("Mapillary download for %s: %d / %d", city_slug, progress["done"], len(pending))
 
             await _gather_or_cancel([worker() for _ in range(min(client.concurrency, len(pending)))])
             stats = session.stats
@@ -314,8 +322,13 @@ async def download(
         "verify_failures": stats.get("verify_failures", 0),
         "bytes_downloaded": stats.get("bytes_downloaded", 0),
     }
-    logger.info("Mapillary download for %s: %d images on disk (%d new), %d failed", city_slug, len(manifest),
-                counts["downloaded"], counts["failed"])  # fmt: skip
+    logger.info(
+        "Mapillary download for %s: %d images on disk (%d new), %d failed",
+        city_slug,
+        len(manifest),
+        counts["downloaded"],
+        counts["failed"],
+    )
     return DownloadResult(manifest=manifest, failures=failures_frame(failures), counts=counts)
 
 
@@ -323,8 +336,14 @@ async def _resolve(
     client: MapillaryClient, session: _Session, http: httpx.AsyncClient, image_id: str, size: str
 ) -> str:
     try:
-        response = await client._request(session, http, f"{client.graph_url}/{image_id}", params={"fields": size},
-                                       graph=True, counter="resolve_requests")  # fmt: skip
+        response = await client._request(
+            session,
+            http,
+            f"{client.graph_url}/{image_id}",
+            params={"fields": size},
+            graph=True,
+            counter="resolve_requests",
+        )
     except _GaveUpError as exc:
         raise _StageFailedError(exc.error, exc.attempts, stage="resolve") from None
     if response.status_code != 200:
@@ -357,8 +376,9 @@ async def _fetch_one(
             if fresh_urls >= client.retry.max_attempts:
                 error = f"thumbnail URL rejected ({_describe(response)}) with {fresh_urls} freshly resolved URLs"
                 raise _StageFailedError(error, fresh_urls, stage="download")
-            logger.info("Mapillary thumbnail URL of %s expired (HTTP %d); resolving it again", image_id,
-                        response.status_code)  # fmt: skip
+            logger.info(
+                "Mapillary thumbnail URL of %s expired (HTTP %d); resolving it again", image_id, response.status_code
+            )
             continue
         if response.status_code != 200:
             raise _StageFailedError(redact(_describe(response), client._token), 1, stage="download")
@@ -368,8 +388,9 @@ async def _fetch_one(
             # Decoding releases the GIL; the rename happens in the thread, so a cancelled run never leaves a
             # half-written file under the final name.
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(session.writers, _verify_and_store, content,
-                                              image_dir / f"{image_id}.jpg")  # fmt: skip
+            return await loop.run_in_executor(
+                session.writers, _verify_and_store, content, image_dir / f"{image_id}.jpg"
+            )
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             session.stats["verify_failures"] = session.stats.get("verify_failures", 0) + 1
             msg = f"not a complete image ({type(exc).__name__}: {exc})"
@@ -391,8 +412,15 @@ def _merge_failures(
         if image_id in new:
             failure = new[image_id]
             prior = int(earlier.get("attempts", 0)) if earlier else 0
-            rows.append({"image_id": image_id, "stage": failure.stage, "attempts": prior + failure.attempts,
-                         "error": failure.error, "last_attempt_at": _now_iso()})  # fmt: skip
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "stage": failure.stage,
+                    "attempts": prior + failure.attempts,
+                    "error": failure.error,
+                    "last_attempt_at": _now_iso(),
+                }
+            )
         elif earlier is not None:
             rows.append({column: earlier.get(column) for column in FAILURE_COLUMNS})
     return rows
@@ -405,8 +433,10 @@ def _validate_download_input(images_df: pd.DataFrame, city_slug: str, size: str)
     required = [c for c in DISCOVERY_COLUMNS if c != "source"]
     missing = [c for c in required if c not in images_df.columns]
     if missing:
-        msg = (f"images_df is missing column(s) {missing}; it has {list(images_df.columns)}. Pass "
-               "DiscoveryResult.images (or a thinned copy of it)")  # fmt: skip
+        msg = (
+            f"images_df is missing column(s) {missing}; it has {list(images_df.columns)}. Pass "
+            "DiscoveryResult.images (or a thinned copy of it)"
+        )
         raise ImageryInputError(msg)
     if not isinstance(city_slug, str) or not _SLUG_PATTERN.match(city_slug):
         msg = f"`city_slug` must be lower-case letters, digits, '_' or '-', got {city_slug!r}"
@@ -418,13 +448,17 @@ def _validate_download_input(images_df: pd.DataFrame, city_slug: str, size: str)
     images["image_id"] = images["image_id"].astype(str)
     bad = [i for i in images["image_id"] if not _ID_PATTERN.match(i)]
     if bad:
-        msg = (f"images_df.image_id must be letters, digits, '_' or '-' (it names the file), but {len(bad)} are "
-               f"not, e.g. {bad[:5]!r}")  # fmt: skip
+        msg = (
+            f"images_df.image_id must be letters, digits, '_' or '-' (it names the file), but {len(bad)} are "
+            f"not, e.g. {bad[:5]!r}"
+        )
         raise ImageryInputError(msg)
     duplicated = images["image_id"].duplicated()
     if duplicated.any():
-        msg = (f"images_df.image_id must be unique, but {sorted(set(images.loc[duplicated, 'image_id']))[:5]!r} "
-               "repeat; deduplicate with drop_duplicates('image_id')")  # fmt: skip
+        msg = (
+            f"images_df.image_id must be unique, but {sorted(set(images.loc[duplicated, 'image_id']))[:5]!r} "
+            "repeat; deduplicate with drop_duplicates('image_id')"
+        )
         raise ImageryInputError(msg)
     return images.reset_index(drop=True)
 
@@ -437,5 +471,6 @@ def _manifest(images: pd.DataFrame, sizes: dict[str, tuple[int, int]], city_slug
     kept["height"] = [sizes[image_id][1] for image_id in kept["image_id"]]
     kept["scene_facts"] = "{}"
     manifest = kept[list(MANIFEST_COLUMNS)].reset_index(drop=True)
-    return manifest.astype({"lon": float, "lat": float, "compass_angle": float, "width": "int64",
-                            "height": "int64", "is_pano": bool})  # fmt: skip
+    return manifest.astype(
+        {"lon": float, "lat": float, "compass_angle": float, "width": "int64", "height": "int64", "is_pano": bool}
+    )

@@ -66,9 +66,20 @@ CREATOR = "ugdata-render (offline twin)"
 SOURCE = "render"
 #: Columns of the ``images`` manifest (shared with the Mapillary source).
 IMAGE_COLUMNS: tuple[str, ...] = (
-    "image_id", "source", "lon", "lat", "compass_angle", "captured_at", "sequence_id", "path", "width", "height",
-    "is_pano", "creator", "scene_facts",
-)  # fmt: skip
+    "image_id",
+    "source",
+    "lon",
+    "lat",
+    "compass_angle",
+    "captured_at",
+    "sequence_id",
+    "path",
+    "width",
+    "height",
+    "is_pano",
+    "creator",
+    "scene_facts",
+)
 #: At most this many entries in ``scene_facts["visible"]``.
 MAX_VISIBLE = 20
 _FACTS_KEY = "ugdata:scene_facts"
@@ -81,8 +92,9 @@ _HAZE = np.array([196, 204, 212], dtype=np.float32)
 _SKY_TOP = np.array([84, 134, 196], dtype=np.float32)
 _SKY_HORIZON = np.array([190, 212, 232], dtype=np.float32)
 _OVERCAST = np.array([176, 180, 186], dtype=np.float32)
-_WINDOW_TINTS = np.array([(44, 54, 66), (60, 72, 88), (96, 118, 140), (34, 38, 44), (70, 84, 96),
-                          (206, 192, 140)], dtype=np.float32)  # fmt: skip
+_WINDOW_TINTS = np.array(
+    [(44, 54, 66), (60, 72, 88), (96, 118, 140), (34, 38, 44), (70, 84, 96), (206, 192, 140)], dtype=np.float32
+)
 _GLASS = np.array([120, 150, 168], dtype=np.float32)
 _TRUNK = np.array([88, 66, 48], dtype=np.float32)
 _POST = np.array([70, 72, 76], dtype=np.float32)
@@ -148,16 +160,22 @@ class RenderConfig:
             ("fov_deg", _positive(self.fov_deg) and 10 < self.fov_deg < 170, "degrees in (10, 170)"),
             ("eye_height_m", _positive(self.eye_height_m), "a positive number of metres"),
             ("max_distance_m", _positive(self.max_distance_m), "a positive number of metres"),
-            ("heading_jitter_deg", _positive(self.heading_jitter_deg, zero=True) and self.heading_jitter_deg < 90,
-             "degrees in [0, 90)"),
+            (
+                "heading_jitter_deg",
+                _positive(self.heading_jitter_deg, zero=True) and self.heading_jitter_deg < 90,
+                "degrees in [0, 90)",
+            ),
             ("view_offsets_deg", _offsets_ok(self.view_offsets_deg), "a non-empty tuple of distinct finite degrees"),
             ("default_building_height_m", _positive(self.default_building_height_m), "a positive number of metres"),
             ("image_format", self.image_format in {"png", "jpeg"}, '"png" or "jpeg"'),
             ("seed", isinstance(self.seed, int) and not isinstance(self.seed, bool), "an integer"),
             ("noise", _positive(self.noise, zero=True), "a number >= 0"),
-            ("max_views", self.max_views is None or (isinstance(self.max_views, int) and self.max_views >= 0),
-             "None or an integer >= 0"),
-        )  # fmt: skip
+            (
+                "max_views",
+                self.max_views is None or (isinstance(self.max_views, int) and self.max_views >= 0),
+                "None or an integer >= 0",
+            ),
+        )
         for name, ok, accepted in checks:
             if not ok:
                 msg = f"RenderConfig.{name} must be {accepted}, got {getattr(self, name)!r}"
@@ -230,11 +248,18 @@ def _camera(size: int, fov_deg: float, eye_m: float, reach_m: float, noise: floa
     pool = np.rint(np.random.default_rng(20_240_501).standard_normal(4 * size * size) * noise)
     pool = np.clip(pool, -_NOISE_MAX, _NOISE_MAX).astype(np.int32) * _ONE_PER_CHANNEL
     return _Camera(
-        focal_px=focal, centre=centre, u=u, secant=secant, rows=rows[:, None], cols=cols[None, :],
-        horizon_row=horizon, ground_depth=ground_depth, ground_fog=ground_fog,
+        focal_px=focal,
+        centre=centre,
+        u=u,
+        secant=secant,
+        rows=rows[:, None],
+        cols=cols[None, :],
+        horizon_row=horizon,
+        ground_depth=ground_depth,
+        ground_fog=ground_fog,
         sky=(rows[:horizon] / centre)[:, None, None].astype(np.float32),
         noise_pool=pool,
-    )  # fmt: skip
+    )
 
 
 def _side(u: float) -> str:
@@ -248,8 +273,11 @@ def _entry(osm_id: object, name: object, category: object, kind: str, distance: 
     return {
         "osm_id": None if osm_id is None else str(osm_id),
         "name": None if name is None or (isinstance(name, float) and math.isnan(name)) else str(name),
-        "category": str(category), "kind": kind, "distance_m": round(float(distance), 1), "side": _side(u),
-    }  # fmt: skip
+        "category": str(category),
+        "kind": kind,
+        "distance_m": round(float(distance), 1),
+        "side": _side(u),
+    }
 
 
 def _to_u8(colour: np.ndarray) -> np.ndarray:
@@ -281,8 +309,16 @@ class WallHits:
     fraction: np.ndarray
 
 
-def cast_walls(scene: Scene, x: float, y: float, heading_deg: float, *, size: int = 256, fov_deg: float = 90.0,
-               max_distance_m: float = 200.0) -> WallHits:  # fmt: skip
+def cast_walls(
+    scene: Scene,
+    x: float,
+    y: float,
+    heading_deg: float,
+    *,
+    size: int = 256,
+    fov_deg: float = 90.0,
+    max_distance_m: float = 200.0,
+) -> WallHits:
     """
     Cast one ray per image column against the footprint edges around ``(x, y)``; nearest hit per column.
 
@@ -471,8 +507,9 @@ def render_view(
             zs = z[:, signed]
             shop = (zs > 0.3) & (zs < 2.3) & ((in_bay[signed] > 0.06) & (in_bay[signed] < 0.94))
             band = (zs >= 2.5) & (zs < 3.4)
-            material[:, signed] = np.where(shop, _SHOP_GLASS, np.where(band, _SIGN,
-                                           np.where(zs < 3.2, _FACADE, material[:, signed])))  # fmt: skip
+            material[:, signed] = np.where(
+                shop, _SHOP_GLASS, np.where(band, _SIGN, np.where(zs < 3.2, _FACADE, material[:, signed]))
+            )
             band_pixels[signed] = (band & band_wall[:, signed]).sum(axis=0)
         material += walls_start + np.arange(size, dtype=np.int32) * _MATERIALS
         np.copyto(index[first:last], material, where=band_wall, casting="unsafe")
@@ -494,8 +531,9 @@ def render_view(
     extra: list[np.ndarray] = []
     for kind, item, across, ahead in _billboards(scene, x, y, fwd, right, float(u[-1]), reach):
         start = billboards_start + sum(len(p) for p in extra)
-        pixels, colours = _draw_billboard(scene, kind, item, across, ahead, index, start, depth, cam, eye, reach,
-                                          haze, light, lighting)  # fmt: skip
+        pixels, colours = _draw_billboard(
+            scene, kind, item, across, ahead, index, start, depth, cam, eye, reach, haze, light, lighting
+        )
         if pixels:
             extra.append(colours)
             drawn.append((kind, item, pixels, math.hypot(across, ahead), across / ahead))
@@ -510,8 +548,23 @@ def render_view(
     for channel in range(3):
         image[..., channel] = channels[..., channel]
 
-    facts = _facts(scene, index, (walls_start, billboards_start), building, depth, hit, sign_poi, band_pixels,
-                   ground_class, (iy, ix), u, cam, drawn, street_name, (x, y))  # fmt: skip
+    facts = _facts(
+        scene,
+        index,
+        (walls_start, billboards_start),
+        building,
+        depth,
+        hit,
+        sign_poi,
+        band_pixels,
+        ground_class,
+        (iy, ix),
+        u,
+        cam,
+        drawn,
+        street_name,
+        (x, y),
+    )
     facts.update(lighting.facts())
     return image, facts
 
@@ -529,21 +582,27 @@ def _pack(colour: np.ndarray) -> np.ndarray:
 
 
 def _billboards(
-    scene: Scene, x: float, y: float, fwd: np.ndarray, right: np.ndarray, edge_u: float, reach: float,
+    scene: Scene,
+    x: float,
+    y: float,
+    fwd: np.ndarray,
+    right: np.ndarray,
+    edge_u: float,
+    reach: float,
 ) -> list[tuple[str, int, float, float]]:
     """Trees and free POI boards in view, as (kind, index, across, ahead), farthest first."""
     items: list[tuple[str, int, float, float]] = []
     limit = min(reach, _TREE_RANGE_M)
     free = scene.free_poi_index
-    for kind, xy, index in (("tree", scene.tree_xy, np.arange(len(scene.tree_xy))),
-                            ("poi", scene.poi_xy[free], free)):  # fmt: skip
+    for kind, xy, index in (("tree", scene.tree_xy, np.arange(len(scene.tree_xy))), ("poi", scene.poi_xy[free], free)):
         if not len(index):
             continue
         rel = xy - (x, y)
         ahead, across = rel @ fwd, rel @ right
         keep = (ahead > 1.0) & (np.abs(across) < edge_u * ahead + 4.0) & (np.hypot(ahead, across) < limit)
-        items.extend((kind, int(i), float(c), float(a)) for i, c, a in zip(index[keep], across[keep], ahead[keep],
-                                                                          strict=True))  # fmt: skip
+        items.extend(
+            (kind, int(i), float(c), float(a)) for i, c, a in zip(index[keep], across[keep], ahead[keep], strict=True)
+        )
     items.sort(key=lambda item: (-item[3], item[0], item[1]))
     return items
 
@@ -552,8 +611,19 @@ _CROWN_TONES = np.array([0.8, 0.9, 1.0, 1.1], dtype=np.float32)
 
 
 def _draw_billboard(
-    scene: Scene, kind: str, item: int, across: float, ahead: float, index: np.ndarray, start: int,
-    wall_depth: np.ndarray, cam: _Camera, eye: float, reach: float, haze: np.ndarray, light: np.ndarray,
+    scene: Scene,
+    kind: str,
+    item: int,
+    across: float,
+    ahead: float,
+    index: np.ndarray,
+    start: int,
+    wall_depth: np.ndarray,
+    cam: _Camera,
+    eye: float,
+    reach: float,
+    haze: np.ndarray,
+    light: np.ndarray,
     lighting: Lighting,
 ) -> tuple[int, np.ndarray]:
     """
@@ -615,10 +685,21 @@ _ROAD_LUT = np.isin(np.arange(len(GROUND_PALETTE)), ROAD_CLASSES)
 
 
 def _facts(
-    scene: Scene, index: np.ndarray, starts: tuple[int, int], building: np.ndarray, depth: np.ndarray,
-    hit: np.ndarray, sign_poi: np.ndarray, band_pixels: np.ndarray, ground_class: np.ndarray,
-    ground_cell: tuple[np.ndarray, ...], u: np.ndarray, cam: _Camera, drawn: list[tuple[str, int, int, float, float]],
-    street_name: str | None, origin: tuple[float, float],
+    scene: Scene,
+    index: np.ndarray,
+    starts: tuple[int, int],
+    building: np.ndarray,
+    depth: np.ndarray,
+    hit: np.ndarray,
+    sign_poi: np.ndarray,
+    band_pixels: np.ndarray,
+    ground_class: np.ndarray,
+    ground_cell: tuple[np.ndarray, ...],
+    u: np.ndarray,
+    cam: _Camera,
+    drawn: list[tuple[str, int, int, float, float]],
+    street_name: str | None,
+    origin: tuple[float, float],
 ) -> dict:
     """The ``scene_facts`` of one view from its palette-index image (index ranges are labels) and column hits."""
     walls_start, billboards_start = starts
@@ -645,8 +726,16 @@ def _facts(
         mean_u = np.bincount(inverse, weights=u[seen_columns]) / np.bincount(inverse)
         for k, b in enumerate(ids):
             if pixels[k] >= _MIN_PIXELS:
-                entries.append(_entry(scene.building_osm_id[b], scene.building_name[b], scene.building_category[b],
-                                      "building", nearest[k], mean_u[k]))  # fmt: skip
+                entries.append(
+                    _entry(
+                        scene.building_osm_id[b],
+                        scene.building_name[b],
+                        scene.building_category[b],
+                        "building",
+                        nearest[k],
+                        mean_u[k],
+                    )
+                )
                 heights.append(float(scene.building_height_m[b]))
     signed = np.flatnonzero(band_pixels > 0)
     if signed.size:
@@ -656,16 +745,20 @@ def _facts(
         for k, q in enumerate(ids):
             if pixels[k] >= 2:
                 gap = math.hypot(*(scene.poi_xy[q] - origin))
-                entries.append(_entry(scene.poi_osm_id[q], scene.poi_name[q], scene.poi_category[q], "poi", gap,
-                                      mean_u[k]))  # fmt: skip
+                entries.append(
+                    _entry(scene.poi_osm_id[q], scene.poi_name[q], scene.poi_category[q], "poi", gap, mean_u[k])
+                )
     for kind, index, pixels_drawn, distance, across_u in drawn:
         if pixels_drawn < _MIN_PIXELS // 2:
             continue
         if kind == "tree":
             entries.append(_entry(scene.tree_osm_id[index], None, "tree", "tree", distance, across_u))
         else:
-            entries.append(_entry(scene.poi_osm_id[index], scene.poi_name[index], scene.poi_category[index], "poi",
-                                  distance, across_u))  # fmt: skip
+            entries.append(
+                _entry(
+                    scene.poi_osm_id[index], scene.poi_name[index], scene.poi_category[index], "poi", distance, across_u
+                )
+            )
     # areas on the ground, from every 2nd row and 4th column (each sample stands for 8 pixels)
     iy, ix = ground_cell
     sample = visible_ground[::2, ::4]
@@ -682,8 +775,11 @@ def _facts(
         mean_u = np.bincount(inverse, weights=u[cols_sampled]) / counts
         for k, a in enumerate(ids):
             if counts[k] * 8 >= 4 * _MIN_PIXELS:
-                entries.append(_entry(scene.area_osm_id[a], scene.area_name[a], scene.area_category[a], "area",
-                                      nearest[k], mean_u[k]))  # fmt: skip
+                entries.append(
+                    _entry(
+                        scene.area_osm_id[a], scene.area_name[a], scene.area_category[a], "area", nearest[k], mean_u[k]
+                    )
+                )
     entries.sort(key=lambda e: (e["distance_m"], e["kind"], e["osm_id"] or ""))
     return {
         "visible": entries[:MAX_VISIBLE],

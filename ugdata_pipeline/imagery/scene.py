@@ -61,34 +61,85 @@ MAX_RASTER_CELLS = 16_000_000
 
 # Low building types, with the default height (metres) used when the tags give none.
 _LOW_BUILDINGS_M: dict[str, float] = {
-    "house": 6.5, "detached": 6.5, "semidetached_house": 6.5, "terrace": 7.5, "bungalow": 4.5, "cabin": 4.0,
-    "hut": 3.0, "garage": 3.0, "garages": 3.0, "carport": 2.8, "shed": 2.8, "roof": 4.0, "kiosk": 3.0,
-    "farm_auxiliary": 5.0, "barn": 6.0, "greenhouse": 3.5, "service": 3.5, "toilets": 3.0,
-}  # fmt: skip
+    "house": 6.5,
+    "detached": 6.5,
+    "semidetached_house": 6.5,
+    "terrace": 7.5,
+    "bungalow": 4.5,
+    "cabin": 4.0,
+    "hut": 3.0,
+    "garage": 3.0,
+    "garages": 3.0,
+    "carport": 2.8,
+    "shed": 2.8,
+    "roof": 4.0,
+    "kiosk": 3.0,
+    "farm_auxiliary": 5.0,
+    "barn": 6.0,
+    "greenhouse": 3.5,
+    "service": 3.5,
+    "toilets": 3.0,
+}
 _HOUSE_TYPES = frozenset({"house", "detached", "semidetached_house", "bungalow", "cabin", "hut", "terrace"})
 
 # Façade colours (RGB 0..255) by building category; "building" picks from the plaster palette by id.
 _FACADE_BY_CATEGORY: dict[str, tuple[int, int, int]] = {
-    "education": (168, 86, 64), "healthcare": (226, 230, 232), "financial": (150, 148, 156),
-    "culture": (204, 172, 124), "religious": (232, 226, 210), "emergency": (178, 70, 58),
-    "government": (214, 204, 184), "transport": (152, 154, 158), "accommodation": (196, 160, 134),
-    "commercial": (128, 160, 186), "business": (118, 136, 158), "food": (204, 150, 104),
-    "historic": (186, 150, 110), "leisure": (150, 176, 160), "sport": (160, 170, 182), "amenity": (186, 180, 168),
-}  # fmt: skip
+    "education": (168, 86, 64),
+    "healthcare": (226, 230, 232),
+    "financial": (150, 148, 156),
+    "culture": (204, 172, 124),
+    "religious": (232, 226, 210),
+    "emergency": (178, 70, 58),
+    "government": (214, 204, 184),
+    "transport": (152, 154, 158),
+    "accommodation": (196, 160, 134),
+    "commercial": (128, 160, 186),
+    "business": (118, 136, 158),
+    "food": (204, 150, 104),
+    "historic": (186, 150, 110),
+    "leisure": (150, 176, 160),
+    "sport": (160, 170, 182),
+    "amenity": (186, 180, 168),
+}
 _PLASTER = np.array(
-    [(222, 206, 170), (201, 182, 152), (178, 122, 92), (230, 226, 216), (190, 194, 198), (160, 96, 76),
-     (236, 214, 158), (152, 150, 144), (214, 190, 196), (176, 186, 164)], dtype=np.float32,
-)  # fmt: skip
+    [
+        (222, 206, 170),
+        (201, 182, 152),
+        (178, 122, 92),
+        (230, 226, 216),
+        (190, 194, 198),
+        (160, 96, 76),
+        (236, 214, 158),
+        (152, 150, 144),
+        (214, 190, 196),
+        (176, 186, 164),
+    ],
+    dtype=np.float32,
+)
 _WOODEN = np.array([(150, 44, 36), (226, 196, 118), (214, 212, 202), (118, 138, 158), (96, 120, 90)], np.float32)
 
 #: Sign colours by POI category (RGB 0..255).
 SIGN_COLORS: dict[str, tuple[int, int, int]] = {
-    "food": (196, 36, 40), "commercial": (238, 176, 24), "financial": (24, 58, 148), "healthcare": (24, 150, 64),
-    "business": (84, 88, 112), "transport": (28, 92, 200), "accommodation": (118, 40, 120),
-    "culture": (150, 32, 92), "tourism": (230, 118, 24), "education": (36, 120, 160), "amenity": (120, 124, 128),
-    "religious": (176, 156, 60), "government": (54, 58, 64), "historic": (118, 88, 58), "leisure": (56, 160, 138),
-    "sport": (56, 140, 90), "craft": (140, 98, 58), "emergency": (210, 30, 30), "park": (60, 140, 60),
-}  # fmt: skip
+    "food": (196, 36, 40),
+    "commercial": (238, 176, 24),
+    "financial": (24, 58, 148),
+    "healthcare": (24, 150, 64),
+    "business": (84, 88, 112),
+    "transport": (28, 92, 200),
+    "accommodation": (118, 40, 120),
+    "culture": (150, 32, 92),
+    "tourism": (230, 118, 24),
+    "education": (36, 120, 160),
+    "amenity": (120, 124, 128),
+    "religious": (176, 156, 60),
+    "government": (54, 58, 64),
+    "historic": (118, 88, 58),
+    "leisure": (56, 160, 138),
+    "sport": (56, 140, 90),
+    "craft": (140, 98, 58),
+    "emergency": (210, 30, 30),
+    "park": (60, 140, 60),
+}
 _DEFAULT_SIGN = (200, 200, 200)
 #: POI categories that show a sign even without a name (shops, cafés, banks, stops...).
 SIGN_CATEGORIES = frozenset(SIGN_COLORS) - {"park", "historic", "amenity"}
@@ -120,19 +171,43 @@ GREEN_CLASSES = np.array([GRASS, PARK, FOREST, CEMETERY, FIELD, PITCH])
 ROAD_CLASSES = np.array([ROAD_MAJOR, ROAD_MINOR, PAVED])
 
 _STREET_GROUND: dict[str, tuple[int, float]] = {  # street category -> (ground class, drawn width in metres)
-    "motorway": (ROAD_MAJOR, 16.0), "major_road": (ROAD_MAJOR, 11.0), "residential": (ROAD_MINOR, 7.0),
-    "service_road": (ROAD_MINOR, 4.5), "pedestrian": (PAVED, 4.0), "path": (PATH, 2.5),
-}  # fmt: skip
+    "motorway": (ROAD_MAJOR, 16.0),
+    "major_road": (ROAD_MAJOR, 11.0),
+    "residential": (ROAD_MINOR, 7.0),
+    "service_road": (ROAD_MINOR, 4.5),
+    "pedestrian": (PAVED, 4.0),
+    "path": (PATH, 2.5),
+}
 _AREA_TAG_GROUND: dict[str, int] = {
-    "landuse=grass": GRASS, "landuse=meadow": FIELD, "landuse=farmland": FIELD, "landuse=farmyard": FIELD,
-    "landuse=forest": FOREST, "natural=wood": FOREST, "natural=scrub": FOREST, "natural=heath": GRASS,
-    "natural=grassland": GRASS, "natural=water": WATER, "landuse=basin": WATER, "landuse=reservoir": WATER,
-    "landuse=pond": WATER, "natural=wetland": GRASS, "natural=beach": FIELD, "natural=sand": FIELD,
-    "landuse=residential": RESIDENTIAL, "landuse=industrial": INDUSTRIAL, "landuse=commercial": INDUSTRIAL,
-    "landuse=retail": INDUSTRIAL, "landuse=construction": INDUSTRIAL, "landuse=railway": INDUSTRIAL,
-    "landuse=cemetery": CEMETERY, "amenity=grave_yard": CEMETERY, "leisure=pitch": PITCH,
-    "amenity=parking": PARKING, "landuse=garages": PARKING, "public_transport=platform": PAVED,
-}  # fmt: skip
+    "landuse=grass": GRASS,
+    "landuse=meadow": FIELD,
+    "landuse=farmland": FIELD,
+    "landuse=farmyard": FIELD,
+    "landuse=forest": FOREST,
+    "natural=wood": FOREST,
+    "natural=scrub": FOREST,
+    "natural=heath": GRASS,
+    "natural=grassland": GRASS,
+    "natural=water": WATER,
+    "landuse=basin": WATER,
+    "landuse=reservoir": WATER,
+    "landuse=pond": WATER,
+    "natural=wetland": GRASS,
+    "natural=beach": FIELD,
+    "natural=sand": FIELD,
+    "landuse=residential": RESIDENTIAL,
+    "landuse=industrial": INDUSTRIAL,
+    "landuse=commercial": INDUSTRIAL,
+    "landuse=retail": INDUSTRIAL,
+    "landuse=construction": INDUSTRIAL,
+    "landuse=railway": INDUSTRIAL,
+    "landuse=cemetery": CEMETERY,
+    "amenity=grave_yard": CEMETERY,
+    "leisure=pitch": PITCH,
+    "amenity=parking": PARKING,
+    "landuse=garages": PARKING,
+    "public_transport=platform": PAVED,
+}
 _AREA_CATEGORY_GROUND: dict[str, int] = {"park": PARK, "green": GRASS, "funeral": CEMETERY, "sport": PITCH}
 
 
@@ -311,8 +386,14 @@ def _wall_segments(polygons: np.ndarray) -> dict[str, np.ndarray]:
     """Edges of every ring of ``polygons`` (oriented: outside on the right) with their ring and position."""
     if len(polygons) == 0:
         empty = np.empty((0, 2))
-        return {"start": empty, "end": empty, "polygon": np.empty(0, np.int64), "along": np.empty(0),
-                "length": np.empty(0), "ring": np.empty(0, np.int64)}  # fmt: skip
+        return {
+            "start": empty,
+            "end": empty,
+            "polygon": np.empty(0, np.int64),
+            "along": np.empty(0),
+            "length": np.empty(0),
+            "ring": np.empty(0, np.int64),
+        }
     oriented = shapely.orient_polygons(polygons)  # exterior counter-clockwise, holes clockwise
     rings, ring_polygon = shapely.get_rings(oriented, return_index=True)
     coords, ring_of_coord = shapely.get_coordinates(rings, return_index=True)
@@ -357,7 +438,10 @@ def _raster_extent(frames: list[gpd.GeoDataFrame], margin_m: float) -> tuple[flo
 
 
 def _paint_ground(
-    streets: gpd.GeoDataFrame, areas: gpd.GeoDataFrame, area_class: np.ndarray, margin_m: float,
+    streets: gpd.GeoDataFrame,
+    areas: gpd.GeoDataFrame,
+    area_class: np.ndarray,
+    margin_m: float,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
     """Rasterise areas (largest first, so small ones stay on top) then streets at their widths."""
     extent = _raster_extent([streets] if len(streets) else [areas], margin_m)
@@ -452,12 +536,16 @@ def build_scene(
     polygon_building = np.repeat(np.arange(len(kept)), [len(parts_per[i]) for i in kept]).astype(np.int64)
     b = buildings.iloc[kept].reset_index(drop=True)
     osm_ids = b["osm_id"].astype(str).to_numpy()
-    heights = np.array([
-        h if pd.notna(h) and h > 0 else _default_height_m(i, t, default_building_height_m)
-        for i, h, t in zip(osm_ids, b["height_m"], b["tag"], strict=True)
-    ], dtype=np.float32)  # fmt: skip
-    colors = np.array([_facade_color(i, c, t) for i, c, t in zip(osm_ids, b["category"], b["tag"], strict=True)],
-                      dtype=np.float32).reshape(-1, 3)  # fmt: skip
+    heights = np.array(
+        [
+            h if pd.notna(h) and h > 0 else _default_height_m(i, t, default_building_height_m)
+            for i, h, t in zip(osm_ids, b["height_m"], b["tag"], strict=True)
+        ],
+        dtype=np.float32,
+    )
+    colors = np.array(
+        [_facade_color(i, c, t) for i, c, t in zip(osm_ids, b["category"], b["tag"], strict=True)], dtype=np.float32
+    ).reshape(-1, 3)
     bay_m = np.array([2.6 + 1.6 * _unit(i, "bay") for i in osm_ids], dtype=np.float32)
     texture_seed = np.array([stable_hash(i, "windows") % 1_000_003 for i in osm_ids], dtype=np.int64)
 
@@ -478,8 +566,9 @@ def build_scene(
     sign_along = np.zeros(len(walls["length"]), dtype=np.float32)
     if len(p) and len(polygons):
         footprint_tree = shapely.STRtree(polygons)
-        hits, hit_dist = footprint_tree.query_nearest(p.geometry.values, max_distance=ATTACH_DISTANCE_M,
-                                                      return_distance=True, all_matches=False)  # fmt: skip
+        hits, hit_dist = footprint_tree.query_nearest(
+            p.geometry.values, max_distance=ATTACH_DISTANCE_M, return_distance=True, all_matches=False
+        )
         del hit_dist
         poi_building[hits[0]] = polygon_building[hits[1]]
         polygon_of = {int(q): int(g) for q, g in zip(hits[0], hits[1], strict=True)}
@@ -504,8 +593,11 @@ def build_scene(
         if b["category"].iloc[owner] == "building" and not house:
             colors[owner] = _facade_color(osm_ids[owner], "building", None) * 0.85 + poi_colors[q] * 0.15
 
-    wall_tree = shapely.STRtree(shapely.linestrings(np.stack([walls["start"], walls["end"]], axis=1))
-                                if len(walls["length"]) else np.empty(0, dtype=object))  # fmt: skip
+    wall_tree = shapely.STRtree(
+        shapely.linestrings(np.stack([walls["start"], walls["end"]], axis=1))
+        if len(walls["length"])
+        else np.empty(0, dtype=object)
+    )
 
     # --- trees
     tree_ids = trees["osm_id"].astype(str).to_numpy()
@@ -513,16 +605,20 @@ def build_scene(
     tree_crown = np.array([1.8 + 1.6 * _unit(i, "crown") for i in tree_ids], dtype=np.float32)
     tree_height = np.array([3.8 + 3.0 * _unit(i, "tree-height") for i in tree_ids], dtype=np.float32)
     greens = np.array([(58, 110, 48), (72, 124, 52), (46, 96, 50), (88, 130, 60)], dtype=np.float32)
-    tree_color = (greens[[stable_hash(i, "leaf") % len(greens) for i in tree_ids]] if len(tree_ids)
-                  else np.empty((0, 3), np.float32))  # fmt: skip
+    tree_color = (
+        greens[[stable_hash(i, "leaf") % len(greens) for i in tree_ids]]
+        if len(tree_ids)
+        else np.empty((0, 3), np.float32)
+    )
 
     # --- ground
     areas = aois[~is_building].reset_index(drop=True)
     area_ok = areas.geometry.is_valid.to_numpy() if len(areas) else np.empty(0, bool)
     if len(areas) and not area_ok.all():
         areas.loc[~area_ok, "geometry"] = shapely.make_valid(areas.geometry.values[~area_ok], method="structure")
-    area_class = np.array([_ground_class(t, c) for t, c in zip(areas["tag"], areas["category"], strict=True)],
-                          dtype=np.uint8)  # fmt: skip
+    area_class = np.array(
+        [_ground_class(t, c) for t, c in zip(areas["tag"], areas["category"], strict=True)], dtype=np.uint8
+    )
     ground_class, ground_area, origin, resolution = _paint_ground(streets, areas, area_class, margin_m)
 
     counts = {
@@ -536,9 +632,16 @@ def build_scene(
         "ground_areas": int((area_class != GROUND_DEFAULT).sum()),
         "ground_cells": int(ground_class.size),
     }
-    logger.info("scene: %s buildings (%s walls; %s repaired, %s skipped), %s signed POIs, %s trees, %s areas",
-                f"{len(kept):,}", f"{counts['wall_segments']:,}", repaired, skipped, f"{len(p):,}",
-                f"{len(tree_ids):,}", counts["ground_areas"])  # fmt: skip
+    logger.info(
+        "scene: %s buildings (%s walls; %s repaired, %s skipped), %s signed POIs, %s trees, %s areas",
+        f"{len(kept):,}",
+        f"{counts['wall_segments']:,}",
+        repaired,
+        skipped,
+        f"{len(p):,}",
+        f"{len(tree_ids):,}",
+        counts["ground_areas"],
+    )
     return Scene(
         crs_metric=crs.to_string(),
         building_osm_id=osm_ids.astype(object),

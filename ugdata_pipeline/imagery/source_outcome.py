@@ -127,8 +127,10 @@ def discovery_shortfall(
         otherwise None.
     """
     counts = found.counts
-    retry = (f"Retry: re-materialize image_candidates for {city} (city_dataset_job or city_refresh_job, partition "
-             f"{city!r}); finished cells are cached and not asked again, failed ones are.")  # fmt: skip
+    retry = (
+        f"Retry: re-materialize image_candidates for {city} (city_dataset_job or city_refresh_job, partition "
+        f"{city!r}); finished cells are cached and not asked again, failed ones are."
+    )
     if not found.complete:
         finished = sum(int(counts.get(f"cells_{k}", 0)) for k in ("queried", "cached", "split", "truncated"))
         failed, pending = int(counts.get("cells_failed", 0)), int(counts.get("cells_pending", 0))
@@ -137,22 +139,29 @@ def discovery_shortfall(
         if failed:
             parts.append(f"{failed} of {requested} cells failed ({failure_summary(found.failures)})")
         if pending:
-            parts.append(f"{pending} of {requested} cells are pending because the daily request budget "
-                         "(max_requests_per_day) is spent; they are asked tomorrow or after raising it")  # fmt: skip
-        return (f"Mapillary discovery for {city} is incomplete: {'; '.join(parts)}. The images found so far are "
-                f"not stored, so the last image_candidates of {city} and everything built on it stay in place. "
-                f"{retry}")  # fmt: skip
+            parts.append(
+                f"{pending} of {requested} cells are pending because the daily request budget "
+                "(max_requests_per_day) is spent; they are asked tomorrow or after raising it"
+            )
+        return (
+            f"Mapillary discovery for {city} is incomplete: {'; '.join(parts)}. The images found so far are "
+            f"not stored, so the last image_candidates of {city} and everything built on it stay in place. "
+            f"{retry}"
+        )
     if found.images.empty:
-        filters = (f"capture dates [{start or 'open'}, {end or 'open'}), panoramas "
-                   f"{'kept' if include_panos else 'dropped'}")  # fmt: skip
-        return (f"Mapillary has no imagery for {city} in {_area_text(area)} with the filters {filters}: "
-                f"{int(counts.get('images_found', 0))} image(s) found in the cells, "
-                f"{int(counts.get('outside_polygon', 0))} outside the city's streets, "
-                f"{int(counts.get('panoramas_dropped', 0))} panoramas dropped, "
-                f"{int(counts.get('out_of_date_range', 0))} outside the capture dates, "
-                f"{int(counts.get('no_position', 0))} without a position. Check start_date / end_date / "
-                f"include_panos of the images resource (MapillaryResource) and the city's area; the last "
-                f"image_candidates of {city} stay in place.")  # fmt: skip
+        filters = (
+            f"capture dates [{start or 'open'}, {end or 'open'}), panoramas {'kept' if include_panos else 'dropped'}"
+        )
+        return (
+            f"Mapillary has no imagery for {city} in {_area_text(area)} with the filters {filters}: "
+            f"{int(counts.get('images_found', 0))} image(s) found in the cells, "
+            f"{int(counts.get('outside_polygon', 0))} outside the city's streets, "
+            f"{int(counts.get('panoramas_dropped', 0))} panoramas dropped, "
+            f"{int(counts.get('out_of_date_range', 0))} outside the capture dates, "
+            f"{int(counts.get('no_position', 0))} without a position. Check start_date / end_date / "
+            f"include_panos of the images resource (MapillaryResource) and the city's area; the last "
+            f"image_candidates of {city} stay in place."
+        )
     return None
 
 
@@ -175,17 +184,23 @@ def download_shortfall(result: DownloadResult, *, city: str, max_failed_share: f
         Nothing requested, or more than ``max_failed_share`` of the images missing: the message; otherwise None.
     """
     requested = int(result.counts.get("requested", 0))
-    retry = (f"Retry: re-materialize image_files for {city} (partition {city!r}); the images on disk are verified "
-             "and reused, only the missing ones are fetched (they are listed in "
-             f"{city}/mapillary_failures.json under the storage root).")  # fmt: skip
+    retry = (
+        f"Retry: re-materialize image_files for {city} (partition {city!r}); the images on disk are verified "
+        "and reused, only the missing ones are fetched (they are listed in "
+        f"{city}/mapillary_failures.json under the storage root)."
+    )
     if requested == 0:
-        return (f"image_candidates of {city} is empty, so there is nothing to download; re-materialize "
-                f"image_candidates for {city} first. The last image_files of {city} stay in place.")  # fmt: skip
+        return (
+            f"image_candidates of {city} is empty, so there is nothing to download; re-materialize "
+            f"image_candidates for {city} first. The last image_files of {city} stay in place."
+        )
     missing = requested - len(result.manifest)
     share = missing / requested
     if share <= max_failed_share:
         return None
-    return (f"Mapillary download for {city} is incomplete: {missing} of {requested} images failed "
-            f"({100 * share:.1f} % > max_failed_share {100 * max_failed_share:.1f} %; "
-            f"{failure_summary(result.failures)}). The last image_files of {city} and everything built on it stay "
-            f"in place. {retry}")  # fmt: skip
+    return (
+        f"Mapillary download for {city} is incomplete: {missing} of {requested} images failed "
+        f"({100 * share:.1f} % > max_failed_share {100 * max_failed_share:.1f} %; "
+        f"{failure_summary(result.failures)}). The last image_files of {city} and everything built on it stay "
+        f"in place. {retry}"
+    )

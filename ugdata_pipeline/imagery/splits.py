@@ -122,8 +122,9 @@ def _block_counts(n_blocks: int, fractions: tuple[float, float, float]) -> np.nd
     return counts
 
 
-def _sweep(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float], seed: int,
-           buffer_m: float) -> np.ndarray:  # fmt: skip
+def _sweep(
+    x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float], seed: int, buffer_m: float
+) -> np.ndarray:
     """
     Bands along the longer axis: test at one end (its share of images), then -- past the test buffer -- a val
     band (its share of the rest), then train. Which end is test: by ``seed``.
@@ -139,21 +140,27 @@ def _sweep(x: np.ndarray, y: np.ndarray, fractions: tuple[float, float, float], 
     rest = order[n_test:]
     if n_test and len(rest) and buffer_m > 0:
         test = np.flatnonzero(split == "test")
-        dist, _ = cKDTree(np.column_stack([x[test], y[test]])).query(np.column_stack([x[rest], y[rest]]), k=1,
-                                                                      distance_upper_bound=buffer_m)  # fmt: skip
+        dist, _ = cKDTree(np.column_stack([x[test], y[test]])).query(
+            np.column_stack([x[rest], y[rest]]), k=1, distance_upper_bound=buffer_m
+        )
         rest = rest[dist >= buffer_m]  # the buffer band goes to no split; val starts past it
     val_share = fractions[1] / max(fractions[0] + fractions[1], 1e-12)
     n_val = round(val_share * len(rest)) if val_share > 0 else 0
     split[rest[:n_val]] = "val"
     return split
 
-def _enforce_buffer(split: np.ndarray, x: np.ndarray, y: np.ndarray, buffer_m: float,
-                    val_buffer_m: float) -> np.ndarray:  # fmt: skip
+
+def _enforce_buffer(
+    split: np.ndarray, x: np.ndarray, y: np.ndarray, buffer_m: float, val_buffer_m: float
+) -> np.ndarray:
     """Exclude val and train near test (< ``buffer_m``), then train near val (< ``val_buffer_m``)."""
     split = split.copy()
     xy = np.column_stack([x, y])
-    for loser, winner, distance in (("val", "test", buffer_m), ("train", "test", buffer_m),
-                                    ("train", "val", val_buffer_m)):  # fmt: skip
+    for loser, winner, distance in (
+        ("val", "test", buffer_m),
+        ("train", "test", buffer_m),
+        ("train", "val", val_buffer_m),
+    ):
         keep = split == winner
         lose = split == loser
         if distance <= 0 or not keep.any() or not lose.any():
@@ -224,12 +231,17 @@ def assign_splits(
     buffer = _check_positive("buffer_m", buffer_m, allow_zero=True, hint="; the default is 500.0")
     if val_buffer_m is not None:
         _check_positive("val_buffer_m", val_buffer_m, allow_zero=True, hint="; leave it out for the default")
-    block = max(2 * buffer, 250.0) if block_m is None else _check_positive(
-        "block_m", block_m, hint="; leave it out for max(2 * buffer_m, 250)")  # fmt: skip
+    block = (
+        max(2 * buffer, 250.0)
+        if block_m is None
+        else _check_positive("block_m", block_m, hint="; leave it out for max(2 * buffer_m, 250)")
+    )
     frac = tuple(float(f) for f in fractions)
     if len(frac) != 3 or any(not math.isfinite(f) or f < 0 for f in frac) or not math.isclose(sum(frac), 1.0):
-        msg = (f"fractions must be three shares >= 0 for (train, val, test) summing to 1, got {tuple(fractions)!r}; "
-               "e.g. (0.8, 0.1, 0.1)")  # fmt: skip
+        msg = (
+            f"fractions must be three shares >= 0 for (train, val, test) summing to 1, got {tuple(fractions)!r}; "
+            "e.g. (0.8, 0.1, 0.1)"
+        )
         raise ImageryInputError(msg)
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
         msg = f"seed must be an integer, got {seed!r}"
@@ -238,8 +250,9 @@ def assign_splits(
         msg = f"layout must be 'auto', 'blocks' or 'sweep', got {layout!r}"
         raise ImageryInputError(msg)
     if block <= buffer:
-        logger.warning("block_m=%s is not larger than buffer_m=%s: the buffer may empty whole val blocks",
-                       block, buffer)  # fmt: skip
+        logger.warning(
+            "block_m=%s is not larger than buffer_m=%s: the buffer may empty whole val blocks", block, buffer
+        )
 
     out = images.copy()
     lon = out["lon"].to_numpy(dtype=float)
@@ -290,10 +303,23 @@ def assign_splits(
     tally = {s: int((final == s).sum()) for s in SPLITS}
     empty = [s for s, f in zip(SPLITS, frac, strict=True) if f > 0 and tally[s] == 0]
     if empty:
-        logger.warning("split(s) %s hold no images after the %s m buffer (%s blocks of %s m); use smaller "
-                       "blocks or a larger area", empty, buffer, len(unique_blocks), block)  # fmt: skip
-    logger.info("split %s images (%s layout, %s blocks of %s m): %s; %s excluded by the %s m buffer",
-                f"{len(out):,}", layout, len(unique_blocks), block, tally, excluded, buffer)  # fmt: skip
+        logger.warning(
+            "split(s) %s hold no images after the %s m buffer (%s blocks of %s m); use smaller blocks or a larger area",
+            empty,
+            buffer,
+            len(unique_blocks),
+            block,
+        )
+    logger.info(
+        "split %s images (%s layout, %s blocks of %s m): %s; %s excluded by the %s m buffer",
+        f"{len(out):,}",
+        layout,
+        len(unique_blocks),
+        block,
+        tally,
+        excluded,
+        buffer,
+    )
     return out
 
 
@@ -305,8 +331,11 @@ def _sequence_majority(sequence_id: pd.Series, split: np.ndarray) -> np.ndarray:
         return split
     tally = frame[has_seq].groupby(["seq", "split"]).size().rename("n").reset_index()
     tally["priority"] = tally["split"].map(_PRIORITY)
-    winner = (tally.sort_values(["seq", "n", "priority"], ascending=[True, False, True], kind="stable")
-              .drop_duplicates("seq").set_index("seq")["split"])  # fmt: skip
+    winner = (
+        tally.sort_values(["seq", "n", "priority"], ascending=[True, False, True], kind="stable")
+        .drop_duplicates("seq")
+        .set_index("seq")["split"]
+    )
     result = split.copy()
     result[has_seq.to_numpy()] = winner.reindex(frame.loc[has_seq, "seq"]).to_numpy(dtype=object)
     return result

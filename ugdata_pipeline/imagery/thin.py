@@ -100,8 +100,10 @@ def _validate(images: pd.DataFrame, max_per_cell: int, resolution: int) -> None:
         values = pd.to_numeric(images[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values) | (np.abs(values) > limit)
         if bad.any():
-            msg = (f"images.{column} has {int(bad.sum())} NaN or out-of-range value(s) (decimal degrees within "
-                   f"±{limit:g}); drop or fix them before thinning")  # fmt: skip
+            msg = (
+                f"images.{column} has {int(bad.sum())} NaN or out-of-range value(s) (decimal degrees within "
+                f"±{limit:g}); drop or fix them before thinning"
+            )
             raise ImageryInputError(msg)
     duplicated = images["image_id"].astype(str).duplicated()
     if duplicated.any():
@@ -178,7 +180,14 @@ def thin_images(
         "dropped_cell_full": int((~within_cap).sum()),
         "cells": len(set(cells.tolist())),
     }
-    logger.info("thinned %d images to %d (%d same-sequence, %d over %d per H3-%d cell) in %d cells", n, len(kept),
-                counts["dropped_same_sequence"], counts["dropped_cell_full"], max_per_cell, resolution,
-                counts["cells"])  # fmt: skip
+    logger.info(
+        "thinned %d images to %d (%d same-sequence, %d over %d per H3-%d cell) in %d cells",
+        n,
+        len(kept),
+        counts["dropped_same_sequence"],
+        counts["dropped_cell_full"],
+        max_per_cell,
+        resolution,
+        counts["cells"],
+    )
     return ThinResult(images=kept, counts=counts)

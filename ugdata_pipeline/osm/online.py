@@ -63,13 +63,17 @@ def city_polygon(city: City) -> BaseGeometry:
     gdf = _ox().geocode_to_gdf(source.query)
     polygon = gdf.geometry.iloc[0] if len(gdf) else None
     if polygon is None or polygon.geom_type not in {"Polygon", "MultiPolygon"}:
-        msg = (f"city {city.slug!r}: source.query {source.query!r} did not geocode to an area; "
-               "use a more specific place name or a bbox source")  # fmt: skip
+        msg = (
+            f"city {city.slug!r}: source.query {source.query!r} did not geocode to an area; "
+            "use a more specific place name or a bbox source"
+        )
         raise OsmSourceError(msg)
     area = bbox_area_km2(polygon.bounds)
     if area > city.max_area_km2:
-        msg = (f"city {city.slug!r}: source.query {source.query!r} covers about {area:,.0f} km², over the "
-               f"limit of {city.max_area_km2:,.0f} km²; use a smaller place or raise max_area_km2")  # fmt: skip
+        msg = (
+            f"city {city.slug!r}: source.query {source.query!r} covers about {area:,.0f} km², over the "
+            f"limit of {city.max_area_km2:,.0f} km²; use a smaller place or raise max_area_km2"
+        )
         raise OsmSourceError(msg)
     return polygon
 
@@ -107,9 +111,7 @@ def streets_from_graph(G: nx.MultiDiGraph) -> gpd.GeoDataFrame:
         rows["node_ids"].append([int(u), int(v)])
         geometry = data.get("geometry")
         if geometry is None:
-            geometry = shapely.LineString(
-                [(G.nodes[u]["x"], G.nodes[u]["y"]), (G.nodes[v]["x"], G.nodes[v]["y"])]
-            )
+            geometry = shapely.LineString([(G.nodes[u]["x"], G.nodes[u]["y"]), (G.nodes[v]["x"], G.nodes[v]["y"])])
         geometries.append(geometry)
     return frame(rows, STREET_COLUMNS, geometries)
 
@@ -196,6 +198,12 @@ def download_city_osm(city: City, *, cache_dir: Path | None = None) -> OsmExtrac
         snapshot=datetime.now(tz=UTC),  # Overpass serves the live database
         trees=trees,
     )
-    logger.info("downloaded %s: %s street pieces, %s POIs, %s AOIs, %s trees", city.slug, f"{len(streets):,}",
-                f"{len(pois):,}", f"{len(aois):,}", f"{len(trees):,}")  # fmt: skip
+    logger.info(
+        "downloaded %s: %s street pieces, %s POIs, %s AOIs, %s trees",
+        city.slug,
+        f"{len(streets):,}",
+        f"{len(pois):,}",
+        f"{len(aois):,}",
+        f"{len(trees):,}",
+    )
     return extract

@@ -48,9 +48,9 @@ _DTYPES: dict[str, str] = {
 }
 
 
-def frame(rows: dict[str, list], columns: tuple[str, ...], geometry: list | gpd.array.GeometryArray) -> (
-    gpd.GeoDataFrame
-):
+def frame(
+    rows: dict[str, list], columns: tuple[str, ...], geometry: list | gpd.array.GeometryArray
+) -> gpd.GeoDataFrame:
     """Build one normalized table from column lists, with fixed dtypes and the EPSG:4326 CRS."""
     data = {name: pd.Series(rows.get(name, []), dtype=_DTYPES[name]) for name in columns}
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geometry, crs=CRS).values, crs=CRS)

@@ -49,16 +49,20 @@ def check_source(city: City) -> None:
                 fix = f"it looks like [south, west, north, east]: give [{', '.join(f'{v:g}' for v in swapped)}]"
             else:
                 fix = "give a [west, south, east, north] box within that extent"
-            msg = (f"city {city.slug!r}: source.clip {list(source.clip)} is not inside the extent of "
-                   f"{source.path.name} [{shown}] (its header bbox); {fix}")  # fmt: skip
+            msg = (
+                f"city {city.slug!r}: source.clip {list(source.clip)} is not inside the extent of "
+                f"{source.path.name} [{shown}] (its header bbox); {fix}"
+            )
             raise OsmSourceError(msg)
         return
     if extent is not None:
         area = bbox_area_km2(extent)
         if area > city.max_area_km2:
-            msg = (f"{where} covers {area:,.0f} km², over the limit of {city.max_area_km2:,.0f} km²; "
-                   "give a source.clip box, cut the extract (osmium extract) or raise max_area_km2 for this "
-                   "city")  # fmt: skip
+            msg = (
+                f"{where} covers {area:,.0f} km², over the limit of {city.max_area_km2:,.0f} km²; "
+                "give a source.clip box, cut the extract (osmium extract) or raise max_area_km2 for this "
+                "city"
+            )
             raise OsmSourceError(msg)
 
 
@@ -66,5 +70,9 @@ def _box_within(inner: tuple[float, float, float, float], outer: tuple[float, fl
     """Whether ``inner`` lies inside ``outer`` (both ``(west, south, east, north)``; edges may touch)."""
     # header boxes are stored with 1e-7 degree (about 1 cm) resolution: allow that much rounding
     tolerance = 1e-7
-    return (inner[0] >= outer[0] - tolerance and inner[1] >= outer[1] - tolerance
-            and inner[2] <= outer[2] + tolerance and inner[3] <= outer[3] + tolerance)  # fmt: skip
+    return (
+        inner[0] >= outer[0] - tolerance
+        and inner[1] >= outer[1] - tolerance
+        and inner[2] <= outer[2] + tolerance
+        and inner[3] <= outer[3] + tolerance
+    )

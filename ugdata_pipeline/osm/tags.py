@@ -60,9 +60,19 @@ _HEALTH = frozenset({"hospital", "clinic", "doctors", "dentist", "pharmacy", "ve
 _FINANCE = frozenset({"bank", "atm", "bureau_de_change"})
 _CULTURE = frozenset({"theatre", "cinema", "arts_centre", "concert_hall"})
 _TRANSPORT = frozenset(
-    {"parking", "bicycle_parking", "bus_station", "ferry_terminal", "fuel", "car_rental", "taxi",
-     "bicycle_rental", "charging_station", "parking_entrance"}
-)  # fmt: skip
+    {
+        "parking",
+        "bicycle_parking",
+        "bus_station",
+        "ferry_terminal",
+        "fuel",
+        "car_rental",
+        "taxi",
+        "bicycle_rental",
+        "charging_station",
+        "parking_entrance",
+    }
+)
 _GREEN_LANDUSE = frozenset(
     {"grass", "forest", "meadow", "recreation_ground", "village_green", "allotments", "orchard", "flowerbed"}
 )
@@ -87,8 +97,7 @@ PLACE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("public_transport", None, "transport"),
     ("railway", frozenset({"station", "halt", "tram_stop", "subway_entrance"}), "transport"),
     ("highway", frozenset({"bus_stop"}), "transport"),
-    ("tourism", frozenset({"hotel", "hostel", "motel", "guest_house", "camp_site", "apartment"}),
-     "accommodation"),
+    ("tourism", frozenset({"hotel", "hostel", "motel", "guest_house", "camp_site", "apartment"}), "accommodation"),
     ("tourism", None, "tourism"),
     ("historic", None, "historic"),
     ("shop", None, "commercial"),
@@ -104,7 +113,7 @@ PLACE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("natural", None, "natural"),
     ("amenity", None, "amenity"),
     ("building", None, "building"),
-)  # fmt: skip
+)
 
 #: Keys whose presence makes an OSM object a candidate POI (node) or AOI (area).
 PLACE_KEYS: frozenset[str] = frozenset(rule[0] for rule in PLACE_RULES)

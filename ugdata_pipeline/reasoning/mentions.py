@@ -28,11 +28,49 @@ import pandas as pd
 _NON_WORD = re.compile(r"[\W_]+")
 
 #: Function words that carry no name on their own (articles, prepositions, conjunctions, pronouns of prose).
-WEAK_WORDS: frozenset[str] = frozenset({
-    "a", "an", "the", "and", "or", "but", "nor", "of", "to", "in", "into", "on", "onto", "at", "by", "for", "from",
-    "with", "as", "is", "it", "its", "this", "that", "then", "than", "be", "are", "was", "you", "your", "how",
-    "what", "which", "where", "who", "can", "do", "does",
-})  # fmt: skip
+WEAK_WORDS: frozenset[str] = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "of",
+        "to",
+        "in",
+        "into",
+        "on",
+        "onto",
+        "at",
+        "by",
+        "for",
+        "from",
+        "with",
+        "as",
+        "is",
+        "it",
+        "its",
+        "this",
+        "that",
+        "then",
+        "than",
+        "be",
+        "are",
+        "was",
+        "you",
+        "your",
+        "how",
+        "what",
+        "which",
+        "where",
+        "who",
+        "can",
+        "do",
+        "does",
+    }
+)
 
 
 def _fold(text: str) -> str:
@@ -97,8 +135,9 @@ class LeakIndex:
         Which nodes can be targets.
     """
 
-    def __init__(self, names: npt.NDArray[np.object_], mention_texts: npt.NDArray[np.object_],
-                 is_target: npt.NDArray[np.bool_]) -> None:  # fmt: skip
+    def __init__(
+        self, names: npt.NDArray[np.object_], mention_texts: npt.NDArray[np.object_], is_target: npt.NDArray[np.bool_]
+    ) -> None:
         text_code, texts = pd.factorize(pd.Series(mention_texts, dtype=object))
         name_code, distinct_names = pd.factorize(pd.Series(names, dtype=object))
         self.text_code = text_code.astype(np.int64)

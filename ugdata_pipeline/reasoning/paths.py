@@ -79,10 +79,25 @@ logger = logging.getLogger(__name__)
 
 #: Columns of the ``srp`` table (DESIGN/brief data contract), then the per-step metrics.
 SRP_COLUMNS: tuple[str, ...] = (
-    "image_id", "image_node", "split", "target_node", "target_name", "target_category", "hops", "path_nodes",
-    "path_relations", "path_text", "path_sentence", "target_text", "distance_m", "bearing_deg", "compass",
-    "view_direction", "path_type", "route_m",
-)  # fmt: skip
+    "image_id",
+    "image_node",
+    "split",
+    "target_node",
+    "target_name",
+    "target_category",
+    "hops",
+    "path_nodes",
+    "path_relations",
+    "path_text",
+    "path_sentence",
+    "target_text",
+    "distance_m",
+    "bearing_deg",
+    "compass",
+    "view_direction",
+    "path_type",
+    "route_m",
+)
 STEP_COLUMNS: tuple[str, ...] = ("step_distance_m", "step_bearing_deg")
 MISSING_COLUMNS: tuple[str, ...] = ("image_id", "reason")
 IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "source", "lon", "lat", "compass_angle", "split", "street_node")
@@ -145,11 +160,16 @@ class PathConfig:
             msg = f"PathConfig.max_paths must be >= 1, got {self.max_paths!r}"
             raise ReasoningInputError(msg)
         if not 2 <= self.min_hops <= self.max_hops <= 64:
-            msg = (f"PathConfig needs 2 <= min_hops <= max_hops <= 64 (the image step plus at least one place "
-                   f"step), got min_hops={self.min_hops!r}, max_hops={self.max_hops!r}")  # fmt: skip
+            msg = (
+                f"PathConfig needs 2 <= min_hops <= max_hops <= 64 (the image step plus at least one place "
+                f"step), got min_hops={self.min_hops!r}, max_hops={self.max_hops!r}"
+            )
             raise ReasoningInputError(msg)
-        if not (isinstance(self.max_distance_m, int | float) and math.isfinite(self.max_distance_m)
-                and self.max_distance_m > 0):  # fmt: skip
+        if not (
+            isinstance(self.max_distance_m, int | float)
+            and math.isfinite(self.max_distance_m)
+            and self.max_distance_m > 0
+        ):
             msg = f"PathConfig.max_distance_m must be a finite distance > 0 in metres, got {self.max_distance_m!r}"
             raise ReasoningInputError(msg)
         if not 0 <= self.alternative_share <= 1:
@@ -407,8 +427,11 @@ def _validate(nodes: pd.DataFrame, edges: pd.DataFrame, images: pd.DataFrame, ci
             raise ReasoningInputError(msg)
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            hint = (" (anchor and split the images first: imagery.anchor_images, then imagery.assign_splits)"
-                    if label == "images" else " (pass the graph tables with the image nodes/edges added)")  # fmt: skip
+            hint = (
+                " (anchor and split the images first: imagery.anchor_images, then imagery.assign_splits)"
+                if label == "images"
+                else " (pass the graph tables with the image nodes/edges added)"
+            )
             msg = f"{label} is missing column(s) {missing}; it has {list(frame.columns)}{hint}"
             raise ReasoningInputError(msg)
     if not isinstance(city, str) or not city.strip():
@@ -455,8 +478,7 @@ def _group_rank(sorted_groups: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(start, idx, 0))
 
 
-def _walk_chains(traversal: Traversal, rows: np.ndarray, ends: np.ndarray, depth: np.ndarray,
-                 width: int) -> np.ndarray:  # fmt: skip
+def _walk_chains(traversal: Traversal, rows: np.ndarray, ends: np.ndarray, depth: np.ndarray, width: int) -> np.ndarray:
     """Place-node chains ``source .. end`` from the BFS parents, as an ``(n, width)`` matrix padded with -1."""
     chain = np.full((len(ends), width), -1, dtype=np.int64)
     chain[np.arange(len(ends)), depth] = ends
@@ -467,9 +489,15 @@ def _walk_chains(traversal: Traversal, rows: np.ndarray, ends: np.ndarray, depth
 
 
 def _alternatives(
-    graph: PlaceGraph, traversal: Traversal, rows: np.ndarray, targets: np.ndarray, chains: np.ndarray,
-    depth: np.ndarray, max_depth: int, min_depth: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    graph: PlaceGraph,
+    traversal: Traversal,
+    rows: np.ndarray,
+    targets: np.ndarray,
+    chains: np.ndarray,
+    depth: np.ndarray,
+    max_depth: int,
+    min_depth: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     Alternative walk to each target whose last step differs from the shortest path's.
 
@@ -512,8 +540,9 @@ def _alternatives(
 class _Selector:
     """Candidate ranking, chains, leak pre-check and slot assignment for chunks of images."""
 
-    def __init__(self, graph: PlaceGraph, config: PathConfig, image_lat: np.ndarray, image_lon: np.ndarray,
-                 image_key: np.ndarray) -> None:  # fmt: skip
+    def __init__(
+        self, graph: PlaceGraph, config: PathConfig, image_lat: np.ndarray, image_lon: np.ndarray, image_key: np.ndarray
+    ) -> None:
         self.graph = graph
         self.config = config
         self.image_lat, self.image_lon, self.image_key = image_lat, image_lon, image_key
@@ -532,8 +561,13 @@ class _Selector:
         self.leak_index = LeakIndex(graph.name, graph.mention_text, self.is_target)
         self.leaked_images: set[int] = set()
 
-    def choose(self, traversal: Traversal, reached: tuple[np.ndarray, np.ndarray, np.ndarray],
-               batch_images: list[np.ndarray], out: _Chosen) -> None:  # fmt: skip
+    def choose(
+        self,
+        traversal: Traversal,
+        reached: tuple[np.ndarray, np.ndarray, np.ndarray],
+        batch_images: list[np.ndarray],
+        out: _Chosen,
+    ) -> None:
         """Choose the paths of every image of a batch (``batch_images[row]`` = images on source ``row``)."""
         rows, node, depth = reached
         cand = self.is_target[node] & (depth >= self.min_depth) & (depth <= self.max_depth)
@@ -555,8 +589,16 @@ class _Selector:
             self._choose_chunk(traversal, img_rows[lo:hi], img_ids[lo:hi], node, depth, row_start, out)
             lo = hi
 
-    def _choose_chunk(self, traversal: Traversal, img_rows: np.ndarray, img_ids: np.ndarray, node: np.ndarray,
-                      depth: np.ndarray, row_start: np.ndarray, out: _Chosen) -> None:  # fmt: skip
+    def _choose_chunk(
+        self,
+        traversal: Traversal,
+        img_rows: np.ndarray,
+        img_ids: np.ndarray,
+        node: np.ndarray,
+        depth: np.ndarray,
+        row_start: np.ndarray,
+        out: _Chosen,
+    ) -> None:
         counts = row_start[img_rows + 1] - row_start[img_rows]
         total = int(counts.sum())
         if total == 0:
@@ -573,9 +615,10 @@ class _Selector:
         if len(t) == 0:
             return
         hops = d + 1
-        stratum = ((np.searchsorted(self.hop_edges, hops, side="right") * (len(self.distance_edges) + 1)
-                    + np.searchsorted(self.distance_edges, dist, side="right")) * self.n_categories
-                   + self.category_code[t])  # fmt: skip
+        stratum = (
+            np.searchsorted(self.hop_edges, hops, side="right") * (len(self.distance_edges) + 1)
+            + np.searchsorted(self.distance_edges, dist, side="right")
+        ) * self.n_categories + self.category_code[t]
         ikey = self.image_key[image]
         u = _splitmix(ikey ^ self.node_key[t])
         w = _splitmix(ikey ^ _splitmix(stratum.astype(np.uint64)))
@@ -607,9 +650,16 @@ class _Selector:
         alt_depth = np.empty(0, dtype=np.int64)
         alt_idx = np.empty(0, dtype=np.int64)
         if len(alt_eligible):
-            idx, a_chain, a_depth = _alternatives(g, traversal, brow[alt_eligible], t[alt_eligible],
-                                                  chains[alt_eligible], d[alt_eligible], self.max_depth,
-                                                  self.min_depth)  # fmt: skip
+            idx, a_chain, a_depth = _alternatives(
+                g,
+                traversal,
+                brow[alt_eligible],
+                t[alt_eligible],
+                chains[alt_eligible],
+                d[alt_eligible],
+                self.max_depth,
+                self.min_depth,
+            )
             idx = alt_eligible[idx]
             a_leak = self._leaks(a_chain, t[idx], a_depth)
             out.rejected += int(a_leak.sum())
@@ -630,35 +680,52 @@ class _Selector:
         return self.leak_index.leaks(chains, targets, depth)
 
 
-def _image_table(nodes: pd.DataFrame, edges: pd.DataFrame, images: pd.DataFrame,
-                 graph: PlaceGraph) -> tuple[pd.DataFrame, dict[str, str]]:  # fmt: skip
+def _image_table(
+    nodes: pd.DataFrame, edges: pd.DataFrame, images: pd.DataFrame, graph: PlaceGraph
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """Per image: node id, street position, image-step metrics; and the reason of each image left out."""
-    table = pd.DataFrame({
-        "image_id": images["image_id"].to_numpy(dtype=object),
-        "image_node": image_node_ids(images["source"], images["image_id"]),
-        "split": images["split"].astype(object).to_numpy(),
-        "lon": pd.to_numeric(images["lon"], errors="coerce").to_numpy(dtype=float),
-        "lat": pd.to_numeric(images["lat"], errors="coerce").to_numpy(dtype=float),
-        "compass_angle": pd.to_numeric(images["compass_angle"], errors="coerce").to_numpy(dtype=float),
-        "street_node": images["street_node"].astype(object).to_numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "image_id": images["image_id"].to_numpy(dtype=object),
+            "image_node": image_node_ids(images["source"], images["image_id"]),
+            "split": images["split"].astype(object).to_numpy(),
+            "lon": pd.to_numeric(images["lon"], errors="coerce").to_numpy(dtype=float),
+            "lat": pd.to_numeric(images["lat"], errors="coerce").to_numpy(dtype=float),
+            "compass_angle": pd.to_numeric(images["compass_angle"], errors="coerce").to_numpy(dtype=float),
+            "street_node": images["street_node"].astype(object).to_numpy(),
+        }
+    )
     image_edges = edges[edges["kind"] == "image_street"]
-    fwd = pd.DataFrame({"image_node": image_edges["src"].to_numpy(dtype=object),
-                        "street_node": image_edges["dst"].to_numpy(dtype=object),
-                        "step_distance_m": image_edges["distance_m"].to_numpy(dtype=float),
-                        "step_bearing_deg": image_edges["bearing_deg"].to_numpy(dtype=float)})  # fmt: skip
-    rev = pd.DataFrame({"image_node": image_edges["dst"].to_numpy(dtype=object),
-                        "street_node": image_edges["src"].to_numpy(dtype=object),
-                        "step_distance_m": image_edges["distance_m"].to_numpy(dtype=float),
-                        "step_bearing_deg": normalize_bearing_deg(image_edges["bearing_deg"].to_numpy(dtype=float)
-                                                                  + 180.0)})  # fmt: skip
+    fwd = pd.DataFrame(
+        {
+            "image_node": image_edges["src"].to_numpy(dtype=object),
+            "street_node": image_edges["dst"].to_numpy(dtype=object),
+            "step_distance_m": image_edges["distance_m"].to_numpy(dtype=float),
+            "step_bearing_deg": image_edges["bearing_deg"].to_numpy(dtype=float),
+        }
+    )
+    rev = pd.DataFrame(
+        {
+            "image_node": image_edges["dst"].to_numpy(dtype=object),
+            "street_node": image_edges["src"].to_numpy(dtype=object),
+            "step_distance_m": image_edges["distance_m"].to_numpy(dtype=float),
+            "step_bearing_deg": normalize_bearing_deg(image_edges["bearing_deg"].to_numpy(dtype=float) + 180.0),
+        }
+    )
     steps = pd.concat([fwd, rev], ignore_index=True).drop_duplicates(["image_node", "street_node"])
     table = table.merge(steps, on=["image_node", "street_node"], how="left")
     table["street_pos"] = pd.Index(graph.csr.node_ids).get_indexer(table["street_node"].to_numpy(dtype=object))
     reasons: dict[str, str] = {}
     excluded = table["split"].astype(str).eq("excluded").to_numpy()
-    unanchored = ~excluded & ((table["street_pos"] < 0) | table["step_distance_m"].isna()
-                              | ~np.isfinite(table["lat"]) | ~np.isfinite(table["lon"])).to_numpy()  # fmt: skip
+    unanchored = (
+        ~excluded
+        & (
+            (table["street_pos"] < 0)
+            | table["step_distance_m"].isna()
+            | ~np.isfinite(table["lat"])
+            | ~np.isfinite(table["lon"])
+        ).to_numpy()
+    )
     for image_id in table.loc[excluded, "image_id"]:
         reasons[image_id] = REASON_EXCLUDED
     for image_id in table.loc[unanchored, "image_id"]:
@@ -667,15 +734,21 @@ def _image_table(nodes: pd.DataFrame, edges: pd.DataFrame, images: pd.DataFrame,
 
 
 def _find_paths(
-    graph: PlaceGraph, table: pd.DataFrame, usable: np.ndarray, config: PathConfig, city: str,
-    traversal: Traversal, batch_size: int,
-) -> tuple[_Chosen, set[int]]:  # fmt: skip
+    graph: PlaceGraph,
+    table: pd.DataFrame,
+    usable: np.ndarray,
+    config: PathConfig,
+    city: str,
+    traversal: Traversal,
+    batch_size: int,
+) -> tuple[_Chosen, set[int]]:
     """Run the batched traversal over distinct street nodes and choose every usable image's paths.
 
     Returns the chosen paths and the table rows of images that lost a candidate to the leak rule."""
     image_key = _splitmix(_string_keys([f"{city}\x1f{config.seed}\x1f{n}" for n in table["image_node"]]))
-    selector = _Selector(graph, config, table["lat"].to_numpy(dtype=float), table["lon"].to_numpy(dtype=float),
-                         image_key)  # fmt: skip
+    selector = _Selector(
+        graph, config, table["lat"].to_numpy(dtype=float), table["lon"].to_numpy(dtype=float), image_key
+    )
     usable_idx = np.flatnonzero(usable)
     street = table["street_pos"].to_numpy(dtype=np.int64)[usable_idx]
     order = np.argsort(street, kind="stable")
@@ -744,9 +817,15 @@ def build_paths(
 
 
 def assemble_paths(
-    graph: PlaceGraph, table: pd.DataFrame, usable: np.ndarray, reasons: dict[str, str], config: PathConfig,
-    city: str, traversal: Traversal, batch_size: int,
-) -> PathResult:  # fmt: skip
+    graph: PlaceGraph,
+    table: pd.DataFrame,
+    usable: np.ndarray,
+    reasons: dict[str, str],
+    config: PathConfig,
+    city: str,
+    traversal: Traversal,
+    batch_size: int,
+) -> PathResult:
     """Traverse with ``traversal``, choose, measure and phrase the paths (shared by every traversal backend)."""
     chosen, leaked = _find_paths(graph, table, usable, config, city, traversal, batch_size)
     paths, leaked_post = _render(graph, table, chosen)
@@ -756,11 +835,16 @@ def assemble_paths(
     for row, (image_id, ok) in enumerate(zip(table["image_id"].tolist(), usable.tolist(), strict=True)):
         if ok and image_id not in have:
             reasons[image_id] = REASON_ALL_LEAK if row in leaked else REASON_NO_TARGET
-    missing = pd.DataFrame({"image_id": list(reasons), "reason": list(reasons.values())},
-                           columns=list(MISSING_COLUMNS))  # fmt: skip
+    missing = pd.DataFrame({"image_id": list(reasons), "reason": list(reasons.values())}, columns=list(MISSING_COLUMNS))
     counts = _counts(table, paths, missing, rejected)
-    logger.info("built %s reasoning paths for %s of %s images of %s (%s without a path)", f"{len(paths):,}",
-                f"{counts['images/with_path']:,}", f"{len(table):,}", city, f"{len(missing):,}")  # fmt: skip
+    logger.info(
+        "built %s reasoning paths for %s of %s images of %s (%s without a path)",
+        f"{len(paths):,}",
+        f"{counts['images/with_path']:,}",
+        f"{len(table):,}",
+        city,
+        f"{len(missing):,}",
+    )
     return PathResult(paths=paths, missing=missing, counts=counts)
 
 
@@ -769,8 +853,9 @@ def assemble_paths(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _step_metrics(graph: PlaceGraph, table: pd.DataFrame, image: np.ndarray, chain: np.ndarray,
-                  depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def _step_metrics(
+    graph: PlaceGraph, table: pd.DataFrame, image: np.ndarray, chain: np.ndarray, depth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-step distance (m) and bearing (deg) matrices ``(n, depth + 1)`` and the relation of each step."""
     n_paths, width = chain.shape
     steps = width  # step 0 is the image step, then one per place edge
@@ -793,8 +878,9 @@ def _step_metrics(graph: PlaceGraph, table: pd.DataFrame, image: np.ndarray, cha
         entry = graph.entries(u, v)
         kind = graph.entry_kind[entry]
         forward = graph.entry_src[entry] == u
-        edge_bearing = np.where(forward, graph.entry_bearing_deg[entry],
-                                normalize_bearing_deg(graph.entry_bearing_deg[entry] + 180.0))  # fmt: skip
+        edge_bearing = np.where(
+            forward, graph.entry_bearing_deg[entry], normalize_bearing_deg(graph.entry_bearing_deg[entry] + 180.0)
+        )
         edge_distance = graph.entry_distance_m[entry]
         rel = kind.copy()
         along = kind == "along_street"
@@ -808,8 +894,9 @@ def _step_metrics(graph: PlaceGraph, table: pd.DataFrame, image: np.ndarray, cha
         bear_j = np.zeros(len(active))
         dist_j[by_edge], bear_j[by_edge] = edge_distance[by_edge], edge_bearing[by_edge]
         if straight.any():
-            s_d, s_b = distance_bearing(lat[active[straight]], lon[active[straight]], graph.lat[v[straight]],
-                                        graph.lon[v[straight]])  # fmt: skip
+            s_d, s_b = distance_bearing(
+                lat[active[straight]], lon[active[straight]], graph.lat[v[straight]], graph.lon[v[straight]]
+            )
             dist_j[straight], bear_j[straight] = s_d, s_b
         distance[active, j], bearing[active, j] = dist_j, bear_j
         turn[active[is_turn], j] = True
@@ -847,8 +934,10 @@ def _render(graph: PlaceGraph, table: pd.DataFrame, chosen: _Chosen) -> tuple[pd
     target_compass = np.asarray(COMPASS_WORDS, dtype=object)[compass_index(straight_b)]
     camera = table["compass_angle"].to_numpy(dtype=float)[image]
     relative = normalize_bearing_deg(straight_b - np.nan_to_num(camera))
-    views = [None if not math.isfinite(c) else view_direction(r)
-             for c, r in zip(camera.tolist(), relative.tolist(), strict=True)]  # fmt: skip
+    views = [
+        None if not math.isfinite(c) else view_direction(r)
+        for c, r in zip(camera.tolist(), relative.tolist(), strict=True)
+    ]
 
     names, kinds, streets_of = graph.name.tolist(), graph.kind.tolist(), graph.crossing_streets
     node_ids = graph.csr.node_ids.tolist()
@@ -880,10 +969,18 @@ def _render(graph: PlaceGraph, table: pd.DataFrame, chosen: _Chosen) -> tuple[pd
         previous_kind = "image"
         for j, p in enumerate(places):
             kind_p = kinds[p]
-            clauses.append(step_clause(src_kind=previous_kind, dst_kind=kind_p, relation=rels[j],
-                                       dst_name=MASKED_SENTENCE_NAME if p == t else names[p], distance_m=dists[j],
-                                       compass=comps[j], current_street=current_street,
-                                       crossing_streets=streets_of.get(p, ())))  # fmt: skip
+            clauses.append(
+                step_clause(
+                    src_kind=previous_kind,
+                    dst_kind=kind_p,
+                    relation=rels[j],
+                    dst_name=MASKED_SENTENCE_NAME if p == t else names[p],
+                    distance_m=dists[j],
+                    compass=comps[j],
+                    current_street=current_street,
+                    crossing_streets=streets_of.get(p, ()),
+                )
+            )
             if kind_p == "street":
                 current_street = names[p]
             elif kind_p == "crossing" and previous_kind == "crossing":
@@ -905,28 +1002,30 @@ def _render(graph: PlaceGraph, table: pd.DataFrame, chosen: _Chosen) -> tuple[pd
         step_d.append(dists)
         step_b.append(bears)
     image, target, depth, alternative = image[keep], target[keep], depth[keep], alternative[keep]
-    paths = pd.DataFrame({
-        "image_id": table["image_id"].to_numpy(dtype=object)[image],
-        "image_node": image_nodes[image],
-        "split": table["split"].to_numpy(dtype=object)[image],
-        "target_node": graph.csr.node_ids[target],
-        "target_name": graph.name[target],
-        "target_category": graph.category[target],
-        "hops": (depth + 1).astype(np.int64),
-        "path_nodes": path_nodes,
-        "path_relations": path_relations,
-        "path_text": path_text,
-        "path_sentence": path_sentence,
-        "target_text": target_text,
-        "distance_m": np.asarray(straight_m)[keep],
-        "bearing_deg": np.asarray(straight_b)[keep],
-        "compass": target_compass[keep],
-        "view_direction": pd.Series([v for v, k in zip(views, keep.tolist(), strict=True) if k], dtype=object),
-        "path_type": np.where(alternative, "alternative", "shortest").astype(object),
-        "route_m": np.array([sum(s) for s in step_d], dtype=np.float64),
-        "step_distance_m": step_d,
-        "step_bearing_deg": step_b,
-    })
+    paths = pd.DataFrame(
+        {
+            "image_id": table["image_id"].to_numpy(dtype=object)[image],
+            "image_node": image_nodes[image],
+            "split": table["split"].to_numpy(dtype=object)[image],
+            "target_node": graph.csr.node_ids[target],
+            "target_name": graph.name[target],
+            "target_category": graph.category[target],
+            "hops": (depth + 1).astype(np.int64),
+            "path_nodes": path_nodes,
+            "path_relations": path_relations,
+            "path_text": path_text,
+            "path_sentence": path_sentence,
+            "target_text": target_text,
+            "distance_m": np.asarray(straight_m)[keep],
+            "bearing_deg": np.asarray(straight_b)[keep],
+            "compass": target_compass[keep],
+            "view_direction": pd.Series([v for v, k in zip(views, keep.tolist(), strict=True) if k], dtype=object),
+            "path_type": np.where(alternative, "alternative", "shortest").astype(object),
+            "route_m": np.array([sum(s) for s in step_d], dtype=np.float64),
+            "step_distance_m": step_d,
+            "step_bearing_deg": step_b,
+        }
+    )
     return paths[[*SRP_COLUMNS, *STEP_COLUMNS]], leaked
 
 
@@ -954,6 +1053,9 @@ def _counts(table: pd.DataFrame, paths: pd.DataFrame, missing: pd.DataFrame, rej
     return counts
 
 
-_REASON_KEY = {REASON_EXCLUDED: "excluded", REASON_NOT_ANCHORED: "not_anchored", REASON_NO_TARGET: "no_target",
-               REASON_ALL_LEAK: "all_leak"}  # fmt: skip
-
+_REASON_KEY = {
+    REASON_EXCLUDED: "excluded",
+    REASON_NOT_ANCHORED: "not_anchored",
+    REASON_NO_TARGET: "no_target",
+    REASON_ALL_LEAK: "all_leak",
+}

@@ -177,8 +177,7 @@ def join_clauses(clauses: Sequence[str]) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def target_sentence(name: str, category: str | None, distance_m: float, compass: str,
-                    direction: str | None) -> str:  # fmt: skip
+def target_sentence(name: str, category: str | None, distance_m: float, compass: str, direction: str | None) -> str:
     """
     The answer sentence: names the target, its straight-line distance and compass word from the image.
 

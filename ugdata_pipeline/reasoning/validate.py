@@ -28,17 +28,20 @@ def paths_are_walks(paths: pd.DataFrame, edges: pd.DataFrame) -> CheckOutcome:
     src = np.concatenate([np.asarray(p[:-1], dtype=object) for p in paths["path_nodes"]])
     dst = np.concatenate([np.asarray(p[1:], dtype=object) for p in paths["path_nodes"]])
     owner = np.repeat(np.arange(len(paths)), lengths - 1)
-    known = pd.MultiIndex.from_arrays([
-        np.concatenate([edges["src"].to_numpy(dtype=object), edges["dst"].to_numpy(dtype=object)]),
-        np.concatenate([edges["dst"].to_numpy(dtype=object), edges["src"].to_numpy(dtype=object)]),
-    ])
+    known = pd.MultiIndex.from_arrays(
+        [
+            np.concatenate([edges["src"].to_numpy(dtype=object), edges["dst"].to_numpy(dtype=object)]),
+            np.concatenate([edges["dst"].to_numpy(dtype=object), edges["src"].to_numpy(dtype=object)]),
+        ]
+    )
     is_edge = pd.MultiIndex.from_arrays([src, dst]).isin(known)
     bad = np.zeros(len(paths), dtype=bool)
     bad[owner[~is_edge]] = True
     bad |= paths["path_relations"].map(len).to_numpy() != lengths - 1
     bad |= paths["hops"].to_numpy() != lengths - 1
-    examples = [f"{i}: {' -> '.join(n)}" for i, n in zip(paths.loc[bad, "image_id"], paths.loc[bad, "path_nodes"],
-                                                         strict=True)]  # fmt: skip
+    examples = [
+        f"{i}: {' -> '.join(n)}" for i, n in zip(paths.loc[bad, "image_id"], paths.loc[bad, "path_nodes"], strict=True)
+    ]
     return CheckOutcome(not bad.any(), int(bad.sum()), "0 paths with a step that is not a graph edge", examples)
 
 
@@ -58,8 +61,9 @@ def no_query_contains_target(paths: pd.DataFrame, nodes: pd.DataFrame) -> CheckO
     names = pd.Series(nodes["name"].to_numpy(dtype=object), index=nodes["node_id"].to_numpy(dtype=object))
     target_names = names.reindex(paths["target_node"].to_numpy(dtype=object)).to_numpy(dtype=object)
     bad = []
-    rows = zip(paths["image_id"], target_names, paths["path_text"], paths["path_sentence"], paths["target_text"],
-               strict=True)  # fmt: skip
+    rows = zip(
+        paths["image_id"], target_names, paths["path_text"], paths["path_sentence"], paths["target_text"], strict=True
+    )
     for image_id, name, text, sentence, answer in rows:
         if not isinstance(name, str):
             bad.append(f"{image_id}: target without a name")
@@ -77,8 +81,7 @@ def every_image_has_path_or_reason(images: pd.DataFrame, paths: pd.DataFrame, mi
     with_reason = ids.isin(missing["image_id"].to_numpy(dtype=object))
     bad = (with_path == with_reason) | ids.isin(missing.loc[missing["image_id"].duplicated(), "image_id"])
     examples = [f"{i}: {'both' if p else 'neither'}" for i, p in zip(ids[bad], with_path[bad], strict=True)]
-    return CheckOutcome(not bad.any(), int(bad.sum()), "0 images with neither a path nor a reason (or both)",
-                        examples)  # fmt: skip
+    return CheckOutcome(not bad.any(), int(bad.sum()), "0 images with neither a path nor a reason (or both)", examples)
 
 
 def paths_stay_with_their_image(paths: pd.DataFrame, images: pd.DataFrame) -> CheckOutcome:
@@ -94,8 +97,9 @@ def paths_stay_with_their_image(paths: pd.DataFrame, images: pd.DataFrame) -> Ch
     expected_node = own.reindex(paths["image_id"].to_numpy()).to_numpy(dtype=object)
     expected_split = split.reindex(paths["image_id"].to_numpy()).to_numpy(dtype=object)
     bad = []
-    for image_id, nodes, node, s, s_path in zip(paths["image_id"], paths["path_nodes"], expected_node,
-                                                expected_split, paths["split"], strict=True):  # fmt: skip
+    for image_id, nodes, node, s, s_path in zip(
+        paths["image_id"], paths["path_nodes"], expected_node, expected_split, paths["split"], strict=True
+    ):
         images_on_path = [n for n in nodes if str(n).startswith("image:")]
         if nodes[0] != node or images_on_path != [node] or s != s_path:
             bad.append(f"{image_id}: {images_on_path} split {s_path!r}")

@@ -62,7 +62,7 @@ TASK_COLUMNS: tuple[str, ...] = (
     "group_id",  # records sharing one candidate set (exchangeable groups, see groups.py); None: no group
     "cluster",  # ~250 m spatial block of the query image: the unit of the clustered bootstrap
     "fusion_graph",  # graph of the image side in fusion mode: "own" (its subgraph) or "group" (the shared context)
-)  # fmt: skip
+)
 #: ``fusion_graph`` values: the image's own subgraph, or one context graph shared by every record of the group.
 FUSION_GRAPHS: tuple[str, ...] = ("own", "group")
 #: (task, mode) rows where the given graph determines the answer: reported as "graph reading", not headline.
@@ -161,8 +161,10 @@ class BenchConfig:
             msg = f"BenchConfig.n_distractors must be >= 19 (>= 20 candidates per record), got {self.n_distractors!r}"
             raise BenchmarkInputError(msg)
         if not 0 <= self.min_distractor_m < self.max_distractor_m:
-            msg = (f"BenchConfig needs 0 <= min_distractor_m < max_distractor_m (metres), got "
-                   f"{self.min_distractor_m!r} and {self.max_distractor_m!r}")  # fmt: skip
+            msg = (
+                f"BenchConfig needs 0 <= min_distractor_m < max_distractor_m (metres), got "
+                f"{self.min_distractor_m!r} and {self.max_distractor_m!r}"
+            )
             raise BenchmarkInputError(msg)
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown:
@@ -176,8 +178,10 @@ class BenchConfig:
             msg = f"BenchConfig.max_records_per_task must be None or >= 1, got {self.max_records_per_task!r}"
             raise BenchmarkInputError(msg)
         if not 0 <= self.target_min_m < self.target_max_m:
-            msg = (f"BenchConfig needs 0 <= target_min_m < target_max_m (metres), got {self.target_min_m!r} and "
-                   f"{self.target_max_m!r}")  # fmt: skip
+            msg = (
+                f"BenchConfig needs 0 <= target_min_m < target_max_m (metres), got {self.target_min_m!r} and "
+                f"{self.target_max_m!r}"
+            )
             raise BenchmarkInputError(msg)
 
 
@@ -194,8 +198,10 @@ class BuildStats:
 
     def as_metadata(self) -> dict[str, int]:
         """Flat ``{"records/<key>": n, "skipped/<key>": n}`` for asset metadata."""
-        return {**{f"records/{k}": v for k, v in sorted(self.records.items())},
-                **{f"skipped/{k}": v for k, v in sorted(self.skipped.items())}}  # fmt: skip
+        return {
+            **{f"records/{k}": v for k, v in sorted(self.records.items())},
+            **{f"skipped/{k}": v for k, v in sorted(self.skipped.items())},
+        }
 
     def merge(self, other: BuildStats) -> None:
         """Add another run's counts into this one."""
@@ -211,8 +217,28 @@ def record_rng(seed: int, *names: object) -> np.random.Generator:
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset({"the", "and", "of", "a", "an", "to", "in", "on", "at", "is", "this", "from", "here",
-                        "with", "for", "by", "m", "km"})  # fmt: skip
+_STOPWORDS = frozenset(
+    {
+        "the",
+        "and",
+        "of",
+        "a",
+        "an",
+        "to",
+        "in",
+        "on",
+        "at",
+        "is",
+        "this",
+        "from",
+        "here",
+        "with",
+        "for",
+        "by",
+        "m",
+        "km",
+    }
+)
 
 
 def normalize_text(text: str) -> str:
@@ -265,10 +291,16 @@ def leakage_reason(query_texts: Iterable[str | None], candidates: Sequence[str],
 
 
 def finish_record(
-    *, rng: np.random.Generator, correct: str, distractors: Sequence[str], correct_distance_m: float = float("nan"),
-    distractor_distance_m: Sequence[float] | None = None, correct_graph_id: str | None = None,
-    distractor_graph_ids: Sequence[str] | None = None, **columns: object,
-) -> dict[str, object]:  # fmt: skip
+    *,
+    rng: np.random.Generator,
+    correct: str,
+    distractors: Sequence[str],
+    correct_distance_m: float = float("nan"),
+    distractor_distance_m: Sequence[float] | None = None,
+    correct_graph_id: str | None = None,
+    distractor_graph_ids: Sequence[str] | None = None,
+    **columns: object,
+) -> dict[str, object]:
     """
     Shuffle the correct candidate among the distractors (seeded) and return one record as a dict.
 
@@ -322,8 +354,9 @@ def limit_groups(groups: list[list[int]], limit: int | None, seed: int, *names: 
     if limit is None or not groups or sum(len(g) for g in groups) <= limit:
         return groups
     keep = max(1, limit // len(groups[0]))
-    picked = np.sort(record_rng(seed, "limit-groups", *names).choice(len(groups), size=min(keep, len(groups)),
-                                                                      replace=False))  # fmt: skip
+    picked = np.sort(
+        record_rng(seed, "limit-groups", *names).choice(len(groups), size=min(keep, len(groups)), replace=False)
+    )
     return [groups[i] for i in picked]
 
 
@@ -367,7 +400,8 @@ def query_images(inputs: CityInputs) -> pd.DataFrame:
     have = set(inputs.subgraph_nodes["image_id"].astype(str).unique())
     test = test[test["image_id"].astype(str).isin(have)]
     return test.iloc[np.argsort(test["image_id"].astype(str).to_numpy(dtype=object), kind="stable")].reset_index(
-        drop=True)
+        drop=True
+    )
 
 
 def record_split(inputs: CityInputs) -> str:
@@ -431,8 +465,9 @@ class SubgraphIndex:
                 raise BenchmarkInputError(msg)
         return self._graphs[ref]
 
-    def context_graph(self, image_ids: Sequence[str], *, max_nodes: int = CONTEXT_GRAPH_NODES) -> tuple[
-            pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    def context_graph(
+        self, image_ids: Sequence[str], *, max_nodes: int = CONTEXT_GRAPH_NODES
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """
         One graph of the area a group of images covers, the same whichever member asks.
 
@@ -500,14 +535,18 @@ def validate_city_inputs(inputs: CityInputs) -> None:
             raise BenchmarkInputError(msg)
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            msg = (f"CityInputs.{table} of {inputs.city!r} is missing column(s) {missing}; it has "
-                   f"{list(frame.columns)}. Pass the {table} table of the data contract (DESIGN.md)")  # fmt: skip
+            msg = (
+                f"CityInputs.{table} of {inputs.city!r} is missing column(s) {missing}; it has "
+                f"{list(frame.columns)}. Pass the {table} table of the data contract (DESIGN.md)"
+            )
             raise BenchmarkInputError(msg)
     if inputs.role == "held_out":
         other = sorted(set(inputs.images["split"].astype(str)) - {"test", "excluded"})
         if other:
-            msg = (f"held-out city {inputs.city!r} has images in split(s) {other}; a held-out city's images are all "
-                   "'test' (assign_splits(..., city_split='held_out'))")  # fmt: skip
+            msg = (
+                f"held-out city {inputs.city!r} has images in split(s) {other}; a held-out city's images are all "
+                "'test' (assign_splits(..., city_split='held_out'))"
+            )
             raise BenchmarkInputError(msg)
 
 

@@ -100,8 +100,10 @@ def _label_prior(tasks: pd.DataFrame) -> list[np.ndarray]:
     share their candidates, each correct once, so counting a group's other records would make the prior point
     *away* from the answer -- a property of the benchmark's design that no model can see, not a shortcut.
     """
-    units = [g if isinstance(g, str) and g else f"cluster:{c}" for g, c in zip(tasks["group_id"], tasks["cluster"],
-                                                                             strict=True)]  # fmt: skip
+    units = [
+        g if isinstance(g, str) and g else f"cluster:{c}"
+        for g, c in zip(tasks["group_id"], tasks["cluster"], strict=True)
+    ]
     folds = np.asarray([_fold(u) for u in units], dtype=np.int64)
     keys = (tasks["task"].astype(str) + "/" + tasks["query_type"].astype(str)).to_numpy(dtype=object)
     seen: dict[tuple[str, int], Counter[str]] = {}
@@ -158,8 +160,10 @@ class _GraphColumns:
     def of(cls, graph: tuple[pd.DataFrame, pd.DataFrame]) -> _GraphColumns:
         nodes = graph[0]
         names = [normalize_text(v) if isinstance(v, str) else "" for v in nodes["name"].astype(object).tolist()]
-        number = {c: pd.to_numeric(nodes[c], errors="coerce").to_numpy(dtype=float)
-                  for c in ("distance_m", "dx_m", "dy_m", "rank")}  # fmt: skip
+        number = {
+            c: pd.to_numeric(nodes[c], errors="coerce").to_numpy(dtype=float)
+            for c in ("distance_m", "dx_m", "dy_m", "rank")
+        }
         return cls(names, nodes["kind"].astype(str).tolist(), **number)
 
     def place_names(self) -> list[str]:
@@ -249,8 +253,12 @@ def _perception_rule(subset: pd.DataFrame, graphs: list[tuple[pd.DataFrame, pd.D
 
 
 def blind_scores(
-    tasks: pd.DataFrame, mode: str, *, graphs: SubgraphIndex | None = None, describe: Describe | None = None,
-) -> dict[str, list[np.ndarray]]:  # fmt: skip
+    tasks: pd.DataFrame,
+    mode: str,
+    *,
+    graphs: SubgraphIndex | None = None,
+    describe: Describe | None = None,
+) -> dict[str, list[np.ndarray]]:
     """
     Scores of every blind scorer for the records of ``tasks`` that run in ``mode``.
 
@@ -344,8 +352,9 @@ def blind_scores(
         for i, scores in zip(perception, filled, strict=True):
             rule_scores[i] = scores
     out["blind:graph_names"] = names_scores
-    out["blind:graph_rule"] = [s if s is not None else np.zeros(len(c)) for s, c in
-                               zip(rule_scores, subset["candidates"], strict=True)]  # fmt: skip
+    out["blind:graph_rule"] = [
+        s if s is not None else np.zeros(len(c)) for s, c in zip(rule_scores, subset["candidates"], strict=True)
+    ]
     return out
 
 
@@ -380,6 +389,8 @@ def shortcut_problems(results: pd.DataFrame, *, max_excess: float = MAX_EXCESS_O
             beyond_noise = not math.isfinite(lower) or lower > chance
             if value - chance > max_excess and beyond_noise:
                 where = f"{row['task']}/{row['query_type']}/{row['city']}/{row['split']}/{row['mode']}"
-                problems.append(f"{where}: {row['model']} scores {metric} {100 * value:.1f} against chance "
-                                f"{100 * chance:.1f} (+{100 * (value - chance):.1f} points, n={row['n']})")  # fmt: skip
+                problems.append(
+                    f"{where}: {row['model']} scores {metric} {100 * value:.1f} against chance "
+                    f"{100 * chance:.1f} (+{100 * (value - chance):.1f} points, n={row['n']})"
+                )
     return problems

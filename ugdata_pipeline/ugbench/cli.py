@@ -42,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the UGBench CLI."""
     parser = argparse.ArgumentParser(prog="python -m ugdata_pipeline.ugbench.cli", description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", required=True, type=Path, help="benchmark directory or tasks .parquet")
-    parser.add_argument("--model", required=True, action="append", type=_model_spec, dest="models",
-                        help="NAME=CHECKPOINT_DIR; repeat to compare models")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        type=_model_spec,
+        dest="models",
+        help="NAME=CHECKPOINT_DIR; repeat to compare models",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory for results and report")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="query modes to run")
     parser.add_argument("--subgraphs", type=Path, default=None, help="directory with the subgraph Parquet tables")
@@ -82,10 +88,18 @@ def main(argv: Sequence[str] | None = None, *, load_model: Callable[[str], Embed
     for name, checkpoint in args.models:
         models.setdefault(name, []).append(load_model(checkpoint))
     evaluation = evaluate(
-        tasks, models, modes=args.modes, bootstrap=args.bootstrap, seed=args.seed, subgraph_nodes=nodes,
-        subgraph_edges=edges, image_root=args.image_root, cache_dir=args.cache_dir or args.out / "cache",
-        batch_size=args.batch_size, limit_per_group=args.limit,
-    )  # fmt: skip
+        tasks,
+        models,
+        modes=args.modes,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        subgraph_nodes=nodes,
+        subgraph_edges=edges,
+        image_root=args.image_root,
+        cache_dir=args.cache_dir or args.out / "cache",
+        batch_size=args.batch_size,
+        limit_per_group=args.limit,
+    )
     report = write_report(evaluation, args.out, bootstrap=args.bootstrap, seed=args.seed)
     sys.stdout.write(f"{report}\n")
     return 0

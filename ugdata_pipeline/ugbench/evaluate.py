@@ -46,18 +46,55 @@ logger = logging.getLogger(__name__)
 GROUP_COLUMNS: tuple[str, ...] = ("task", "query_type", "city", "split", "mode", "model")
 RECORD_METRICS: tuple[str, ...] = (*(f"hit@{k}" for k in HIT_KS), "rr", "rank")
 RESULT_COLUMNS: tuple[str, ...] = (
-    *GROUP_COLUMNS, "kind", "role", "n", "n_clusters", "n_seeds", *METRICS,
-    *(f"{m}_{b}" for m in METRICS for b in ("lo", "hi")), *(f"{m}_seed_sd" for m in METRICS),
-    *(f"chance_{m}" for m in METRICS), "instruction_used",
-)  # fmt: skip
+    *GROUP_COLUMNS,
+    "kind",
+    "role",
+    "n",
+    "n_clusters",
+    "n_seeds",
+    *METRICS,
+    *(f"{m}_{b}" for m in METRICS for b in ("lo", "hi")),
+    *(f"{m}_seed_sd" for m in METRICS),
+    *(f"chance_{m}" for m in METRICS),
+    "instruction_used",
+)
 PER_RECORD_COLUMNS: tuple[str, ...] = (
-    "record_id", "task", "query_type", "city", "split", "mode", "model", "seed", "kind", "cluster", "n_candidates",
+    "record_id",
+    "task",
+    "query_type",
+    "city",
+    "split",
+    "mode",
+    "model",
+    "seed",
+    "kind",
+    "cluster",
+    "n_candidates",
     *RECORD_METRICS,
-)  # fmt: skip
+)
 COMPARISON_COLUMNS: tuple[str, ...] = (
-    "task", "query_type", "city", "split", "mode", "role", "a", "b", "metric", "mean_a", "mean_b", "diff", "lo",
-    "hi", "verdict", "n", "n_clusters", "n_seeds_a", "n_seeds_b", "seed_sd", "b_at_chance",
-)  # fmt: skip
+    "task",
+    "query_type",
+    "city",
+    "split",
+    "mode",
+    "role",
+    "a",
+    "b",
+    "metric",
+    "mean_a",
+    "mean_b",
+    "diff",
+    "lo",
+    "hi",
+    "verdict",
+    "n",
+    "n_clusters",
+    "n_seeds_a",
+    "n_seeds_b",
+    "seed_sd",
+    "b_at_chance",
+)
 _SCORE_CHUNK = 256  # records scored together; bounds the (records, candidates, dim) temporary
 _KEYS = ["task", "query_type", "city", "split"]
 CHANCE = "chance"
@@ -80,8 +117,15 @@ class _Items:
         self.groups: dict[tuple[str, str | None], list[tuple[str, str, str | None]]] = {}
         self.fingerprints: dict[str, str] = {}
 
-    def add(self, kind: str, payload: str, instruction: str | None, *, graphs: SubgraphIndex | None = None,
-            graph_ref: str | None = None) -> str:  # fmt: skip
+    def add(
+        self,
+        kind: str,
+        payload: str,
+        instruction: str | None,
+        *,
+        graphs: SubgraphIndex | None = None,
+        graph_ref: str | None = None,
+    ) -> str:
         fingerprint = None
         if graph_ref is not None:
             if graph_ref not in self.fingerprints:
@@ -104,9 +148,14 @@ def _graph_fingerprint(index: SubgraphIndex | None, graph_ref: str) -> str:
 
 
 def _embed_all(
-    model: EmbeddingModel, items: _Items, cache: EmbeddingCache, *, graphs: SubgraphIndex | None,
-    image_root: Path | None, batch_size: int,
-) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, bool]]:  # fmt: skip
+    model: EmbeddingModel,
+    items: _Items,
+    cache: EmbeddingCache,
+    *,
+    graphs: SubgraphIndex | None,
+    image_root: Path | None,
+    batch_size: int,
+) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, bool]]:
     """Embed every item not yet cached; return ``key -> unit vector`` and per-kind ``instruction used``."""
     methods = {"text": model.embed_texts, "image": model.embed_images, "fusion": model.embed_fusion}
     used: dict[str, bool] = {}
@@ -142,8 +191,9 @@ def _takes_instruction(method: object) -> bool:
     return instruction_keyword(method) is not None  # type: ignore[arg-type]
 
 
-def _metrics_from_scores(scores: Sequence[np.ndarray], correct: npt.NDArray[np.int64],
-                         tie_tol: float) -> dict[str, npt.NDArray[np.float64]]:  # fmt: skip
+def _metrics_from_scores(
+    scores: Sequence[np.ndarray], correct: npt.NDArray[np.int64], tie_tol: float
+) -> dict[str, npt.NDArray[np.float64]]:
     """Per-record metrics (and candidate counts) from one score array per record."""
     parts: list[dict[str, npt.NDArray[np.float64]]] = []
     for start in range(0, len(scores), _SCORE_CHUNK):
@@ -160,15 +210,23 @@ def _metrics_from_scores(scores: Sequence[np.ndarray], correct: npt.NDArray[np.i
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def _model_scores(subset: pd.DataFrame, mode: str, vectors: Mapping[str, np.ndarray], query_keys: list[str],
-                  candidate_keys: list[list[str]]) -> list[np.ndarray]:  # fmt: skip
+def _model_scores(
+    subset: pd.DataFrame,
+    mode: str,
+    vectors: Mapping[str, np.ndarray],
+    query_keys: list[str],
+    candidate_keys: list[list[str]],
+) -> list[np.ndarray]:
     del subset, mode
-    return [np.asarray([vectors[c] for c in cands]) @ vectors[q] for q, cands in
-            zip(query_keys, candidate_keys, strict=True)]  # fmt: skip
+    return [
+        np.asarray([vectors[c] for c in cands]) @ vectors[q]
+        for q, cands in zip(query_keys, candidate_keys, strict=True)
+    ]
 
 
-def _gather_items(subset: pd.DataFrame, mode: str, graphs: SubgraphIndex | None) -> tuple[_Items, list[str],
-                                                                                         list[list[str]]]:  # fmt: skip
+def _gather_items(
+    subset: pd.DataFrame, mode: str, graphs: SubgraphIndex | None
+) -> tuple[_Items, list[str], list[list[str]]]:
     items = _Items()
     query_keys: list[str] = []
     candidate_keys: list[list[str]] = []
@@ -185,8 +243,12 @@ def _gather_items(subset: pd.DataFrame, mode: str, graphs: SubgraphIndex | None)
         else:
             kind = "fusion" if mode == "fusion" else "image"
             refs = candidate_refs if kind == "fusion" else [None] * len(row.candidates)
-            candidate_keys.append([items.add(kind, str(c), instruction, graphs=graphs, graph_ref=ref)
-                                   for c, ref in zip(row.candidates, refs, strict=True)])  # fmt: skip
+            candidate_keys.append(
+                [
+                    items.add(kind, str(c), instruction, graphs=graphs, graph_ref=ref)
+                    for c, ref in zip(row.candidates, refs, strict=True)
+                ]
+            )
     return items, query_keys, candidate_keys
 
 
@@ -267,8 +329,10 @@ def evaluate(
         raise BenchmarkInputError(msg)
     fusion_needed = "fusion" in chosen and len(tasks) > 0
     if fusion_needed and (subgraph_nodes is None or subgraph_edges is None):
-        msg = ("the fusion mode needs subgraph_nodes and subgraph_edges (saved next to tasks.parquet by "
-               "save_benchmark); pass them or run with modes excluding 'fusion'")  # fmt: skip
+        msg = (
+            "the fusion mode needs subgraph_nodes and subgraph_edges (saved next to tasks.parquet by "
+            "save_benchmark); pass them or run with modes excluding 'fusion'"
+        )
         raise BenchmarkInputError(msg)
     graphs = SubgraphIndex(subgraph_nodes, subgraph_edges) if fusion_needed else None
     if limit_per_group is not None:
@@ -283,12 +347,16 @@ def evaluate(
         if subset.empty:
             continue
         if mode == "fusion":
-            wanted = {*subset["query_graph_id"].dropna().astype(str), *(g for ids in subset["candidate_graph_ids"]
-                                                                       for g in ids)}  # fmt: skip
+            wanted = {
+                *subset["query_graph_id"].dropna().astype(str),
+                *(g for ids in subset["candidate_graph_ids"] for g in ids),
+            }
             missing = {g for g in wanted if g not in graphs}  # type: ignore[operator]
             if missing:
-                msg = (f"{len(missing)} query image(s) have no subgraph rows, e.g. {sorted(missing)[:3]}; pass "
-                       "the subgraph tables of the benchmark's cities")  # fmt: skip
+                msg = (
+                    f"{len(missing)} query image(s) have no subgraph rows, e.g. {sorted(missing)[:3]}; pass "
+                    "the subgraph tables of the benchmark's cities"
+                )
                 raise BenchmarkInputError(msg)
         correct = subset["correct_idx"].to_numpy(dtype=np.int64)
         items = None
@@ -304,19 +372,29 @@ def evaluate(
                 for kind, flag in used.items():
                     instruction_used[name, kind] = flag
                 scores = _model_scores(subset, mode, vectors, query_keys, candidate_keys)
-                frames.append(_record_frame(subset, mode, name, seed_index, "model",
-                                            _metrics_from_scores(scores, correct, tie_tol)))  # fmt: skip
-                logger.info("evaluated %s (seed %s) in %s mode: %s cached vectors (%s hits, %s computed)", name,
-                            seed_index, mode, f"{len(cache):,}", f"{cache.hits:,}", f"{cache.misses:,}")  # fmt: skip
+                frames.append(
+                    _record_frame(
+                        subset, mode, name, seed_index, "model", _metrics_from_scores(scores, correct, tie_tol)
+                    )
+                )
+                logger.info(
+                    "evaluated %s (seed %s) in %s mode: %s cached vectors (%s hits, %s computed)",
+                    name,
+                    seed_index,
+                    mode,
+                    f"{len(cache):,}",
+                    f"{cache.hits:,}",
+                    f"{cache.misses:,}",
+                )
                 window = getattr(model, "long_text_share", None)
                 if callable(window) and texts_seen:
                     text_window[name] = float(window(sorted(texts_seen)))
         if blind:
             for scorer, scores in blind_scores(subset, mode, graphs=graphs).items():
-                frames.append(_record_frame(subset, mode, scorer, 0, "blind",
-                                            _metrics_from_scores(scores, correct, tie_tol)))  # fmt: skip
-    per_record = (pd.concat(frames, ignore_index=True) if frames
-                  else pd.DataFrame(columns=list(PER_RECORD_COLUMNS)))  # fmt: skip
+                frames.append(
+                    _record_frame(subset, mode, scorer, 0, "blind", _metrics_from_scores(scores, correct, tie_tol))
+                )
+    per_record = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PER_RECORD_COLUMNS))
     results = summarize_records(per_record, bootstrap=bootstrap, seed=seed)
     # the image side carries the instruction: the query image, or in text mode (retrieval) the candidate images
     results["instruction_used"] = [
@@ -326,8 +404,9 @@ def evaluate(
     return Evaluation(results=results, per_record=per_record, text_window=text_window)
 
 
-def _record_frame(subset: pd.DataFrame, mode: str, model: str, seed_index: int, kind: str,
-                  metrics: Mapping[str, np.ndarray]) -> pd.DataFrame:  # fmt: skip
+def _record_frame(
+    subset: pd.DataFrame, mode: str, model: str, seed_index: int, kind: str, metrics: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
     frame = subset[["record_id", *_KEYS, "cluster"]].copy()
     frame.insert(5, "mode", mode)
     frame.insert(6, "model", model)
@@ -374,8 +453,13 @@ def summarize_records(per_record: pd.DataFrame, *, bootstrap: int = 1000, seed: 
         summary = seed_summary(by_seed, clusters, n_resamples=bootstrap, seed=seed, group=key)
         chance = _chance_per_record(first["n_candidates"].to_numpy())
         out: dict[str, object] = dict(zip(GROUP_COLUMNS, key, strict=True))
-        out |= {"kind": group["kind"].iloc[0], "role": row_role(str(key[0]), str(key[4])), "n": len(first),
-                "n_clusters": len(set(clusters)), "n_seeds": len(by_seed)}  # fmt: skip
+        out |= {
+            "kind": group["kind"].iloc[0],
+            "role": row_role(str(key[0]), str(key[4])),
+            "n": len(first),
+            "n_clusters": len(set(clusters)),
+            "n_seeds": len(by_seed),
+        }
         for metric, name in zip(RECORD_METRICS, METRICS, strict=True):
             s = summary[name]
             out[name], out[f"{name}_lo"], out[f"{name}_hi"], out[f"{name}_seed_sd"] = s.mean, s.lo, s.hi, s.sd
@@ -387,9 +471,13 @@ def summarize_records(per_record: pd.DataFrame, *, bootstrap: int = 1000, seed: 
 
 
 def compare(
-    per_record: pd.DataFrame, pairs: Sequence[tuple[str, str]], *, metrics: Sequence[str] = ("hit@1", "hit@5", "mrr"),
-    bootstrap: int = 1000, seed: int = 0,
-) -> pd.DataFrame:  # fmt: skip
+    per_record: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    metrics: Sequence[str] = ("hit@1", "hit@5", "mrr"),
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """
     Paired differences ``a - b`` on the same records, with clustered 95 % intervals and a verdict.
 
@@ -421,18 +509,36 @@ def compare(
             clusters = first["cluster"].astype(str).to_numpy()
             chance = _chance_per_record(first["n_candidates"].to_numpy())
             b_by_seed = [chance] if b == CHANCE else _by_seed(group[group["model"] == b])
-            diffs = paired_differences_over_seeds(a_by_seed, b_by_seed, clusters, n_resamples=bootstrap, seed=seed,
-                                                  group=(*key, a, b))  # fmt: skip
+            diffs = paired_differences_over_seeds(
+                a_by_seed, b_by_seed, clusters, n_resamples=bootstrap, seed=seed, group=(*key, a, b)
+            )
             if b != CHANCE:
-                at_chance = paired_differences_over_seeds(b_by_seed, [chance], clusters, n_resamples=bootstrap,
-                                                          seed=seed, group=(*key, b, CHANCE))  # fmt: skip
+                at_chance = paired_differences_over_seeds(
+                    b_by_seed, [chance], clusters, n_resamples=bootstrap, seed=seed, group=(*key, b, CHANCE)
+                )
             for metric in metrics:
                 d = diffs[metric]
                 b_chance = True if b == CHANCE else at_chance[metric].verdict != "a better"
                 where = dict(zip([*_KEYS, "mode"], key, strict=True))
-                rows.append({**where, "role": row_role(str(key[0]), str(key[4])), "a": a, "b": b, "metric": metric,
-                             "mean_a": d.mean_a, "mean_b": d.mean_b,
-                             "diff": d.diff, "lo": d.lo, "hi": d.hi, "verdict": d.verdict, "n": len(first),
-                             "n_clusters": len(set(clusters)), "n_seeds_a": len(a_by_seed),
-                             "n_seeds_b": len(b_by_seed), "seed_sd": d.seed_sd, "b_at_chance": b_chance})  # fmt: skip
+                rows.append(
+                    {
+                        **where,
+                        "role": row_role(str(key[0]), str(key[4])),
+                        "a": a,
+                        "b": b,
+                        "metric": metric,
+                        "mean_a": d.mean_a,
+                        "mean_b": d.mean_b,
+                        "diff": d.diff,
+                        "lo": d.lo,
+                        "hi": d.hi,
+                        "verdict": d.verdict,
+                        "n": len(first),
+                        "n_clusters": len(set(clusters)),
+                        "n_seeds_a": len(a_by_seed),
+                        "n_seeds_b": len(b_by_seed),
+                        "seed_sd": d.seed_sd,
+                        "b_at_chance": b_chance,
+                    }
+                )
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))

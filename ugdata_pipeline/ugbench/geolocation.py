@@ -67,19 +67,26 @@ def describer(
     def one(image_id: str) -> str:
         if image_id not in cache:
             cache[image_id] = describe(
-                index.nodes_of(image_id), index.edges_of(image_id), image_row=rows.loc[image_id],
-                max_places=config.description_max_places, near_m=config.description_near_m,
+                index.nodes_of(image_id),
+                index.edges_of(image_id),
+                image_row=rows.loc[image_id],
+                max_places=config.description_max_places,
+                near_m=config.description_near_m,
                 max_chars=config.description_max_chars,
-            )  # fmt: skip
+            )
         return cache[image_id]
 
     return one
 
 
 def build_location_records(
-    inputs: CityInputs, *, describe: Describe, config: BenchConfig, stats: BuildStats,
+    inputs: CityInputs,
+    *,
+    describe: Describe,
+    config: BenchConfig,
+    stats: BuildStats,
     descriptions: dict[str, str] | None = None,
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:  # fmt: skip
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """
     Geolocation and retrieval records of one city.
 
@@ -126,9 +133,15 @@ def build_location_records(
     x, y = local_metres(lon, lat)
     size = config.n_distractors + 1
     # the band is checked on a local plane here and geodesically in validate_tasks: keep a hair inside it
-    grouping = form_groups(x, y, [normalize_text(t) for t in texts], size=size, min_m=config.min_distractor_m * 1.01,
-                           max_m=config.max_distractor_m * 0.99,
-                           rng=record_rng(config.seed, "location-groups", inputs.city))  # fmt: skip
+    grouping = form_groups(
+        x,
+        y,
+        [normalize_text(t) for t in texts],
+        size=size,
+        min_m=config.min_distractor_m * 1.01,
+        max_m=config.max_distractor_m * 0.99,
+        rng=record_rng(config.seed, "location-groups", inputs.city),
+    )
     stats.skip(f"geolocation+retrieval/no_group/{inputs.city}", len(grouping.leftover))
     groups = limit_groups(grouping.groups, config.max_records_per_task, config.seed, "location", inputs.city)
     ids = queries["image_id"].astype(str).to_numpy(dtype=object)
@@ -143,34 +156,76 @@ def build_location_records(
             image_id = str(ids[m])
             dist = np.asarray(distance_m(lat[m], lon[m], lat[members], lon[members]), dtype=float)
             others = [k for k, other in enumerate(members) if other != m]
-            meta = {"group_size": size, "max_distractor_m": float(dist[others].max()),
-                    "min_distractor_m": float(dist[others].min())}  # fmt: skip
-            common = {"city": inputs.city, "split": split, "image_id": image_id, "lon": float(lon[m]),
-                      "lat": float(lat[m]), "meta": meta, "fusion_graph": "group"}  # fmt: skip
+            meta = {
+                "group_size": size,
+                "max_distractor_m": float(dist[others].max()),
+                "min_distractor_m": float(dist[others].min()),
+            }
+            common = {
+                "city": inputs.city,
+                "split": split,
+                "image_id": image_id,
+                "lon": float(lon[m]),
+                "lat": float(lat[m]),
+                "meta": meta,
+                "fusion_graph": "group",
+            }
             distractors = [members[k] for k in others]
-            geo.append(finish_record(
-                rng=record_rng(config.seed, "geolocation", inputs.city, image_id), correct=texts[m],
-                distractors=[texts[k] for k in distractors], correct_distance_m=0.0,
-                distractor_distance_m=dist[others].tolist(), correct_graph_id=image_id,
-                distractor_graph_ids=[str(ids[k]) for k in distractors],
-                record_id=f"geolocation/geolocation/{inputs.city}/{image_id}", task="geolocation",
-                query_type="geolocation", query_kind="image", query_text=geo_instruction,
-                instruction=geo_instruction, fusion_instruction=geo_fusion, query_image=str(paths[m]),
-                query_graph_id=image_id, candidate_kind="text", group_id=f"geolocation/{inputs.city}/{first}",
-                **common,
-            ))  # fmt: skip
-            ret.append(finish_record(
-                rng=record_rng(config.seed, "retrieval", inputs.city, image_id), correct=str(paths[m]),
-                distractors=[str(paths[k]) for k in distractors], correct_distance_m=0.0,
-                distractor_distance_m=dist[others].tolist(), correct_graph_id=image_id,
-                distractor_graph_ids=[str(ids[k]) for k in distractors],
-                record_id=f"retrieval/retrieval/{inputs.city}/{image_id}", task="retrieval",
-                query_type="retrieval", query_kind="text", query_text=texts[m], instruction=ret_instruction,
-                fusion_instruction=ret_fusion, query_image=None, query_graph_id=None, candidate_kind="image",
-                group_id=f"retrieval/{inputs.city}/{first}", **common,
-            ))  # fmt: skip
+            geo.append(
+                finish_record(
+                    rng=record_rng(config.seed, "geolocation", inputs.city, image_id),
+                    correct=texts[m],
+                    distractors=[texts[k] for k in distractors],
+                    correct_distance_m=0.0,
+                    distractor_distance_m=dist[others].tolist(),
+                    correct_graph_id=image_id,
+                    distractor_graph_ids=[str(ids[k]) for k in distractors],
+                    record_id=f"geolocation/geolocation/{inputs.city}/{image_id}",
+                    task="geolocation",
+                    query_type="geolocation",
+                    query_kind="image",
+                    query_text=geo_instruction,
+                    instruction=geo_instruction,
+                    fusion_instruction=geo_fusion,
+                    query_image=str(paths[m]),
+                    query_graph_id=image_id,
+                    candidate_kind="text",
+                    group_id=f"geolocation/{inputs.city}/{first}",
+                    **common,
+                )
+            )
+            ret.append(
+                finish_record(
+                    rng=record_rng(config.seed, "retrieval", inputs.city, image_id),
+                    correct=str(paths[m]),
+                    distractors=[str(paths[k]) for k in distractors],
+                    correct_distance_m=0.0,
+                    distractor_distance_m=dist[others].tolist(),
+                    correct_graph_id=image_id,
+                    distractor_graph_ids=[str(ids[k]) for k in distractors],
+                    record_id=f"retrieval/retrieval/{inputs.city}/{image_id}",
+                    task="retrieval",
+                    query_type="retrieval",
+                    query_kind="text",
+                    query_text=texts[m],
+                    instruction=ret_instruction,
+                    fusion_instruction=ret_fusion,
+                    query_image=None,
+                    query_graph_id=None,
+                    candidate_kind="image",
+                    group_id=f"retrieval/{inputs.city}/{first}",
+                    **common,
+                )
+            )
     stats.records[f"geolocation/geolocation/{inputs.city}"] = len(geo)
     stats.records[f"retrieval/retrieval/{inputs.city}"] = len(ret)
-    logger.info("%s: %s groups of %s -> %s geolocation and %s retrieval records from %s test images", inputs.city,
-                len(groups), size, len(geo), len(ret), len(queries))  # fmt: skip
+    logger.info(
+        "%s: %s groups of %s -> %s geolocation and %s retrieval records from %s test images",
+        inputs.city,
+        len(groups),
+        size,
+        len(geo),
+        len(ret),
+        len(queries),
+    )
     return geo, ret

@@ -33,10 +33,17 @@ def _derange(ids: list[str], seed: int) -> list[str]:
 
 
 def graph_dependence(
-    model: EmbeddingModel, tasks: pd.DataFrame, *, subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame,
-    image_root: Path | str | None = None, cache_dir: Path | str | None = None, bootstrap: int = 1000, seed: int = 0,
+    model: EmbeddingModel,
+    tasks: pd.DataFrame,
+    *,
+    subgraph_nodes: pd.DataFrame,
+    subgraph_edges: pd.DataFrame,
+    image_root: Path | str | None = None,
+    cache_dir: Path | str | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
     max_records: int = 600,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """
     MRR and Hit@5 of ``model`` on grounding fusion records with their own graphs against swapped graphs.
 
@@ -60,8 +67,9 @@ def graph_dependence(
     held_out = rows[rows["split"] == "held_out"]
     rows = (held_out if len(held_out) else rows).reset_index(drop=True)
     if len(rows) > max_records:
-        keep = np.sort(np.random.default_rng(group_seed(seed, "graph-check")).choice(len(rows), max_records,
-                                                                                      replace=False))  # fmt: skip
+        keep = np.sort(
+            np.random.default_rng(group_seed(seed, "graph-check")).choice(len(rows), max_records, replace=False)
+        )
         rows = rows.iloc[keep].reset_index(drop=True)
     swapped = rows.copy()
     for _, group in rows.groupby(["query_type", "city"], sort=True):
@@ -69,9 +77,17 @@ def graph_dependence(
         swapped.loc[group.index, "query_graph_id"] = _derange(ids, group_seed(seed, "swap", *group.index[:1]))
     per_record = []
     for name, frame in (("own", rows), ("swapped", swapped)):
-        result = evaluate(frame, {name: model}, modes=["fusion"], subgraph_nodes=subgraph_nodes,
-                          subgraph_edges=subgraph_edges, image_root=image_root, cache_dir=cache_dir, bootstrap=0,
-                          blind=False)  # fmt: skip
+        result = evaluate(
+            frame,
+            {name: model},
+            modes=["fusion"],
+            subgraph_nodes=subgraph_nodes,
+            subgraph_edges=subgraph_edges,
+            image_root=image_root,
+            cache_dir=cache_dir,
+            bootstrap=0,
+            blind=False,
+        )
         per_record.append(result.per_record)
     pooled = pd.concat(per_record, ignore_index=True).assign(query_type="all", city="all", split="all")
     return compare(pooled, [("own", "swapped")], metrics=("mrr", "hit@5"), bootstrap=bootstrap, seed=seed)

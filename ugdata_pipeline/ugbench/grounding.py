@@ -88,8 +88,6 @@ QUESTIONS: dict[str, str] = {
 }
 
 
-
-
 @dataclass(slots=True)
 class _Sub:
     """One image's named subgraph nodes (centre excluded) as arrays, all aligned."""
@@ -116,8 +114,10 @@ class _SubArrays:
         nodes = index.nodes
         self.index = index
         self.named = nodes["name"].notna().to_numpy() & (pd.to_numeric(nodes["rank"], errors="coerce") > 0).to_numpy()
-        text = {c: nodes[c].astype(object).where(nodes[c].notna(), "").astype(str).to_numpy(dtype=object)
-                for c in ("name", "category")}  # fmt: skip
+        text = {
+            c: nodes[c].astype(object).where(nodes[c].notna(), "").astype(str).to_numpy(dtype=object)
+            for c in ("name", "category")
+        }
         self.columns = {
             "node_id": nodes["node_id"].astype(str).to_numpy(dtype=object),
             "kind": nodes["kind"].astype(str).to_numpy(dtype=object),
@@ -177,9 +177,17 @@ def _items(inputs: CityInputs, queries: pd.DataFrame, config: BenchConfig, stats
                     stats.skip(f"grounding/nearest_poi/ambiguous_nearest/{inputs.city}")
                     continue
                 question = QUESTIONS["nearest_poi"].format(phrase=CATEGORY_PHRASES[category])
-                out["nearest_poi"].append(_Item(position, question, str(same.name[0]), float(same.dist[0]),
-                                                f"nearest_poi/{category}", f"/{category}",
-                                                {"category": category}))  # fmt: skip
+                out["nearest_poi"].append(
+                    _Item(
+                        position,
+                        question,
+                        str(same.name[0]),
+                        float(same.dist[0]),
+                        f"nearest_poi/{category}",
+                        f"/{category}",
+                        {"category": category},
+                    )
+                )
         if "distance_direction" in out:
             item = _distance_direction_item(position, image_id, lat, lon, sub, places, config)
             if item is None:
@@ -193,21 +201,32 @@ def _items(inputs: CityInputs, queries: pd.DataFrame, config: BenchConfig, stats
             elif not isinstance(correct, str) or not correct:
                 stats.skip(f"grounding/which_street/unnamed_street/{inputs.city}")
             else:
-                out["which_street"].append(_Item(position, QUESTIONS["which_street"], correct, float("nan"),
-                                                 "which_street", "", {}))  # fmt: skip
+                out["which_street"].append(
+                    _Item(position, QUESTIONS["which_street"], correct, float("nan"), "which_street", "", {})
+                )
         if "which_crossing" in out:
             if len(crossings.dist) == 0:
                 stats.skip(f"grounding/which_crossing/no_crossing/{inputs.city}")
             elif len(crossings.dist) > 1 and crossings.dist[1] - crossings.dist[0] < config.nearest_margin_m:
                 stats.skip(f"grounding/which_crossing/ambiguous_nearest/{inputs.city}")
             else:
-                out["which_crossing"].append(_Item(position, QUESTIONS["which_crossing"], str(crossings.name[0]),
-                                                   float(crossings.dist[0]), "which_crossing", "", {}))  # fmt: skip
+                out["which_crossing"].append(
+                    _Item(
+                        position,
+                        QUESTIONS["which_crossing"],
+                        str(crossings.name[0]),
+                        float(crossings.dist[0]),
+                        "which_crossing",
+                        "",
+                        {},
+                    )
+                )
     return out
 
 
-def _distance_direction_item(position: int, image_id: str, lat: float, lon: float, sub: _Sub, places: _Sub,
-                             config: BenchConfig) -> _Item | None:  # fmt: skip
+def _distance_direction_item(
+    position: int, image_id: str, lat: float, lon: float, sub: _Sub, places: _Sub, config: BenchConfig
+) -> _Item | None:
     """A seeded named place at a suitable distance, as a distance-direction question, or None."""
     counts = Counter(normalize_text(name) for name in sub.name)
     unique = np.array([counts[normalize_text(name)] == 1 for name in places.name], dtype=bool)
@@ -218,9 +237,16 @@ def _distance_direction_item(position: int, image_id: str, lat: float, lon: floa
     rng = record_rng(config.seed, "distance_direction_target", image_id)
     target = int(eligible[int(rng.integers(len(eligible)))])
     distance, word = float(place_d[target]), int(compass_index(float(place_b[target])))
-    return _Item(position, QUESTIONS["distance_direction"].format(name=str(places.name[target])),
-                 f"{distance_phrase(distance)} {COMPASS_WORDS[word]}", distance, "distance_direction", "",
-                 {"target_node": str(places.node_id[target])}, bearing_word=word)  # fmt: skip
+    return _Item(
+        position,
+        QUESTIONS["distance_direction"].format(name=str(places.name[target])),
+        f"{distance_phrase(distance)} {COMPASS_WORDS[word]}",
+        distance,
+        "distance_direction",
+        "",
+        {"target_node": str(places.node_id[target])},
+        bearing_word=word,
+    )
 
 
 def build_grounding_records(inputs: CityInputs, *, config: BenchConfig, stats: BuildStats) -> list[dict[str, object]]:
@@ -242,12 +268,20 @@ def build_grounding_records(inputs: CityInputs, *, config: BenchConfig, stats: B
         clean = found
         rule = (lambda i, j, c=clean: _clearly_different(c[i], c[j], config)) if qtype == "distance_direction" else None
         positions = np.asarray([it.image for it in clean], dtype=np.int64)
-        grouping = form_groups(x[positions], y[positions], [normalize_text(it.answer) for it in clean], size=size,
-                               max_m=config.max_distractor_m, keys=[it.key for it in clean], compatible=rule,
-                               rng=record_rng(config.seed, "grounding-groups", qtype, inputs.city))  # fmt: skip
+        grouping = form_groups(
+            x[positions],
+            y[positions],
+            [normalize_text(it.answer) for it in clean],
+            size=size,
+            max_m=config.max_distractor_m,
+            keys=[it.key for it in clean],
+            compatible=rule,
+            rng=record_rng(config.seed, "grounding-groups", qtype, inputs.city),
+        )
         stats.skip(f"grounding/{qtype}/no_group/{inputs.city}", len(grouping.leftover))
-        groups = limit_groups(grouping.groups, config.max_records_per_task, config.seed, "grounding", qtype,
-                              inputs.city)  # fmt: skip
+        groups = limit_groups(
+            grouping.groups, config.max_records_per_task, config.seed, "grounding", qtype, inputs.city
+        )
         kept = 0
         for members in groups:
             answers = [clean[m].answer for m in members]
@@ -257,26 +291,47 @@ def build_grounding_records(inputs: CityInputs, *, config: BenchConfig, stats: B
                 continue
             first = min(members, key=lambda m: str(queries["image_id"].iloc[clean[m].image]))
             # the suffix (nearest_poi: the category) keeps groups of one image's several questions apart
-            group_id = (f"grounding/{qtype}/{inputs.city}/{queries['image_id'].iloc[clean[first].image]}"
-                        f"{clean[first].suffix}")  # fmt: skip
+            group_id = (
+                f"grounding/{qtype}/{inputs.city}/{queries['image_id'].iloc[clean[first].image]}{clean[first].suffix}"
+            )
             for m in members:
                 item = clean[m]
                 row = queries.iloc[item.image]
                 image_id = str(row["image_id"])
                 others = [clean[k] for k in members if k != m]
                 lat, lon = float(row["lat"]), float(row["lon"])
-                records.append(finish_record(
-                    rng=record_rng(config.seed, "grounding", qtype, inputs.city, image_id, item.suffix),
-                    correct=item.answer, distractors=[o.answer for o in others], correct_distance_m=item.answer_m,
-                    distractor_distance_m=[float("nan")] * len(others),
-                    record_id=f"grounding/{qtype}/{inputs.city}/{image_id}{item.suffix}", task="grounding",
-                    query_type=qtype, city=inputs.city, split=split, image_id=image_id, query_kind="image",
-                    query_text=item.question, instruction=item.question, fusion_instruction=item.question,
-                    query_image=str(row["path"]), query_graph_id=image_id, candidate_kind="text", lon=lon, lat=lat,
-                    group_id=group_id, meta={**item.meta, "group_size": size},
-                ))  # fmt: skip
+                records.append(
+                    finish_record(
+                        rng=record_rng(config.seed, "grounding", qtype, inputs.city, image_id, item.suffix),
+                        correct=item.answer,
+                        distractors=[o.answer for o in others],
+                        correct_distance_m=item.answer_m,
+                        distractor_distance_m=[float("nan")] * len(others),
+                        record_id=f"grounding/{qtype}/{inputs.city}/{image_id}{item.suffix}",
+                        task="grounding",
+                        query_type=qtype,
+                        city=inputs.city,
+                        split=split,
+                        image_id=image_id,
+                        query_kind="image",
+                        query_text=item.question,
+                        instruction=item.question,
+                        fusion_instruction=item.question,
+                        query_image=str(row["path"]),
+                        query_graph_id=image_id,
+                        candidate_kind="text",
+                        lon=lon,
+                        lat=lat,
+                        group_id=group_id,
+                        meta={**item.meta, "group_size": size},
+                    )
+                )
                 kept += 1
         stats.records[f"grounding/{qtype}/{inputs.city}"] = kept
-    logger.info("%s: %s grounding records (%s)", inputs.city, len(records),
-                {k: v for k, v in stats.records.items() if k.startswith("grounding/") and k.endswith(inputs.city)})
+    logger.info(
+        "%s: %s grounding records (%s)",
+        inputs.city,
+        len(records),
+        {k: v for k, v in stats.records.items() if k.startswith("grounding/") and k.endswith(inputs.city)},
+    )
     return records

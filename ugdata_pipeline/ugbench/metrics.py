@@ -233,9 +233,13 @@ def chance_levels(n_candidates: npt.ArrayLike, *, ks: Sequence[int] = HIT_KS) ->
 
 
 def bootstrap_intervals(
-    per_record: dict[str, npt.NDArray[np.float64]], *, n_resamples: int = 1000, seed: int = 0,
-    level: float = 0.95, group: Sequence[object] = (),
-) -> dict[str, tuple[float, float]]:  # fmt: skip
+    per_record: dict[str, npt.NDArray[np.float64]],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    group: Sequence[object] = (),
+) -> dict[str, tuple[float, float]]:
     """
     Percentile bootstrap intervals of the summary metrics, resampling records with replacement.
 

@@ -97,8 +97,9 @@ def _fingerprint_dir(path: Path) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
         stat = file.stat()
-        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}\0{stat.st_size}\0"
-                      f"{stat.st_mtime_ns}\n".encode())  # fmt: skip
+        digest.update(
+            f"{file.relative_to(path) if path.is_dir() else file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -123,8 +124,9 @@ class UgeModel:
         Torch threads while embedding (fixed, so the vectors do not depend on the machine's core count).
     """
 
-    def __init__(self, checkpoint_dir: Path | str, *, device: str = "cpu", batch_size: int = 32,
-                 threads: int = 2) -> None:  # fmt: skip
+    def __init__(
+        self, checkpoint_dir: Path | str, *, device: str = "cpu", batch_size: int = 32, threads: int = 2
+    ) -> None:
         self.checkpoint_dir = Path(checkpoint_dir)
         if not self.checkpoint_dir.exists():
             msg = f"UGE checkpoint {str(self.checkpoint_dir)!r} does not exist; pass a UGE training output directory"
@@ -174,8 +176,7 @@ class UgeModel:
         # The model's own node cap, as in training: a larger graph at inference is slower and out of distribution.
         with self._threads():
             built = self._embed.build_model_graphs(self.model, self._data.SubgraphTables(nodes, edges), ids)
-            vectors = self._embed.embed_fusion(self.model, list(image_paths), built, instruction,
-                                               self.batch_size)  # fmt: skip
+            vectors = self._embed.embed_fusion(self.model, list(image_paths), built, instruction, self.batch_size)
         return np.asarray(vectors, dtype=np.float32)
 
 
@@ -215,8 +216,10 @@ class EmbeddingCache:
                         for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
                             self._vectors[str(key)] = vector
                 except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-                    msg = (f"embedding cache shard {shard} is truncated or corrupt ({exc!r}); delete it (its "
-                           "vectors are computed again)")  # fmt: skip
+                    msg = (
+                        f"embedding cache shard {shard} is truncated or corrupt ({exc!r}); delete it (its "
+                        "vectors are computed again)"
+                    )
                     raise CorruptFileError(msg) from exc
             logger.info("embedding cache %s: %s vectors loaded", self.folder, f"{len(self._vectors):,}")
 

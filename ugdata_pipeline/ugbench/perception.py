@@ -69,8 +69,9 @@ PROXY_OF: dict[str, str] = {
 #: Percentile-rank distance to a tercile boundary under which an image's level is ambiguous.
 BOUNDARY_MARGIN = 0.03
 GREEN_CATEGORIES = frozenset({"park", "green"})
-GREEN_NATURAL_TAGS = frozenset({"natural=wood", "natural=scrub", "natural=grassland", "natural=heath",
-                                "natural=tree_row"})  # fmt: skip
+GREEN_NATURAL_TAGS = frozenset(
+    {"natural=wood", "natural=scrub", "natural=grassland", "natural=heath", "natural=tree_row"}
+)
 COMMERCIAL_CATEGORIES = frozenset({"commercial", "food", "financial"})
 GREEN_RADIUS_M = 100.0
 TREE_RADIUS_M = 50.0
@@ -86,37 +87,79 @@ PERCEPTION_QUESTION = "Which description fits the surroundings of this photo?"
 
 #: ``(dimension, level) -> four phrasings``; phrasing k of the three levels is one candidate set.
 STATEMENTS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("greenery", "high"): ("a leafy street with a lot of greenery", "trees and green space line this street",
-                           "plenty of vegetation and green areas around", "a very green setting with many trees"),
-    ("greenery", "mid"): ("a street with some greenery here and there", "a few trees and patches of green nearby",
-                          "a moderate amount of vegetation around", "some green space, though not a lot of it"),
-    ("greenery", "low"): ("a street with little or no greenery", "hardly any trees or green space around",
-                          "a bare setting with almost no vegetation", "very little green, mostly paved surfaces"),
-    ("enclosure", "high"): ("tall buildings enclose the street on both sides", "a canyon-like street between high "
-                            "buildings", "dense, high-rise buildings tower over the street",
-                            "a strongly enclosed street with tall facades"),
-    ("enclosure", "mid"): ("medium-height buildings along the street", "a street framed by mid-rise buildings",
-                           "buildings of moderate height line the street",
-                           "a partly enclosed street with mid-size blocks"),
-    ("enclosure", "low"): ("low or few buildings, the street feels open", "a street with only low buildings around",
-                           "few buildings nearby and little sense of enclosure",
-                           "an open street with small, low buildings"),
-    ("commercial", "high"): ("a busy commercial street full of shops and cafes", "many shops, restaurants and banks "
-                             "nearby", "a lively area with lots of businesses around",
-                             "plenty of stores and places to eat close by"),
-    ("commercial", "mid"): ("a few shops and cafes along the way", "some businesses and places to eat nearby",
-                            "a street with a moderate number of shops", "a handful of stores and restaurants around"),
-    ("commercial", "low"): ("a quiet street with no shops or cafes", "hardly any businesses or places to eat nearby",
-                            "a residential feel with almost no stores", "very few shops or restaurants around here"),
-    ("connectivity", "high"): ("a dense street grid with many intersections", "lots of crossing streets and "
-                               "junctions around", "a well-connected area with frequent crossings",
-                               "many side streets branch off nearby"),
-    ("connectivity", "mid"): ("a few intersections within a short walk", "a moderately connected street network",
-                              "some crossing streets and junctions nearby", "side streets now and then along the way"),
-    ("connectivity", "low"): ("few intersections, the street runs on and on", "a poorly connected area with rare "
-                              "junctions", "hardly any crossing streets nearby", "long blocks with very few side "
-                              "streets"),
-}  # fmt: skip
+    ("greenery", "high"): (
+        "a leafy street with a lot of greenery",
+        "trees and green space line this street",
+        "plenty of vegetation and green areas around",
+        "a very green setting with many trees",
+    ),
+    ("greenery", "mid"): (
+        "a street with some greenery here and there",
+        "a few trees and patches of green nearby",
+        "a moderate amount of vegetation around",
+        "some green space, though not a lot of it",
+    ),
+    ("greenery", "low"): (
+        "a street with little or no greenery",
+        "hardly any trees or green space around",
+        "a bare setting with almost no vegetation",
+        "very little green, mostly paved surfaces",
+    ),
+    ("enclosure", "high"): (
+        "tall buildings enclose the street on both sides",
+        "a canyon-like street between high buildings",
+        "dense, high-rise buildings tower over the street",
+        "a strongly enclosed street with tall facades",
+    ),
+    ("enclosure", "mid"): (
+        "medium-height buildings along the street",
+        "a street framed by mid-rise buildings",
+        "buildings of moderate height line the street",
+        "a partly enclosed street with mid-size blocks",
+    ),
+    ("enclosure", "low"): (
+        "low or few buildings, the street feels open",
+        "a street with only low buildings around",
+        "few buildings nearby and little sense of enclosure",
+        "an open street with small, low buildings",
+    ),
+    ("commercial", "high"): (
+        "a busy commercial street full of shops and cafes",
+        "many shops, restaurants and banks nearby",
+        "a lively area with lots of businesses around",
+        "plenty of stores and places to eat close by",
+    ),
+    ("commercial", "mid"): (
+        "a few shops and cafes along the way",
+        "some businesses and places to eat nearby",
+        "a street with a moderate number of shops",
+        "a handful of stores and restaurants around",
+    ),
+    ("commercial", "low"): (
+        "a quiet street with no shops or cafes",
+        "hardly any businesses or places to eat nearby",
+        "a residential feel with almost no stores",
+        "very few shops or restaurants around here",
+    ),
+    ("connectivity", "high"): (
+        "a dense street grid with many intersections",
+        "lots of crossing streets and junctions around",
+        "a well-connected area with frequent crossings",
+        "many side streets branch off nearby",
+    ),
+    ("connectivity", "mid"): (
+        "a few intersections within a short walk",
+        "a moderately connected street network",
+        "some crossing streets and junctions nearby",
+        "side streets now and then along the way",
+    ),
+    ("connectivity", "low"): (
+        "few intersections, the street runs on and on",
+        "a poorly connected area with rare junctions",
+        "hardly any crossing streets nearby",
+        "long blocks with very few side streets",
+    ),
+}
 
 _COMPONENTS: dict[str, tuple[str, ...]] = {
     "greenery": ("green_share_100m", "trees_50m"),
@@ -164,16 +207,21 @@ def _building_height(aois: pd.DataFrame) -> np.ndarray:
     return np.where(np.isfinite(heights) & (heights > 0), heights, DEFAULT_BUILDING_HEIGHT_M)
 
 
-def _mean_height_within(points: np.ndarray, buildings: gpd.GeoSeries, heights: np.ndarray, radius_m: float,
-                        ) -> np.ndarray:  # fmt: skip
+def _mean_height_within(
+    points: np.ndarray,
+    buildings: gpd.GeoSeries,
+    heights: np.ndarray,
+    radius_m: float,
+) -> np.ndarray:
     """Footprint-area-weighted mean height of the buildings within ``radius_m`` (NaN where there is none)."""
     out = np.full(len(points), np.nan)
     if buildings.empty or not len(points):
         return out
     geoms = buildings.to_numpy()
     area = shapely.area(geoms)
-    disc_index, poly_index = shapely.STRtree(geoms).query(shapely.points(points), predicate="dwithin",
-                                                          distance=radius_m)  # fmt: skip
+    disc_index, poly_index = shapely.STRtree(geoms).query(
+        shapely.points(points), predicate="dwithin", distance=radius_m
+    )
     weight = np.bincount(disc_index, weights=area[poly_index], minlength=len(points))
     total = np.bincount(disc_index, weights=area[poly_index] * heights[poly_index], minlength=len(points))
     np.divide(total, weight, out=out, where=weight > 0)
@@ -211,16 +259,26 @@ def perception_measures(inputs: CityInputs) -> pd.DataFrame:
     is_building = aois["is_building"].fillna(False).astype(bool) if "is_building" in aois.columns else None
     category = aois["category"].astype(str) if "category" in aois.columns else pd.Series(dtype=str)
     tags = aois["tag"].astype(str) if "tag" in aois.columns else pd.Series("", index=aois.index)
-    green = aois[(category.isin(GREEN_CATEGORIES) | tags.isin(GREEN_NATURAL_TAGS)) & ~(is_building if is_building
-                 is not None else False)] if len(aois) else aois  # fmt: skip
+    green = (
+        aois[
+            (category.isin(GREEN_CATEGORIES) | tags.isin(GREEN_NATURAL_TAGS))
+            & ~(is_building if is_building is not None else False)
+        ]
+        if len(aois)
+        else aois
+    )
     buildings = aois[is_building] if is_building is not None else aois.iloc[0:0]
     table["green_share_100m"] = _cover_share(points, _metric(green, crs), GREEN_RADIUS_M)
     table["trees_50m"] = _count_within(points, _metric(inputs.osm_trees, crs), TREE_RADIUS_M)
     table["building_share_50m"] = _cover_share(points, _metric(buildings, crs), BUILDING_RADIUS_M)
-    table["building_height_50m"] = _mean_height_within(points, _metric(buildings, crs), _building_height(buildings),
-                                                       BUILDING_RADIUS_M)  # fmt: skip
-    places = [frame[frame["category"].astype(str).isin(COMMERCIAL_CATEGORIES)]
-              for frame in (inputs.osm_pois, aois) if frame is not None and "category" in frame.columns]  # fmt: skip
+    table["building_height_50m"] = _mean_height_within(
+        points, _metric(buildings, crs), _building_height(buildings), BUILDING_RADIUS_M
+    )
+    places = [
+        frame[frame["category"].astype(str).isin(COMMERCIAL_CATEGORIES)]
+        for frame in (inputs.osm_pois, aois)
+        if frame is not None and "category" in frame.columns
+    ]
     commercial = pd.concat([_metric(p, crs) for p in places], ignore_index=True) if places else gpd.GeoSeries([])
     table["commercial_200m"] = _count_within(points, gpd.GeoSeries(commercial, crs=crs), COMMERCIAL_RADIUS_M)
     nodes = inputs.nodes[inputs.nodes["kind"].astype(str) == "crossing"]
@@ -290,19 +348,34 @@ def build_perception_records(inputs: CityInputs, *, config: BenchConfig, stats: 
         image_id = str(row.image_id)  # type: ignore[attr-defined]
         statements = {lv: STATEMENTS[dim, lv][phrasing] for lv in LEVELS}
         return finish_record(
-            rng=record_rng(config.seed, "perception", inputs.city, image_id, dim), correct=statements[level],
+            rng=record_rng(config.seed, "perception", inputs.city, image_id, dim),
+            correct=statements[level],
             distractors=[statements[lv] for lv in LEVELS if lv != level],
-            record_id=f"perception/perception/{inputs.city}/{image_id}/{dim}", task="perception",
-            query_type="perception", city=inputs.city, split=split, image_id=image_id, query_kind="image",
-            query_text=PERCEPTION_QUESTION, instruction=PERCEPTION_QUESTION, fusion_instruction=PERCEPTION_QUESTION,
-            query_image=str(row.path), query_graph_id=image_id, candidate_kind="text",  # type: ignore[attr-defined]
-            lon=float(row.lon), lat=float(row.lat), group_id=None,  # type: ignore[attr-defined]
+            record_id=f"perception/perception/{inputs.city}/{image_id}/{dim}",
+            task="perception",
+            query_type="perception",
+            city=inputs.city,
+            split=split,
+            image_id=image_id,
+            query_kind="image",
+            query_text=PERCEPTION_QUESTION,
+            instruction=PERCEPTION_QUESTION,
+            fusion_instruction=PERCEPTION_QUESTION,
+            query_image=str(row.path),
+            query_graph_id=image_id,
+            candidate_kind="text",  # type: ignore[attr-defined]
+            lon=float(row.lon),
+            lat=float(row.lat),
+            group_id=None,  # type: ignore[attr-defined]
             meta={"dimension": dim, "level": level, "percentile": round(pct, 4), "proxy_of": PROXY_OF[dim]},
-        )  # fmt: skip
+        )
 
     # the cap keeps the balance: the same number of records per (dimension, level)
-    cap = (max(1, config.max_records_per_task // (len(DIMENSIONS) * len(LEVELS)))
-           if config.max_records_per_task is not None else None)  # fmt: skip
+    cap = (
+        max(1, config.max_records_per_task // (len(DIMENSIONS) * len(LEVELS)))
+        if config.max_records_per_task is not None
+        else None
+    )
     records: list[dict[str, object]] = []
     for dim in DIMENSIONS:
         counts = [len(by_level.get((dim, lv), [])) for lv in LEVELS]
@@ -310,14 +383,15 @@ def build_perception_records(inputs: CityInputs, *, config: BenchConfig, stats: 
         for lv, count in zip(LEVELS, counts, strict=True):
             stats.skip(f"perception/balance_levels/{inputs.city}", count - keep)
             pool = by_level.get((dim, lv), [])
-            picked = record_rng(config.seed, "perception-balance", inputs.city, dim, lv).choice(count, size=keep,
-                                                                                                replace=False)
+            picked = record_rng(config.seed, "perception-balance", inputs.city, dim, lv).choice(
+                count, size=keep, replace=False
+            )
             # phrasing k mod 4 in a seeded order: every level gets the same count of each phrasing
             deal = record_rng(config.seed, "perception-phrasing", inputs.city, dim, lv).permutation(keep)
             n_phrasings = len(STATEMENTS[dim, lv])
-            records.extend(record(*pool[i], dim, lv, int(k) % n_phrasings)
-                           for i, k in zip(np.sort(picked), deal, strict=True))  # fmt: skip
+            records.extend(
+                record(*pool[i], dim, lv, int(k) % n_phrasings) for i, k in zip(np.sort(picked), deal, strict=True)
+            )
     stats.records[f"perception/perception/{inputs.city}"] = len(records)
     logger.info("%s: %s perception records", inputs.city, len(records))
     return records
-

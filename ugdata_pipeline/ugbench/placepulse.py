@@ -33,8 +33,16 @@ logger = logging.getLogger(__name__)
 PLACE_PULSE_DIMENSIONS: tuple[str, ...] = ("safety", "lively", "beautiful", "wealthy", "depressing", "boring")
 _WINNERS = frozenset({"left", "right", "equal"})
 SCORE_COLUMNS: tuple[str, ...] = (
-    "image_id", "dimension", "q_score", "wins", "losses", "ties", "n_comparisons", "lat", "lon",
-)  # fmt: skip
+    "image_id",
+    "dimension",
+    "q_score",
+    "wins",
+    "losses",
+    "ties",
+    "n_comparisons",
+    "lat",
+    "lon",
+)
 
 
 def read_place_pulse_votes(source: Path | str | pd.DataFrame) -> pd.DataFrame:
@@ -68,8 +76,10 @@ def read_place_pulse_votes(source: Path | str | pd.DataFrame) -> pd.DataFrame:
         votes = pd.read_csv(path, dtype={"left_id": str, "right_id": str})
     missing = [c for c in ("left_id", "right_id", "winner", "category") if c not in votes.columns]
     if missing:
-        msg = (f"Place Pulse votes are missing column(s) {missing}; they have {list(votes.columns)}. Expected "
-               "left_id, right_id, winner (left|right|equal), category")  # fmt: skip
+        msg = (
+            f"Place Pulse votes are missing column(s) {missing}; they have {list(votes.columns)}. Expected "
+            "left_id, right_id, winner (left|right|equal), category"
+        )
         raise BenchmarkInputError(msg)
     votes["left_id"] = votes["left_id"].astype(str)
     votes["right_id"] = votes["right_id"].astype(str)
@@ -85,8 +95,10 @@ def read_place_pulse_votes(source: Path | str | pd.DataFrame) -> pd.DataFrame:
         raise BenchmarkInputError(msg)
     self_votes = votes["left_id"] == votes["right_id"]
     if self_votes.any():
-        msg = (f"{int(self_votes.sum())} Place Pulse vote(s) compare an image with itself, e.g. "
-               f"{votes.loc[self_votes, 'left_id'].iloc[0]!r}; drop them")  # fmt: skip
+        msg = (
+            f"{int(self_votes.sum())} Place Pulse vote(s) compare an image with itself, e.g. "
+            f"{votes.loc[self_votes, 'left_id'].iloc[0]!r}; drop them"
+        )
         raise BenchmarkInputError(msg)
     return votes.reset_index(drop=True)
 
@@ -122,29 +134,49 @@ def place_pulse_scores(votes: pd.DataFrame, *, min_comparisons: int = 1) -> pd.D
         loss_ratio = losses / total
         # sums over opponents: W of those i beat, L of those who beat i
         n = n_images
-        beaten_w = (np.bincount(left[left_won], weights=win_ratio[right[left_won]], minlength=n)
-                    + np.bincount(right[right_won], weights=win_ratio[left[right_won]], minlength=n))  # fmt: skip
-        beaten_by_l = (np.bincount(right[left_won], weights=loss_ratio[left[left_won]], minlength=n)
-                       + np.bincount(left[right_won], weights=loss_ratio[right[right_won]], minlength=n))  # fmt: skip
+        beaten_w = np.bincount(left[left_won], weights=win_ratio[right[left_won]], minlength=n) + np.bincount(
+            right[right_won], weights=win_ratio[left[right_won]], minlength=n
+        )
+        beaten_by_l = np.bincount(right[left_won], weights=loss_ratio[left[left_won]], minlength=n) + np.bincount(
+            left[right_won], weights=loss_ratio[right[right_won]], minlength=n
+        )
         mean_beaten = np.divide(beaten_w, wins, out=np.zeros(n_images), where=wins > 0)
         mean_beaten_by = np.divide(beaten_by_l, losses, out=np.zeros(n_images), where=losses > 0)
         q_score = 10.0 / 3.0 * (win_ratio + mean_beaten - mean_beaten_by + 1.0)
-        frame = pd.DataFrame({
-            "image_id": np.asarray(ids, dtype=object), "dimension": dimension, "q_score": q_score,
-            "wins": wins, "losses": losses, "ties": total - wins - losses, "n_comparisons": total,
-            "lat": np.nan, "lon": np.nan,
-        })  # fmt: skip
+        frame = pd.DataFrame(
+            {
+                "image_id": np.asarray(ids, dtype=object),
+                "dimension": dimension,
+                "q_score": q_score,
+                "wins": wins,
+                "losses": losses,
+                "ties": total - wins - losses,
+                "n_comparisons": total,
+                "lat": np.nan,
+                "lon": np.nan,
+            }
+        )
         if {"left_lat", "left_long", "right_lat", "right_long"} <= set(part.columns):
-            coords = pd.concat([
-                part[["left_id", "left_lat", "left_long"]].set_axis(["image_id", "lat", "lon"], axis=1),
-                part[["right_id", "right_lat", "right_long"]].set_axis(["image_id", "lat", "lon"], axis=1),
-            ]).drop_duplicates("image_id").set_index("image_id")
+            coords = (
+                pd.concat(
+                    [
+                        part[["left_id", "left_lat", "left_long"]].set_axis(["image_id", "lat", "lon"], axis=1),
+                        part[["right_id", "right_lat", "right_long"]].set_axis(["image_id", "lat", "lon"], axis=1),
+                    ]
+                )
+                .drop_duplicates("image_id")
+                .set_index("image_id")
+            )
             frame["lat"] = frame["image_id"].map(coords["lat"]).astype(float)
             frame["lon"] = frame["image_id"].map(coords["lon"]).astype(float)
         frames.append(frame[frame["n_comparisons"] >= min_comparisons])
     scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SCORE_COLUMNS))
-    logger.info("Place Pulse: %s scores over %s images and %s dimensions", f"{len(scores):,}",
-                f"{scores['image_id'].nunique():,}", scores["dimension"].nunique())  # fmt: skip
+    logger.info(
+        "Place Pulse: %s scores over %s images and %s dimensions",
+        f"{len(scores):,}",
+        f"{scores['image_id'].nunique():,}",
+        scores["dimension"].nunique(),
+    )
     return scores[list(SCORE_COLUMNS)].reset_index(drop=True)
 
 

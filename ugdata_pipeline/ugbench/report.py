@@ -79,8 +79,13 @@ def results_table(results: pd.DataFrame, *, role: str, models: Sequence[str] | N
         if len(blind):
             top = blind.loc[blind[metric].astype(float).idxmax()]
             best_blind = f"{_pct(float(top[metric]))} ({str(top['model']).removeprefix('blind:')})"
-        cells = [*(str(k) for k in key), _LABELS[metric], f"{int(first['n'])} ({int(first['n_clusters'])})",
-                 _pct(float(first[f"chance_{metric}"])), best_blind]  # fmt: skip
+        cells = [
+            *(str(k) for k in key),
+            _LABELS[metric],
+            f"{int(first['n'])} ({int(first['n_clusters'])})",
+            _pct(float(first[f"chance_{metric}"])),
+            best_blind,
+        ]
         cells += [_cell(models_rows[m], metric) if m in models_rows else "–" for m in models]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -93,14 +98,18 @@ def blind_table(results: pd.DataFrame) -> str:
     part = results[(results["kind"] == "blind") & (results["role"] == "headline")]
     if part.empty:
         return "_No blind scorers were run._\n"
-    lines = ["| Task | Type | City | Split | Mode | Scorer | H@1 (chance) | H@5 (chance) | verdict |",
-             "|---|---|---|---|---|---|---:|---:|---|"]  # fmt: skip
+    lines = [
+        "| Task | Type | City | Split | Mode | Scorer | H@1 (chance) | H@5 (chance) | verdict |",
+        "|---|---|---|---|---|---|---:|---:|---|",
+    ]
     for row in part.sort_values([*_KEYS, "model"]).to_dict("records"):
         excess = max(float(row[m]) - float(row[f"chance_{m}"]) for m in ("hit@1", "hit@5"))
         verdict = "**beats chance**" if excess > MAX_EXCESS_OVER_CHANCE else "at chance"
-        lines.append(f"| {row['task']} | {row['query_type']} | {row['city']} | {row['split']} | {row['mode']} | "
-                     f"{row['model']} | {_pct(row['hit@1'])} ({_pct(row['chance_hit@1'])}) | {_pct(row['hit@5'])} "
-                     f"({_pct(row['chance_hit@5'])}) | {verdict} |")  # fmt: skip
+        lines.append(
+            f"| {row['task']} | {row['query_type']} | {row['city']} | {row['split']} | {row['mode']} | "
+            f"{row['model']} | {_pct(row['hit@1'])} ({_pct(row['chance_hit@1'])}) | {_pct(row['hit@5'])} "
+            f"({_pct(row['chance_hit@5'])}) | {verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -109,17 +118,21 @@ def comparisons_table(comparisons: pd.DataFrame) -> str:
     if comparisons.empty:
         return "_No comparisons (fewer than two models)._\n"
     rows = comparisons[comparisons["metric"] == comparisons["task"].map(headline_metric)]
-    lines = ["| Task | Type | City | Split | Mode | a | b | metric | a | b | a − b [95 % CI] | verdict |",
-             "|---|---|---|---|---|---|---|---|---:|---:|---:|---|"]  # fmt: skip
+    lines = [
+        "| Task | Type | City | Split | Mode | a | b | metric | a | b | a − b [95 % CI] | verdict |",
+        "|---|---|---|---|---|---|---|---|---:|---:|---:|---|",
+    ]
     for row in rows.sort_values(["role", *_KEYS, "a", "b"]).to_dict("records"):
         verdict = row["verdict"]
         if row["b"] != CHANCE and row["b_at_chance"] and verdict == "a better":
             verdict += f" (but {row['b']} is at chance)"
         sd = f" (seed SD {100 * row['seed_sd']:.1f})" if math.isfinite(row["seed_sd"]) else ""
-        lines.append(f"| {row['task']} | {row['query_type']} | {row['city']} | {row['split']} | {row['mode']} | "
-                     f"{row['a']} | {row['b']} | {_LABELS[row['metric']]} | {_pct(row['mean_a'])} | "
-                     f"{_pct(row['mean_b'])} | {100 * row['diff']:+.1f} [{100 * row['lo']:+.1f}, "
-                     f"{100 * row['hi']:+.1f}]{sd} | {verdict} |")  # fmt: skip
+        lines.append(
+            f"| {row['task']} | {row['query_type']} | {row['city']} | {row['split']} | {row['mode']} | "
+            f"{row['a']} | {row['b']} | {_LABELS[row['metric']]} | {_pct(row['mean_a'])} | "
+            f"{_pct(row['mean_b'])} | {100 * row['diff']:+.1f} [{100 * row['lo']:+.1f}, "
+            f"{100 * row['hi']:+.1f}]{sd} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -132,7 +145,7 @@ def bar_chart_png(results: pd.DataFrame, *, task: str, dpi: int = 100) -> bytes:
     part = results[(results["task"] == task) & (results["kind"] == "model")]
     blind = results[(results["task"] == task) & (results["kind"] == "blind")]
     models = list(dict.fromkeys(part["model"]))
-    label = (part["query_type"].where(part["query_type"] != task, "") + " " + part["city"] + "/" + part["mode"])
+    label = part["query_type"].where(part["query_type"] != task, "") + " " + part["city"] + "/" + part["mode"]
     part = part.assign(group=label.str.strip())
     groups = sorted(part["group"].unique())
     fig = Figure(figsize=(max(4.5, 0.5 * len(groups) * (len(models) + 1) + 2), 3.8), dpi=dpi)
@@ -143,12 +156,23 @@ def bar_chart_png(results: pd.DataFrame, *, task: str, dpi: int = 100) -> bytes:
         rows = part[part["model"] == model].set_index("group").reindex(groups)
         value = rows[metric].to_numpy(dtype=float)
         # clipped at 0: a percentile interval may miss the point estimate (by rounding, or a skewed resample)
-        err = np.clip(np.vstack([np.nan_to_num(value - rows[f"{metric}_lo"].to_numpy(dtype=float)),
-                                 np.nan_to_num(rows[f"{metric}_hi"].to_numpy(dtype=float) - value)]), 0.0, None)
+        err = np.clip(
+            np.vstack(
+                [
+                    np.nan_to_num(value - rows[f"{metric}_lo"].to_numpy(dtype=float)),
+                    np.nan_to_num(rows[f"{metric}_hi"].to_numpy(dtype=float) - value),
+                ]
+            ),
+            0.0,
+            None,
+        )
         ax.bar(x + (i - len(models) / 2) * width, value, width, yerr=err, capsize=2, label=model)
     if len(blind):
-        keyed = blind.assign(group=(blind["query_type"].where(blind["query_type"] != task, "") + " " + blind["city"]
-                                    + "/" + blind["mode"]).str.strip())  # fmt: skip
+        keyed = blind.assign(
+            group=(
+                blind["query_type"].where(blind["query_type"] != task, "") + " " + blind["city"] + "/" + blind["mode"]
+            ).str.strip()
+        )
         best = keyed.groupby("group")[metric].max().reindex(groups).to_numpy(dtype=float)
         ax.bar(x + (len(models) / 2) * width, best, width, color="0.75", label="best blind scorer")
     chance = part.groupby("group")[f"chance_{metric}"].first().reindex(groups).to_numpy(dtype=float)
@@ -189,9 +213,15 @@ def standard_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def write_report(
-    evaluation: Evaluation, out_dir: Path | str, *, title: str = "UGBench results", notes: Sequence[str] = (),
-    proxies: Mapping[str, str] | None = None, bootstrap: int = 1000, seed: int = 0,
-) -> Path:  # fmt: skip
+    evaluation: Evaluation,
+    out_dir: Path | str,
+    *,
+    title: str = "UGBench results",
+    notes: Sequence[str] = (),
+    proxies: Mapping[str, str] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> Path:
     """
     Write ``results.parquet``, ``per_record.parquet``, ``comparisons.parquet``, one PNG chart per task and
     ``report.md`` into ``out_dir`` (every file atomically).
@@ -225,45 +255,81 @@ def write_report(
     write_file_atomic(out / "per_record.parquet", _parquet_bytes(evaluation.per_record))
     write_file_atomic(out / "comparisons.parquet", _parquet_bytes(comparisons))
     seeds = results.loc[results["kind"] == "model"].groupby("model")["n_seeds"].max().to_dict()
-    lines = [f"# {title}", "",
-             f"Models (training seeds): {', '.join(f'{m} ({seeds[m]})' for m in models) or 'none'}; "
-             f"records scored: {results_metadata(results)['records_scored']}.", "",
-             "Each cell is the row's headline metric in percent (Hit@5 with 20 candidates; Hit@1 for perception, "
-             "which has three): the mean over training seeds, `± SD` across seeds, and `[95 % interval]` from a "
-             "bootstrap over ~250 m spatial blocks (the number of blocks is in brackets after n). `chance` is a "
-             "random ranking of the same records; `best blind` the strongest scorer that never sees what the task "
-             "tests (see *Blind scorers*).", "",
-             "## Headline", "", results_table(results, role="headline", models=models), "",
-             "## Paired comparisons", "",
-             "Differences `a − b` in points on the same records, with a clustered 95 % interval; *no difference* "
-             "where it spans zero. A gain over a model whose own interval includes chance is marked.", "",
-             comparisons_table(comparisons[comparisons["role"] == "headline"]), ""]  # fmt: skip
+    lines = [
+        f"# {title}",
+        "",
+        f"Models (training seeds): {', '.join(f'{m} ({seeds[m]})' for m in models) or 'none'}; "
+        f"records scored: {results_metadata(results)['records_scored']}.",
+        "",
+        "Each cell is the row's headline metric in percent (Hit@5 with 20 candidates; Hit@1 for perception, "
+        "which has three): the mean over training seeds, `± SD` across seeds, and `[95 % interval]` from a "
+        "bootstrap over ~250 m spatial blocks (the number of blocks is in brackets after n). `chance` is a "
+        "random ranking of the same records; `best blind` the strongest scorer that never sees what the task "
+        "tests (see *Blind scorers*).",
+        "",
+        "## Headline",
+        "",
+        results_table(results, role="headline", models=models),
+        "",
+        "## Paired comparisons",
+        "",
+        "Differences `a − b` in points on the same records, with a clustered 95 % interval; *no difference* "
+        "where it spans zero. A gain over a model whose own interval includes chance is marked.",
+        "",
+        comparisons_table(comparisons[comparisons["role"] == "headline"]),
+        "",
+    ]
     for task in sorted(set(results["task"])):
         name = f"{task}.png"
         write_file_atomic(out / name, bar_chart_png(results, task=task))
         lines += [f"![{task}]({name})", ""]
-    lines += ["## Graph reading", "",
-              "Fusion rows whose query graph is the image's own subgraph, which holds the answer: a graph-only rule "
-              "scores near 100 % here. They say whether a model reads its graph, not what it sees in the image.", "",
-              results_table(results, role="graph_reading", models=models), "",
-              comparisons_table(comparisons[comparisons["role"] == "graph_reading"]), "",
-              "## Blind scorers", "",
-              "A headline row whose blind scorer beats chance by more than 5 points (Hit@1 or Hit@5) fails the "
-              "`benchmark_tasks` check.", "", blind_table(results), ""]  # fmt: skip
+    lines += [
+        "## Graph reading",
+        "",
+        "Fusion rows whose query graph is the image's own subgraph, which holds the answer: a graph-only rule "
+        "scores near 100 % here. They say whether a model reads its graph, not what it sees in the image.",
+        "",
+        results_table(results, role="graph_reading", models=models),
+        "",
+        comparisons_table(comparisons[comparisons["role"] == "graph_reading"]),
+        "",
+        "## Blind scorers",
+        "",
+        "A headline row whose blind scorer beats chance by more than 5 points (Hit@1 or Hit@5) fails the "
+        "`benchmark_tasks` check.",
+        "",
+        blind_table(results),
+        "",
+    ]
     if proxies:
-        lines += ["## Perception dimensions are proxies", "",
-                  "Levels are within-city terciles of measures taken from OpenStreetMap around the image (never the "
-                  "renderer's pixel fractions that training captions are written from), balanced per dimension:",
-                  "", *(f"- **{dim}**: {what}" for dim, what in proxies.items()), ""]  # fmt: skip
+        lines += [
+            "## Perception dimensions are proxies",
+            "",
+            "Levels are within-city terciles of measures taken from OpenStreetMap around the image (never the "
+            "renderer's pixel fractions that training captions are written from), balanced per dimension:",
+            "",
+            *(f"- **{dim}**: {what}" for dim, what in proxies.items()),
+            "",
+        ]
     if evaluation.text_window:
         shares = ", ".join(f"{m}: {100 * v:.1f} %" for m, v in evaluation.text_window.items())
-        lines += ["## Long texts", "", f"Share of texts longer than the text encoder's window ({shares}); they are "
-                  "encoded in consecutive windows and mean-pooled, not cut.", ""]  # fmt: skip
-    lines += ["## Notes", "", *(f"- {n}" for n in notes),
-              "- Ties count at their expected rank under random tie-breaking, so constant scores give chance.",
-              "- Geolocation and retrieval records come in groups of 20 that share their candidates, each member "
-              "correct once, so candidate-only scorers are exactly at chance; fusion queries there carry the "
-              "group's shared context graph, not the image's own.", ""]  # fmt: skip
+        lines += [
+            "## Long texts",
+            "",
+            f"Share of texts longer than the text encoder's window ({shares}); they are "
+            "encoded in consecutive windows and mean-pooled, not cut.",
+            "",
+        ]
+    lines += [
+        "## Notes",
+        "",
+        *(f"- {n}" for n in notes),
+        "- Ties count at their expected rank under random tie-breaking, so constant scores give chance.",
+        "- Geolocation and retrieval records come in groups of 20 that share their candidates, each member "
+        "correct once, so candidate-only scorers are exactly at chance; fusion queries there carry the "
+        "group's shared context graph, not the image's own.",
+        "",
+    ]
     report = out / "report.md"
     write_file_atomic(report, "\n".join(lines).encode("utf-8"))
     logger.info("wrote UGBench report with %s result rows to %s", len(results), report)

@@ -103,8 +103,10 @@ def spatial_clusters(lon: npt.ArrayLike, lat: npt.ArrayLike, *, cell_m: float = 
         raise ValueError(msg)
     bad = np.isnan(x) | np.isnan(y)
     if bad.any():
-        msg = (f"lon/lat hold NaN at {int(bad.sum())} of {len(x)} points (first at index {int(np.argmax(bad))}); "
-               "records without a position cannot be clustered; drop them or give them a cluster yourself")
+        msg = (
+            f"lon/lat hold NaN at {int(bad.sum())} of {len(x)} points (first at index {int(np.argmax(bad))}); "
+            "records without a position cannot be clustered; drop them or give them a cluster yourself"
+        )
         raise ValueError(msg)
     out_of_range = (np.abs(x) > 180) | (np.abs(y) > 90)
     if out_of_range.any():
@@ -123,8 +125,9 @@ def spatial_clusters(lon: npt.ArrayLike, lat: npt.ArrayLike, *, cell_m: float = 
             msg = f"UTM zone {z}{'N' if is_north else 'S'} cannot project some points (too close to a pole?)"
             raise ValueError(msg)
         tag = f"{z}{'N' if is_north else 'S'}"
-        ids[sel] = [f"{tag}:{c}:{r}" for c, r in zip(col.astype(np.int64).tolist(), row.astype(np.int64).tolist(),
-                                                      strict=True)]  # fmt: skip
+        ids[sel] = [
+            f"{tag}:{c}:{r}" for c, r in zip(col.astype(np.int64).tolist(), row.astype(np.int64).tolist(), strict=True)
+        ]
     return ids.astype(str) if len(ids) else np.empty(0, dtype=str)
 
 
@@ -166,8 +169,12 @@ def _cluster_codes(clusters: npt.ArrayLike, n_records: int) -> tuple[npt.NDArray
 
 
 def _resampled_means(
-    values: npt.NDArray[np.float64], codes: npt.NDArray[np.int64], n_clusters: int, n_resamples: int, seed: int,
-) -> npt.NDArray[np.float64]:  # fmt: skip
+    values: npt.NDArray[np.float64],
+    codes: npt.NDArray[np.int64],
+    n_clusters: int,
+    n_resamples: int,
+    seed: int,
+) -> npt.NDArray[np.float64]:
     """``(B, M)`` means of ``values`` ``(R, M)`` over all records of ``n_clusters`` clusters drawn with replacement."""
     sums = np.stack([np.bincount(codes, weights=col, minlength=n_clusters) for col in values.T], axis=1)
     sizes = np.bincount(codes, minlength=n_clusters).astype(np.float64)
@@ -180,15 +187,21 @@ def _resampled_means(
         # times each cluster is drawn in each resample: one bincount over row-offset cluster codes
         counts = np.bincount((picks + (np.arange(b) * n_clusters)[:, None]).ravel(), minlength=b * n_clusters)
         counts = counts.reshape(b, n_clusters).astype(np.float64)
-        out[start:start + b] = (counts @ sums) / (counts @ sizes)[:, None]  # every drawn cluster has >= 1 record
+        out[start : start + b] = (counts @ sums) / (counts @ sizes)[:, None]  # every drawn cluster has >= 1 record
     # a mean of records lies within their range; clipping removes last-bit rounding (1.0000000000000002 -> 1.0)
     return np.clip(out, values.min(axis=0), values.max(axis=0))
 
 
 def _intervals(
-    values: npt.NDArray[np.float64], codes: npt.NDArray[np.int64], n_clusters: int, *, n_resamples: int,
-    seed: int, level: float, group: Sequence[object],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:  # fmt: skip
+    values: npt.NDArray[np.float64],
+    codes: npt.NDArray[np.int64],
+    n_clusters: int,
+    *,
+    n_resamples: int,
+    seed: int,
+    level: float,
+    group: Sequence[object],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Percentile interval bounds ``(lo, hi)``, each ``(M,)``, of the clustered bootstrap of column means."""
     if n_resamples == 0 or len(values) == 0:
         nan = np.full(values.shape[1], np.nan)
@@ -200,9 +213,14 @@ def _intervals(
 
 
 def cluster_bootstrap_intervals(
-    per_record: PerRecord, clusters: npt.ArrayLike, *, n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
+    per_record: PerRecord,
+    clusters: npt.ArrayLike,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
     group: Sequence[object] = (),
-) -> dict[str, tuple[float, float]]:  # fmt: skip
+) -> dict[str, tuple[float, float]]:
     """
     Percentile bootstrap intervals of the summary metrics, resampling **clusters** of records with replacement.
 
@@ -345,8 +363,10 @@ def _stack_seeds(by_seed: Sequence[PerRecord], what: str) -> tuple[list[str], np
     stacked = [_summary_matrix(p, f"{what}[{i}]") for i, p in enumerate(by_seed)]
     names = stacked[0][0]
     if any(n != names for n, _ in stacked) or any(v.shape != stacked[0][1].shape for _, v in stacked):
-        msg = (f"{what} seeds disagree on metrics or record count: "
-               f"{[(n, v.shape[0]) for n, v in stacked]}; every seed must score the same records")  # fmt: skip
+        msg = (
+            f"{what} seeds disagree on metrics or record count: "
+            f"{[(n, v.shape[0]) for n, v in stacked]}; every seed must score the same records"
+        )
         raise ValueError(msg)
     values = np.stack([v for _, v in stacked])
     if values.shape[1] == 0:
@@ -356,39 +376,58 @@ def _stack_seeds(by_seed: Sequence[PerRecord], what: str) -> tuple[list[str], np
 
 
 def _paired(
-    a_by_seed: Sequence[PerRecord], b_by_seed: Sequence[PerRecord], clusters: npt.ArrayLike, *, n_resamples: int,
-    seed: int, level: float, group: Sequence[object],
-) -> dict[str, SeedPairedDifference]:  # fmt: skip
+    a_by_seed: Sequence[PerRecord],
+    b_by_seed: Sequence[PerRecord],
+    clusters: npt.ArrayLike,
+    *,
+    n_resamples: int,
+    seed: int,
+    level: float,
+    group: Sequence[object],
+) -> dict[str, SeedPairedDifference]:
     _check_resampling(n_resamples, level)
     names_a, a = _stack_seeds(a_by_seed, "a")
     names_b, b = _stack_seeds(b_by_seed, "b")
     if names_a != names_b or a.shape[1] != b.shape[1]:
-        msg = (f"a and b must be aligned (same records, same order, same metrics), got {a.shape[1]} records with "
-               f"{names_a} against {b.shape[1]} records with {names_b}")  # fmt: skip
+        msg = (
+            f"a and b must be aligned (same records, same order, same metrics), got {a.shape[1]} records with "
+            f"{names_a} against {b.shape[1]} records with {names_b}"
+        )
         raise ValueError(msg)
     if len(a) != len(b) and 1 not in (len(a), len(b)):
         msg = f"a has {len(a)} seeds and b {len(b)}; pair them one to one, or give one side a single seed"
         raise ValueError(msg)
     codes, n_clusters = _cluster_codes(clusters, a.shape[1])
     diffs = a - b  # (S, R, M), the single-seed side broadcast
-    lo, hi = _intervals(diffs.mean(axis=0), codes, n_clusters, n_resamples=n_resamples, seed=seed, level=level,
-                        group=group)  # fmt: skip
+    lo, hi = _intervals(
+        diffs.mean(axis=0), codes, n_clusters, n_resamples=n_resamples, seed=seed, level=level, group=group
+    )
     per_seed = diffs.mean(axis=1)  # (S, M)
     mean_a, mean_b = a.mean(axis=(0, 1)), b.mean(axis=(0, 1))
     return {
         name: SeedPairedDifference(
-            mean_a=float(mean_a[j]), mean_b=float(mean_b[j]), diff=float(per_seed[:, j].mean()),
-            lo=float(lo[j]), hi=float(hi[j]), verdict=_verdict(name, float(lo[j]), float(hi[j])),
+            mean_a=float(mean_a[j]),
+            mean_b=float(mean_b[j]),
+            diff=float(per_seed[:, j].mean()),
+            lo=float(lo[j]),
+            hi=float(hi[j]),
+            verdict=_verdict(name, float(lo[j]), float(hi[j])),
             per_seed=tuple(float(v) for v in per_seed[:, j]),
-        )  # fmt: skip
+        )
         for j, name in enumerate(names_a)
     }
 
 
 def paired_differences(
-    per_record_a: PerRecord, per_record_b: PerRecord, clusters: npt.ArrayLike, *, n_resamples: int = 1000,
-    seed: int = 0, level: float = 0.95, group: Sequence[object] = (),
-) -> dict[str, PairedDifference]:  # fmt: skip
+    per_record_a: PerRecord,
+    per_record_b: PerRecord,
+    clusters: npt.ArrayLike,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    group: Sequence[object] = (),
+) -> dict[str, PairedDifference]:
     """
     Model ``a`` against model ``b`` on the same records: the difference of each metric and its clustered interval.
 
@@ -417,15 +456,22 @@ def paired_differences(
     ValueError
         When the two models' records or metrics do not line up, or there are no records.
     """
-    out = _paired([per_record_a], [per_record_b], clusters, n_resamples=n_resamples, seed=seed, level=level,
-                  group=group)  # fmt: skip
+    out = _paired(
+        [per_record_a], [per_record_b], clusters, n_resamples=n_resamples, seed=seed, level=level, group=group
+    )
     return {k: PairedDifference(v.mean_a, v.mean_b, v.diff, v.lo, v.hi, v.verdict) for k, v in out.items()}
 
 
 def paired_differences_over_seeds(
-    a_by_seed: Sequence[PerRecord], b_by_seed: Sequence[PerRecord], clusters: npt.ArrayLike, *,
-    n_resamples: int = 1000, seed: int = 0, level: float = 0.95, group: Sequence[object] = (),
-) -> dict[str, SeedPairedDifference]:  # fmt: skip
+    a_by_seed: Sequence[PerRecord],
+    b_by_seed: Sequence[PerRecord],
+    clusters: npt.ArrayLike,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    group: Sequence[object] = (),
+) -> dict[str, SeedPairedDifference]:
     """
     :func:`paired_differences` for models trained with several seeds, each seed scored on the same records.
 
@@ -458,9 +504,14 @@ def paired_differences_over_seeds(
 
 
 def seed_summary(
-    per_record_by_seed: Sequence[PerRecord], clusters: npt.ArrayLike, *, n_resamples: int = 1000, seed: int = 0,
-    level: float = 0.95, group: Sequence[object] = (),
-) -> dict[str, SeedSummary]:  # fmt: skip
+    per_record_by_seed: Sequence[PerRecord],
+    clusters: npt.ArrayLike,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    group: Sequence[object] = (),
+) -> dict[str, SeedSummary]:
     """
     One model over several training seeds: mean and SD across seeds, and a clustered interval of the seed average.
 
@@ -481,11 +532,17 @@ def seed_summary(
     _check_resampling(n_resamples, level)
     names, values = _stack_seeds(per_record_by_seed, "per_record_by_seed")
     codes, n_clusters = _cluster_codes(clusters, values.shape[1])
-    lo, hi = _intervals(values.mean(axis=0), codes, n_clusters, n_resamples=n_resamples, seed=seed, level=level,
-                        group=group)  # fmt: skip
+    lo, hi = _intervals(
+        values.mean(axis=0), codes, n_clusters, n_resamples=n_resamples, seed=seed, level=level, group=group
+    )
     per_seed = values.mean(axis=1)  # (S, M)
     return {
-        name: SeedSummary(mean=float(per_seed[:, j].mean()), sd=_sd(per_seed[:, j].tolist()), lo=float(lo[j]),
-                          hi=float(hi[j]), per_seed=tuple(float(v) for v in per_seed[:, j]))  # fmt: skip
+        name: SeedSummary(
+            mean=float(per_seed[:, j].mean()),
+            sd=_sd(per_seed[:, j].tolist()),
+            lo=float(lo[j]),
+            hi=float(hi[j]),
+            per_seed=tuple(float(v) for v in per_seed[:, j]),
+        )
         for j, name in enumerate(names)
     }

@@ -82,8 +82,10 @@ def _default_describe() -> Describe:
     try:
         from ugdata_pipeline.context.describe import describe_subgraph  # lazy: another stage writes it
     except ImportError as exc:  # pragma: no cover - depends on the context stage being installed
-        msg = ("the description renderer ugdata_pipeline.context.describe.describe_subgraph is not available; pass "
-               "describe=... to build_tasks")  # fmt: skip
+        msg = (
+            "the description renderer ugdata_pipeline.context.describe.describe_subgraph is not available; pass "
+            "describe=... to build_tasks"
+        )
         raise BenchmarkInputError(msg) from exc
     return describe_subgraph
 
@@ -138,8 +140,7 @@ def build_tasks(
     tasks = tasks_frame(records).sort_values("record_id", kind="stable").reset_index(drop=True)
     if len(tasks):
         tasks["cluster"] = spatial_clusters(tasks["lon"].to_numpy(), tasks["lat"].to_numpy(), cell_m=config.cluster_m)
-    logger.info("built %s UGBench records over %s cities: %s", f"{len(tasks):,}", len(cities),
-                task_summary(tasks))  # fmt: skip
+    logger.info("built %s UGBench records over %s cities: %s", f"{len(tasks):,}", len(cities), task_summary(tasks))
     return tasks, stats
 
 
@@ -183,8 +184,10 @@ def validate_tasks(
         sets = {tuple(sorted(c)) for c in group["candidates"]}
         truths = sorted(normalize_text(t) for t in group["ground_truth"].astype(str))
         if len(sets) != 1 or truths != sorted(normalize_text(c) for c in next(iter(sets))):
-            problems.append(f"group {group_id}: its records do not share one candidate set with each member correct "
-                            "once (candidate-only scorers would leave chance)")
+            problems.append(
+                f"group {group_id}: its records do not share one candidate set with each member correct "
+                "once (candidate-only scorers would leave chance)"
+            )
     for row in tasks.itertuples(index=False):
         rid = row.record_id
         cands = list(row.candidates)
@@ -202,16 +205,18 @@ def validate_tasks(
             dist = np.asarray(row.candidate_distance_m, dtype=float)
             others = np.delete(dist, row.correct_idx)
             if (others < config.min_distractor_m - 1e-6).any() or (others > config.max_distractor_m + 1e-6).any():
-                problems.append(f"{rid}: a distractor lies outside [{config.min_distractor_m}, "
-                                f"{config.max_distractor_m}] m")  # fmt: skip
+                problems.append(
+                    f"{rid}: a distractor lies outside [{config.min_distractor_m}, {config.max_distractor_m}] m"
+                )
         texts = cands if row.candidate_kind == "text" else [str(row.ground_truth)]
         index = row.correct_idx if row.candidate_kind == "text" else 0
         query = [row.query_text, row.instruction] if row.query_kind == "image" else [row.instruction]
         reason = leakage_reason(query, texts, index)
         if reason:
             problems.append(f"{rid}: leakage: {reason}")
-        if row.query_kind == "text" and (str(row.ground_truth) in str(row.query_text)
-                                         or str(row.image_id) in str(row.query_text)):  # fmt: skip
+        if row.query_kind == "text" and (
+            str(row.ground_truth) in str(row.query_text) or str(row.image_id) in str(row.query_text)
+        ):
             problems.append(f"{rid}: the query text names the answer image")
         if images_by_city is not None:
             own = images_by_city.get(row.city, set())
@@ -230,9 +235,12 @@ def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def save_benchmark(
-    tasks: pd.DataFrame, out_dir: Path | str, *, subgraph_nodes: pd.DataFrame | None = None,
+    tasks: pd.DataFrame,
+    out_dir: Path | str,
+    *,
+    subgraph_nodes: pd.DataFrame | None = None,
     subgraph_edges: pd.DataFrame | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """
     Write a benchmark directory: ``tasks.parquet`` plus the subgraph rows of every image it refers to.
 
@@ -256,11 +264,13 @@ def save_benchmark(
     for ids in tasks["candidate_graph_ids"]:
         referenced.update(str(i) for i in ids)
     if subgraph_nodes is not None:
-        _write_parquet_atomic(subgraph_nodes[subgraph_nodes["image_id"].astype(str).isin(referenced)],
-                              out / SUBGRAPH_NODES_FILE)  # fmt: skip
+        _write_parquet_atomic(
+            subgraph_nodes[subgraph_nodes["image_id"].astype(str).isin(referenced)], out / SUBGRAPH_NODES_FILE
+        )
     if subgraph_edges is not None:
-        _write_parquet_atomic(subgraph_edges[subgraph_edges["image_id"].astype(str).isin(referenced)],
-                              out / SUBGRAPH_EDGES_FILE)  # fmt: skip
+        _write_parquet_atomic(
+            subgraph_edges[subgraph_edges["image_id"].astype(str).isin(referenced)], out / SUBGRAPH_EDGES_FILE
+        )
     logger.info("saved %s UGBench records to %s", f"{len(tasks):,}", out)
     return out
 
@@ -294,9 +304,12 @@ def load_benchmark(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame | None,
 
 
 def export_jsonl(
-    tasks: pd.DataFrame, path: Path | str, *, mode: str = "image",
+    tasks: pd.DataFrame,
+    path: Path | str,
+    *,
+    mode: str = "image",
     graph_path_template: str = "benchmark_graphs/{image_id}.json",
-) -> int:  # fmt: skip
+) -> int:
     """
     Write records in the reference's benchmark JSONL form (uge-ugbench-reference §5.2), one object per line.
 
@@ -323,8 +336,13 @@ def export_jsonl(
         for row in tasks.itertuples(index=False):
             if mode not in TASK_MODES[row.task]:
                 continue
-            obj: dict[str, object] = {"record_id": row.record_id, "task": row.task, "query_type": row.query_type,
-                                      "city": row.city, "split": row.split}  # fmt: skip
+            obj: dict[str, object] = {
+                "record_id": row.record_id,
+                "task": row.task,
+                "query_type": row.query_type,
+                "city": row.city,
+                "split": row.split,
+            }
             if row.query_kind == "image":
                 prefix = "<graph><image>" if fusion else "<image>"
                 obj["messages"] = [{"role": "user", "content": f"{prefix} {row.query_text}"}]

@@ -151,8 +151,10 @@ def save_checkpoint(
 
 
 def _corrupt(path: Path, exc: Exception) -> CorruptFileError:
-    msg = (f"checkpoint file {path} is truncated or corrupt ({exc}); delete the checkpoint folder {path.parent} and "
-           "train it again (re-materialize the model that wrote it)")  # fmt: skip
+    msg = (
+        f"checkpoint file {path} is truncated or corrupt ({exc}); delete the checkpoint folder {path.parent} and "
+        "train it again (re-materialize the model that wrote it)"
+    )
     return CorruptFileError(msg)
 
 

@@ -212,8 +212,9 @@ class FrozenSentenceEncoder:
             for row, (_, ids) in enumerate(chunk):
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 mask[row, : len(ids)] = 1
-            hidden = self.model(input_ids=input_ids, attention_mask=mask,
-                                token_type_ids=torch.zeros_like(input_ids)).last_hidden_state  # fmt: skip
+            hidden = self.model(
+                input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids)
+            ).last_hidden_state
             token_sums = (hidden * mask.unsqueeze(-1)).sum(1).double()
             for row, (index, ids) in enumerate(chunk):
                 sums[index] += token_sums[row]
@@ -371,8 +372,12 @@ class CompactBackbone(Backbone):
         dx = torch.randint(0, 2 * pad + 1, (batch,), device=x.device)
         rows = (dy[:, None] + torch.arange(height, device=x.device))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(width, device=x.device))[:, None, None, :]
-        x = padded[torch.arange(batch, device=x.device)[:, None, None, None],
-                   torch.arange(channels, device=x.device)[None, :, None, None], rows, cols]  # fmt: skip
+        x = padded[
+            torch.arange(batch, device=x.device)[:, None, None, None],
+            torch.arange(channels, device=x.device)[None, :, None, None],
+            rows,
+            cols,
+        ]
         strength = self.config.augment
         gain = 1 + strength * (2 * torch.rand(batch, 1, 1, 1, device=x.device) - 1)
         contrast = 1 + strength * (2 * torch.rand(batch, 1, 1, 1, device=x.device) - 1)

@@ -36,15 +36,40 @@ from ugdata_pipeline.uge.losses import text_ids
 logger = logging.getLogger(__name__)
 
 RECORD_COLUMNS: tuple[str, ...] = (
-    "record_id", "stage", "variant", "image_id", "split", "instruction", "image_path", "positive", "pair_type",
+    "record_id",
+    "stage",
+    "variant",
+    "image_id",
+    "split",
+    "instruction",
+    "image_path",
+    "positive",
+    "pair_type",
     "hard_negatives",
-)  # fmt: skip
+)
 SUBGRAPH_NODE_COLUMNS: tuple[str, ...] = (
-    "image_id", "node_id", "kind", "name", "category", "node_text", "lon", "lat", "dx_m", "dy_m", "distance_m", "rank",
-)  # fmt: skip
+    "image_id",
+    "node_id",
+    "kind",
+    "name",
+    "category",
+    "node_text",
+    "lon",
+    "lat",
+    "dx_m",
+    "dy_m",
+    "distance_m",
+    "rank",
+)
 SUBGRAPH_EDGE_COLUMNS: tuple[str, ...] = (
-    "image_id", "src", "dst", "kind", "distance_m", "bearing_deg", "street_name",
-)  # fmt: skip
+    "image_id",
+    "src",
+    "dst",
+    "kind",
+    "distance_m",
+    "bearing_deg",
+    "street_name",
+)
 _KIND_INDEX = {kind: i for i, kind in enumerate(NODE_KINDS)}
 
 __all__ = [
@@ -226,8 +251,15 @@ def build_graphs(
     edge_runs = key_runs(edges["image_id"].to_numpy(dtype=object))
     graphs: dict[str, Data] = {}
     for image_id, (start, stop) in key_runs(nodes["image_id"].to_numpy(dtype=object)).items():
-        graphs[image_id] = _one_graph(image_id, node_cols, slice(start, stop), edge_cols,
-                                      slice(*edge_runs.get(image_id, (0, 0))), text_matrix, text_dim)  # fmt: skip
+        graphs[image_id] = _one_graph(
+            image_id,
+            node_cols,
+            slice(start, stop),
+            edge_cols,
+            slice(*edge_runs.get(image_id, (0, 0))),
+            text_matrix,
+            text_dim,
+        )
     logger.info("built %d graphs (%d nodes, %d unique node texts)", len(graphs), len(nodes), len(unique_texts))
     return graphs
 

@@ -25,18 +25,53 @@ class ModelSpec:
 
 
 MODEL_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec("baseline", 1, "baseline", None, "own", 2,
-              "Generic-caption control: stage-1 training on name-free image captions only, for as many steps as "
-              "stage 1 and stage 2 together."),
-    ModelSpec("stage1", 1, "ugdata", None, "own", 1,
-              "UGE stage 1: image <-> spatial texts (captions, spatial summaries, reasoning paths)."),
-    ModelSpec("stage2", 2, "ugdata", "stage1", "own", 1,
-              "UGE stage 2: stage 1 + the graph encoder over each image's own 700 m subgraph, fused with the image."),
-    ModelSpec("stage2_shuffled_graphs", 2, "ugdata", "stage1", "shuffled", 1,
-              "Ablation: stage 2 trained on subgraphs of other images (a seeded derangement)."),
-    ModelSpec("stage2_no_graph", 2, "ugdata", "stage1", "none", 1,
-              "Ablation: stage 2 trained with the graph reduced to the image's own node (no neighbourhood)."),
-)  # fmt: skip
+    ModelSpec(
+        "baseline",
+        1,
+        "baseline",
+        None,
+        "own",
+        2,
+        "Generic-caption control: stage-1 training on name-free image captions only, for as many steps as "
+        "stage 1 and stage 2 together.",
+    ),
+    ModelSpec(
+        "stage1",
+        1,
+        "ugdata",
+        None,
+        "own",
+        1,
+        "UGE stage 1: image <-> spatial texts (captions, spatial summaries, reasoning paths).",
+    ),
+    ModelSpec(
+        "stage2",
+        2,
+        "ugdata",
+        "stage1",
+        "own",
+        1,
+        "UGE stage 2: stage 1 + the graph encoder over each image's own 700 m subgraph, fused with the image.",
+    ),
+    ModelSpec(
+        "stage2_shuffled_graphs",
+        2,
+        "ugdata",
+        "stage1",
+        "shuffled",
+        1,
+        "Ablation: stage 2 trained on subgraphs of other images (a seeded derangement).",
+    ),
+    ModelSpec(
+        "stage2_no_graph",
+        2,
+        "ugdata",
+        "stage1",
+        "none",
+        1,
+        "Ablation: stage 2 trained with the graph reduced to the image's own node (no neighbourhood).",
+    ),
+)
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -37,8 +37,9 @@ class ImageCache:
         """The file's pixels, ``[H, W, 3]`` uint8 (``root``: the data root, to name the file in errors)."""
         return self._get(path, "", lambda: _decode_rgb(path, root))
 
-    def prepared(self, path: Path, identity: str, prepare: Callable[[Image.Image], Any], *,
-                 root: Path | None = None) -> Any:  # fmt: skip
+    def prepared(
+        self, path: Path, identity: str, prepare: Callable[[Image.Image], Any], *, root: Path | None = None
+    ) -> Any:
         """``prepare`` of the decoded file, shared by every backbone whose ``prepare_identity`` is ``identity``."""
         return self._get(path, identity, lambda: prepare(Image.fromarray(_decode_rgb(path, root))))
 
@@ -89,8 +90,10 @@ def _corrupt_message(path: Path, root: Path | None, exc: Exception) -> str:
     named = f"{relative.as_posix()!r} under data root {root}" if relative is not None else repr(str(path))
     city = path.parent.parent.name if path.parent.name == "images" else None
     if city:
-        return (f"image file {named} (city {city!r}) is truncated or corrupt ({exc}); delete it and "
-                f"re-materialize image_files for {city}")  # fmt: skip
+        return (
+            f"image file {named} (city {city!r}) is truncated or corrupt ({exc}); delete it and "
+            f"re-materialize image_files for {city}"
+        )
     return f"image file {named} is truncated or corrupt ({exc}); delete it and re-materialize the asset that wrote it"
 
 

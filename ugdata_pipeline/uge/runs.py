@@ -58,16 +58,24 @@ POINTER_FILE = "current.json"
 
 def run_config(spec: ModelSpec, base: TrainConfig, *, steps: int, seed: int) -> TrainConfig:
     """``base`` specialised to one model and seed: its stage, variant, graph input and its share of the budget."""
-    return replace(base, stage=spec.stage, variant=spec.variant, graph_input=spec.graph_input,
-                   steps=steps * spec.step_factor, seed=seed)  # fmt: skip
+    return replace(
+        base,
+        stage=spec.stage,
+        variant=spec.variant,
+        graph_input=spec.graph_input,
+        steps=steps * spec.step_factor,
+        seed=seed,
+    )
 
 
-def run_fingerprint(records: pd.DataFrame, subgraphs: SubgraphTables | None, config: TrainConfig,
-                    parent_fingerprint: str | None) -> str:  # fmt: skip
+def run_fingerprint(
+    records: pd.DataFrame, subgraphs: SubgraphTables | None, config: TrainConfig, parent_fingerprint: str | None
+) -> str:
     """A 16-hex-digit hash of everything that changes a run's result (never of machine paths)."""
     digest = hashlib.sha256(table_digest(records, *(subgraphs if subgraphs is not None else ())).encode())
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("out_dir", "eval_every_epoch",
-                                                                        "checkpoint_every_steps")}  # fmt: skip
+    settings = {
+        k: v for k, v in config.to_dict().items() if k not in ("out_dir", "eval_every_epoch", "checkpoint_every_steps")
+    }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode("utf-8"))
     if config.stage == 2:  # the graph encoder as built (its defaults included), not only the overrides
         resolved = GraphEncoderConfig.from_dict(config.graph_encoder or {}).to_dict()
@@ -101,8 +109,9 @@ def _read_pointer(root: Path, name: str) -> dict[str, Any]:
         raise CorruptFileError(msg) from exc
 
 
-def current_checkpoints(root: str | Path, name: str, seeds: Sequence[int] | None = None, *,
-                        require_present: bool = False) -> dict[int, Path]:  # fmt: skip
+def current_checkpoints(
+    root: str | Path, name: str, seeds: Sequence[int] | None = None, *, require_present: bool = False
+) -> dict[int, Path]:
     """
     ``seed -> best checkpoint`` of the current runs of model ``name`` (only those that exist on disk).
 
@@ -132,9 +141,11 @@ def current_checkpoints(root: str | Path, name: str, seeds: Sequence[int] | None
         if path.is_dir():
             out[seed] = path
         elif require_present:
-            msg = (f"{_pointer(root, name)} names {entry['checkpoint']} (relative to the data root {root}) as the "
-                   f"current {name} run of seed {seed}, but that folder is missing; rematerialize uge_{name} "
-                   "(training_job) to train it again")  # fmt: skip
+            msg = (
+                f"{_pointer(root, name)} names {entry['checkpoint']} (relative to the data root {root}) as the "
+                f"current {name} run of seed {seed}, but that folder is missing; rematerialize uge_{name} "
+                "(training_job) to train it again"
+            )
             raise FileNotFoundError(msg)
     return out
 
@@ -145,11 +156,19 @@ def current_fingerprint(root: str | Path, name: str, seed: int) -> str | None:
     return entry.get("fingerprint") if entry else None
 
 
-def _write_pointer(root: Path, name: str, seed: int, fingerprint: str, checkpoint: Path, cities: Sequence[str],
-                   ) -> None:  # fmt: skip
+def _write_pointer(
+    root: Path,
+    name: str,
+    seed: int,
+    fingerprint: str,
+    checkpoint: Path,
+    cities: Sequence[str],
+) -> None:
     pointer = _read_pointer(root, name)
-    pointer.setdefault("seeds", {})[str(seed)] = {"fingerprint": fingerprint,
-                                                  "checkpoint": checkpoint.relative_to(root).as_posix()}  # fmt: skip
+    pointer.setdefault("seeds", {})[str(seed)] = {
+        "fingerprint": fingerprint,
+        "checkpoint": checkpoint.relative_to(root).as_posix(),
+    }
     pointer["cities"] = list(cities)
     payload = json.dumps(pointer, indent=1, sort_keys=True).encode("utf-8")
     write_file_atomic(_pointer(root, name), payload)  # the umask's mode, like the tables
@@ -204,8 +223,10 @@ def train_seed(
         parent_checkpoint = current_checkpoints(root, spec.parent, [seed]).get(seed)
         parent_fingerprint = current_fingerprint(root, spec.parent, seed)
         if parent_checkpoint is None or parent_fingerprint is None:
-            msg = (f"{spec.name} (seed {seed}) starts from the {spec.parent} model, which has no trained run for this "
-                   f"seed; train {spec.parent} first (materialize uge_{spec.parent})")  # fmt: skip
+            msg = (
+                f"{spec.name} (seed {seed}) starts from the {spec.parent} model, which has no trained run for this "
+                f"seed; train {spec.parent} first (materialize uge_{spec.parent})"
+            )
             raise TrainingDataError(msg)
     config = run_config(spec, base, steps=steps, seed=seed)
     chosen = records[(records["stage"] == spec.stage) & (records["variant"] == spec.variant)].reset_index(drop=True)
@@ -213,11 +234,23 @@ def train_seed(
     out_dir = root / "models" / spec.name / f"seed-{seed}" / fingerprint
     config = replace(config, out_dir=str(out_dir))
     if launch is None:
-        result = train(chosen, root=root, subgraphs=subgraphs if spec.stage == 2 else None, config=config,
-                       init_from=parent_checkpoint, progress=False, on_step=on_step)  # fmt: skip
+        result = train(
+            chosen,
+            root=root,
+            subgraphs=subgraphs if spec.stage == 2 else None,
+            config=config,
+            init_from=parent_checkpoint,
+            progress=False,
+            on_step=on_step,
+        )
     else:
         result = launch(config, parent_checkpoint)
     _write_pointer(root, spec.name, seed, fingerprint, result.checkpoint_dir, cities)
-    logger.info("%s seed %s: %s steps, best %s", spec.name, seed, result.steps,
-                {k: round(v, 4) for k, v in result.best_metrics.items()})  # fmt: skip
+    logger.info(
+        "%s seed %s: %s steps, best %s",
+        spec.name,
+        seed,
+        result.steps,
+        {k: round(v, 4) for k, v in result.best_metrics.items()},
+    )
     return TrainedRun(seed=seed, fingerprint=fingerprint, checkpoint=result.checkpoint_dir, result=result)

@@ -124,8 +124,10 @@ class TrainConfig:
             (self.best_metric in BEST_METRICS, f"best_metric must be one of {BEST_METRICS}, got {self.best_metric!r}"),
             (self.hard_negatives >= 0, f"hard_negatives must be >= 0, got {self.hard_negatives!r}"),
             (self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps!r}"),
-            (self.eval_every_steps is None or self.eval_every_steps >= 1,
-             f"eval_every_steps must be >= 1, got {self.eval_every_steps!r}"),
+            (
+                self.eval_every_steps is None or self.eval_every_steps >= 1,
+                f"eval_every_steps must be >= 1, got {self.eval_every_steps!r}",
+            ),
             (self.threads >= 1, f"threads must be >= 1, got {self.threads!r}"),
             (self.graph_input in GRAPH_INPUTS, f"graph_input must be one of {GRAPH_INPUTS}, got {self.graph_input!r}"),
         ]
@@ -290,8 +292,9 @@ def _temperature(model: Backbone, config: TrainConfig) -> torch.Tensor | float:
     return model.temperature() if config.learn_temperature else config.temperature
 
 
-def _loss(out: Any, batch: RecordBatch, config: TrainConfig, temperature: torch.Tensor | float, *,
-          gather: bool = True) -> torch.Tensor:  # fmt: skip
+def _loss(
+    out: Any, batch: RecordBatch, config: TrainConfig, temperature: torch.Tensor | float, *, gather: bool = True
+) -> torch.Tensor:
     return symmetric_info_nce(
         out.query,
         out.positive,
@@ -386,8 +389,21 @@ def _curve_png(history: pd.DataFrame, title: str) -> bytes:
 
 
 def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = ["step", "epoch", "split", "loss", "lr", "batch_acc", "temperature", "r@1", "r@5", "r@10", "mrr",
-               "mean_rank", "chance_mrr"]
+    columns = [
+        "step",
+        "epoch",
+        "split",
+        "loss",
+        "lr",
+        "batch_acc",
+        "temperature",
+        "r@1",
+        "r@5",
+        "r@10",
+        "mrr",
+        "mean_rank",
+        "chance_mrr",
+    ]
     frame = pd.DataFrame(history, columns=columns)
     write_text_atomic(out_dir / "history.csv", frame.to_csv(index=False))
     return frame
@@ -437,8 +453,15 @@ def train(
     TrainResult
     """
     with fixed_threads(config.threads):
-        return _train(records, root=root, subgraphs=subgraphs, config=config, init_from=init_from,
-                      progress=progress, on_step=on_step)  # fmt: skip
+        return _train(
+            records,
+            root=root,
+            subgraphs=subgraphs,
+            config=config,
+            init_from=init_from,
+            progress=progress,
+            on_step=on_step,
+        )
 
 
 def _finished_result(out_dir: Path, best_dir: Path, last_dir: Path, state: dict[str, Any]) -> TrainResult:
@@ -447,10 +470,17 @@ def _finished_result(out_dir: Path, best_dir: Path, last_dir: Path, state: dict[
     history = pd.read_csv(out_dir / "history.csv") if (out_dir / "history.csv").is_file() else pd.DataFrame()
     curve = out_dir / "curve.png"
     logger.info("%s finished earlier (step %s): reusing it", out_dir, state.get("step"))
-    return TrainResult(checkpoint_dir=best_dir, last_checkpoint_dir=last_dir,
-                       best_metrics=dict(state.get("best_metrics") or {}), history=history,
-                       curve_png=curve.read_bytes() if curve.is_file() else b"", params_trained=_count_params(model),
-                       steps=int(state.get("step", 0)), samples_per_s=0.0, resumed=True)  # fmt: skip
+    return TrainResult(
+        checkpoint_dir=best_dir,
+        last_checkpoint_dir=last_dir,
+        best_metrics=dict(state.get("best_metrics") or {}),
+        history=history,
+        curve_png=curve.read_bytes() if curve.is_file() else b"",
+        params_trained=_count_params(model),
+        steps=int(state.get("step", 0)),
+        samples_per_s=0.0,
+        resumed=True,
+    )
 
 
 def _stage2_graphs(graphs: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
@@ -563,13 +593,16 @@ def _train(
     graphs = None
     if config.stage == 2:
         assert subgraphs is not None
-        graphs = _stage2_graphs(build_graphs_shared(
-            subgraphs,
-            raw_model.encode_node_texts,
-            encoder_identity=raw_model.node_text_identity(),
-            image_ids=selected["image_id"].astype(str),
-            max_nodes=config.max_nodes,
-        ), config)  # fmt: skip
+        graphs = _stage2_graphs(
+            build_graphs_shared(
+                subgraphs,
+                raw_model.encode_node_texts,
+                encoder_identity=raw_model.node_text_identity(),
+                image_ids=selected["image_id"].astype(str),
+                max_nodes=config.max_nodes,
+            ),
+            config,
+        )
     texts = [*selected["instruction"].fillna("").astype(str), *selected["positive"].astype(str)]
     if config.hard_negatives:
         texts += [t for v in selected["hard_negatives"] if v is not None for t in list(v)[: config.hard_negatives]]
@@ -608,8 +641,9 @@ def _train(
         if _is_better(metrics, best_metrics, config.best_metric):
             best_metrics = metrics
             if accelerator.is_main_process:
-                save_checkpoint(best_dir, raw_model, step=step, config=saved_config,
-                                state=state(next_epoch, next_batch, False))  # fmt: skip
+                save_checkpoint(
+                    best_dir, raw_model, step=step, config=saved_config, state=state(next_epoch, next_batch, False)
+                )
 
     # ---- loop -------------------------------------------------------------------------------------------------
     finished = bool(resume_state and resume_state.get("finished"))
@@ -649,8 +683,12 @@ def _train(
             with torch.no_grad():
                 scores = out.query.float() @ out.positive.float().T
                 batch_acc = float((scores.argmax(1) == torch.arange(len(batch), device=scores.device)).float().mean())
-            figures = {"loss": float(loss.detach()), "lr": float(scheduler.get_last_lr()[0]), "batch_acc": batch_acc,
-                       "temperature": float(torch.as_tensor(_temperature(raw_model, config)).detach())}  # fmt: skip
+            figures = {
+                "loss": float(loss.detach()),
+                "lr": float(scheduler.get_last_lr()[0]),
+                "batch_acc": batch_acc,
+                "temperature": float(torch.as_tensor(_temperature(raw_model, config)).detach()),
+            }
             history.append({"step": step, "epoch": epoch, "split": "train", **figures})
             bar.update(1)
             bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{batch_acc:.2f}")

@@ -29,33 +29,67 @@ def write_inputs(root: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + tag.encode() * 50)
     tables = {
-        "images": pd.DataFrame({"image_id": TAGS, "path": [f"{folder}/{t}.png" for t in TAGS],
-                                "scene_facts": [json.dumps({})] * len(TAGS), "split": ["train"] * len(TAGS)}),
-        "subgraph_descriptions": pd.DataFrame({"image_id": TAGS,
-                                               "description": [f"[img:{t}] Alpha Street." for t in TAGS]}),
-        "subgraph_nodes": pd.DataFrame({"image_id": TAGS, "node_id": ["s1"] * len(TAGS), "kind": ["street"] * len(TAGS),
-                                        "name": ["Alpha Street"] * len(TAGS), "category": [None] * len(TAGS),
-                                        "dx_m": [0.0] * len(TAGS), "dy_m": [5.0] * len(TAGS),
-                                        "distance_m": [5.0] * len(TAGS), "rank": [1] * len(TAGS)}),
+        "images": pd.DataFrame(
+            {
+                "image_id": TAGS,
+                "path": [f"{folder}/{t}.png" for t in TAGS],
+                "scene_facts": [json.dumps({})] * len(TAGS),
+                "split": ["train"] * len(TAGS),
+            }
+        ),
+        "subgraph_descriptions": pd.DataFrame(
+            {"image_id": TAGS, "description": [f"[img:{t}] Alpha Street." for t in TAGS]}
+        ),
+        "subgraph_nodes": pd.DataFrame(
+            {
+                "image_id": TAGS,
+                "node_id": ["s1"] * len(TAGS),
+                "kind": ["street"] * len(TAGS),
+                "name": ["Alpha Street"] * len(TAGS),
+                "category": [None] * len(TAGS),
+                "dx_m": [0.0] * len(TAGS),
+                "dy_m": [5.0] * len(TAGS),
+                "distance_m": [5.0] * len(TAGS),
+                "rank": [1] * len(TAGS),
+            }
+        ),
         "nodes": pd.DataFrame({"node_id": ["s1"], "name": ["Alpha Street"]}),
-    }  # fmt: skip
+    }
     for name, frame in tables.items():
         path = table_path(root, name, CITY)
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path.path, index=False)
 
 
-def materialize(root: str, base_url: str, model: str, instance: dg.DagsterInstance | None = None,
-                max_failed_share: float = 0.02) -> dg.ExecuteInJobResult:  # fmt: skip
-    sources = [dg.SourceAsset(name, io_manager_key="table_io_manager", partitions_def=city_partitions)
-               for name in UPSTREAM]  # fmt: skip
-    captioner = OpenAICaptionerResource(model=model, base_url=base_url, api_key="EMPTY", concurrency=1,
-                                        requests_per_minute=10_000, max_attempts=2, timeout_s=2,
-                                        breaker_threshold=3, max_failed_share=max_failed_share)  # fmt: skip
-    return dg.materialize([captions, *sources], partition_key=CITY, raise_on_error=False, instance=instance, resources={
-        "table_io_manager": ParquetIOManager(root=root), "storage": StorageResource(root=root),
-        "cities": CityRegistryResource(), "captioner": captioner,
-    })  # fmt: skip
+def materialize(
+    root: str, base_url: str, model: str, instance: dg.DagsterInstance | None = None, max_failed_share: float = 0.02
+) -> dg.ExecuteInJobResult:
+    sources = [
+        dg.SourceAsset(name, io_manager_key="table_io_manager", partitions_def=city_partitions) for name in UPSTREAM
+    ]
+    captioner = OpenAICaptionerResource(
+        model=model,
+        base_url=base_url,
+        api_key="EMPTY",
+        concurrency=1,
+        requests_per_minute=10_000,
+        max_attempts=2,
+        timeout_s=2,
+        breaker_threshold=3,
+        max_failed_share=max_failed_share,
+    )
+    return dg.materialize(
+        [captions, *sources],
+        partition_key=CITY,
+        raise_on_error=False,
+        instance=instance,
+        resources={
+            "table_io_manager": ParquetIOManager(root=root),
+            "storage": StorageResource(root=root),
+            "cities": CityRegistryResource(),
+            "captioner": captioner,
+        },
+    )
 
 
 def test_failing_captioner_keeps_the_previous_captions_table_and_reports_why(tmp_path):
@@ -68,13 +102,16 @@ def test_failing_captioner_keeps_the_previous_captions_table_and_reports_why(tmp
         assert not first.success
         failure = next(e for e in first.all_events if e.event_type_value == "STEP_FAILURE")
         message = failure.event_specific_data.error.cause.message
-        assert message.startswith("ugdata_pipeline.errors.IncompleteResultError: captions of city 'karhula': 1/10 "
-                                  "images failed (10.0%, more than max_failed_share 2.0%): HTTP 503 x 1; e.g. c03: "
-                                  "HTTP 503: ")  # fmt: skip
+        assert message.startswith(
+            "ugdata_pipeline.errors.IncompleteResultError: captions of city 'karhula': 1/10 "
+            "images failed (10.0%, more than max_failed_share 2.0%): HTTP 503 x 1; e.g. c03: "
+            "HTTP 503: "
+        )
         # the per-image failures reach Dagster's event log as one warning, not only stderr
         warnings = [e.user_message for e in instance.all_logs(first.run_id) if e.level == logging.WARNING]
-        assert warnings == ["1/10 captions of karhula failed: HTTP 503 x 1; e.g. c03: HTTP 503: Error code: 503 - "
-                            "scripted 503"]  # fmt: skip
+        assert warnings == [
+            "1/10 captions of karhula failed: HTTP 503 x 1; e.g. c03: HTTP 503: Error code: 503 - scripted 503"
+        ]
         assert not table_path(root, "captions", CITY).exists()
 
         # the retry asks only for c03 (the nine finished captions are cached) and stores the table
@@ -117,15 +154,24 @@ def test_failures_under_the_threshold_are_stored_and_reported_in_metadata(tmp_pa
 def test_bad_max_failed_share_fails_before_any_request(tmp_path, share):
     root = str(tmp_path / "data")
     write_inputs(root)
-    sources = [dg.SourceAsset(name, io_manager_key="table_io_manager", partitions_def=city_partitions)
-               for name in UPSTREAM]  # fmt: skip
+    sources = [
+        dg.SourceAsset(name, io_manager_key="table_io_manager", partitions_def=city_partitions) for name in UPSTREAM
+    ]
     with ChatServer() as server:
-        captioner = OpenAICaptionerResource(model="m", base_url=server.base_url, api_key="EMPTY",
-                                            max_failed_share=share)  # fmt: skip
-        result = dg.materialize([captions, *sources], partition_key=CITY, raise_on_error=False, resources={
-            "table_io_manager": ParquetIOManager(root=root), "storage": StorageResource(root=root),
-            "cities": CityRegistryResource(), "captioner": captioner,
-        })  # fmt: skip
+        captioner = OpenAICaptionerResource(
+            model="m", base_url=server.base_url, api_key="EMPTY", max_failed_share=share
+        )
+        result = dg.materialize(
+            [captions, *sources],
+            partition_key=CITY,
+            raise_on_error=False,
+            resources={
+                "table_io_manager": ParquetIOManager(root=root),
+                "storage": StorageResource(root=root),
+                "cities": CityRegistryResource(),
+                "captioner": captioner,
+            },
+        )
         assert not result.success and not server.calls
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert (

@@ -24,14 +24,22 @@ def resources(root: str, registry: str | None = None) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_materialize_helsinki(tmp_path):
-    result = dg.materialize(OSM_AND_GRAPH, partition_key="helsinki",
-                            resources=resources(str(tmp_path)))  # fmt: skip
+    result = dg.materialize(OSM_AND_GRAPH, partition_key="helsinki", resources=resources(str(tmp_path)))
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"node_ids_unique": True, "edge_endpoints_exist": True, "coordinates_valid": True,
-                      "no_self_loops": True, "distances_positive": True, "pois_attached": True}  # fmt: skip
-    materializations = {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events()
-                        for m in [m.event_specific_data.materialization]}  # fmt: skip
+    assert checks == {
+        "node_ids_unique": True,
+        "edge_endpoints_exist": True,
+        "coordinates_valid": True,
+        "no_self_loops": True,
+        "distances_positive": True,
+        "pois_attached": True,
+    }
+    materializations = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.get_asset_materialization_events()
+        for m in [m.event_specific_data.materialization]
+    }
     nodes_meta = materializations["nodes"]
     assert nodes_meta["street"].value > 80
     assert nodes_meta["crossing"].value > 100
@@ -50,11 +58,15 @@ def test_city_without_streets_fails_before_writing_a_graph(tmp_path, write_regis
     xml = "\n".join(line for line in tiny_city_xml().splitlines() if "highway" not in line)
     (tmp_path / "empty.osm").write_text(xml)
     # the partition key is a shipped slug; the registry resource points it at the street-less file
-    registry = write_registry("cities:\n  karhula:\n    name: Empty\n    country: Finland\n    split: train\n"
-                              "    source: {kind: file, path: empty.osm}\n", name="reg.yaml")  # fmt: skip
+    registry = write_registry(
+        "cities:\n  karhula:\n    name: Empty\n    country: Finland\n    split: train\n"
+        "    source: {kind: file, path: empty.osm}\n",
+        name="reg.yaml",
+    )
     with pytest.raises(Exception, match="city 'karhula' has no named streets"):
-        dg.materialize(OSM_AND_GRAPH, partition_key="karhula",
-                       resources=resources(str(tmp_path / "data"), str(registry)))  # fmt: skip
+        dg.materialize(
+            OSM_AND_GRAPH, partition_key="karhula", resources=resources(str(tmp_path / "data"), str(registry))
+        )
     assert not (tmp_path / "data" / "karhula" / "nodes.parquet").exists()
 
 
@@ -64,14 +76,18 @@ def ilha_registry(tmp_path, write_registry):
     from ugdata_pipeline_tests.tiny_city import streets_xml
 
     (tmp_path / "ilha.osm").write_text(streets_xml(ILHA_WAYS))
-    return write_registry("cities:\n  karhula:\n    name: Ilhas\n    country: Portugal\n    split: train\n"
-                          "    source: {kind: file, path: ilha.osm}\n", name="reg.yaml")  # fmt: skip
+    return write_registry(
+        "cities:\n  karhula:\n    name: Ilhas\n    country: Portugal\n    split: train\n"
+        "    source: {kind: file, path: ilha.osm}\n",
+        name="reg.yaml",
+    )
 
 
 def test_ilha_and_ilha_2_build_a_graph_with_unique_ids(tmp_path, write_registry):
     registry = ilha_registry(tmp_path, write_registry)
-    result = dg.materialize(OSM_AND_GRAPH, partition_key="karhula",
-                            resources=resources(str(tmp_path / "data"), str(registry)))  # fmt: skip
+    result = dg.materialize(
+        OSM_AND_GRAPH, partition_key="karhula", resources=resources(str(tmp_path / "data"), str(registry))
+    )
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["node_ids_unique"] is True
@@ -96,9 +112,13 @@ def test_duplicate_node_ids_fail_the_step_by_name_before_the_map_is_drawn(tmp_pa
     monkeypatch.setattr(graph_assets, "build_urban_graph", old_numbering)
     monkeypatch.setattr(graph_assets, "graph_map_png", no_map)
     registry = ilha_registry(tmp_path, write_registry)
-    with pytest.raises(Exception, match=r"city 'karhula': the graph has 1 duplicated node id\(s\), e\.g\. "
-                                        r"street:ilha-2 \(2 nodes: Ilha, Ilha 2\)"):  # fmt: skip
-        dg.materialize(OSM_AND_GRAPH, partition_key="karhula",
-                       resources=resources(str(tmp_path / "data"), str(registry)))  # fmt: skip
+    with pytest.raises(
+        Exception,
+        match=r"city 'karhula': the graph has 1 duplicated node id\(s\), e\.g\. "
+        r"street:ilha-2 \(2 nodes: Ilha, Ilha 2\)",
+    ):
+        dg.materialize(
+            OSM_AND_GRAPH, partition_key="karhula", resources=resources(str(tmp_path / "data"), str(registry))
+        )
     assert not (tmp_path / "data" / "karhula" / "nodes.parquet").exists()
     assert not (tmp_path / "data" / "karhula" / "previews" / "graph_map.png").exists()

@@ -11,10 +11,21 @@ from ugdata_pipeline.uge.train import TrainConfig
 
 
 def test_the_training_config_round_trips_through_the_pipes_payload(tmp_path: Path) -> None:
-    config = TrainConfig(stage=2, variant="ugdata", steps=7, seed=3, batch_size=16, lr=1e-4, precision="bf16",
-                         pair_types=("caption", "route"), backbone="compact", backbone_config={"width": 24},
-                         graph_encoder={"hidden_dim": 32, "edge_dim": 8}, graph_input="shuffled",
-                         out_dir=str(tmp_path / "run"))  # fmt: skip
+    config = TrainConfig(
+        stage=2,
+        variant="ugdata",
+        steps=7,
+        seed=3,
+        batch_size=16,
+        lr=1e-4,
+        precision="bf16",
+        pair_types=("caption", "route"),
+        backbone="compact",
+        backbone_config={"width": 24},
+        graph_encoder={"hidden_dim": 32, "edge_dim": 8},
+        graph_input="shuffled",
+        out_dir=str(tmp_path / "run"),
+    )
     payload = json.loads(json.dumps(pipes_extras(config, inputs=tmp_path / "in", root=tmp_path, init_from=None)))
     back = config_from_extras(payload)
     assert back == config

@@ -28,8 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TAG = re.compile(r"\[img:([\w.-]+)\]")
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -70,8 +77,9 @@ def garbage() -> Reply:
     return Reply(200, raw_body="<html><body>502 Bad Gateway</body></html>")
 
 
-def non_json(body: str = "<html><body>Service temporarily unavailable</body></html>",
-             content_type: str = "text/html") -> Reply:
+def non_json(
+    body: str = "<html><body>Service temporarily unavailable</body></html>", content_type: str = "text/html"
+) -> Reply:
     """A 200 with a non-JSON content type (a captive portal, a proxy's error page): the client returns a str."""
     return Reply(200, raw_body=body, content_type=content_type)
 
@@ -153,8 +161,9 @@ class ChatServer:
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
-        self._server = loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self._port,
-                                                                    backlog=1024))  # fmt: skip
+        self._server = loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self._port, backlog=1024)
+        )
         self._port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         try:
@@ -186,8 +195,11 @@ class ChatServer:
                     await asyncio.sleep(delay)
                 data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 extra_lines = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-                writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
-                             f"Content-Length: {len(data)}\r\n{extra_lines}\r\n".encode() + data)  # fmt: skip
+                writer.write(
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(data)}\r\n{extra_lines}\r\n".encode()
+                    + data
+                )
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -196,8 +208,9 @@ class ChatServer:
         finally:
             writer.close()
 
-    def _respond(self, request_line: str, headers: dict[str, str],
-                 body: bytes) -> tuple[int, dict[str, Any] | str, dict[str, str], float, str]:  # fmt: skip
+    def _respond(
+        self, request_line: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str], float, str]:
         if "/chat/completions" not in request_line:
             return 404, {"error": {"message": "not found"}}, {}, 0.0, "application/json"
         request = json.loads(body)
@@ -209,8 +222,16 @@ class ChatServer:
             self._counts[tag] += 1
             number = self._counts[tag]
         reply = self.script(tag, number, request)
-        call = Call(tag, number, reply.status, len(request["messages"]), "did not follow the required format" in text,
-                    json_mode, headers.get("authorization", ""), time.monotonic())  # fmt: skip
+        call = Call(
+            tag,
+            number,
+            reply.status,
+            len(request["messages"]),
+            "did not follow the required format" in text,
+            json_mode,
+            headers.get("authorization", ""),
+            time.monotonic(),
+        )
         with self._lock:
             self.calls.append(call)
         delay = self.latency_s + reply.delay_s

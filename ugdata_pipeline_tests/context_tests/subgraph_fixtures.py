@@ -27,25 +27,34 @@ class AnchoredCity:
     images: pd.DataFrame  # anchored images (street_node, snap_distance_m)
 
     def build(self, **config: object) -> SubgraphTables:
-        return build_subgraphs(self.nodes, self.edges, self.images, config=SubgraphConfig(**config),  # type: ignore[arg-type]
-                               crs_metric=self.graph.crs_metric)  # fmt: skip
+        return build_subgraphs(
+            self.nodes,
+            self.edges,
+            self.images,
+            config=SubgraphConfig(**config),  # type: ignore[arg-type]
+            crs_metric=self.graph.crs_metric,
+        )
 
 
-def make_images(points: dict[str, tuple[float, float]], *, compass_angle: float = 90.0,
-                source: str = "render") -> pd.DataFrame:  # fmt: skip
+def make_images(
+    points: dict[str, tuple[float, float]], *, compass_angle: float = 90.0, source: str = "render"
+) -> pd.DataFrame:
     """Images at tiny-city layout metres ``{image_id: (x, y)}``."""
     coords = [lonlat(x, y) for x, y in points.values()]
-    return pd.DataFrame({
-        "image_id": list(points),
-        "source": source,
-        "lon": [c[0] for c in coords],
-        "lat": [c[1] for c in coords],
-        "compass_angle": compass_angle,
-    })
+    return pd.DataFrame(
+        {
+            "image_id": list(points),
+            "source": source,
+            "lon": [c[0] for c in coords],
+            "lat": [c[1] for c in coords],
+            "compass_angle": compass_angle,
+        }
+    )
 
 
-def anchor_into(graph: UrbanGraph, images: pd.DataFrame, *, city_name: str = "Tinytown",
-                country: str = "Finland") -> AnchoredCity:  # fmt: skip
+def anchor_into(
+    graph: UrbanGraph, images: pd.DataFrame, *, city_name: str = "Tinytown", country: str = "Finland"
+) -> AnchoredCity:
     """Anchor ``images`` into ``graph`` and concatenate the image nodes and edges into the graph tables."""
     result = anchor_images(images, graph.nodes, city_name=city_name, country=country)
     nodes = gpd.GeoDataFrame(pd.concat([graph.nodes, result.image_nodes], ignore_index=True), crs="EPSG:4326")
@@ -103,10 +112,12 @@ def images_along_streets(graph: UrbanGraph, n: int, *, seed: int = 0, jitter_m: 
     x = shapely.get_x(on_line) + rng.normal(0.0, jitter_m, n)
     y = shapely.get_y(on_line) + rng.normal(0.0, jitter_m, n)
     lon, lat = Transformer.from_crs(graph.crs_metric, "EPSG:4326", always_xy=True).transform(x, y)
-    return pd.DataFrame({
-        "image_id": [f"syn{i:05d}" for i in range(n)],
-        "source": "render",
-        "lon": np.asarray(lon),
-        "lat": np.asarray(lat),
-        "compass_angle": rng.uniform(0.0, 360.0, n),
-    })
+    return pd.DataFrame(
+        {
+            "image_id": [f"syn{i:05d}" for i in range(n)],
+            "source": "render",
+            "lon": np.asarray(lon),
+            "lat": np.asarray(lat),
+            "compass_angle": rng.uniform(0.0, 360.0, n),
+        }
+    )

@@ -34,8 +34,13 @@ from ugdata_pipeline_tests.context_tests.test_captioners import SECRET, fast_cap
 
 
 def _completion(message: object) -> dict[str, object]:
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": "test-vlm",
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}  # fmt: skip
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "test-vlm",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    }
 
 
 def scripted(plan: dict[str, list]):
@@ -69,14 +74,28 @@ def test_malformed_answers_are_per_image_failures_retried_then_rerun(tmp_path, c
         frame = fast_captioner(server.base_url, breaker_threshold=100).caption_all(requests, cache_dir=cache)
         by_id = frame.set_index("image_id")
         assert by_id["status"].to_dict() == {
-            "html": "failed", "plain": "done", "nochoices": "failed", "emptychoices": "done", "nomessage": "failed",
-            "strchoices": "failed", "nullcontent": "failed", "notjson": "failed", "fine": "done",
-        }  # fmt: skip
+            "html": "failed",
+            "plain": "done",
+            "nochoices": "failed",
+            "emptychoices": "done",
+            "nomessage": "failed",
+            "strchoices": "failed",
+            "nullcontent": "failed",
+            "notjson": "failed",
+            "fine": "done",
+        }
         # unreadable bodies are retried like any transient fault (3 attempts); an empty answer is re-asked once
         assert by_id["attempts"].to_dict() == {
-            "html": 3, "plain": 2, "nochoices": 3, "emptychoices": 2, "nomessage": 3, "strchoices": 3,
-            "nullcontent": 2, "notjson": 3, "fine": 1,
-        }  # fmt: skip
+            "html": 3,
+            "plain": 2,
+            "nochoices": 3,
+            "emptychoices": 2,
+            "nomessage": 3,
+            "strchoices": 3,
+            "nullcontent": 2,
+            "notjson": 3,
+            "fine": 1,
+        }
         page = "'<html><body>Service temporarily unavailable</body></html>'"
         assert by_id.loc["html", "error"] == f"unreadable response: the body is not a chat completion (text {page})"
         assert by_id.loc["nochoices", "error"] == "unreadable response: the answer has no choices"
@@ -96,8 +115,10 @@ def test_malformed_answers_are_per_image_failures_retried_then_rerun(tmp_path, c
         assert sorted(c.tag for c in server.calls[n_first:]) == sorted(failed)
     assert (again["status"] == "done").all()
     assert again.set_index("image_id").loc["html", "attempts"] == 4  # the 3 failed attempts carried over
-    pd.testing.assert_series_equal(again.set_index("image_id").loc[["fine", "plain"], "image_caption"],
-                                   by_id.loc[["fine", "plain"], "image_caption"])  # fmt: skip
+    pd.testing.assert_series_equal(
+        again.set_index("image_id").loc[["fine", "plain"], "image_caption"],
+        by_id.loc[["fine", "plain"], "image_caption"],
+    )
 
 
 # ----------------------------------------------------------------------------------------------- circuit breaker
@@ -115,8 +136,9 @@ TAGS = [f"p{i:02d}" for i in range(12)]
         (malformed(), {}, [2, 2], "malformed answer: the answer has no **Summarization:** section"),
     ],
 )
-def test_breaker_opens_after_n_failed_calls_and_the_rest_is_not_attempted(tmp_path, fault, options,
-                                                                          attempts_of_first_two, reason):  # fmt: skip
+def test_breaker_opens_after_n_failed_calls_and_the_rest_is_not_attempted(
+    tmp_path, fault, options, attempts_of_first_two, reason
+):
     requests = make_requests(tmp_path / "images", TAGS)
     cache = tmp_path / "cache"
     with ChatServer(lambda tag, number, body: fault) as server:
@@ -136,8 +158,9 @@ def test_breaker_opens_after_n_failed_calls_and_the_rest_is_not_attempted(tmp_pa
         assert frame["attempts"].tolist() == [*attempts_of_first_two, *[0] * 10]
         assert frame.loc[0, "error"].startswith(reason) and frame.loc[1, "error"].startswith(reason)
         stopped = frame.loc[2:, "error"]
-        assert stopped.str.startswith(f"{CIRCUIT_OPEN}: not attempted, the endpoint looks down (4 calls in a row "
-                                      f"failed (last: {reason}").all()  # fmt: skip
+        assert stopped.str.startswith(
+            f"{CIRCUIT_OPEN}: not attempted, the endpoint looks down (4 calls in a row failed (last: {reason}"
+        ).all()
         stats = captioner.last_stats
         assert (stats.api_calls, stats.failed, stats.not_attempted, stats.done) == (4, 12, 10, 0)
 
@@ -154,14 +177,17 @@ def test_breaker_opens_after_n_failed_calls_and_the_rest_is_not_attempted(tmp_pa
 @pytest.mark.parametrize("status", [401, 403])
 def test_rejected_key_opens_the_breaker_at_once_and_names_the_variable_not_the_key(tmp_path, caplog, status):
     requests = make_requests(tmp_path / "images", TAGS)
-    with caplog.at_level(logging.INFO, logger="ugdata_pipeline"), ChatServer(
-            lambda tag, number, body: unauthorized(status)) as server:  # fmt: skip
+    with (
+        caplog.at_level(logging.INFO, logger="ugdata_pipeline"),
+        ChatServer(lambda tag, number, body: unauthorized(status)) as server,
+    ):
         frame = fast_captioner(server.base_url, concurrency=1).caption_all(requests, cache_dir=tmp_path / "cache")
         assert len(server.calls) == 1  # a wrong key is not retried, for this image or any other
     assert frame["attempts"].tolist() == [1, *[0] * 11]
     assert frame.loc[0, "error"].startswith(f"HTTP {status}: ")
-    assert frame.loc[0, "error"].endswith("the endpoint rejected the API key: check OPENAI_API_KEY (and "
-                                          "OPENAI_BASE_URL)")  # fmt: skip
+    assert frame.loc[0, "error"].endswith(
+        "the endpoint rejected the API key: check OPENAI_API_KEY (and OPENAI_BASE_URL)"
+    )
     assert frame.loc[1:, "error"].str.startswith(f"{CIRCUIT_OPEN}: not attempted").all()
     assert frame["error"].str.contains("check OPENAI_API_KEY").all()
     assert "captioning stopped: the endpoint looks down" in caplog.text
@@ -219,8 +245,13 @@ def test_too_many_failures_raise_incomplete_result_and_the_retry_asks_only_for_t
 
 
 def _rows(statuses: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"image_id": [f"i{k}" for k in range(len(statuses))], "status": statuses,
-                         "error": ["" if s == "done" else "HTTP 400: bad image" for s in statuses]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(len(statuses))],
+            "status": statuses,
+            "error": ["" if s == "done" else "HTTP 400: bad image" for s in statuses],
+        }
+    )
 
 
 def test_failed_share_threshold_is_inclusive_and_checked():
@@ -232,7 +263,11 @@ def test_failed_share_threshold_is_inclusive_and_checked():
         failed_share_limit(1.5)
     assert failed_share_limit(0) == 0.0
     assert [failure_reason(e) for e in ("timeout: no answer within 2 s", "circuit open: x", "", None)] == [
-        "timeout", "circuit open", "unknown", "unknown"]  # fmt: skip
+        "timeout",
+        "circuit open",
+        "unknown",
+        "unknown",
+    ]
 
 
 def test_cache_files_follow_the_umask_like_the_tables(tmp_path):

@@ -63,8 +63,12 @@ def make_requests(folder: Path, tags: list[str]) -> list[CaptionRequest]:
 
 def fast_captioner(base_url: str, **kwargs) -> OpenAICompatibleCaptioner:
     # 2 s: long enough that a loaded CI machine never times out a healthy answer, short enough for the hang tests
-    options = {"concurrency": 4, "requests_per_minute": None, "timeout_s": 2.0,
-               "retry_policy": RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=2.0)}  # fmt: skip
+    options = {
+        "concurrency": 4,
+        "requests_per_minute": None,
+        "timeout_s": 2.0,
+        "retry_policy": RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=2.0),
+    }
     options.update(kwargs)
     return OpenAICompatibleCaptioner("test-vlm", base_url=base_url, api_key=SECRET, **options)
 
@@ -106,10 +110,21 @@ def test_parse_answer_rejects_answers_without_both_sections(answer, reason):
         parse_answer(answer)
 
 
-_SECTION_TEXT = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ ,.;'-:0123456789\n"),
-                        min_size=20, max_size=300).map(str.strip).filter(
-    lambda t: len(t) >= 20 and t[0].isalnum() and "summari" not in t.casefold() and "caption" not in t.casefold()
-    and not t.casefold().startswith("image"))  # fmt: skip
+_SECTION_TEXT = (
+    st.text(
+        alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ ,.;'-:0123456789\n"), min_size=20, max_size=300
+    )
+    .map(str.strip)
+    .filter(
+        lambda t: (
+            len(t) >= 20
+            and t[0].isalnum()
+            and "summari" not in t.casefold()
+            and "caption" not in t.casefold()
+            and not t.casefold().startswith("image")
+        )
+    )
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -163,10 +178,18 @@ def test_retries_reask_and_recorded_failures_then_rerun_retries_only_the_failure
 
         assert list(first.columns) == list(CAPTION_COLUMNS)
         by_id = first.set_index("image_id")
-        assert by_id["status"].to_dict() == {"a": "done", "b": "done", "c": "done", "d": "done", "e": "failed",
-                                             "f": "failed", "g": "failed", "h": "done", "i": "done"}  # fmt: skip
-        assert by_id["attempts"].to_dict() == {"a": 2, "b": 2, "c": 2, "d": 2, "e": 3, "f": 2, "g": 1, "h": 1,
-                                               "i": 2}  # fmt: skip
+        assert by_id["status"].to_dict() == {
+            "a": "done",
+            "b": "done",
+            "c": "done",
+            "d": "done",
+            "e": "failed",
+            "f": "failed",
+            "g": "failed",
+            "h": "done",
+            "i": "done",
+        }
+        assert by_id["attempts"].to_dict() == {"a": 2, "b": 2, "c": 2, "d": 2, "e": 3, "f": 2, "g": 1, "h": 1, "i": 2}
         assert "unreadable response" in "".join(r.message for r in caplog.records if "caption i" in r.message)
         assert "429" in "".join(r.message for r in caplog.records if "caption a" in r.message)
         assert "HTTP 503" in by_id.loc["e", "error"]
@@ -284,9 +307,18 @@ def test_killed_run_resumes_without_repeating_finished_images(tmp_path):
     # The first four images answer at once; the others hang, so the kill always lands with exactly four done.
     with ChatServer(lambda tag, number, body: ok(0.05) if int(tag[1:]) < 4 else hang(30.0)) as server:
         child = subprocess.Popen(  # our own interpreter and script
-            [sys.executable, "-c", _CHILD, server.base_url, str(tmp_path / "images"), str(cache), json.dumps(tags),
-             DESCRIPTION],
-            cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            [
+                sys.executable,
+                "-c",
+                _CHILD,
+                server.base_url,
+                str(tmp_path / "images"),
+                str(cache),
+                json.dumps(tags),
+                DESCRIPTION,
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         try:
             deadline = time.monotonic() + 60
@@ -304,8 +336,9 @@ def test_killed_run_resumes_without_repeating_finished_images(tmp_path):
         n_before = len(server.calls)
         server.script = lambda tag, number, body: ok()
 
-        captioner = OpenAICompatibleCaptioner("test-vlm", base_url=server.base_url, api_key="EMPTY", concurrency=4,
-                                              requests_per_minute=None, timeout_s=5)  # fmt: skip
+        captioner = OpenAICompatibleCaptioner(
+            "test-vlm", base_url=server.base_url, api_key="EMPTY", concurrency=4, requests_per_minute=None, timeout_s=5
+        )
         frame = captioner.caption_all(requests, cache_dir=cache)
         rerun = [c.tag for c in server.calls[n_before:]]
     assert (frame["status"] == "done").all() and len(frame) == len(tags)
@@ -322,14 +355,24 @@ SUBGRAPH_NAMES = frozenset({"Alpha Street", "First Avenue", "Cafe Uno"})
 def template_request(image_id: str, **facts_override) -> CaptionRequest:
     facts = {
         "visible": [
-            {"osm_id": "n1", "name": "Cafe Uno", "category": "food", "kind": "poi", "distance_m": 42.0,
-             "side": "left"},
-            {"osm_id": "w7", "name": None, "category": "building", "kind": "building", "distance_m": 20.0,
-             "side": "right"},
+            {"osm_id": "n1", "name": "Cafe Uno", "category": "food", "kind": "poi", "distance_m": 42.0, "side": "left"},
+            {
+                "osm_id": "w7",
+                "name": None,
+                "category": "building",
+                "kind": "building",
+                "distance_m": 20.0,
+                "side": "right",
+            },
         ],
-        "building_fraction": 0.4, "green_fraction": 0.25, "sky_fraction": 0.45, "road_fraction": 0.2,
-        "tree_count": 6, "mean_building_height_m": 14.0, "street_name": "Alpha Street",
-    }  # fmt: skip
+        "building_fraction": 0.4,
+        "green_fraction": 0.25,
+        "sky_fraction": 0.45,
+        "road_fraction": 0.2,
+        "tree_count": 6,
+        "mean_building_height_m": 14.0,
+        "street_name": "Alpha Street",
+    }
     facts.update(facts_override)
     places = (CaptionPlace("Cafe Uno", "poi", "food", 42.0, 80.0), CaptionPlace("Bank Two", "poi", "bank", 250.0, 40.0))
     return CaptionRequest(image_id, Path(f"{image_id}.png"), "desc", facts, SUBGRAPH_NAMES, places)
@@ -366,12 +409,33 @@ def test_template_captions_of_varied_scenes_pass_the_homogeneity_gate():
     requests = []
     for i in range(120):
         street = streets[i % len(streets)]
-        near = tuple(CaptionPlace(places[(i * 7 + k) % 40], "poi", ("shop", "food", "bank")[k], 30.0 + 17 * k + i,
-                                  (i * 37 + 90 * k) % 360.0) for k in range(3))  # fmt: skip
-        facts = {"street_name": street, "building_fraction": (i % 5) / 8, "green_fraction": (i % 3) / 6,
-                 "sky_fraction": (i % 4) / 6, "tree_count": i % 7, "mean_building_height_m": 6.0 + i % 20,
-                 "visible": [{"name": near[0].name, "category": "shop", "kind": "poi", "distance_m": 20.0 + i % 50,
-                              "side": ("left", "right", "ahead")[i % 3]}]}  # fmt: skip
+        near = tuple(
+            CaptionPlace(
+                places[(i * 7 + k) % 40],
+                "poi",
+                ("shop", "food", "bank")[k],
+                30.0 + 17 * k + i,
+                (i * 37 + 90 * k) % 360.0,
+            )
+            for k in range(3)
+        )
+        facts = {
+            "street_name": street,
+            "building_fraction": (i % 5) / 8,
+            "green_fraction": (i % 3) / 6,
+            "sky_fraction": (i % 4) / 6,
+            "tree_count": i % 7,
+            "mean_building_height_m": 6.0 + i % 20,
+            "visible": [
+                {
+                    "name": near[0].name,
+                    "category": "shop",
+                    "kind": "poi",
+                    "distance_m": 20.0 + i % 50,
+                    "side": ("left", "right", "ahead")[i % 3],
+                }
+            ],
+        }
         requests.append(CaptionRequest(f"v{i}", Path("v.png"), "d", facts, {street, *(p.name for p in near)}, near))
     varied = TemplateCaptioner().caption_all(requests)
     same = TemplateCaptioner().caption_all([template_request(f"s{i}") for i in range(120)])
@@ -381,9 +445,17 @@ def test_template_captions_of_varied_scenes_pass_the_homogeneity_gate():
 
 
 def test_template_captioner_follows_the_scene_facts():
-    bare = TemplateCaptioner().caption_one(template_request("x", street_name=None, building_fraction=0.02,
-                                                            green_fraction=0.0, tree_count=0, sky_fraction=0.1,
-                                                            visible=[]))  # fmt: skip
+    bare = TemplateCaptioner().caption_one(
+        template_request(
+            "x",
+            street_name=None,
+            building_fraction=0.02,
+            green_fraction=0.0,
+            tree_count=0,
+            sky_fraction=0.1,
+            visible=[],
+        )
+    )
     caption, summary = bare
     assert "Alpha Street" not in caption and "Cafe Uno" not in caption
     assert any(w in caption for w in ("Few buildings", "little built frontage", "sparse"))
@@ -397,18 +469,26 @@ CITY_NAMES = {"Alpha Street", "Beta Street", "First Avenue", "Cafe Uno", "Bank T
 
 
 def gate_frame(summaries: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame({"image_id": list(summaries), "image_caption": ["A street view with trees."] * len(summaries),
-                         "summarization": list(summaries.values()), "status": "done"})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "image_id": list(summaries),
+            "image_caption": ["A street view with trees."] * len(summaries),
+            "summarization": list(summaries.values()),
+            "status": "done",
+        }
+    )
 
 
 def test_grounding_catches_planted_places_and_street_like_names():
     names = {k: {"Alpha Street", "First Avenue", "Cafe Uno"} for k in ("clean", "planted", "invented", "finnish")}
-    frame = gate_frame({
-        "clean": "Along Alpha Street, close to Cafe Uno and the park, where First Avenue crosses.",
-        "planted": "The view is on Alpha Street, a short walk from Bank Two.",
-        "invented": "The scene sits where Omega Street meets Alpha Street.",
-        "finnish": "The camera faces Mannerheimintie near Cafe Uno.",
-    })  # fmt: skip
+    frame = gate_frame(
+        {
+            "clean": "Along Alpha Street, close to Cafe Uno and the park, where First Avenue crosses.",
+            "planted": "The view is on Alpha Street, a short walk from Bank Two.",
+            "invented": "The scene sits where Omega Street meets Alpha Street.",
+            "finnish": "The camera faces Mannerheimintie near Cafe Uno.",
+        }
+    )
     result = hallucination_rate(frame, names, CITY_NAMES, maximum=0.05)
     assert not result.passed
     assert result.observed == 0.75
@@ -427,9 +507,14 @@ def test_place_mentions_use_longest_known_names_and_ignore_lowercase_words():
 
 
 def test_both_sections_share_counts_failed_rows_against_it():
-    frame = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "image_caption": ["x" * 30, "x" * 30, None, "x" * 30],
-                          "summarization": ["y" * 30, "y" * 30, None, ""],
-                          "status": ["done", "done", "failed", "done"]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d"],
+            "image_caption": ["x" * 30, "x" * 30, None, "x" * 30],
+            "summarization": ["y" * 30, "y" * 30, None, ""],
+            "status": ["done", "done", "failed", "done"],
+        }
+    )
     result = both_sections_share(frame, minimum=0.95)
     assert not result.passed and result.observed == 0.5
     assert result.outcome.examples == ["c", "d"] and result.figures["failed"] == 1
@@ -437,9 +522,38 @@ def test_both_sections_share_counts_failed_rows_against_it():
 
 
 def test_homogeneity_flags_copied_captions_and_passes_varied_ones():
-    words = ["red", "brick", "tall", "glass", "quiet", "busy", "narrow", "wide", "leafy", "bare", "old", "new",
-             "shops", "cafes", "offices", "homes", "tram", "bus", "bike", "lane", "corner", "square", "market",
-             "church", "school", "river", "bridge", "hill", "harbour", "tower"]  # fmt: skip
+    words = [
+        "red",
+        "brick",
+        "tall",
+        "glass",
+        "quiet",
+        "busy",
+        "narrow",
+        "wide",
+        "leafy",
+        "bare",
+        "old",
+        "new",
+        "shops",
+        "cafes",
+        "offices",
+        "homes",
+        "tram",
+        "bus",
+        "bike",
+        "lane",
+        "corner",
+        "square",
+        "market",
+        "church",
+        "school",
+        "river",
+        "bridge",
+        "hill",
+        "harbour",
+        "tower",
+    ]
     varied = {f"v{i}": " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(14)) for i in range(30)}
     copied = dict.fromkeys((f"c{i}" for i in range(30)), "the same caption " * 8)
     varied_result = homogeneity(gate_frame(varied))
@@ -451,18 +565,27 @@ def test_homogeneity_flags_copied_captions_and_passes_varied_ones():
 
 
 def test_build_caption_requests_from_tables(tmp_path):
-    images = pd.DataFrame({"image_id": ["i1", "i2", "i3"], "path": ["c/images/i1.png", "c/images/i2.png", "x.png"],
-                           "scene_facts": [json.dumps({"street_name": "Alpha Street"}), "{}", "{}"],
-                           "split": ["train", "test", "excluded"]})  # fmt: skip
-    nodes = pd.DataFrame({
-        "image_id": ["i1", "i1", "i1", "i1", "i2"],
-        "node_id": ["image:render:i1", "street:alpha-street", "poi:n1", "poi:n2", "poi:n2"],
-        "kind": ["image", "street", "poi", "poi", "poi"],
-        "name": [None, "Alpha Street", "Cafe Uno", "Bank Two", "Bank Two"],
-        "category": [None, "residential", "food", "bank", "bank"],
-        "dx_m": [0.0, 0.0, 10.0, 0.0, -5.0], "dy_m": [0.0, 5.0, 0.0, -300.0, 0.0],
-        "distance_m": [0.0, 5.0, 10.0, 300.0, 5.0], "rank": [0, 1, 2, 3, 1],
-    })  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "image_id": ["i1", "i2", "i3"],
+            "path": ["c/images/i1.png", "c/images/i2.png", "x.png"],
+            "scene_facts": [json.dumps({"street_name": "Alpha Street"}), "{}", "{}"],
+            "split": ["train", "test", "excluded"],
+        }
+    )
+    nodes = pd.DataFrame(
+        {
+            "image_id": ["i1", "i1", "i1", "i1", "i2"],
+            "node_id": ["image:render:i1", "street:alpha-street", "poi:n1", "poi:n2", "poi:n2"],
+            "kind": ["image", "street", "poi", "poi", "poi"],
+            "name": [None, "Alpha Street", "Cafe Uno", "Bank Two", "Bank Two"],
+            "category": [None, "residential", "food", "bank", "bank"],
+            "dx_m": [0.0, 0.0, 10.0, 0.0, -5.0],
+            "dy_m": [0.0, 5.0, 0.0, -300.0, 0.0],
+            "distance_m": [0.0, 5.0, 10.0, 300.0, 5.0],
+            "rank": [0, 1, 2, 3, 1],
+        }
+    )
     descriptions = pd.DataFrame({"image_id": ["i1"], "description": ["desc one"]})  # describe_subgraphs' table
     requests = build_caption_requests(images, descriptions, nodes, root=tmp_path)
     assert [r.image_id for r in requests] == ["i1", "i2"]  # excluded images are not captioned

@@ -88,9 +88,18 @@ def test_polygon_crossing_the_buffer_is_in_and_points_beyond_are_out(tiny: Ancho
     assert math.hypot(park["dx_m"], park["dy_m"]) > 125
     assert "poi:n2" not in ids(nodes)  # Bank Two, 198 m away
     assert set(ids(nodes)) == {
-        "image:render:a", "poi:n1", "street:alpha-street", "street:first-avenue", "street:second-avenue",
-        "crossing:1000", "crossing:1010", "street:beta-street", "crossing:1001", "crossing:1011", "aoi:w900",
-    }  # fmt: skip
+        "image:render:a",
+        "poi:n1",
+        "street:alpha-street",
+        "street:first-avenue",
+        "street:second-avenue",
+        "crossing:1000",
+        "crossing:1010",
+        "street:beta-street",
+        "crossing:1001",
+        "crossing:1011",
+        "aoi:w900",
+    }
 
 
 def test_image_inside_an_area_is_at_distance_zero(tiny_graph: UrbanGraph) -> None:
@@ -139,8 +148,9 @@ def test_offsets_are_east_north_metres_of_the_anchor(tiny: AnchoredCity) -> None
     assert bank["distance_m"] == pytest.approx(math.hypot(bank["dx_m"], bank["dy_m"]), abs=1e-6)
     assert compass_word(math.degrees(math.atan2(bank["dx_m"], bank["dy_m"]))) == "north-east"
     lon, lat = bank["lon"], bank["lat"]
-    assert bank["distance_m"] == pytest.approx(distance_m(tiny.images.iloc[1]["lat"], tiny.images.iloc[1]["lon"],
-                                                          lat, lon), abs=1e-6)  # fmt: skip
+    assert bank["distance_m"] == pytest.approx(
+        distance_m(tiny.images.iloc[1]["lat"], tiny.images.iloc[1]["lon"], lat, lon), abs=1e-6
+    )
 
 
 # --- the cap ---------------------------------------------------------------------------------------------
@@ -162,23 +172,27 @@ def test_cap_among_equidistant_points_is_by_node_id_whatever_the_row_order() -> 
     expected = ["image:render:r", "street:ring-road", "poi:n11", "poi:n12", "poi:n13"]
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        shuffled = UrbanGraph(graph.nodes.iloc[rng.permutation(len(graph.nodes))].reset_index(drop=True),
-                              graph.edges.iloc[rng.permutation(len(graph.edges))].reset_index(drop=True),
-                              graph.crs_metric)  # fmt: skip
+        shuffled = UrbanGraph(
+            graph.nodes.iloc[rng.permutation(len(graph.nodes))].reset_index(drop=True),
+            graph.edges.iloc[rng.permutation(len(graph.edges))].reset_index(drop=True),
+            graph.crs_metric,
+        )
         city = anchor_into(shuffled, make_images({"r": RING_CENTRE}))
         nodes, _ = subgraph_for(city.build(max_nodes=5), "r")
         assert sorted(ids(nodes)) == sorted(expected)
         assert ids(nodes)[0] == "image:render:r"
-        assert nodes.set_index("node_id").loc[["poi:n11", "poi:n12", "poi:n13"], "distance_m"].tolist() == \
-            pytest.approx([30.0, 30.0, 30.0], abs=0.05)  # fmt: skip
+        assert nodes.set_index("node_id").loc[
+            ["poi:n11", "poi:n12", "poi:n13"], "distance_m"
+        ].tolist() == pytest.approx([30.0, 30.0, 30.0], abs=0.05)
 
 
 def test_the_anchored_street_is_kept_even_past_the_cap_and_radius(tiny_graph: UrbanGraph) -> None:
     city = anchor_into(tiny_graph, make_images({"far": (50, 40)}))  # 40 m from Alpha Street
     nodes, edges = subgraph_for(city.build(radius_m=15.0, max_nodes=2), "far")
     assert ids(nodes) == ["image:render:far", "street:alpha-street"]
-    assert edges[["src", "dst", "kind"]].values.tolist() == [["image:render:far", "street:alpha-street",
-                                                               "image_street"]]  # fmt: skip
+    assert edges[["src", "dst", "kind"]].values.tolist() == [
+        ["image:render:far", "street:alpha-street", "image_street"]
+    ]
 
 
 def test_result_does_not_depend_on_row_order_or_chunking(tiny: AnchoredCity) -> None:
@@ -196,8 +210,9 @@ def test_result_does_not_depend_on_row_order_or_chunking(tiny: AnchoredCity) -> 
         n2, e2 = subgraph_for(other, image_id)
         pd.testing.assert_frame_equal(n1, n2)
         key = ["src", "dst", "kind"]
-        pd.testing.assert_frame_equal(e1.sort_values(key).reset_index(drop=True),
-                                      e2.sort_values(key).reset_index(drop=True))  # fmt: skip
+        pd.testing.assert_frame_equal(
+            e1.sort_values(key).reset_index(drop=True), e2.sort_values(key).reset_index(drop=True)
+        )
 
 
 # --- edges -----------------------------------------------------------------------------------------------
@@ -212,8 +227,9 @@ def test_edges_are_exactly_those_among_kept_nodes(tiny: AnchoredCity) -> None:
         got = edges[["src", "dst", "kind"]].apply(tuple, axis=1)
         assert sorted(got) == sorted(expected[["src", "dst", "kind"]].apply(tuple, axis=1))
         assert set(edges["src"]) | set(edges["dst"]) <= kept
-    assert tables.summary.set_index("image_id")["n_edges"].to_dict() == \
-        tables.edges.groupby("image_id").size().to_dict()  # fmt: skip
+    assert (
+        tables.summary.set_index("image_id")["n_edges"].to_dict() == tables.edges.groupby("image_id").size().to_dict()
+    )
 
 
 # --- errors, empty input, checks -------------------------------------------------------------------------
@@ -291,8 +307,11 @@ def test_graph_json_by_image_equals_one_graph_at_a_time_in_any_row_order(tiny: A
             if nodes is not tables.nodes:  # shuffled rows come back in the order they were given
                 got["nodes"].sort(key=lambda n: n["node_id"])
                 got["edges"].sort(key=lambda e: (e["source"], e["target"]))
-                graph = {**graph, "nodes": sorted(graph["nodes"], key=lambda n: n["node_id"]),
-                         "edges": sorted(graph["edges"], key=lambda e: (e["source"], e["target"]))}  # fmt: skip
+                graph = {
+                    **graph,
+                    "nodes": sorted(graph["nodes"], key=lambda n: n["node_id"]),
+                    "edges": sorted(graph["edges"], key=lambda e: (e["source"], e["target"])),
+                }
             assert json.dumps(got, allow_nan=False) == json.dumps(graph, allow_nan=False)
     with pytest.raises(SubgraphInputError, match="'zzz' has no rows"):
         graph_json_by_image(tables.nodes, tables.edges)("zzz", "image:render:zzz")
@@ -301,9 +320,14 @@ def test_graph_json_by_image_equals_one_graph_at_a_time_in_any_row_order(tiny: A
 
 
 def test_graph_json_reads_a_bare_reference_graph_and_refuses_broken_ones() -> None:
-    bare = {"nodes": [{"node_id": "a", "coords": [24.9, 60.1], "node_text": "Name: A"},
-                      {"node_id": "b", "coords": [24.8, 60.2], "node_text": "Name: B"}],
-            "edges": [{"source": "a", "target": "b"}], "center_node": "a"}  # fmt: skip
+    bare = {
+        "nodes": [
+            {"node_id": "a", "coords": [24.9, 60.1], "node_text": "Name: A"},
+            {"node_id": "b", "coords": [24.8, 60.2], "node_text": "Name: B"},
+        ],
+        "edges": [{"source": "a", "target": "b"}],
+        "center_node": "a",
+    }
     nodes, edges, centre = from_graph_json(bare)
     assert nodes.columns.tolist() == ["node_id", "lon", "lat", "node_text"]
     assert edges.columns.tolist() == ["src", "dst", "kind", "distance_m", "bearing_deg", "street_name"]
@@ -322,33 +346,39 @@ _text = st.one_of(st.none(), st.text(max_size=12))
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.lists(st.tuples(_text, st.floats(-180, 180), st.floats(-90, 90), st.floats(0, 5000)), min_size=1,
-             max_size=6),
+    st.lists(st.tuples(_text, st.floats(-180, 180), st.floats(-90, 90), st.floats(0, 5000)), min_size=1, max_size=6),
     st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), _text, st.floats(0, 359.999)), max_size=8),
-)  # fmt: skip
+)
 def test_graph_json_round_trip_property(node_rows, edge_rows) -> None:
     n = len(node_rows)
-    nodes = pd.DataFrame({
-        "image_id": pd.Series(["img"] * n, dtype=object),
-        "node_id": pd.Series([f"n{i}" for i in range(n)], dtype=object),
-        "kind": pd.Series(["poi"] * n, dtype=object),
-        "name": pd.Series([r[0] for r in node_rows], dtype=object),
-        "category": pd.Series([None] * n, dtype=object),
-        "node_text": pd.Series([f"Name: {r[0]}" for r in node_rows], dtype=object),
-        "lon": [r[1] for r in node_rows], "lat": [r[2] for r in node_rows],
-        "dx_m": [r[3] for r in node_rows], "dy_m": [-r[3] for r in node_rows], "distance_m": [r[3] for r in node_rows],
-        "rank": np.arange(n, dtype=np.int64),
-    })  # fmt: skip
+    nodes = pd.DataFrame(
+        {
+            "image_id": pd.Series(["img"] * n, dtype=object),
+            "node_id": pd.Series([f"n{i}" for i in range(n)], dtype=object),
+            "kind": pd.Series(["poi"] * n, dtype=object),
+            "name": pd.Series([r[0] for r in node_rows], dtype=object),
+            "category": pd.Series([None] * n, dtype=object),
+            "node_text": pd.Series([f"Name: {r[0]}" for r in node_rows], dtype=object),
+            "lon": [r[1] for r in node_rows],
+            "lat": [r[2] for r in node_rows],
+            "dx_m": [r[3] for r in node_rows],
+            "dy_m": [-r[3] for r in node_rows],
+            "distance_m": [r[3] for r in node_rows],
+            "rank": np.arange(n, dtype=np.int64),
+        }
+    )
     kept = [r for r in edge_rows if r[0] < n and r[1] < n]
-    edges = pd.DataFrame({
-        "image_id": pd.Series(["img"] * len(kept), dtype=object),
-        "src": pd.Series([f"n{r[0]}" for r in kept], dtype=object),
-        "dst": pd.Series([f"n{r[1]}" for r in kept], dtype=object),
-        "kind": pd.Series(["nearest"] * len(kept), dtype=object),
-        "distance_m": [float(r[0] + r[1]) for r in kept],
-        "bearing_deg": [r[3] for r in kept],
-        "street_name": pd.Series([r[2] for r in kept], dtype=object),
-    })
+    edges = pd.DataFrame(
+        {
+            "image_id": pd.Series(["img"] * len(kept), dtype=object),
+            "src": pd.Series([f"n{r[0]}" for r in kept], dtype=object),
+            "dst": pd.Series([f"n{r[1]}" for r in kept], dtype=object),
+            "kind": pd.Series(["nearest"] * len(kept), dtype=object),
+            "distance_m": [float(r[0] + r[1]) for r in kept],
+            "bearing_deg": [r[3] for r in kept],
+            "street_name": pd.Series([r[2] for r in kept], dtype=object),
+        }
+    )
     text = json.dumps(to_graph_json(nodes, edges, "n0"), allow_nan=False)
     back_nodes, back_edges, centre = from_graph_json(json.loads(text))
     pd.testing.assert_frame_equal(back_nodes, nodes)
@@ -401,10 +431,19 @@ def test_pyg_round_trip(tiny: AnchoredCity) -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.floats(0.0, 360.0, exclude_max=True), st.floats(0.5, 2000.0))
 def test_pyg_bearing_round_trip_property(bearing_deg: float, length_m: float) -> None:
-    nodes = pd.DataFrame({"node_id": ["c", "p"], "kind": ["image", "poi"], "rank": [0, 1],
-                          "dx_m": [0.0, length_m], "dy_m": [0.0, 0.0]})  # fmt: skip
-    edges = pd.DataFrame({"src": ["c"], "dst": ["p"], "kind": ["nearest"], "distance_m": [length_m],
-                          "bearing_deg": [bearing_deg], "street_name": [None]})  # fmt: skip
+    nodes = pd.DataFrame(
+        {"node_id": ["c", "p"], "kind": ["image", "poi"], "rank": [0, 1], "dx_m": [0.0, length_m], "dy_m": [0.0, 0.0]}
+    )
+    edges = pd.DataFrame(
+        {
+            "src": ["c"],
+            "dst": ["p"],
+            "kind": ["nearest"],
+            "distance_m": [length_m],
+            "bearing_deg": [bearing_deg],
+            "street_name": [None],
+        }
+    )
     data = to_pyg_data(nodes, edges)
     _, back, _ = from_pyg_data(data)
     difference = (back["bearing_deg"].iloc[0] - bearing_deg + 180.0) % 360.0 - 180.0

@@ -46,8 +46,9 @@ def test_a_record_whose_instruction_names_its_target_is_dropped_and_reported(cap
     images = make_images()
     clean = assemble_training_records(images, make_captions(images), make_paths(images), stage=1)
     assert clean.dropped.empty
-    result = assemble_training_records(images, make_captions(images), renamed(make_paths(images), {hit[0]}),
-                                       stage=1, city="city 'tinytown'")  # fmt: skip
+    result = assemble_training_records(
+        images, make_captions(images), renamed(make_paths(images), {hit[0]}), stage=1, city="city 'tinytown'"
+    )
     # the two path records of that one image go (2 of 46, under 5 %); everything else is as before
     assert list(result.dropped.columns) == list(DROPPED_RECORD_COLUMNS)
     assert result.dropped["record_id"].tolist() == [f"s1-ugdata-{hit[0]}-path-0", f"s1-ugdata-{hit[0]}-path-1"]
@@ -67,10 +68,12 @@ def test_too_many_dropped_records_fail_the_build_naming_city_count_and_rule():
     expected = 2 * sum(mentions_name(text, NAME) for text in instructions.values())
     assert expected / 46 > 0.05
     paths = renamed(make_paths(images), set(instructions))
-    with pytest.raises(IncompleteResultError,
-                       match=rf"city 'tinytown': {expected} of 46 stage-1 ugdata training records \(\d+\.\d%\) break "
-                             rf"a per-record rule \(instruction names the path's target: {expected}\), over the 5% "
-                             "limit"):  # fmt: skip
+    with pytest.raises(
+        IncompleteResultError,
+        match=rf"city 'tinytown': {expected} of 46 stage-1 ugdata training records \(\d+\.\d%\) break "
+        rf"a per-record rule \(instruction names the path's target: {expected}\), over the 5% "
+        "limit",
+    ):
         assemble_training_records(images, make_captions(images), paths, stage=1, city="city 'tinytown'")
     # the limit is an option: a looser one keeps the build and reports every drop
     loose = assemble_training_records(images, make_captions(images), paths, stage=1, max_dropped_share=0.5)
@@ -83,14 +86,26 @@ def test_training_records_asset_reports_dropped_records():
     hit = sorted(i for i, text in instructions.items() if mentions_name(text, NAME))
     subgraphs = pd.DataFrame({"image_id": images["image_id"]})
     context = dg.build_asset_context(partition_key="helsinki")
-    outputs = list(training_records(context, RecordsConfig(), images=images, captions=make_captions(images),
-                                    srp=renamed(make_paths(images), {hit[0]}), subgraphs=subgraphs))  # fmt: skip
+    outputs = list(
+        training_records(
+            context,
+            RecordsConfig(),
+            images=images,
+            captions=make_captions(images),
+            srp=renamed(make_paths(images), {hit[0]}),
+            subgraphs=subgraphs,
+        )
+    )
     output = next(o for o in outputs if isinstance(o, dg.Output))
     checks = {o.check_name: o.passed for o in outputs if isinstance(o, dg.AssetCheckResult)}
     assert checks == {"no_query_contains_target": True, "negatives_within_split": True}
     # the path records of that image whose instruction (stage 1 or 2) holds the name; the baseline has no paths
-    clean = pd.concat([build_training_records(images, make_captions(images), make_paths(images), stage=stage,
-                                              subgraphs=subgraphs) for stage in (1, 2)])  # fmt: skip
+    clean = pd.concat(
+        [
+            build_training_records(images, make_captions(images), make_paths(images), stage=stage, subgraphs=subgraphs)
+            for stage in (1, 2)
+        ]
+    )
     own = clean[(clean["image_id"] == hit[0]) & (clean["pair_type"] == "path")]
     expected = sum(mentions_name(text, NAME) for text in own["instruction"])
     assert expected >= 2

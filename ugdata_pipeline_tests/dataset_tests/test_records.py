@@ -32,14 +32,16 @@ SPLIT_OF = ["train"] * 6 + ["val"] * 3 + ["test"] * 3 + ["excluded"]
 
 def make_images(root: Path | None = None) -> pd.DataFrame:
     n = len(SPLIT_OF)
-    images = pd.DataFrame({
-        "image_id": [f"im{i:02d}" for i in range(n)],
-        "source": "render",
-        "lon": [LON0 + i * STEP_DEG for i in range(n)],
-        "lat": LAT0,
-        "path": [f"tinytown/images/im{i:02d}.png" for i in range(n)],
-        "split": SPLIT_OF,
-    })  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "image_id": [f"im{i:02d}" for i in range(n)],
+            "source": "render",
+            "lon": [LON0 + i * STEP_DEG for i in range(n)],
+            "lat": LAT0,
+            "path": [f"tinytown/images/im{i:02d}.png" for i in range(n)],
+            "split": SPLIT_OF,
+        }
+    )
     if root is not None:
         for rel in images["path"]:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -50,35 +52,64 @@ def make_images(root: Path | None = None) -> pd.DataFrame:
 def make_captions(images: pd.DataFrame) -> pd.DataFrame:
     ids = images["image_id"].tolist()
     status = ["failed" if i == "im03" else "done" for i in ids]
-    return pd.DataFrame({
-        "image_id": ids, "model": "template", "prompt_hash": "h",
-        "image_caption": [None if s == "failed" else f"Caption of {i}: brick façades and trees."
-                          for i, s in zip(ids, status, strict=True)],
-        "summarization": [None if s == "failed" else f"Summary of {i}: on Alpha Street near Cafe Uno."
-                          for i, s in zip(ids, status, strict=True)],
-        "status": status, "attempts": 1, "error": "", "prompt_tokens": 0, "completion_tokens": 0,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "image_id": ids,
+            "model": "template",
+            "prompt_hash": "h",
+            "image_caption": [
+                None if s == "failed" else f"Caption of {i}: brick façades and trees."
+                for i, s in zip(ids, status, strict=True)
+            ],
+            "summarization": [
+                None if s == "failed" else f"Summary of {i}: on Alpha Street near Cafe Uno."
+                for i, s in zip(ids, status, strict=True)
+            ],
+            "status": status,
+            "attempts": 1,
+            "error": "",
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        }
+    )
 
 
 def make_paths(images: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for i, image_id in enumerate(images["image_id"]):
-        for k, (target, kind) in enumerate((("Bank Two", "shortest"), ("Cafe Uno", "shortest"),
-                                            ("Bank Two", "alternative"))):  # fmt: skip
+        for k, (target, kind) in enumerate(
+            (("Bank Two", "shortest"), ("Cafe Uno", "shortest"), ("Bank Two", "alternative"))
+        ):
             metres = 100 + 10 * k + i  # image-specific text, so every text has one owner
-            rows.append({"image_id": image_id, "target_node": f"poi:n{k}", "target_name": target, "hops": 2 + k,
-                         "path_type": kind, "distance_m": float(metres),
-                         "path_sentence": "Walk 8 m south to Alpha Street, then walk 150 m north to the destination.",
-                         "target_text": f"You can reach {target} (bank) {metres} m north of the image."})  # fmt: skip
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "target_node": f"poi:n{k}",
+                    "target_name": target,
+                    "hops": 2 + k,
+                    "path_type": kind,
+                    "distance_m": float(metres),
+                    "path_sentence": "Walk 8 m south to Alpha Street, then walk 150 m north to the destination.",
+                    "target_text": f"You can reach {target} (bank) {metres} m north of the image.",
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def graph_for(image_id: str) -> dict:
     centre = f"image:render:{image_id}"
-    return {"nodes": [{"node_id": centre, "coords": [LON0, LAT0], "node_text": "Name: mapillary image"},
-                      {"node_id": "street:alpha-street", "coords": [LON0, LAT0 + 0.0001],
-                       "node_text": "Name: Alpha Street, Category: residential"}],
-            "edges": [{"source": centre, "target": "street:alpha-street"}], "center_node": centre}  # fmt: skip
+    return {
+        "nodes": [
+            {"node_id": centre, "coords": [LON0, LAT0], "node_text": "Name: mapillary image"},
+            {
+                "node_id": "street:alpha-street",
+                "coords": [LON0, LAT0 + 0.0001],
+                "node_text": "Name: Alpha Street, Category: residential",
+            },
+        ],
+        "edges": [{"source": centre, "target": "street:alpha-street"}],
+        "center_node": centre,
+    }
 
 
 def test_stage1_records_have_all_positive_kinds_splits_and_instructions():
@@ -137,7 +168,11 @@ def test_hard_negatives_are_nearby_same_split_and_never_cross_splits():
         owner.setdefault(text, set()).add(image_id)
     assert sum(len(n) > 0 for n in records["hard_negatives"]) > len(records) / 2
     for image_id, split, pair_type, positive, negatives in zip(
-        records["image_id"], records["split"], records["pair_type"], records["positive"], records["hard_negatives"],
+        records["image_id"],
+        records["split"],
+        records["pair_type"],
+        records["positive"],
+        records["hard_negatives"],
         strict=True,
     ):
         assert len(negatives) <= 3 and positive not in negatives
@@ -146,8 +181,12 @@ def test_hard_negatives_are_nearby_same_split_and_never_cross_splits():
             assert sources, text
             for other in sources:
                 assert location.loc[other, "split"] == split
-                d = distance_m(location.loc[image_id, "lat"], location.loc[image_id, "lon"],
-                               location.loc[other, "lat"], location.loc[other, "lon"])  # fmt: skip
+                d = distance_m(
+                    location.loc[image_id, "lat"],
+                    location.loc[image_id, "lon"],
+                    location.loc[other, "lat"],
+                    location.loc[other, "lon"],
+                )
                 assert 200.0 <= d <= 800.0
         if pair_type == "caption":
             assert all(t.startswith("Caption of") for t in negatives)
@@ -168,8 +207,9 @@ def test_baseline_uses_generic_captions_only():
     captions = make_captions(images)
     records = build_training_records(images, captions, make_paths(images), stage=1, variant="baseline")
     assert set(records["pair_type"]) == {"generic"} and (records["variant"] == "baseline").all()
-    assert set(records["positive"]) == set(captions["image_caption"].dropna()) - {"Caption of im12: brick façades "
-                                                                                   "and trees."}  # fmt: skip
+    assert set(records["positive"]) == set(captions["image_caption"].dropna()) - {
+        "Caption of im12: brick façades and trees."
+    }
     assert all(i in INSTRUCTIONS[1]["generic"] for i in records["instruction"])
     with pytest.raises(DatasetInputError, match="no stage 2"):
         build_training_records(images, captions, None, stage=2, variant="baseline")
@@ -273,9 +313,14 @@ def test_stage2_export_writes_graph_json_and_round_trips(tmp_path):
 
 
 def test_reader_rejects_lines_that_break_the_format(tmp_path):
-    good = {"messages": [{"role": "user", "content": "<image> Describe this image."}],
-            "positive_messages": [[{"role": "user", "content": "A street."}]], "images": ["images/a.png"],
-            "graphs": [], "pair_type": "stage1_image_only", "label": 1}  # fmt: skip
+    good = {
+        "messages": [{"role": "user", "content": "<image> Describe this image."}],
+        "positive_messages": [[{"role": "user", "content": "A street."}]],
+        "images": ["images/a.png"],
+        "graphs": [],
+        "pair_type": "stage1_image_only",
+        "label": 1,
+    }
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(b"x")
     cases = {
@@ -301,17 +346,55 @@ def subgraph_tables(image_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, p
     for image_id in image_ids:
         centre = f"image:render:{image_id}"
         nodes += [
-            {"image_id": image_id, "node_id": centre, "kind": "image", "name": None, "category": None,
-             "node_text": "Name: mapillary image", "lon": LON0, "lat": LAT0, "dx_m": 0.0, "dy_m": 0.0,
-             "distance_m": 0.0, "rank": 0},
-            {"image_id": image_id, "node_id": "street:alpha-street", "kind": "street", "name": "Alpha Street",
-             "category": "residential", "node_text": "Name: Alpha Street", "lon": LON0, "lat": LAT0 + 0.0001,
-             "dx_m": 0.0, "dy_m": 11.1, "distance_m": 11.1, "rank": 1},
-        ]  # fmt: skip
-        edges.append({"image_id": image_id, "src": centre, "dst": "street:alpha-street", "kind": "image_street",
-                      "distance_m": 11.1, "bearing_deg": 0.0, "street_name": "Alpha Street"})  # fmt: skip
-    subgraphs = pd.DataFrame({"image_id": image_ids, "center_node": [f"image:render:{i}" for i in image_ids],
-                              "n_nodes": 2, "n_edges": 1, "truncated": False})  # fmt: skip
+            {
+                "image_id": image_id,
+                "node_id": centre,
+                "kind": "image",
+                "name": None,
+                "category": None,
+                "node_text": "Name: mapillary image",
+                "lon": LON0,
+                "lat": LAT0,
+                "dx_m": 0.0,
+                "dy_m": 0.0,
+                "distance_m": 0.0,
+                "rank": 0,
+            },
+            {
+                "image_id": image_id,
+                "node_id": "street:alpha-street",
+                "kind": "street",
+                "name": "Alpha Street",
+                "category": "residential",
+                "node_text": "Name: Alpha Street",
+                "lon": LON0,
+                "lat": LAT0 + 0.0001,
+                "dx_m": 0.0,
+                "dy_m": 11.1,
+                "distance_m": 11.1,
+                "rank": 1,
+            },
+        ]
+        edges.append(
+            {
+                "image_id": image_id,
+                "src": centre,
+                "dst": "street:alpha-street",
+                "kind": "image_street",
+                "distance_m": 11.1,
+                "bearing_deg": 0.0,
+                "street_name": "Alpha Street",
+            }
+        )
+    subgraphs = pd.DataFrame(
+        {
+            "image_id": image_ids,
+            "center_node": [f"image:render:{i}" for i in image_ids],
+            "n_nodes": 2,
+            "n_edges": 1,
+            "truncated": False,
+        }
+    )
     return pd.DataFrame(nodes), pd.DataFrame(edges), subgraphs
 
 

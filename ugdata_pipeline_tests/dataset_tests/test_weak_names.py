@@ -47,8 +47,16 @@ def test_one_rule_names_a_place_and_ignores_prose_for_weak_names(text, name, nam
 
 def test_weak_names_are_single_letters_or_function_words_only():
     assert [is_weak_name(n) for n in ("A", "The", "b", "Of The", "H&M", "A1", "Ea", "Theatre", "")] == [
-        True, True, True, True, True, False, False, False, False,
-    ]  # fmt: skip
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_no_instruction_names_a_weak_place():

@@ -14,25 +14,38 @@ from ugdata_pipeline_tests.tiny_city import grid_node_id, lonlat, streets_only, 
 
 def edge(edges: pd.DataFrame, src: str, dst: str, kind: str) -> pd.Series:
     """The one edge src -> dst of a kind (either stored orientation)."""
-    hit = edges[(edges["kind"] == kind) & (((edges["src"] == src) & (edges["dst"] == dst))
-                                           | ((edges["src"] == dst) & (edges["dst"] == src)))]  # fmt: skip
+    hit = edges[
+        (edges["kind"] == kind)
+        & (((edges["src"] == src) & (edges["dst"] == dst)) | ((edges["src"] == dst) & (edges["dst"] == src)))
+    ]
     assert len(hit) == 1, f"expected one {kind} edge {src} - {dst}, found {len(hit)}"
     return hit.iloc[0]
 
 
 def test_node_counts_per_kind(tiny_graph):
     assert tiny_graph.counts() == {
-        "nodes/aoi": 1, "nodes/crossing": 9, "nodes/poi": 2, "nodes/street": 6,
-        "edges/along_street": 12, "edges/bounds": 4, "edges/crossing": 18, "edges/nearest": 3, "edges/within": 1,
-    }  # fmt: skip
+        "nodes/aoi": 1,
+        "nodes/crossing": 9,
+        "nodes/poi": 2,
+        "nodes/street": 6,
+        "edges/along_street": 12,
+        "edges/bounds": 4,
+        "edges/crossing": 18,
+        "edges/nearest": 3,
+        "edges/within": 1,
+    }
 
 
 def test_streets_are_merged_ways_with_stable_ids(tiny_graph):
     streets = tiny_graph.nodes[tiny_graph.nodes["kind"] == "street"].set_index("node_id")
     assert sorted(streets.index) == [
-        "street:alpha-street", "street:beta-street", "street:first-avenue", "street:gamma-street",
-        "street:second-avenue", "street:third-avenue",
-    ]  # fmt: skip
+        "street:alpha-street",
+        "street:beta-street",
+        "street:first-avenue",
+        "street:gamma-street",
+        "street:second-avenue",
+        "street:third-avenue",
+    ]
     # two 100 m ways merged into one 200 m street; the anchor is its middle
     assert streets.loc["street:alpha-street", "length_m"] == pytest.approx(200, abs=0.5)
     assert streets.loc["street:alpha-street", "osm_ids"] == "w101,w102"
@@ -59,8 +72,11 @@ def test_along_street_joins_consecutive_crossings_only(tiny_graph):
     skip = ((along["src"] == west) & (along["dst"] == east)) | ((along["src"] == east) & (along["dst"] == west))
     assert not skip.any(), "the two ends of a street must not be joined past the middle crossing"
     going_north = edge(edges, f"crossing:{grid_node_id(0, 0)}", f"crossing:{grid_node_id(0, 1)}", "along_street")
-    bearing = going_north["bearing_deg"] if going_north["src"].endswith(str(grid_node_id(0, 0))) else (
-        (going_north["bearing_deg"] + 180) % 360)
+    bearing = (
+        going_north["bearing_deg"]
+        if going_north["src"].endswith(str(grid_node_id(0, 0)))
+        else ((going_north["bearing_deg"] + 180) % 360)
+    )
     # UTM grid north differs from true north by the meridian convergence, (lon - 27°) * sin(lat) = -1.8°
     assert compass_word(bearing) == "north"
     assert bearing == pytest.approx(358.2, abs=0.1)
@@ -90,8 +106,12 @@ def test_nearest_street_distance_and_compass(tiny_graph):
 
 def test_bounds_and_within(tiny_graph):
     bounds = tiny_graph.edges[tiny_graph.edges["kind"] == "bounds"]
-    assert sorted(bounds["src"]) == ["street:beta-street", "street:gamma-street", "street:second-avenue",
-                                     "street:third-avenue"]  # fmt: skip
+    assert sorted(bounds["src"]) == [
+        "street:beta-street",
+        "street:gamma-street",
+        "street:second-avenue",
+        "street:third-avenue",
+    ]
     assert set(bounds["dst"]) == {"aoi:w900"}
     within = edge(tiny_graph.edges, "poi:n2", "aoi:w900", "within")
     assert within["src"] == "poi:n2"
@@ -118,11 +138,13 @@ def test_unnamed_streets_are_not_nodes_and_make_no_crossings():
 
 def test_nearby_junction_points_are_consolidated():
     """A junction drawn as two OSM nodes 8 m apart is one crossing (default tolerance 15 m)."""
-    extract = streets_only([
-        (1, "Main Street", "residential", [1, 2, 3, 4], [(0, 0), (100, 0), (108, 0), (200, 0)]),
-        (2, "North Road", "residential", [2, 5], [(100, 0), (100, 100)]),
-        (3, "South Road", "residential", [3, 6], [(108, 0), (108, -100)]),
-    ])
+    extract = streets_only(
+        [
+            (1, "Main Street", "residential", [1, 2, 3, 4], [(0, 0), (100, 0), (108, 0), (200, 0)]),
+            (2, "North Road", "residential", [2, 5], [(100, 0), (100, 100)]),
+            (3, "South Road", "residential", [3, 6], [(108, 0), (108, -100)]),
+        ]
+    )
     graph = build_urban_graph(extract, city_name="T", country="Finland")
     crossings = graph.nodes[graph.nodes["kind"] == "crossing"]
     assert len(crossings) == 1
@@ -134,11 +156,13 @@ def test_nearby_junction_points_are_consolidated():
 
 def test_dual_carriageway_is_one_street():
     """Two parallel one-way ways with one name, 20 m apart and sharing no node, are one street."""
-    extract = streets_only([
-        (1, "Boulevard", "primary", [1, 2], [(0, 0), (300, 0)]),
-        (2, "Boulevard", "primary", [3, 4], [(300, 20), (0, 20)]),
-        (3, "Cross Street", "primary", [5, 6], [(150, -50), (150, 70)]),
-    ])
+    extract = streets_only(
+        [
+            (1, "Boulevard", "primary", [1, 2], [(0, 0), (300, 0)]),
+            (2, "Boulevard", "primary", [3, 4], [(300, 20), (0, 20)]),
+            (3, "Cross Street", "primary", [5, 6], [(150, -50), (150, 70)]),
+        ]
+    )
     graph = build_urban_graph(extract, city_name="T", country="Finland")
     assert sorted(graph.nodes["node_id"]) == ["street:boulevard", "street:cross-street"]
     # a bridge-like overpass that shares no OSM node is not a crossing
@@ -165,9 +189,15 @@ def test_graph_config_rejects_bad_thresholds():
         GraphConfig(bounds_min_share=0)
 
 
-@pytest.mark.parametrize(("name", "slug"), [("Mannerheimintie", "mannerheimintie"),
-                                            ("Rue de l'Université", "rue-de-l-université"),
-                                            ("長安街", "長安街"), ("--", "unnamed")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Mannerheimintie", "mannerheimintie"),
+        ("Rue de l'Université", "rue-de-l-université"),
+        ("長安街", "長安街"),
+        ("--", "unnamed"),
+    ],
+)
 def test_slugify(name, slug):
     assert slugify(name) == slug
 

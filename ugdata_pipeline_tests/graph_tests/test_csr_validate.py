@@ -45,9 +45,13 @@ def test_csr_of_tiny_city_reaches_every_node(tiny_graph):
 
 def test_validators_pass_on_tiny_city(tiny_graph):
     nodes, edges = tiny_graph.nodes, tiny_graph.edges
-    for outcome in (validate.endpoints_exist(nodes, edges), validate.coordinates_valid(nodes),
-                    validate.no_self_loops(edges), validate.distances_positive(edges),
-                    validate.poi_attachment_share(nodes, edges)):  # fmt: skip
+    for outcome in (
+        validate.endpoints_exist(nodes, edges),
+        validate.coordinates_valid(nodes),
+        validate.no_self_loops(edges),
+        validate.distances_positive(edges),
+        validate.poi_attachment_share(nodes, edges),
+    ):
         assert outcome.passed, outcome
 
 

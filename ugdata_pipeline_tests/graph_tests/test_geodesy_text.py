@@ -68,16 +68,32 @@ def test_compass_word_consistent_with_bearing(bearing):
     assert gap <= 22.5 + 1e-9
 
 
-@pytest.mark.parametrize(("bearing", "word"), [(0, "north"), (22.4, "north"), (22.5, "north-east"), (45, "north-east"),
-                                               (90, "east"), (135, "south-east"), (180, "south"), (225, "south-west"),
-                                               (270, "west"), (315, "north-west"), (337.6, "north"), (359.99, "north"),
-                                               (-45, "north-west")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("bearing", "word"),
+    [
+        (0, "north"),
+        (22.4, "north"),
+        (22.5, "north-east"),
+        (45, "north-east"),
+        (90, "east"),
+        (135, "south-east"),
+        (180, "south"),
+        (225, "south-west"),
+        (270, "west"),
+        (315, "north-west"),
+        (337.6, "north"),
+        (359.99, "north"),
+        (-45, "north-west"),
+    ],
+)
 def test_compass_words(bearing, word):
     assert compass_word(bearing) == word
 
 
-@pytest.mark.parametrize(("d", "text"), [(0, "0 m"), (8.4, "8 m"), (99.4, "99 m"), (123, "120 m"), (994, "990 m"),
-                                         (996, "1.0 km"), (1260, "1.3 km")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("d", "text"),
+    [(0, "0 m"), (8.4, "8 m"), (99.4, "99 m"), (123, "120 m"), (994, "990 m"), (996, "1.0 km"), (1260, "1.3 km")],
+)
 def test_distance_phrase(d, text):
     assert distance_phrase(d) == text
 
@@ -90,14 +106,22 @@ def test_distance_phrase_rejects_bad_values():
 
 
 def test_distance_band():
-    assert [distance_band(d) for d in (10, 120, 300, 900)] == ["right next to", "close to", "a short walk from",
-                                                               "far from"]  # fmt: skip
+    assert [distance_band(d) for d in (10, 120, 300, 900)] == [
+        "right next to",
+        "close to",
+        "a short walk from",
+        "far from",
+    ]
 
 
 def test_node_text_layout_and_missing_fields():
-    text = render_node_text({"node_id": "poi:n1", "name": "Cafe", "category": "food", "address": None,
-                             "lon": 24.9, "lat": 60.1}, city="Helsinki", country="Finland")  # fmt: skip
-    assert text == ("Name: Cafe, ID: poi:n1, Category: food, City: Helsinki, Country: Finland, "
-                    "Coordinates: (24.900000, 60.100000)")  # fmt: skip
+    text = render_node_text(
+        {"node_id": "poi:n1", "name": "Cafe", "category": "food", "address": None, "lon": 24.9, "lat": 60.1},
+        city="Helsinki",
+        country="Finland",
+    )
+    assert text == (
+        "Name: Cafe, ID: poi:n1, Category: food, City: Helsinki, Country: Finland, Coordinates: (24.900000, 60.100000)"
+    )
     missing = render_node_text({"node_id": "x", "name": "X", "lon": np.nan, "lat": 1.0}, city="C", country="K")
     assert missing.endswith("Coordinates: unavailable")

@@ -40,12 +40,22 @@ def test_ids_without_a_collision_keep_the_plain_numbering():
 
 
 def test_many_stretches_and_numbered_streets_stay_unique():
-    ways = [(10 + k, "Ilha", "residential", [100 + 2 * k, 101 + 2 * k], [(0, 400.0 * k), (150 - k, 400.0 * k)])
-            for k in range(4)]  # fmt: skip
-    ways += [(20, "Ilha 2", "residential", [200, 201], [(1000, 0), (1100, 0)]),
-             (21, "Ilha-3", "residential", [202, 203], [(1000, 400), (1100, 400)])]  # fmt: skip
-    assert street_ids(ways) == {"w10": "street:ilha", "w20": "street:ilha-2", "w21": "street:ilha-3",
-                                "w11": "street:ilha-4", "w12": "street:ilha-5", "w13": "street:ilha-6"}  # fmt: skip
+    ways = [
+        (10 + k, "Ilha", "residential", [100 + 2 * k, 101 + 2 * k], [(0, 400.0 * k), (150 - k, 400.0 * k)])
+        for k in range(4)
+    ]
+    ways += [
+        (20, "Ilha 2", "residential", [200, 201], [(1000, 0), (1100, 0)]),
+        (21, "Ilha-3", "residential", [202, 203], [(1000, 400), (1100, 400)]),
+    ]
+    assert street_ids(ways) == {
+        "w10": "street:ilha",
+        "w20": "street:ilha-2",
+        "w21": "street:ilha-3",
+        "w11": "street:ilha-4",
+        "w12": "street:ilha-5",
+        "w13": "street:ilha-6",
+    }
 
 
 def test_validation_names_duplicate_ids_with_examples():

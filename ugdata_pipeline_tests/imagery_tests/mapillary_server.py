@@ -260,8 +260,16 @@ class MapillaryServer:
 
     def _entity(self, image_id: str, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         if image_id not in self.images:
-            return _json(404, {"error": {"message": f"Unsupported get request. Object {image_id} does not exist",
-                                         "type": "GraphMethodException", "code": 100}})  # fmt: skip
+            return _json(
+                404,
+                {
+                    "error": {
+                        "message": f"Unsupported get request. Object {image_id} does not exist",
+                        "type": "GraphMethodException",
+                        "code": 100,
+                    }
+                },
+            )
         record: dict[str, Any] = {"id": image_id}
         for name in query.get("fields", "id").split(","):
             if name in THUMB_FIELDS:

@@ -27,14 +27,16 @@ from ugdata_pipeline_tests.tiny_city import lonlat
 def make_images(points: dict[str, tuple[float, float]], source: str = "render") -> pd.DataFrame:
     """Images at layout metres ``{image_id: (x, y)}``."""
     coords = [lonlat(x, y) for x, y in points.values()]
-    return pd.DataFrame({
-        "image_id": list(points),
-        "source": source,
-        "lon": [c[0] for c in coords],
-        "lat": [c[1] for c in coords],
-        "compass_angle": 90.0,
-        "path": [f"images/{i}.jpg" for i in points],
-    })
+    return pd.DataFrame(
+        {
+            "image_id": list(points),
+            "source": source,
+            "lon": [c[0] for c in coords],
+            "lat": [c[1] for c in coords],
+            "compass_angle": 90.0,
+            "path": [f"images/{i}.jpg" for i in points],
+        }
+    )
 
 
 def anchor(images: pd.DataFrame, graph: UrbanGraph, **kwargs):
@@ -84,9 +86,11 @@ def test_image_nodes_and_edge_endpoints(tiny_graph: UrbanGraph) -> None:
     all_nodes = pd.concat([tiny_graph.nodes, nodes], ignore_index=True)
     assert endpoints_exist(all_nodes, result.image_edges).passed
     assert dict(zip(result.images["image_id"], result.images["street_node"], strict=True)) == {
-        "a": "street:alpha-street", "b": "street:second-avenue", "c": "street:beta-street",
+        "a": "street:alpha-street",
+        "b": "street:second-avenue",
+        "c": "street:beta-street",
         "on": "street:alpha-street",
-    }  # fmt: skip
+    }
     # an image lying on its street still gets an edge of the floor length
     assert result.image_edges["distance_m"].min() == MIN_EDGE_DISTANCE_M
 
@@ -287,8 +291,10 @@ def test_layouts_can_be_forced_and_auto_uses_sweep_for_few_blocks() -> None:
 
 def test_auto_layout_keeps_the_layout_that_trains_on_more_images() -> None:
     images = line_city(3000.0)
-    by = {layout: assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0, layout=layout)
-          for layout in ("auto", "blocks", "sweep")}  # fmt: skip
+    by = {
+        layout: assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0, layout=layout)
+        for layout in ("auto", "blocks", "sweep")
+    }
     train = {layout: int((out["split"] == "train").sum()) for layout, out in by.items()}
     best = max(("blocks", "sweep"), key=lambda layout: (train[layout], layout == "blocks"))
     assert train["blocks"] != train["sweep"]  # the choice matters on this city

@@ -43,8 +43,13 @@ def grid_images(n: int, *, lon0: float = 24.941, lat0: float = 60.161, step: flo
     """``n`` images on a square grid starting at (lon0, lat0), ids img000..."""
     side = max(1, int(n**0.5 + 0.999))
     return [
-        FakeImage(f"img{i:03d}", lon0 + (i % side) * step, lat0 + (i // side) * step, sequence=f"seq{i // 5}",
-                  captured_at_ms=1_600_000_000_000 + i * 1000)  # fmt: skip
+        FakeImage(
+            f"img{i:03d}",
+            lon0 + (i % side) * step,
+            lat0 + (i // side) * step,
+            sequence=f"seq{i // 5}",
+            captured_at_ms=1_600_000_000_000 + i * 1000,
+        )
         for i in range(n)
     ]
 
@@ -103,8 +108,12 @@ def test_dense_area_is_split_until_every_image_is_found(tmp_path: Path) -> None:
         row = result.images.set_index("image_id").loc["img000"]
         assert (row["lon"], row["lat"]) == (24.941, 60.161)
         assert row["captured_at"] == "2020-09-13T12:26:40Z"
-        assert (row["sequence_id"], row["creator"], row["is_pano"], row["compass_angle"]) == ("seq0", "alice",
-                                                                                               False, 90.0)  # fmt: skip
+        assert (row["sequence_id"], row["creator"], row["is_pano"], row["compass_angle"]) == (
+            "seq0",
+            "alice",
+            False,
+            90.0,
+        )
 
         asked = server.count("/images")
         again = discover_images(client, AREA, cache_dir=tmp_path / "cache")
@@ -128,8 +137,9 @@ def test_query_timeout_splits_the_cell_instead_of_retrying_it(tmp_path: Path) ->
         result = discover_images(client_for(server, max_cell_deg=0.04), AREA, cache_dir=tmp_path)
         assert set(result.images["image_id"]) == {i.image_id for i in images}
         requests = server.requests_to("/images")
-        widths = [round(float(r.query["bbox"].split(",")[2]) - float(r.query["bbox"].split(",")[0]), 6)
-                  for r in requests]  # fmt: skip
+        widths = [
+            round(float(r.query["bbox"].split(",")[2]) - float(r.query["bbox"].split(",")[0]), 6) for r in requests
+        ]
         assert widths.count(0.04) == 1, "the timed-out cell is split, not retried"
         assert 0.02 in widths and 0.01 in widths
         assert len({r.query["bbox"] for r in requests}) == len(requests)
@@ -174,8 +184,10 @@ def test_filters_panoramas_and_capture_dates(tmp_path: Path) -> None:
         default = discover_images(client, AREA, cache_dir=tmp_path)
         assert set(default.images["image_id"]) == {"old", "new", "nocompass"}
         assert default.counts["panoramas_dropped"] == 1
-        assert default.images.set_index("image_id").loc["nocompass", "compass_angle"] != default.images.set_index(
-            "image_id").loc["nocompass", "compass_angle"], "a missing compass angle stays NaN"  # fmt: skip
+        assert (
+            default.images.set_index("image_id").loc["nocompass", "compass_angle"]
+            != default.images.set_index("image_id").loc["nocompass", "compass_angle"]
+        ), "a missing compass angle stays NaN"
         recent = discover_images(client, AREA, cache_dir=tmp_path, start="2020-01-01", include_panos=True)
         assert set(recent.images["image_id"]) == {"new", "pano", "nocompass"}
         assert recent.counts["out_of_date_range"] == 1
@@ -313,8 +325,11 @@ def test_500_is_retried_then_recorded_and_retried_next_run(tmp_path: Path) -> No
     "fault",
     [
         Fault(429, {"error": {"message": "Too many requests"}}, {"Retry-After": "0.25"}),
-        Fault(400, {"error": {"message": "(#4) Application request limit reached", "type": "OAuthException",
-                              "code": 4}}, {"Retry-After": "0.25"}),  # fmt: skip
+        Fault(
+            400,
+            {"error": {"message": "(#4) Application request limit reached", "type": "OAuthException", "code": 4}},
+            {"Retry-After": "0.25"},
+        ),
     ],
     ids=["http429", "graph-code-4"],
 )

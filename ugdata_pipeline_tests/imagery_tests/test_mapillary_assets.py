@@ -43,20 +43,36 @@ def dead_url() -> str:
 @pytest.fixture
 def city_root(tmp_path: Path, write_registry) -> tuple[Path, Path]:
     write_tiny_city(tmp_path)
-    registry = write_registry(f"cities:\n  {CITY}:\n    name: Tiny\n    country: Finland\n    split: train\n"
-                              "    source: {kind: file, path: tiny.osm}\n", name="reg.yaml")  # fmt: skip
+    registry = write_registry(
+        f"cities:\n  {CITY}:\n    name: Tiny\n    country: Finland\n    split: train\n"
+        "    source: {kind: file, path: tiny.osm}\n",
+        name="reg.yaml",
+    )
     return tmp_path / "data", registry
 
 
-def materialize(root: Path, registry: Path, images: MapillaryResource, instance: dg.DagsterInstance, *,
-                run_config: dict | None = None) -> dg.ExecuteInProcessResult:  # fmt: skip
+def materialize(
+    root: Path,
+    registry: Path,
+    images: MapillaryResource,
+    instance: dg.DagsterInstance,
+    *,
+    run_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [osm_extract, image_candidates, image_files], partition_key=CITY, instance=instance, raise_on_error=False,
+        [osm_extract, image_candidates, image_files],
+        partition_key=CITY,
+        instance=instance,
+        raise_on_error=False,
         run_config=run_config,
-        resources={"table_io_manager": ParquetIOManager(root=str(root)), "storage": StorageResource(root=str(root)),
-                   "cities": CityRegistryResource(path=str(registry)), "osm": OsmSourceResource(),
-                   "images": images},
-    )  # fmt: skip
+        resources={
+            "table_io_manager": ParquetIOManager(root=str(root)),
+            "storage": StorageResource(root=str(root)),
+            "cities": CityRegistryResource(path=str(registry)),
+            "osm": OsmSourceResource(),
+            "images": images,
+        },
+    )
 
 
 def resource(url: str, **options) -> MapillaryResource:
@@ -99,8 +115,10 @@ def test_an_outage_fails_the_step_and_keeps_the_last_tables_then_a_retry_redoes_
         pd.testing.assert_frame_equal(read_table(table_path(str(root), "image_candidates", CITY)), stored)
         pd.testing.assert_frame_equal(read_table(table_path(str(root), "image_files", CITY)), files)
         warnings = [text for level, text in logs(instance, down) if "WARNING" in level]
-        assert any(f"mapillary discovery of {CITY}: 1 failed; by reason: 1 x discover: ConnectError" in text
-                   for text in warnings), warnings  # fmt: skip
+        assert any(
+            f"mapillary discovery of {CITY}: 1 failed; by reason: 1 x discover: ConnectError" in text
+            for text in warnings
+        ), warnings
         cache = root / CITY / "_work" / "mapillary_cells"
         [failed_cell] = json.loads((cache / FAILED_CELLS_FILENAME).read_text())
         assert failed_cell["stage"] == "discover" and failed_cell["image_id"].startswith("cell:")
@@ -120,8 +138,9 @@ def test_a_complete_discovery_without_images_fails_with_the_filters_to_check(
     root, registry = city_root
     monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", TOKEN)
     with MapillaryServer(street_images()) as server:  # every image was captured in 2020
-        result = materialize(root, registry, resource(server.url, start_date="2024-01-01"),
-                             dg.DagsterInstance.ephemeral())  # fmt: skip
+        result = materialize(
+            root, registry, resource(server.url, start_date="2024-01-01"), dg.DagsterInstance.ephemeral()
+        )
     assert not result.success
     message = failure_message(result)
     assert f"Mapillary has no imagery for {CITY} in lon " in message

@@ -86,8 +86,10 @@ def front_back_extract() -> OsmExtract:
         ("w11", "Back Bank", "financial", "amenity=bank", 18.0, box(-15, -60, 15, -40)),
         ("w12", "Right House", "building", "building=house", None, box(12, 5, 30, 20)),
     ]
-    pois = [("n20", "Front Bakery", "commercial", "shop=bakery", 0.0, 39.0),
-            ("n21", "Back Cafe", "food", "amenity=cafe", 0.0, -39.0)]  # fmt: skip
+    pois = [
+        ("n20", "Front Bakery", "commercial", "shop=bakery", 0.0, 39.0),
+        ("n21", "Back Cafe", "food", "amenity=cafe", 0.0, -39.0),
+    ]
     trees = [("n30", -5.0, 25.0), ("n31", -5.0, -25.0)]
     return make_extract(buildings, pois, trees=trees)
 
@@ -101,8 +103,13 @@ def front_back_scene(front_back_extract):
 def long_street_extract() -> OsmExtract:
     """A 1.2 km east-west street lined with buildings of varied heights and categories, a park and trees."""
     rng = np.random.default_rng(7)
-    categories = [("building", "building=yes"), ("commercial", "shop=supermarket"), ("education", "amenity=school"),
-                  ("building", "building=house"), ("religious", "amenity=place_of_worship")]  # fmt: skip
+    categories = [
+        ("building", "building=yes"),
+        ("commercial", "shop=supermarket"),
+        ("education", "amenity=school"),
+        ("building", "building=house"),
+        ("religious", "amenity=place_of_worship"),
+    ]
     buildings = []
     x = -100.0
     k = 0
@@ -121,8 +128,12 @@ def long_street_extract() -> OsmExtract:
         x += width + float(rng.uniform(2, 12))
     areas = [("w5000", "Long Park", "park", "leisure=park", None, box(300, 20, 420, 120))]
     trees = [(f"n{6000 + i}", float(tx), 7.0) for i, tx in enumerate(range(600, 800, 12))]
-    streets = street_table([(1, "Long Street", "residential", [1, 2], [(-150, 0), (1150, 0)]),
-                            (2, "Cross Avenue", "tertiary", [3, 4], [(500, -200), (500, 200)])])  # fmt: skip
+    streets = street_table(
+        [
+            (1, "Long Street", "residential", [1, 2], [(-150, 0), (1150, 0)]),
+            (2, "Cross Avenue", "tertiary", [3, 4], [(500, -200), (500, 200)]),
+        ]
+    )
     return make_extract(buildings, areas=areas, trees=trees, streets=streets)
 
 
@@ -139,13 +150,21 @@ def view(scene, x, y, heading, *, config=CONFIG, key="v"):
 def test_render_city_draws_the_cameras_it_is_given(long_street_extract, tmp_path):
     config = RenderConfig(size=64, spacing_m=60.0)
     sampled = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, max_views=5)
-    cameras = sample_cameras(long_street_extract.streets, crs_metric=CRS, spacing_m=60.0, seed=0,
-                             heading_jitter_deg=config.heading_jitter_deg, city_slug="longtown")  # fmt: skip
-    given = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, max_views=5,
-                        cameras=cameras)  # fmt: skip
+    cameras = sample_cameras(
+        long_street_extract.streets,
+        crs_metric=CRS,
+        spacing_m=60.0,
+        seed=0,
+        heading_jitter_deg=config.heading_jitter_deg,
+        city_slug="longtown",
+    )
+    given = render_city(
+        long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, max_views=5, cameras=cameras
+    )
     pd.testing.assert_frame_equal(sampled.images, given.images)
-    only_two = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "c", config=config,
-                           cameras=cameras.head(2))  # fmt: skip
+    only_two = render_city(
+        long_street_extract, city_slug="longtown", root=tmp_path / "c", config=config, cameras=cameras.head(2)
+    )
     assert list(only_two.images["image_id"]) == list(cameras["camera_id"].head(2))
 
 
@@ -174,8 +193,13 @@ def test_render_city_is_deterministic_and_resumable(long_street_extract, tmp_pat
     pd.testing.assert_frame_equal(again.images, first.images)
 
     # another seed changes the pixels, so every file is drawn again
-    reseeded = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a",
-                           config=RenderConfig(size=96, spacing_m=60.0, seed=1), max_views=8)  # fmt: skip
+    reseeded = render_city(
+        long_street_extract,
+        city_slug="longtown",
+        root=tmp_path / "a",
+        config=RenderConfig(size=96, spacing_m=60.0, seed=1),
+        max_views=8,
+    )
     assert reseeded.counts["rendered"] == 8
     assert (tmp_path / "a" / rel).read_bytes() != (tmp_path / "b" / rel).read_bytes()
 
@@ -249,8 +273,9 @@ def test_views_far_apart_differ_and_nearby_headings_agree_in_karhula(karhula):
 
 def test_facts_list_what_is_in_front_and_not_what_is_behind(front_back_scene):
     scene = front_back_scene
-    image, facts = render_view(scene, ORIGIN_E + 1.0, ORIGIN_N, 0.0, RenderConfig(size=128), view_rng(0, "x"),
-                               street_name="Test Road")  # fmt: skip
+    image, facts = render_view(
+        scene, ORIGIN_E + 1.0, ORIGIN_N, 0.0, RenderConfig(size=128), view_rng(0, "x"), street_name="Test Road"
+    )
     by_name = {e["name"]: e for e in facts["visible"] if e["name"]}
     assert by_name["Front Hall"]["kind"] == "building" and by_name["Front Hall"]["side"] == "ahead"
     assert by_name["Front Hall"]["category"] == "culture"
@@ -304,9 +329,11 @@ def test_invalid_footprints_are_repaired_or_skipped_and_counted():
     bowtie = shapely.Polygon([lonlat(-10, 30), lonlat(10, 50), lonlat(10, 30), lonlat(-10, 50)])
     flat = shapely.Polygon([lonlat(-10, 70), lonlat(0, 70), lonlat(10, 70), lonlat(-10, 70)])
     assert not bowtie.is_valid
-    buildings = [("w1", "Bow", "building", "building=yes", 12.0, bowtie),
-                 ("w2", None, "building", "building=yes", 12.0, flat),
-                 ("w3", None, "building", "building=yes", 12.0, box(-10, 90, 10, 110))]  # fmt: skip
+    buildings = [
+        ("w1", "Bow", "building", "building=yes", 12.0, bowtie),
+        ("w2", None, "building", "building=yes", 12.0, flat),
+        ("w3", None, "building", "building=yes", 12.0, box(-10, 90, 10, 110)),
+    ]
     scene = build_scene(make_extract(buildings), crs_metric=CRS)
     assert scene.counts["invalid_geometry_repaired"] == 1
     assert scene.counts["invalid_geometry_skipped"] == 1
@@ -323,8 +350,16 @@ def test_walls_stand_where_the_pinhole_model_puts_them():
     behind = cast_walls(scene, ORIGIN_E, ORIGIN_N, 180.0, size=128, fov_deg=90.0)
     assert np.isinf(behind.depth).all()
     # a clear sky and the sun behind the camera light the wall, so its colour stands out from the ground
-    image, facts = render_view(scene, ORIGIN_E, ORIGIN_N, 0.0, RenderConfig(size=128, noise=0), view_rng(0, "p"),
-                               weather=0.0, lighting=make_lighting(180.0, 30.0))  # fmt: skip
+    image, facts = render_view(
+        scene,
+        ORIGIN_E,
+        ORIGIN_N,
+        0.0,
+        RenderConfig(size=128, noise=0),
+        view_rng(0, "p"),
+        weather=0.0,
+        lighting=make_lighting(180.0, 30.0),
+    )
     # focal length 64 px: the wall spans rows 64 - 64 * 15.5 / 50 = 44.2 to 64 + 64 * 2.5 / 50 = 67.2
     column = image[:, 10].astype(int)
     facade = column[50]
@@ -344,8 +379,10 @@ def test_facts_are_consistent_anywhere(front_back_scene, x, y, heading):
     assert facts["sky_fraction"] <= 0.5
     assert len(facts["visible"]) <= 20
     assert [e["distance_m"] for e in facts["visible"]] == sorted(e["distance_m"] for e in facts["visible"])
-    assert all(e["side"] in {"ahead", "left", "right"} and e["kind"] in {"building", "poi", "area", "tree"}
-               for e in facts["visible"])  # fmt: skip
+    assert all(
+        e["side"] in {"ahead", "left", "right"} and e["kind"] in {"building", "poi", "area", "tree"}
+        for e in facts["visible"]
+    )
     json.dumps(facts)
 
 
@@ -353,15 +390,23 @@ def test_facts_are_consistent_anywhere(front_back_scene, x, y, heading):
 
 
 def test_cameras_every_spacing_both_ways_along_the_street():
-    streets = street_table([(1, "East Road", "residential", [1, 2, 3], [(0, 0), (200, 0), (400, 0)]),
-                            (2, None, "service", [4, 5], [(0, 50), (400, 50)])])  # fmt: skip
+    streets = street_table(
+        [
+            (1, "East Road", "residential", [1, 2, 3], [(0, 0), (200, 0), (400, 0)]),
+            (2, None, "service", [4, 5], [(0, 50), (400, 50)]),
+        ]
+    )
     cameras = sample_cameras(streets, crs_metric=CRS, spacing_m=40.0, seed=3, heading_jitter_deg=5.0, city_slug="t")
     assert list(cameras.columns) == list(CAMERA_COLUMNS)
     assert len(cameras) == 20 and cameras["camera_id"].is_unique
     assert cameras["camera_id"].str.fullmatch(r"r[0-9a-f]{10}").all()
     # one sequence per direction and 200 m stretch of the 400 m street
-    assert sorted(cameras["sequence_id"].unique()) == ["t:east-road:0:b:0", "t:east-road:0:b:1",
-                                                       "t:east-road:0:f:0", "t:east-road:0:f:1"]
+    assert sorted(cameras["sequence_id"].unique()) == [
+        "t:east-road:0:b:0",
+        "t:east-road:0:b:1",
+        "t:east-road:0:f:0",
+        "t:east-road:0:f:1",
+    ]
     assert (cameras.groupby("sequence_id")["x_m"].agg(np.ptp) <= 200.0).all()
     forward = cameras[cameras["sequence_id"].str.contains(":f:")]
     backward = cameras[cameras["sequence_id"].str.contains(":b:")]
@@ -379,12 +424,15 @@ def test_cameras_every_spacing_both_ways_along_the_street():
     assert abs(x - 20.0) < 0.01 and abs(y + 1.5) < 0.01
 
 
-@pytest.mark.parametrize(("option", "value", "message"), [
-    ("size", 8, r"RenderConfig.size must be an integer in 16..2048, got 8"),
-    ("fov_deg", 180, r"RenderConfig.fov_deg must be degrees in \(10, 170\), got 180"),
-    ("image_format", "gif", r"RenderConfig.image_format must be \"png\" or \"jpeg\", got 'gif'"),
-    ("spacing_m", -1.0, r"RenderConfig.spacing_m must be a positive number of metres, got -1.0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("size", 8, r"RenderConfig.size must be an integer in 16..2048, got 8"),
+        ("fov_deg", 180, r"RenderConfig.fov_deg must be degrees in \(10, 170\), got 180"),
+        ("image_format", "gif", r"RenderConfig.image_format must be \"png\" or \"jpeg\", got 'gif'"),
+        ("spacing_m", -1.0, r"RenderConfig.spacing_m must be a positive number of metres, got -1.0"),
+    ],
+)
 def test_bad_options_are_refused_before_work(front_back_extract, tmp_path, option, value, message):
     with pytest.raises(RenderInputError, match=message):
         render_city(front_back_extract, city_slug="fb", root=tmp_path, config=RenderConfig(**{option: value}))

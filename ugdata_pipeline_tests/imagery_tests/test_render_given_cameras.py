@@ -22,8 +22,14 @@ def _through_parquet(frame: pd.DataFrame) -> pd.DataFrame:
 
 def test_a_moved_camera_read_back_from_parquet_is_drawn_where_it_now_stands(long_street_extract, tmp_path):  # noqa: F811
     config = RenderConfig(size=64, spacing_m=60.0)
-    cameras = sample_cameras(long_street_extract.streets, crs_metric=CRS, spacing_m=60.0, seed=0,
-                             heading_jitter_deg=config.heading_jitter_deg, city_slug="longtown")  # fmt: skip
+    cameras = sample_cameras(
+        long_street_extract.streets,
+        crs_metric=CRS,
+        spacing_m=60.0,
+        seed=0,
+        heading_jitter_deg=config.heading_jitter_deg,
+        city_slug="longtown",
+    )
     picked = cameras.iloc[[3]].reset_index(drop=True)
     moved = picked.copy()
     # 40 m along the street and turned to face the other way
@@ -33,10 +39,12 @@ def test_a_moved_camera_read_back_from_parquet_is_drawn_where_it_now_stands(long
     lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(moved["x_m"], moved["y_m"])
     moved["lon"], moved["lat"] = lon, lat
 
-    original = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config,
-                           cameras=_through_parquet(picked))  # fmt: skip
-    shifted = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config,
-                          cameras=_through_parquet(moved))  # fmt: skip
+    original = render_city(
+        long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, cameras=_through_parquet(picked)
+    )
+    shifted = render_city(
+        long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, cameras=_through_parquet(moved)
+    )
     row = shifted.images.iloc[0]
     assert row["image_id"] == picked["camera_id"].iloc[0]
     assert (row["lon"], row["lat"], row["compass_angle"]) == (lon[0], lat[0], moved["compass_angle"].iloc[0])
@@ -50,8 +58,14 @@ def test_a_moved_camera_read_back_from_parquet_is_drawn_where_it_now_stands(long
 
 def test_a_rerun_redraws_a_moved_camera_and_a_changed_city_and_reuses_the_rest(long_street_extract, tmp_path):  # noqa: F811
     config = RenderConfig(size=48, spacing_m=60.0)
-    cameras = sample_cameras(long_street_extract.streets, crs_metric=CRS, spacing_m=60.0, seed=0,
-                             heading_jitter_deg=config.heading_jitter_deg, city_slug="longtown").head(4)  # fmt: skip
+    cameras = sample_cameras(
+        long_street_extract.streets,
+        crs_metric=CRS,
+        spacing_m=60.0,
+        seed=0,
+        heading_jitter_deg=config.heading_jitter_deg,
+        city_slug="longtown",
+    ).head(4)
     first = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config, cameras=cameras)
     again = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config, cameras=cameras)
     assert (first.counts["rendered"], again.counts["rendered"], again.counts["reused"]) == (4, 0, 4)

@@ -74,15 +74,22 @@ def test_render_city_lights_each_sequence_once(long_street_extract, tmp_path):
 
 def test_same_seed_and_camera_give_the_same_bytes_whatever_else_is_drawn(long_street_extract, tmp_path):
     config = RenderConfig(size=48, spacing_m=60.0, view_offsets_deg=(0.0, -90.0))
-    cameras = sample_cameras(long_street_extract.streets, crs_metric=CRS, spacing_m=60.0, city_slug="longtown",
-                             view_offsets_deg=config.view_offsets_deg)  # fmt: skip
+    cameras = sample_cameras(
+        long_street_extract.streets,
+        crs_metric=CRS,
+        spacing_m=60.0,
+        city_slug="longtown",
+        view_offsets_deg=config.view_offsets_deg,
+    )
     every = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, cameras=cameras)
     picked = cameras.iloc[[3, len(cameras) // 2, len(cameras) - 1]]
     some = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, cameras=picked)
     for rel in some.images["path"]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
-    pd.testing.assert_frame_equal(every.images.set_index("image_id").loc[some.images["image_id"]].reset_index(),
-                                  some.images.reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        every.images.set_index("image_id").loc[some.images["image_id"]].reset_index(),
+        some.images.reset_index(drop=True),
+    )
 
 
 def test_views_drawn_in_worker_processes_are_the_views_drawn_here(long_street_extract, tmp_path, monkeypatch):
@@ -92,8 +99,14 @@ def test_views_drawn_in_worker_processes_are_the_views_drawn_here(long_street_ex
     config = RenderConfig(size=32, spacing_m=90.0, view_offsets_deg=(0.0,))
     seen: list[tuple[int, int]] = []
     here = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, workers=1)
-    pooled = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, workers=2,
-                         progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    pooled = render_city(
+        long_street_extract,
+        city_slug="longtown",
+        root=tmp_path / "b",
+        config=config,
+        workers=2,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert len(here.images) >= 8 and pooled.counts["rendered"] == len(here.images)
     pd.testing.assert_frame_equal(here.images, pooled.images)
     for rel in here.images["path"]:
@@ -132,8 +145,19 @@ def _shading_cues(scene, views, light_of) -> np.ndarray:
     for view in views.itertuples():
         light = light_of(view.sequence_id)
         flat = make_lighting(0.0, 90.0, light.season)
-        drawn = [render_view(scene, view.x_m, view.y_m, view.heading_deg, config, view_rng(0, view.camera_id),
-                             weather=sequence_weather(0, view.sequence_id), lighting=lit)[0] for lit in (light, flat)]
+        drawn = [
+            render_view(
+                scene,
+                view.x_m,
+                view.y_m,
+                view.heading_deg,
+                config,
+                view_rng(0, view.camera_id),
+                weather=sequence_weather(0, view.sequence_id),
+                lighting=lit,
+            )[0]
+            for lit in (light, flat)
+        ]
         shading = np.log(drawn[0] @ weights) - np.log(drawn[1] @ weights)
         hits = cast_walls(scene, view.x_m, view.y_m, view.heading_deg, size=size, max_distance_m=60.0)
         height = scene.building_height_m[scene.wall_building[hits.wall]]
@@ -189,8 +213,16 @@ def test_seasons_change_colours_not_what_is_vegetation(park_with_tree):
     crown_row = round(centre - (float(scene.tree_crown_height_m[0]) - config.eye_height_m) * focal / 8.0)
     drawn = {}
     for season in SEASONS:
-        image, facts = render_view(scene, ORIGIN_E, ORIGIN_N, 0.0, config, view_rng(0, "s"), weather=0.1,
-                                   lighting=make_lighting(150.0, 35.0, season))  # fmt: skip
+        image, facts = render_view(
+            scene,
+            ORIGIN_E,
+            ORIGIN_N,
+            0.0,
+            config,
+            view_rng(0, "s"),
+            weather=0.1,
+            lighting=make_lighting(150.0, 35.0, season),
+        )
         crown = image[crown_row - 1 : crown_row + 2, 63:66].reshape(-1, 3).mean(axis=0)
         lawn = image[100:, :24].reshape(-1, 3).mean(axis=0)  # near ground left of the tree: park lawn
         drawn[season] = (crown, lawn, facts)
@@ -221,8 +253,12 @@ def long_street_extract():
     for k, x in enumerate(range(-220, 820, 30)):
         buildings.append((f"w1{k:02d}", None, "building", "building=yes", 12.0, box(x, 10, x + 24, 24)))
         buildings.append((f"w2{k:02d}", None, "building", "building=yes", 12.0, box(x, -24, x + 24, -10)))
-    streets = street_table([(1, "East Road", "residential", [1, 2, 3], [(-200, 0), (300, 0), (800, 0)]),
-                            (2, "West Lane", "residential", [4, 5], [(-350, -120), (-350, 120)])])  # fmt: skip
+    streets = street_table(
+        [
+            (1, "East Road", "residential", [1, 2, 3], [(-200, 0), (300, 0), (800, 0)]),
+            (2, "West Lane", "residential", [4, 5], [(-350, -120), (-350, 120)]),
+        ]
+    )
     return make_extract(buildings, streets=streets)
 
 
@@ -238,8 +274,9 @@ def test_view_offsets_add_side_views_and_keep_the_forward_ids(long_street_extrac
     pd.testing.assert_frame_equal(kept, forward)  # same ids, positions, headings and sequences as before
     # another order of the same offsets gives the same views; 360 is the forward view again
     shuffled = sample_cameras(streets, **kwargs, view_offsets_deg=(-90.0, 360.0, 90.0))
-    pd.testing.assert_frame_equal(shuffled.sort_values("camera_id").reset_index(drop=True),
-                                  three.sort_values("camera_id").reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        shuffled.sort_values("camera_id").reset_index(drop=True), three.sort_values("camera_id").reset_index(drop=True)
+    )
     # the views of a point share its position and sequence; compasses differ by the offsets, up to the jitter
     points = three.groupby(["x_m", "y_m"], sort=False)
     assert (points.size() == 3).all() and (points["sequence_id"].nunique() == 1).all()
@@ -257,8 +294,13 @@ def test_view_offsets_add_side_views_and_keep_the_forward_ids(long_street_extrac
 
 def test_side_views_see_the_side_they_face(long_street_extract, tmp_path):
     config = RenderConfig(size=64, spacing_m=40.0, view_offsets_deg=(0.0, 90.0, -90.0))
-    cameras = sample_cameras(long_street_extract.streets, crs_metric=CRS, spacing_m=40.0, city_slug="t",
-                             view_offsets_deg=config.view_offsets_deg)  # fmt: skip
+    cameras = sample_cameras(
+        long_street_extract.streets,
+        crs_metric=CRS,
+        spacing_m=40.0,
+        city_slug="t",
+        view_offsets_deg=config.view_offsets_deg,
+    )
     cameras = cameras[cameras["street_name"] == "East Road"]
     result = render_city(long_street_extract, city_slug="t", root=tmp_path, config=config, cameras=cameras)
     facts = [json.loads(f) for f in result.images["scene_facts"]]
@@ -294,8 +336,12 @@ def test_view_offsets_reach_the_resource_and_do_not_redraw_the_forward_views(lon
     assert RENDER_VERSION >= 2
     forward = RenderConfig(size=32, spacing_m=100.0)
     first = render_city(long_street_extract, city_slug="t", root=tmp_path, config=forward)
-    sides = render_city(long_street_extract, city_slug="t", root=tmp_path,
-                        config=RenderConfig(size=32, spacing_m=100.0, view_offsets_deg=(0.0, 90.0)))  # fmt: skip
+    sides = render_city(
+        long_street_extract,
+        city_slug="t",
+        root=tmp_path,
+        config=RenderConfig(size=32, spacing_m=100.0, view_offsets_deg=(0.0, 90.0)),
+    )
     assert sides.counts["views"] == 2 * first.counts["views"]
     assert sides.counts["reused"] == first.counts["views"]  # the forward views are the same files
     assert set(first.images["image_id"]) < set(sides.images["image_id"])

@@ -21,18 +21,26 @@ def frame(rows: list[tuple[str, float, float, str | None, str]]) -> pd.DataFrame
 
 def test_known_answer_newest_first_one_per_sequence() -> None:
     # All five in one cell. Preference: b and d (2021-03-01T08:30:01, ids b < d), then a (08:30:00), e, c (no date).
-    images = frame([
-        ("a", 24.94, 60.16, "2021-03-01T08:30:00Z", "s1"),
-        ("b", 24.94, 60.16, "2021-03-01T08:30:01Z", "s1"),
-        ("c", 24.94, 60.16, None, "s2"),
-        ("d", 24.94, 60.16, "2021-03-01T08:30:01Z", "s3"),
-        ("e", 24.94, 60.16, "2019-05-01T10:00:00Z", ""),
-    ])  # fmt: skip
+    images = frame(
+        [
+            ("a", 24.94, 60.16, "2021-03-01T08:30:00Z", "s1"),
+            ("b", 24.94, 60.16, "2021-03-01T08:30:01Z", "s1"),
+            ("c", 24.94, 60.16, None, "s2"),
+            ("d", 24.94, 60.16, "2021-03-01T08:30:01Z", "s3"),
+            ("e", 24.94, 60.16, "2019-05-01T10:00:00Z", ""),
+        ]
+    )
     assert thin_images(images, max_per_cell=1).images["image_id"].tolist() == ["b"]
     two = thin_images(images, max_per_cell=2)
     assert two.images["image_id"].tolist() == ["b", "d"]
-    assert two.counts == {"input": 5, "kept": 2, "dropped": 3, "dropped_same_sequence": 1, "dropped_cell_full": 2,
-                          "cells": 1}  # fmt: skip
+    assert two.counts == {
+        "input": 5,
+        "kept": 2,
+        "dropped": 3,
+        "dropped_same_sequence": 1,
+        "dropped_cell_full": 2,
+        "cells": 1,
+    }
     # a is dropped because b (same sequence, newer) is kept; the undated c comes last.
     assert thin_images(images, max_per_cell=10).images["image_id"].tolist() == ["b", "c", "d", "e"]
     assert set(two.images["h3_cell"]) == {h3.latlng_to_cell(60.16, 24.94, H3_RESOLUTION)}

@@ -35,8 +35,12 @@ def _outside_m(geometries: gpd.GeoSeries, box: tuple[float, float, float, float]
     crs = geometries.estimate_utm_crs()
     frame = gpd.GeoSeries([shapely.box(*box)], crs="EPSG:4326").to_crs(crs).iloc[0]
     metric = geometries.to_crs(crs).values
-    return np.array([0.0 if g.is_empty else g.hausdorff_distance(g.intersection(frame)) if not g.within(frame)
-                     else 0.0 for g in metric])  # fmt: skip
+    return np.array(
+        [
+            0.0 if g.is_empty else g.hausdorff_distance(g.intersection(frame)) if not g.within(frame) else 0.0
+            for g in metric
+        ]
+    )
 
 
 def test_tiny_city_clip_cuts_streets_keeps_points_inside_and_areas_whole():
@@ -54,8 +58,9 @@ def test_tiny_city_clip_cuts_streets_keeps_points_inside_and_areas_whole():
     synthetic = []
     for way, j in ((102, 0), (104, 1), (106, 2)):
         row = streets.loc[way]
-        assert (row["name"], row["highway"], row["category"]) == tuple(original.loc[way, ["name", "highway",
-                                                                                           "category"]])  # fmt: skip
+        assert (row["name"], row["highway"], row["category"]) == tuple(
+            original.loc[way, ["name", "highway", "category"]]
+        )
         assert row["node_ids"][0] == grid_node_id(1, j) and row["node_ids"][1] < 0
         synthetic.append(row["node_ids"][1])
         length = gpd.GeoSeries([row["geometry"]], crs="EPSG:4326").to_crs("EPSG:32635").length.iloc[0]

@@ -26,9 +26,16 @@ def test_tiny_city_file_gives_the_known_graph(tmp_path, compress):
     assert extract.snapshot.isoformat() == "2024-05-01T12:00:00+00:00"
     graph = build_urban_graph(extract, city_name="Tinytown", country="Finland")
     assert graph.counts() == {
-        "nodes/aoi": 1, "nodes/crossing": 9, "nodes/poi": 2, "nodes/street": 6,
-        "edges/along_street": 12, "edges/bounds": 4, "edges/crossing": 18, "edges/nearest": 3, "edges/within": 1,
-    }  # fmt: skip
+        "nodes/aoi": 1,
+        "nodes/crossing": 9,
+        "nodes/poi": 2,
+        "nodes/street": 6,
+        "edges/along_street": 12,
+        "edges/bounds": 4,
+        "edges/crossing": 18,
+        "edges/nearest": 3,
+        "edges/within": 1,
+    }
 
 
 def test_not_osm_file(tmp_path):
@@ -38,10 +45,13 @@ def test_not_osm_file(tmp_path):
         read_osm_file(path)
 
 
-@pytest.mark.parametrize(("slug", "min_streets", "min_crossings", "min_pois"), [
-    ("helsinki", 80, 100, 1000),
-    ("karhula", 80, 80, 20),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("slug", "min_streets", "min_crossings", "min_pois"),
+    [
+        ("helsinki", 80, 100, 1000),
+        ("karhula", 80, 80, 20),
+    ],
+)
 def test_bundled_cities_build_end_to_end(slug, min_streets, min_crossings, min_pois):
     city = load_registry().get(slug)
     extract = load_city_osm(city)
@@ -66,8 +76,11 @@ def test_bundled_categories_follow_first_match_rules():
 
 
 def test_online_city_offline_is_refused_before_any_work():
-    with pytest.raises(NetworkDisabledError, match=r"city 'paris': source kind 'place' downloads from "
-                                                   "OpenStreetMap, and this deployment is offline"):  # fmt: skip
+    with pytest.raises(
+        NetworkDisabledError,
+        match=r"city 'paris': source kind 'place' downloads from "
+        "OpenStreetMap, and this deployment is offline",
+    ):
         load_city_osm(load_registry().get("paris"), allow_network=False)
 
 
@@ -77,9 +90,12 @@ def test_truncated_extract_names_the_file_and_city(write_registry, tmp_path):
     payload = whole.read_bytes()
     cut.write_bytes(payload[: len(payload) // 2])  # a download that stopped half way
     city = load_registry(write_registry(CITY_FILE.format(path=cut.name))).get("town")
-    with pytest.raises(CorruptFileError, match=rf"city 'town': the OSM extract {re.escape(str(cut))} is truncated or "
-                                               r"corrupt \(.+\); re-download the extract \(or restore the file\), "
-                                               r"then re-materialize osm_extract for town") as caught:  # fmt: skip
+    with pytest.raises(
+        CorruptFileError,
+        match=rf"city 'town': the OSM extract {re.escape(str(cut))} is truncated or "
+        r"corrupt \(.+\); re-download the extract \(or restore the file\), "
+        r"then re-materialize osm_extract for town",
+    ) as caught:
         load_city_osm(city)
     assert caught.value.__cause__ is not None
 
@@ -90,7 +106,10 @@ def test_truncated_bundled_extract_says_to_reinstall(tmp_path, monkeypatch):
     (tmp_path / "data" / "test.osm.pbf").write_bytes(whole[: len(whole) // 2])
     monkeypatch.setattr("ugdata_pipeline.cities.bundled_extract_path", lambda name: tmp_path / "data" / name)
     city = load_registry().get("karhula")
-    with pytest.raises(CorruptFileError, match=r"city 'karhula': the OSM extract .*test.osm.pbf is truncated or "
-                                               r"corrupt \(PBF error: unexpected EOF\); reinstall the pyrosm "
-                                               r"package that ships it \(pip install --force-reinstall pyrosm\)"):
+    with pytest.raises(
+        CorruptFileError,
+        match=r"city 'karhula': the OSM extract .*test.osm.pbf is truncated or "
+        r"corrupt \(PBF error: unexpected EOF\); reinstall the pyrosm "
+        r"package that ships it \(pip install --force-reinstall pyrosm\)",
+    ):
         load_city_osm(city)

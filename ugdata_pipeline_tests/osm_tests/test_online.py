@@ -72,8 +72,13 @@ def fake_osmnx(monkeypatch):
 
 
 def test_online_tables_match_the_offline_schema_and_graph(fake_osmnx, tmp_path):
-    city = City(slug="tiny", name="Tinytown", country="Finland", split="train",
-                source=CitySource(kind="place", query="Tinytown, Finland"))  # fmt: skip
+    city = City(
+        slug="tiny",
+        name="Tinytown",
+        country="Finland",
+        split="train",
+        source=CitySource(kind="place", query="Tinytown, Finland"),
+    )
     extract = load_city_osm(city, allow_network=True, cache_dir=tmp_path)
     assert fake_osmnx["geocode"] == "Tinytown, Finland"
     assert fake_osmnx["graph"]["simplify"] is False
@@ -88,7 +93,13 @@ def test_online_tables_match_the_offline_schema_and_graph(fake_osmnx, tmp_path):
 
 
 def test_place_over_the_area_limit(fake_osmnx):
-    city = City(slug="tiny", name="T", country="F", split="train", max_area_km2=0.5,
-                source=CitySource(kind="place", query="Tinytown"))  # fmt: skip
+    city = City(
+        slug="tiny",
+        name="T",
+        country="F",
+        split="train",
+        max_area_km2=0.5,
+        source=CitySource(kind="place", query="Tinytown"),
+    )
     with pytest.raises(OsmSourceError, match=r"city 'tiny': source.query 'Tinytown' covers about .* km², over the"):
         load_city_osm(city, allow_network=True)

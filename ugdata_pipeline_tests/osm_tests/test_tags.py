@@ -7,18 +7,21 @@ import pytest
 from ugdata_pipeline.osm import tags
 
 
-@pytest.mark.parametrize(("osm", "expected"), [
-    ({"amenity": "school", "building": "yes"}, ("education", "amenity=school")),
-    ({"amenity": "cafe", "shop": "coffee"}, ("food", "amenity=cafe")),
-    ({"shop": "bakery", "building": "retail"}, ("commercial", "shop=bakery")),
-    ({"leisure": "park"}, ("park", "leisure=park")),
-    ({"landuse": "grass"}, ("green", "landuse=grass")),
-    ({"landuse": "residential"}, ("landuse", "landuse=residential")),
-    ({"building": "church"}, ("religious", "building=church")),
-    ({"building": "yes"}, ("building", "building=yes")),
-    ({"amenity": "no", "building": "yes"}, ("building", "building=yes")),
-    ({"highway": "primary"}, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("osm", "expected"),
+    [
+        ({"amenity": "school", "building": "yes"}, ("education", "amenity=school")),
+        ({"amenity": "cafe", "shop": "coffee"}, ("food", "amenity=cafe")),
+        ({"shop": "bakery", "building": "retail"}, ("commercial", "shop=bakery")),
+        ({"leisure": "park"}, ("park", "leisure=park")),
+        ({"landuse": "grass"}, ("green", "landuse=grass")),
+        ({"landuse": "residential"}, ("landuse", "landuse=residential")),
+        ({"building": "church"}, ("religious", "building=church")),
+        ({"building": "yes"}, ("building", "building=yes")),
+        ({"amenity": "no", "building": "yes"}, ("building", "building=yes")),
+        ({"highway": "primary"}, None),
+    ],
+)
 def test_place_category(osm, expected):
     assert tags.place_category(osm) == expected
 

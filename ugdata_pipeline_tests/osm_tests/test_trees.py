@@ -31,8 +31,14 @@ def test_offline_reader_collects_tree_nodes_only(tmp_path):
     ]
     street = f'<way id="7" {_STAMP}><nd ref="15"/><nd ref="16"/><tag k="highway" v="residential"/></way>'
     path = tmp_path / "trees.osm"
-    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<osm version="0.6">\n' + "\n".join(nodes)
-                    + "\n" + street + "\n</osm>\n", encoding="utf-8")  # fmt: skip
+    path.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<osm version="0.6">\n'
+        + "\n".join(nodes)
+        + "\n"
+        + street
+        + "\n</osm>\n",
+        encoding="utf-8",
+    )
     extract = read_osm_file(path)
     assert extract.trees["osm_id"].tolist() == ["n11", "n12"]
     assert extract.trees.crs == "EPSG:4326"
@@ -46,10 +52,15 @@ def test_online_features_give_the_same_trees():
     index = pd.MultiIndex.from_tuples([("node", 11), ("node", 12), ("way", 13), ("node", 14)], names=["element", "id"])
     features = gpd.GeoDataFrame(
         {"natural": ["tree", "peak", "tree", None], "amenity": [None, None, None, "cafe"]},
-        geometry=[shapely.Point(lonlat(10, 5)), shapely.Point(lonlat(30, 5)),
-                  shapely.Point(lonlat(0, 0)).buffer(1e-5), shapely.Point(lonlat(40, 5))],
-        index=index, crs="EPSG:4326",
-    )  # fmt: skip
+        geometry=[
+            shapely.Point(lonlat(10, 5)),
+            shapely.Point(lonlat(30, 5)),
+            shapely.Point(lonlat(0, 0)).buffer(1e-5),
+            shapely.Point(lonlat(40, 5)),
+        ],
+        index=index,
+        crs="EPSG:4326",
+    )
     trees = trees_from_features(features)
     assert trees["osm_id"].tolist() == ["n11"]  # the way-tree (a polygon) and the peak are not single trees
     assert list(trees.columns) == ["osm_id", "geometry"]

@@ -38,13 +38,15 @@ def anchored(graph: UrbanGraph, images: pd.DataFrame, splits: list[str], city_na
 def image_rows(points: list[tuple[str, float, float, float]]) -> pd.DataFrame:
     """Images from (image_id, x, y, compass_angle) in the tiny city's layout metres."""
     lon_lat = [lonlat(x, y) for _, x, y, _ in points]
-    return pd.DataFrame({
-        "image_id": [p[0] for p in points],
-        "source": "render",
-        "lon": [p[0] for p in lon_lat],
-        "lat": [p[1] for p in lon_lat],
-        "compass_angle": [p[3] for p in points],
-    })
+    return pd.DataFrame(
+        {
+            "image_id": [p[0] for p in points],
+            "source": "render",
+            "lon": [p[0] for p in lon_lat],
+            "lat": [p[1] for p in lon_lat],
+            "compass_angle": [p[3] for p in points],
+        }
+    )
 
 
 @pytest.fixture
@@ -62,13 +64,27 @@ def grid_city(size: int = 6, spacing_m: float = 100.0, seed: int = 3) -> OsmExtr
     for j in range(size):
         for i in range(size - 1):
             ends = [5000 + 100 * i + j, 5000 + 100 * (i + 1) + j]
-            ways.append((10_000 + len(ways), f"Row {j} Street", "residential", ends,
-                         [(spacing_m * i, spacing_m * j), (spacing_m * (i + 1), spacing_m * j)]))  # fmt: skip
+            ways.append(
+                (
+                    10_000 + len(ways),
+                    f"Row {j} Street",
+                    "residential",
+                    ends,
+                    [(spacing_m * i, spacing_m * j), (spacing_m * (i + 1), spacing_m * j)],
+                )
+            )
     for i in range(size):
         for j in range(size - 1):
             ends = [5000 + 100 * i + j, 5000 + 100 * i + j + 1]
-            ways.append((10_000 + len(ways), f"Col {i} Avenue", "tertiary", ends,
-                         [(spacing_m * i, spacing_m * j), (spacing_m * i, spacing_m * (j + 1))]))  # fmt: skip
+            ways.append(
+                (
+                    10_000 + len(ways),
+                    f"Col {i} Avenue",
+                    "tertiary",
+                    ends,
+                    [(spacing_m * i, spacing_m * j), (spacing_m * i, spacing_m * (j + 1))],
+                )
+            )
     rng = np.random.default_rng(seed)
     categories = ["food", "shop", "financial", "health"]
     pois: dict[str, list] = {c: [] for c in POI_COLUMNS if c != "geometry"}
@@ -98,10 +114,15 @@ def grid_city(size: int = 6, spacing_m: float = 100.0, seed: int = 3) -> OsmExtr
         aois["address"].append(None)
         aois["height_m"].append(None)
         aois["is_building"].append(False)
-        polygons.append(shapely.Polygon([lonlat(x0, y0), lonlat(x0 + 80, y0), lonlat(x0 + 80, y0 + 80),
-                                         lonlat(x0, y0 + 80)]))  # fmt: skip
-    return OsmExtract(street_table(ways), frame(pois, POI_COLUMNS, points), frame(aois, AOI_COLUMNS, polygons),
-                      source="grid city (test)")  # fmt: skip
+        polygons.append(
+            shapely.Polygon([lonlat(x0, y0), lonlat(x0 + 80, y0), lonlat(x0 + 80, y0 + 80), lonlat(x0, y0 + 80)])
+        )
+    return OsmExtract(
+        street_table(ways),
+        frame(pois, POI_COLUMNS, points),
+        frame(aois, AOI_COLUMNS, polygons),
+        source="grid city (test)",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -56,8 +56,13 @@ def _row(paths: pd.DataFrame, image_id: str, target: str, path_type: str = "shor
 def test_known_route_exact_nodes_relations_distances_and_words(tiny_anchored):
     result = _paths(tiny_anchored)
     row = _row(result.paths, "a", "poi:n2")
-    assert row["path_nodes"] == ["image:render:a", "street:alpha-street", "crossing:1020", "street:third-avenue",
-                                 "poi:n2"]  # fmt: skip
+    assert row["path_nodes"] == [
+        "image:render:a",
+        "street:alpha-street",
+        "crossing:1020",
+        "street:third-avenue",
+        "poi:n2",
+    ]
     assert row["hops"] == 4
     assert row["path_relations"] == ["nearest", "crossing", "crossing", "nearest"]
     # walker: 8 m north onto Alpha Street, 150 m east to the crossing at x=200, turn, 150.7 m to (185, 150)
@@ -79,8 +84,9 @@ def test_known_route_exact_nodes_relations_distances_and_words(tiny_anchored):
     assert row["view_direction"] == "ahead"
     assert row["target_name"] == "Bank Two"
     assert row["target_category"] == "financial"
-    assert row["target_text"] == ("You can reach Bank Two (financial) 210 m north-east of the image location; "
-                                  "it lies ahead of the camera.")  # fmt: skip
+    assert row["target_text"] == (
+        "You can reach Bank Two (financial) 210 m north-east of the image location; it lies ahead of the camera."
+    )
     assert row["split"] == "train"
 
 
@@ -91,8 +97,14 @@ def test_two_hop_target_and_alternative_of_the_known_route(tiny_anchored):
     assert cafe["path_nodes"] == ["image:render:a", "street:alpha-street", "poi:n1"]
     # the alternative to Bank Two arrives through the park that contains it, sharing no intermediate node
     alt = _row(paths, "a", "poi:n2", "alternative")
-    assert alt["path_nodes"] == ["image:render:a", "street:alpha-street", "crossing:1010", "street:second-avenue",
-                                 "aoi:w900", "poi:n2"]  # fmt: skip
+    assert alt["path_nodes"] == [
+        "image:render:a",
+        "street:alpha-street",
+        "crossing:1010",
+        "street:second-avenue",
+        "aoi:w900",
+        "poi:n2",
+    ]
     assert alt["path_relations"] == ["nearest", "crossing", "crossing", "bounds", "within"]
     assert alt["hops"] == 5
 
@@ -186,8 +198,11 @@ def _tiny_with_pois(extra: list[tuple[str, str, float, float]]) -> OsmExtract:
 def test_target_named_like_its_street_is_never_leaked():
     # "Alpha" sits on Alpha Street: every walk to it names Alpha Street, so it can never be a target;
     # "Gamma Kiosk" sits on Gamma Street and stays a fine target
-    graph = build_urban_graph(_tiny_with_pois([("n7", "Alpha", 150, 8), ("n8", "Gamma Kiosk", 150, 192)]),
-                              city_name="Tinytown", country="Finland")  # fmt: skip
+    graph = build_urban_graph(
+        _tiny_with_pois([("n7", "Alpha", 150, 8), ("n8", "Gamma Kiosk", 150, 192)]),
+        city_name="Tinytown",
+        country="Finland",
+    )
     data = anchored(graph, image_rows([("a", 50, -8, 0.0), ("b", 100, 150, 90.0)]), ["train", "test"])
     result = build_paths(data.nodes, data.edges, data.images, city="tinytown")
     assert "poi:n7" not in set(result.paths["target_node"])
@@ -202,8 +217,9 @@ def test_target_named_like_its_street_is_never_leaked():
 def test_image_whose_every_target_leaks_gets_that_reason():
     # the only place is "Alpha" on Alpha Street (no other POI, no park): every walk to it names Alpha Street
     base = tiny_city()
-    extract = OsmExtract(base.streets, _tiny_with_pois([("n7", "Alpha", 150, 8)]).pois.iloc[2:], base.aois.iloc[:0],
-                         source="test")  # fmt: skip
+    extract = OsmExtract(
+        base.streets, _tiny_with_pois([("n7", "Alpha", 150, 8)]).pois.iloc[2:], base.aois.iloc[:0], source="test"
+    )
     graph = build_urban_graph(extract, city_name="Tinytown", country="Finland")
     data = anchored(graph, image_rows([("a", 50, -8, 0.0)]), ["train"])
     result = build_paths(data.nodes, data.edges, data.images, city="tinytown")
@@ -215,8 +231,11 @@ def test_paths_never_touch_other_images_even_when_images_sit_between(tiny_anchor
     # many images along the route from a to Bank Two: none of them may appear in anyone else's path
     data = tiny_anchored
     crowd = image_rows([(f"x{k}", 60 + 10 * k, 2, 90.0) for k in range(12)])
-    more = anchored(data.graph, pd.concat([image_rows([("a", 50, -8, 0.0), ("b", 100, 150, 90.0)]), crowd]),
-                    ["train", "test"] + ["val"] * 12)  # fmt: skip
+    more = anchored(
+        data.graph,
+        pd.concat([image_rows([("a", 50, -8, 0.0), ("b", 100, 150, 90.0)]), crowd]),
+        ["train", "test"] + ["val"] * 12,
+    )
     result = build_paths(more.nodes, more.edges, more.images, city="tinytown")
     assert paths_stay_with_their_image(result.paths, more.images).passed
     for nodes, image_node in zip(result.paths["path_nodes"], result.paths["image_node"], strict=True):
@@ -239,8 +258,9 @@ def test_same_seed_same_paths_other_seed_other_choice(grid_anchored):
     edges = data.edges.sample(frac=1.0, random_state=2)
     again = build_paths(data.nodes.iloc[::-1], edges, shuffled, city="gridtown", config=config).paths
     key = ["image_id", "path_type", "target_node"]
-    pd.testing.assert_frame_equal(first.sort_values(key).reset_index(drop=True),
-                                  again.sort_values(key).reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        first.sort_values(key).reset_index(drop=True), again.sort_values(key).reset_index(drop=True)
+    )
     other = build_paths(data.nodes, data.edges, data.images, city="gridtown", config=PathConfig(max_paths=4, seed=6))
     other_city = build_paths(data.nodes, data.edges, data.images, city="othertown", config=config)
     chosen = set(zip(first["image_id"], first["target_node"], strict=True))
@@ -248,8 +268,9 @@ def test_same_seed_same_paths_other_seed_other_choice(grid_anchored):
     assert chosen != set(zip(other_city.paths["image_id"], other_city.paths["target_node"], strict=True))
     # one image's choice does not depend on which other images are present
     alone = build_paths(data.nodes, data.edges, data.images.iloc[[3]], city="gridtown", config=config).paths
-    pd.testing.assert_frame_equal(alone.reset_index(drop=True),
-                                  first[first["image_id"] == data.images["image_id"].iat[3]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        alone.reset_index(drop=True), first[first["image_id"] == data.images["image_id"].iat[3]].reset_index(drop=True)
+    )
 
 
 def _oracle_candidates(data: Anchored, config: PathConfig) -> dict[str, pd.DataFrame]:

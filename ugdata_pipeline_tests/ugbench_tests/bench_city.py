@@ -32,13 +32,76 @@ from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, TREE_COLUMNS, O
 from ugdata_pipeline.ugbench import CityInputs
 from ugdata_pipeline_tests.tiny_city import lonlat, street_table
 
-WORDS = ("Alder", "Birch", "Cedar", "Dune", "Elm", "Fir", "Grove", "Hazel", "Iris", "Juniper", "Kestrel", "Linden",
-         "Maple", "Nettle", "Oak", "Poplar", "Quartz", "Rowan", "Spruce", "Thistle", "Umber", "Violet", "Willow",
-         "Yarrow", "Aspen", "Bramble", "Clover", "Daisy", "Ember", "Fern", "Heather", "Ivy", "Laurel", "Myrtle")
-ADJECTIVES = ("Blue", "Golden", "Quiet", "Red", "Silver", "Little", "Grand", "Old", "New", "Bright", "Velvet",
-              "Amber", "Copper", "Crimson", "Misty")  # fmt: skip
-NOUNS = ("Lantern", "Harbor", "Corner", "Anchor", "Crown", "Bridge", "Mill", "Feather", "Compass", "Stone", "Orchard",
-         "Kettle", "Falcon", "Meadow", "Ribbon")  # fmt: skip
+WORDS = (
+    "Alder",
+    "Birch",
+    "Cedar",
+    "Dune",
+    "Elm",
+    "Fir",
+    "Grove",
+    "Hazel",
+    "Iris",
+    "Juniper",
+    "Kestrel",
+    "Linden",
+    "Maple",
+    "Nettle",
+    "Oak",
+    "Poplar",
+    "Quartz",
+    "Rowan",
+    "Spruce",
+    "Thistle",
+    "Umber",
+    "Violet",
+    "Willow",
+    "Yarrow",
+    "Aspen",
+    "Bramble",
+    "Clover",
+    "Daisy",
+    "Ember",
+    "Fern",
+    "Heather",
+    "Ivy",
+    "Laurel",
+    "Myrtle",
+)
+ADJECTIVES = (
+    "Blue",
+    "Golden",
+    "Quiet",
+    "Red",
+    "Silver",
+    "Little",
+    "Grand",
+    "Old",
+    "New",
+    "Bright",
+    "Velvet",
+    "Amber",
+    "Copper",
+    "Crimson",
+    "Misty",
+)
+NOUNS = (
+    "Lantern",
+    "Harbor",
+    "Corner",
+    "Anchor",
+    "Crown",
+    "Bridge",
+    "Mill",
+    "Feather",
+    "Compass",
+    "Stone",
+    "Orchard",
+    "Kettle",
+    "Falcon",
+    "Meadow",
+    "Ribbon",
+)
 #: POI categories cycled over the blocks (all asked about by ``nearest_poi``).
 CATEGORIES = (("food", "amenity=cafe"), ("commercial", "shop=books"), ("education", "amenity=school"))
 PARKS = (((110, 110), (190, 290), "Hill Park"), ((910, 310), (1090, 390), "River Gardens"))
@@ -56,8 +119,14 @@ class BenchCity:
 
 
 def _rect(offset_x_m: float, x0: float, y0: float, x1: float, y1: float) -> shapely.Polygon:
-    return shapely.Polygon([lonlat(offset_x_m + x0, y0), lonlat(offset_x_m + x1, y0), lonlat(offset_x_m + x1, y1),
-                            lonlat(offset_x_m + x0, y1)])  # fmt: skip
+    return shapely.Polygon(
+        [
+            lonlat(offset_x_m + x0, y0),
+            lonlat(offset_x_m + x1, y0),
+            lonlat(offset_x_m + x1, y1),
+            lonlat(offset_x_m + x0, y1),
+        ]
+    )
 
 
 def street_names(nx: int, ny: int, word_shift: int) -> tuple[list[str], list[str]]:
@@ -74,12 +143,12 @@ def _extract(nx: int, ny: int, offset_x_m: float, seed: int, word_shift: int) ->
     ways = []
     for j in range(ny):
         ids = [100_000 * (word_shift + 1) + 100 * i + j for i in range(nx)]
-        ways.append((len(ways) + 1, horizontal[j], "residential", ids,
-                     [(offset_x_m + 100 * i, 100 * j) for i in range(nx)]))  # fmt: skip
+        ways.append(
+            (len(ways) + 1, horizontal[j], "residential", ids, [(offset_x_m + 100 * i, 100 * j) for i in range(nx)])
+        )
     for i in range(nx):
         ids = [100_000 * (word_shift + 1) + 100 * i + j for j in range(ny)]
-        ways.append((len(ways) + 1, vertical[i], "tertiary", ids,
-                     [(offset_x_m + 100 * i, 100 * j) for j in range(ny)]))  # fmt: skip
+        ways.append((len(ways) + 1, vertical[i], "tertiary", ids, [(offset_x_m + 100 * i, 100 * j) for j in range(ny)]))
     rng = np.random.default_rng(seed)
     pois: dict[str, list] = {c: [] for c in POI_COLUMNS}
     points = []
@@ -104,12 +173,17 @@ def _extract(nx: int, ny: int, offset_x_m: float, seed: int, word_shift: int) ->
         aoi_rows["height_m"].append(None)
         aoi_rows["is_building"].append(False)
     polygons = [_rect(offset_x_m, x0, y0, x1, y1) for (x0, y0), (x1, y1), _ in PARKS]
-    return OsmExtract(streets=street_table(ways), pois=frame(pois, POI_COLUMNS, points),
-                      aois=frame(aoi_rows, AOI_COLUMNS, polygons), source="ugbench grid city (test)")  # fmt: skip
+    return OsmExtract(
+        streets=street_table(ways),
+        pois=frame(pois, POI_COLUMNS, points),
+        aois=frame(aoi_rows, AOI_COLUMNS, polygons),
+        source="ugbench grid city (test)",
+    )
 
 
-def perception_tables(extract: OsmExtract, nx: int, ny: int, offset_x_m: float, seed: int) -> tuple[
-        gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:  # fmt: skip
+def perception_tables(
+    extract: OsmExtract, nx: int, ny: int, offset_x_m: float, seed: int
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """``(osm_aois, osm_pois, osm_trees)`` of a grid city: its parks and POIs plus unnamed buildings, grass, shops
     and trees that vary over the city (none of them in the graph)."""
     rng = np.random.default_rng(seed + 100)
@@ -118,8 +192,14 @@ def perception_tables(extract: OsmExtract, nx: int, ny: int, offset_x_m: float, 
 
     def area(category: str, tag: str, height: float | None, building: bool, shape: shapely.Polygon) -> None:
         rows["osm_id"].append(f"w{seed * 100_000 + len(shapes) + 10}")
-        for column, value in (("name", None), ("category", category), ("tag", tag), ("address", None),
-                              ("height_m", height), ("is_building", building)):  # fmt: skip
+        for column, value in (
+            ("name", None),
+            ("category", category),
+            ("tag", tag),
+            ("address", None),
+            ("height_m", height),
+            ("is_building", building),
+        ):
             rows[column].append(value)
         shapes.append(shape)
 
@@ -129,8 +209,13 @@ def perception_tables(extract: OsmExtract, nx: int, ny: int, offset_x_m: float, 
             for _ in range(int(rng.integers(0, 2 + (4 * i) // nx))):  # more buildings towards the east
                 bx, by = x0 + rng.uniform(0, 50), y0 + rng.uniform(0, 50)
                 w, h = rng.uniform(10, 26), rng.uniform(10, 26)
-                area("building", "building=yes", float(4 + 2 * i + rng.uniform(0, 8)), True,
-                     _rect(offset_x_m, bx, by, bx + w, by + h))  # fmt: skip
+                area(
+                    "building",
+                    "building=yes",
+                    float(4 + 2 * i + rng.uniform(0, 8)),
+                    True,
+                    _rect(offset_x_m, bx, by, bx + w, by + h),
+                )
             if rng.random() < 0.3:  # an unnamed grass patch
                 gx, gy = x0 + rng.uniform(0, 40), y0 + rng.uniform(0, 40)
                 area("green", "landuse=grass", None, False, _rect(offset_x_m, gx, gy, gx + 35, gy + 35))
@@ -141,8 +226,13 @@ def perception_tables(extract: OsmExtract, nx: int, ny: int, offset_x_m: float, 
         y = 100 * (ny - 1) * np.sqrt(rng.random())
         x = rng.uniform(0, 100 * (nx - 1))
         extra["osm_id"].append(f"n{seed * 100_000 + 50_000 + n}")
-        for column, value in (("name", None), ("category", "commercial"), ("tag", "shop=convenience"),
-                              ("address", None), ("height_m", None)):  # fmt: skip
+        for column, value in (
+            ("name", None),
+            ("category", "commercial"),
+            ("tag", "shop=convenience"),
+            ("address", None),
+            ("height_m", None),
+        ):
             extra[column].append(value)
         points.append(shapely.Point(lonlat(offset_x_m + x, y)))
     pois = pd.concat([extract.pois, frame(extra, POI_COLUMNS, points)], ignore_index=True)
@@ -151,10 +241,14 @@ def perception_tables(extract: OsmExtract, nx: int, ny: int, offset_x_m: float, 
         x = 100 * (nx - 1) * rng.random() ** 2
         y = 100 * (ny - 1) * rng.random() ** 1.5
         tree_points.append(shapely.Point(lonlat(offset_x_m + x, y)))
-    trees = frame({"osm_id": [f"n{seed * 100_000 + 80_000 + k}" for k in range(len(tree_points))]}, TREE_COLUMNS,
-                  tree_points)  # fmt: skip
-    return (gpd.GeoDataFrame(aois, geometry="geometry", crs="EPSG:4326"),
-            gpd.GeoDataFrame(pois, geometry="geometry", crs="EPSG:4326"), trees)  # fmt: skip
+    trees = frame(
+        {"osm_id": [f"n{seed * 100_000 + 80_000 + k}" for k in range(len(tree_points))]}, TREE_COLUMNS, tree_points
+    )
+    return (
+        gpd.GeoDataFrame(aois, geometry="geometry", crs="EPSG:4326"),
+        gpd.GeoDataFrame(pois, geometry="geometry", crs="EPSG:4326"),
+        trees,
+    )
 
 
 def _images(city: str, nx: int, ny: int, offset_x_m: float, seed: int) -> pd.DataFrame:
@@ -163,34 +257,68 @@ def _images(city: str, nx: int, ny: int, offset_x_m: float, seed: int) -> pd.Dat
     def jitter() -> float:  # 8..20 m from the segment's middle: one crossing is clearly the nearer
         return float(rng.choice([-1.0, 1.0]) * rng.uniform(8, 20))
 
-    spots = [(100 * i + 50 + jitter(), 100 * j + 4, f"h{i}-{j}") for i in range(nx - 1) for j in range(ny)
-             if (i + j) % 2 == 0]  # on horizontal streets
-    spots += [(100 * i + 4, 100 * j + 50 + jitter(), f"v{i}-{j}") for i in range(nx) for j in range(ny - 1)
-              if (i + j) % 2 == 1]  # on vertical avenues
+    spots = [
+        (100 * i + 50 + jitter(), 100 * j + 4, f"h{i}-{j}")
+        for i in range(nx - 1)
+        for j in range(ny)
+        if (i + j) % 2 == 0
+    ]  # on horizontal streets
+    spots += [
+        (100 * i + 4, 100 * j + 50 + jitter(), f"v{i}-{j}")
+        for i in range(nx)
+        for j in range(ny - 1)
+        if (i + j) % 2 == 1
+    ]  # on vertical avenues
     rows = []
     for x, y, key in spots:
         green = float(rng.uniform(0.05, 0.6))
         building = float(rng.uniform(0.05, 0.8))
         lon, lat = lonlat(offset_x_m + x, y)
         image_id = f"{city}-{key}"
-        rows.append({
-            "image_id": image_id, "source": "render", "lon": lon, "lat": lat,
-            "compass_angle": float(rng.uniform(0, 360)), "captured_at": "2024-05-01T12:00:00Z",
-            "sequence_id": f"{city}-seq-{key}", "path": f"{city}/images/{image_id}.png", "width": 64, "height": 48,
-            "is_pano": False, "creator": "renderer",
-            "scene_facts": json.dumps({"visible": [], "building_fraction": building, "green_fraction": green,
-                                       "sky_fraction": float(max(0.0, 1.0 - building - 0.5 * green)),
-                                       "road_fraction": 0.2, "tree_count": int(10 * green),
-                                       "mean_building_height_m": 6.0 + 20 * building, "street_name": None}),
-            "x_m": x,
-        })  # fmt: skip
+        rows.append(
+            {
+                "image_id": image_id,
+                "source": "render",
+                "lon": lon,
+                "lat": lat,
+                "compass_angle": float(rng.uniform(0, 360)),
+                "captured_at": "2024-05-01T12:00:00Z",
+                "sequence_id": f"{city}-seq-{key}",
+                "path": f"{city}/images/{image_id}.png",
+                "width": 64,
+                "height": 48,
+                "is_pano": False,
+                "creator": "renderer",
+                "scene_facts": json.dumps(
+                    {
+                        "visible": [],
+                        "building_fraction": building,
+                        "green_fraction": green,
+                        "sky_fraction": float(max(0.0, 1.0 - building - 0.5 * green)),
+                        "road_fraction": 0.2,
+                        "tree_count": int(10 * green),
+                        "mean_building_height_m": 6.0 + 20 * building,
+                        "street_name": None,
+                    }
+                ),
+                "x_m": x,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def build_city(
-    city: str, *, role: str = "train", nx: int = 16, ny: int = 12, offset_x_m: float = 0.0, seed: int = 1,
-    word_shift: int = 0, test_from_x_m: float = 500.0, osm_tables: bool = True,
-) -> BenchCity:  # fmt: skip
+    city: str,
+    *,
+    role: str = "train",
+    nx: int = 16,
+    ny: int = 12,
+    offset_x_m: float = 0.0,
+    seed: int = 1,
+    word_shift: int = 0,
+    test_from_x_m: float = 500.0,
+    osm_tables: bool = True,
+) -> BenchCity:
     """
     Build a grid city and its benchmark inputs.
 
@@ -204,16 +332,25 @@ def build_city(
     if role == "held_out":
         raw["split"] = "test"
     else:
-        raw["split"] = np.where(raw["x_m"] >= test_from_x_m, "test",
-                                np.where(raw["x_m"] < test_from_x_m - 200, "train", "excluded"))  # fmt: skip
+        raw["split"] = np.where(
+            raw["x_m"] >= test_from_x_m, "test", np.where(raw["x_m"] < test_from_x_m - 200, "train", "excluded")
+        )
     raw["cell"] = raw["image_id"]
     anchored = anchor_images(raw.drop(columns="x_m"), graph.nodes, city_name=city.title(), country="Finland")
     nodes = pd.concat([graph.nodes, anchored.image_nodes], ignore_index=True)
     edges = pd.concat([graph.edges, anchored.image_edges], ignore_index=True)
     tables = build_subgraphs(nodes, edges, anchored.images, crs_metric=graph.crs_metric)
     aois, pois, trees = perception_tables(extract, nx, ny, offset_x_m, seed) if osm_tables else (None, None, None)
-    inputs = CityInputs(city=city, role=role, images=anchored.images,  # type: ignore[arg-type]
-                        nodes=pd.DataFrame(graph.nodes.drop(columns="geometry")), edges=graph.edges,
-                        subgraph_nodes=tables.nodes, subgraph_edges=tables.edges, osm_aois=aois, osm_pois=pois,
-                        osm_trees=trees)  # fmt: skip
+    inputs = CityInputs(
+        city=city,
+        role=role,
+        images=anchored.images,  # type: ignore[arg-type]
+        nodes=pd.DataFrame(graph.nodes.drop(columns="geometry")),
+        edges=graph.edges,
+        subgraph_nodes=tables.nodes,
+        subgraph_edges=tables.edges,
+        osm_aois=aois,
+        osm_pois=pois,
+        osm_trees=trees,
+    )
     return BenchCity(graph, anchored.images, tables.nodes, tables.edges, inputs)

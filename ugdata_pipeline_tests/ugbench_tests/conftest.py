@@ -56,7 +56,16 @@ def bench() -> Bench:
 @pytest.fixture(scope="session")
 def evaluation(bench) -> Evaluation:
     """Every mode, blind scorers, a random model trained with two seeds, a perfect model, an image-text model."""
-    models = {"random": [RandomModel(seed=0), RandomModel(seed=1)], "perfect": PerfectModel(bench.tasks),
-              "image_text": ImageTextModel()}  # fmt: skip
-    return evaluate(bench.tasks, models, bootstrap=200, seed=1, subgraph_nodes=bench.subgraph_nodes,
-                    subgraph_edges=bench.subgraph_edges)  # fmt: skip
+    models = {
+        "random": [RandomModel(seed=0), RandomModel(seed=1)],
+        "perfect": PerfectModel(bench.tasks),
+        "image_text": ImageTextModel(),
+    }
+    return evaluate(
+        bench.tasks,
+        models,
+        bootstrap=200,
+        seed=1,
+        subgraph_nodes=bench.subgraph_nodes,
+        subgraph_edges=bench.subgraph_edges,
+    )

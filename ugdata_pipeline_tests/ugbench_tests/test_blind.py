@@ -99,15 +99,21 @@ def test_a_correct_grounding_answer_made_the_longest_is_caught(bench):
     tampered = plant(streets, lambda name: f"{name}, the one in this photo")
     problems = shortcut_problems(evaluate(tampered, {}, modes=["image"], bootstrap=0).results)
     longest = [p for p in problems if "blind:longest" in p]
-    assert longest == ["grounding/which_street/farville/held_out/image: blind:longest scores hit@1 100.0 against "
-                       "chance 5.0 (+95.0 points, n=40)",
-                       "grounding/which_street/farville/held_out/image: blind:longest scores hit@5 100.0 against "
-                       "chance 25.0 (+75.0 points, n=40)"]  # fmt: skip
+    assert longest == [
+        "grounding/which_street/farville/held_out/image: blind:longest scores hit@1 100.0 against "
+        "chance 5.0 (+95.0 points, n=40)",
+        "grounding/which_street/farville/held_out/image: blind:longest scores hit@5 100.0 against "
+        "chance 25.0 (+75.0 points, n=40)",
+    ]
 
 
 def test_an_own_graph_in_geolocation_fusion_is_a_leak_the_group_context_graph_is_not(bench, gridtown_geo):
-    kwargs = {"modes": ["fusion"], "bootstrap": 0, "subgraph_nodes": bench.train.subgraph_nodes,
-              "subgraph_edges": bench.train.subgraph_edges}  # fmt: skip
+    kwargs = {
+        "modes": ["fusion"],
+        "bootstrap": 0,
+        "subgraph_nodes": bench.train.subgraph_nodes,
+        "subgraph_edges": bench.train.subgraph_edges,
+    }
     group = evaluate(gridtown_geo, {}, **kwargs).results
     assert shortcut_problems(group) == []
     assert_at_chance(group[group["model"].isin(GRAPH_ONLY)])
@@ -115,23 +121,40 @@ def test_an_own_graph_in_geolocation_fusion_is_a_leak_the_group_context_graph_is
     rule = leaked[leaked["model"] == "blind:graph_rule"].iloc[0]
     assert rule["hit@1"] > 0.9  # re-rendering the description from the own graph finds the answer
     problems = shortcut_problems(leaked)
-    assert "geolocation/geolocation/gridtown/test/fusion: blind:graph_rule scores hit@1 100.0 against chance 5.0 " \
-           "(+95.0 points, n=40)" in problems
+    assert (
+        "geolocation/geolocation/gridtown/test/fusion: blind:graph_rule scores hit@1 100.0 against chance 5.0 "
+        "(+95.0 points, n=40)" in problems
+    )
 
 
 def test_shortcut_problems_reads_headline_blind_rows_only():
     def row(model, kind, task, mode, hit1, hit5):
-        return {"task": task, "query_type": task, "city": "c", "split": "test", "mode": mode, "model": model,
-                "kind": kind, "n": 40, "hit@1": hit1, "hit@5": hit5, "chance_hit@1": 0.05, "chance_hit@5": 0.25}
+        return {
+            "task": task,
+            "query_type": task,
+            "city": "c",
+            "split": "test",
+            "mode": mode,
+            "model": model,
+            "kind": kind,
+            "n": 40,
+            "hit@1": hit1,
+            "hit@5": hit5,
+            "chance_hit@1": 0.05,
+            "chance_hit@5": 0.25,
+        }
 
-    results = pd.DataFrame([
-        row("blind:longest", "blind", "geolocation", "image", 0.05, 0.31),  # +6 points Hit@5: flagged
-        row("blind:shortest", "blind", "geolocation", "image", 0.09, 0.29),  # +4 points at most: fine
-        row("blind:graph_rule", "blind", "grounding", "fusion", 1.0, 1.0),  # graph reading: reported apart
-        row("stage2", "model", "geolocation", "image", 1.0, 1.0),  # a model may beat chance
-    ])  # fmt: skip
-    assert shortcut_problems(results) == ["geolocation/geolocation/c/test/image: blind:longest scores hit@5 31.0 "
-                                          "against chance 25.0 (+6.0 points, n=40)"]  # fmt: skip
+    results = pd.DataFrame(
+        [
+            row("blind:longest", "blind", "geolocation", "image", 0.05, 0.31),  # +6 points Hit@5: flagged
+            row("blind:shortest", "blind", "geolocation", "image", 0.09, 0.29),  # +4 points at most: fine
+            row("blind:graph_rule", "blind", "grounding", "fusion", 1.0, 1.0),  # graph reading: reported apart
+            row("stage2", "model", "geolocation", "image", 1.0, 1.0),  # a model may beat chance
+        ]
+    )
+    assert shortcut_problems(results) == [
+        "geolocation/geolocation/c/test/image: blind:longest scores hit@5 31.0 against chance 25.0 (+6.0 points, n=40)"
+    ]
     assert shortcut_problems(results, max_excess=0.07) == []
 
 

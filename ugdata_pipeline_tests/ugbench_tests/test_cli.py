@@ -28,8 +28,23 @@ def test_two_models_with_seeds_are_compared_and_the_report_path_printed(saved, t
         loaded.append(checkpoint)
         return RandomModel(seed=len(loaded))
 
-    code = main(["--tasks", str(folder), "--model", "a=ckpt-a0", "--model", "a=ckpt-a1", "--model", "b=ckpt-b",
-                 "--out", str(tmp_path / "out"), "--bootstrap", "20"], load_model=load)  # fmt: skip
+    code = main(
+        [
+            "--tasks",
+            str(folder),
+            "--model",
+            "a=ckpt-a0",
+            "--model",
+            "a=ckpt-a1",
+            "--model",
+            "b=ckpt-b",
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "20",
+        ],
+        load_model=load,
+    )
     assert code == 0 and loaded == ["ckpt-a0", "ckpt-a1", "ckpt-b"]
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "report.md")
     results = pd.read_parquet(tmp_path / "out" / "results.parquet")

@@ -87,9 +87,13 @@ def test_a_model_with_two_seeds_reports_their_mean_and_spread(evaluation):
     assert (results.loc[results["model"] == "perfect", "n_seeds"] == 1).all()
     differ = 0
     for row in random.head(12).to_dict("records"):
-        mine = per_record[(per_record["model"] == "random") & (per_record["mode"] == row["mode"])
-                          & (per_record["task"] == row["task"]) & (per_record["query_type"] == row["query_type"])
-                          & (per_record["city"] == row["city"])]  # fmt: skip
+        mine = per_record[
+            (per_record["model"] == "random")
+            & (per_record["mode"] == row["mode"])
+            & (per_record["task"] == row["task"])
+            & (per_record["query_type"] == row["query_type"])
+            & (per_record["city"] == row["city"])
+        ]
         by_seed = mine.groupby("seed")["hit@5"].mean()
         assert len(by_seed) == 2
         differ += by_seed.iloc[0] != by_seed.iloc[1]
@@ -158,8 +162,9 @@ def test_compare_gives_verdicts_on_paired_records(evaluation):
 
 def test_bootstrap_intervals_are_reproducible(bench, evaluation):
     tasks = bench.tasks[bench.tasks["task"] == "grounding"]
-    again = evaluate(tasks, {"perfect": PerfectModel(bench.tasks)}, modes=["image"], bootstrap=200, seed=1,
-                     blind=False).results  # fmt: skip
+    again = evaluate(
+        tasks, {"perfect": PerfectModel(bench.tasks)}, modes=["image"], bootstrap=200, seed=1, blind=False
+    ).results
     mine = evaluation.results
     mine = mine[(mine["model"] == "perfect") & (mine["mode"] == "image") & (mine["task"] == "grounding")]
     pd.testing.assert_frame_equal(again, mine.reset_index(drop=True))
@@ -208,24 +213,44 @@ def test_bad_evaluation_inputs(bench):
     with pytest.raises(BenchmarkInputError, match="batch_size must be >= 1"):
         evaluate(tasks, {"m": RandomModel()}, batch_size=0)
     with pytest.raises(BenchmarkInputError, match="have no subgraph rows"):
-        evaluate(tasks, {"m": RandomModel()}, modes=["fusion"], subgraph_nodes=bench.train.subgraph_nodes,
-                 subgraph_edges=bench.train.subgraph_edges)  # fmt: skip
+        evaluate(
+            tasks,
+            {"m": RandomModel()},
+            modes=["fusion"],
+            subgraph_nodes=bench.train.subgraph_nodes,
+            subgraph_edges=bench.train.subgraph_edges,
+        )
     with pytest.raises(ValueError, match=r"returned shape \(\d+, 8\) for \d+ inputs"):
         evaluate(tasks, {"m": WrongShapeModel()}, modes=["image"], blind=False)
 
 
 def test_cli_compares_checkpoints_with_seeds_on_a_saved_benchmark(bench, tmp_path, capsys):
     subset = small(bench.tasks, 4)
-    folder = save_benchmark(subset, tmp_path / "bench", subgraph_nodes=bench.subgraph_nodes,
-                            subgraph_edges=bench.subgraph_edges)  # fmt: skip
+    folder = save_benchmark(
+        subset, tmp_path / "bench", subgraph_nodes=bench.subgraph_nodes, subgraph_edges=bench.subgraph_edges
+    )
     loaded = []
 
     def load_model(checkpoint: str):
         loaded.append(checkpoint)
         return PerfectModel(subset) if "good" in checkpoint else RandomModel(seed=len(loaded))
 
-    argv = ["--tasks", str(folder), "--model", "baseline=ckpt/bad", "--model", "uge=ckpt/good-0",
-            "--model", "uge=ckpt/good-1", "--out", str(tmp_path / "out"), "--bootstrap", "20", "--limit", "3"]
+    argv = [
+        "--tasks",
+        str(folder),
+        "--model",
+        "baseline=ckpt/bad",
+        "--model",
+        "uge=ckpt/good-0",
+        "--model",
+        "uge=ckpt/good-1",
+        "--out",
+        str(tmp_path / "out"),
+        "--bootstrap",
+        "20",
+        "--limit",
+        "3",
+    ]
     assert cli.main(argv, load_model=load_model) == 0
     assert loaded == ["ckpt/bad", "ckpt/good-0", "ckpt/good-1"]
     report = Path(capsys.readouterr().out.strip())
@@ -249,8 +274,19 @@ def test_cli_compares_checkpoints_with_seeds_on_a_saved_benchmark(bench, tmp_pat
 def test_cli_runs_a_bare_tasks_file_without_fusion(bench, tmp_path, capsys):
     subset = small(bench.tasks, 2)
     folder = save_benchmark(subset, tmp_path / "bench")  # no subgraph tables
-    argv = ["--tasks", str(folder / "tasks.parquet"), "--model", "m=ckpt", "--out", str(tmp_path / "out"),
-            "--modes", "image", "text", "--bootstrap", "0"]  # fmt: skip
+    argv = [
+        "--tasks",
+        str(folder / "tasks.parquet"),
+        "--model",
+        "m=ckpt",
+        "--out",
+        str(tmp_path / "out"),
+        "--modes",
+        "image",
+        "text",
+        "--bootstrap",
+        "0",
+    ]
     assert cli.main(argv, load_model=lambda _: RandomModel()) == 0
     results = pd.read_parquet(tmp_path / "out" / "results.parquet")
     assert set(results["mode"]) == {"image", "text"}
@@ -276,16 +312,24 @@ def test_uge_checkpoint_adapter_scores_every_mode(bench, tmp_path):
     checkpoint = save_checkpoint(tmp_path / "ckpt" / "best", backbone)
     tasks = bench.tasks[bench.tasks["city"] == "farville"].groupby(["task", "query_type"], group_keys=False).head(1)
     root = tmp_path / "images"
-    paths = set(tasks["query_image"].dropna()) | {p for c in tasks.loc[tasks["task"] == "retrieval", "candidates"]
-                                                  for p in c}  # fmt: skip
+    paths = set(tasks["query_image"].dropna()) | {
+        p for c in tasks.loc[tasks["task"] == "retrieval", "candidates"] for p in c
+    }
     for k, path in enumerate(sorted(paths)):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (40, 30), (k * 7 % 255, 90, 160)).save(root / path)
     model = UgeModel(checkpoint)
     assert isinstance(model, EmbeddingModel) and model.cache_id.startswith("uge-best-")
     assert model.supports_fusion
-    out = evaluate(tasks, {"uge": model}, bootstrap=20, subgraph_nodes=bench.subgraph_nodes,
-                   subgraph_edges=bench.subgraph_edges, image_root=root, blind=False).results  # fmt: skip
+    out = evaluate(
+        tasks,
+        {"uge": model},
+        bootstrap=20,
+        subgraph_nodes=bench.subgraph_nodes,
+        subgraph_edges=bench.subgraph_edges,
+        image_root=root,
+        blind=False,
+    ).results
     assert set(out["mode"]) == {"image", "fusion", "text"}
     assert out["hit@1"].between(0, 1).all() and (out["n"] == 1).all()
     assert out["instruction_used"].all()  # UGE's image side takes the instruction in every mode

@@ -58,8 +58,9 @@ def test_mutually_compatible_items_all_end_in_groups(n_groups, size, seed):
     n = n_groups * size
     x = 150.0 * (np.arange(n) % 5)
     y = 150.0 * (np.arange(n) // 5)
-    result = form_groups(x, y, [f"answer {i}" for i in range(n)], size=size, min_m=100, max_m=5000,
-                         rng=np.random.default_rng(seed))  # fmt: skip
+    result = form_groups(
+        x, y, [f"answer {i}" for i in range(n)], size=size, min_m=100, max_m=5000, rng=np.random.default_rng(seed)
+    )
     assert len(result.groups) == n_groups
     assert result.leftover == []
 

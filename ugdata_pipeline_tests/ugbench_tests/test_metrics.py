@@ -119,8 +119,12 @@ def test_group_seed_is_stable_and_name_sensitive():
 def test_bootstrap_draws_every_record_and_names_every_metric() -> None:
     # one record answered, three not: a resample holds the answered one or not, so the interval must reach 0 (never
     # drawn) and above the mean; a sampler that skips a record (say the first) gives a degenerate interval
-    per_record = {"hit@1": np.array([1.0, 0.0, 0.0, 0.0]), "hit@5": np.array([1.0, 1.0, 0.0, 0.0]),
-                  "rr": np.array([1.0, 0.2, 0.1, 0.1]), "rank": np.array([1.0, 5.0, 10.0, 10.0])}  # fmt: skip
+    per_record = {
+        "hit@1": np.array([1.0, 0.0, 0.0, 0.0]),
+        "hit@5": np.array([1.0, 1.0, 0.0, 0.0]),
+        "rr": np.array([1.0, 0.2, 0.1, 0.1]),
+        "rank": np.array([1.0, 5.0, 10.0, 10.0]),
+    }
     intervals = bootstrap_intervals(per_record, n_resamples=400, seed=1, level=0.9)
     assert set(intervals) == {"hit@1", "hit@5", "mrr", "mean_rank"}
     lo, hi = intervals["hit@1"]

@@ -81,33 +81,77 @@ def tiny_inputs(*, with_aois: bool = True) -> CityInputs:
     ids = ["A", "B", "C", "D"]
     xy = [(0.0, 0.0), (1000.0, 0.0), (2000.0, 0.0), (3000.0, 0.0)]
     lonlats = [lonlat(x, y) for x, y in xy]
-    images = pd.DataFrame({
-        "image_id": ids, "source": "render", "lon": [p[0] for p in lonlats], "lat": [p[1] for p in lonlats],
-        "split": "test", "path": [f"img/{i}.png" for i in ids], "street_node": "street:x",
-        "scene_facts": json.dumps({"green_fraction": 0.3}),
-    })  # fmt: skip
-    nodes = pd.DataFrame({"node_id": ["c1", "c2", "c3", "s1"], "kind": ["crossing", "crossing", "crossing", "street"],
-                          "name": None, "category": None,
-                          "lon": [lonlat(0, 100)[0], lonlat(0, 290)[0], lonlat(0, 310)[0], lonlat(0, 0)[0]],
-                          "lat": [lonlat(0, 100)[1], lonlat(0, 290)[1], lonlat(0, 310)[1], lonlat(0, 0)[1]]})
-    aois = gpd.GeoDataFrame({
-        "category": ["park", "natural", "building", "building", "building", "commercial", "building", "building"],
-        "tag": ["leisure=park", "natural=wood", "building=yes", "building=yes", "building=yes", "landuse=retail",
-                "building=yes", "building=yes"],
-        "height_m": [None, None, 10.0, 30.0, 50.0, None, None, 0.0],
-        "is_building": [False, False, True, True, True, False, True, True],
-    }, geometry=[_square(-200, -200, 200, 200), _square(1000, -200, 1200, 200), _square(2005, 5, 2025, 25),
-                 _square(1975, -20, 1985, -10), _square(2060, 0, 2070, 10), _square(2120, -10, 2140, 10),
-                 _square(3010, 0, 3020, 10), _square(2980, -20, 2990, -10)], crs="EPSG:4326")  # fmt: skip
-    pois = gpd.GeoDataFrame({"category": ["food", "commercial", "financial", "food", "healthcare"]},
-                            geometry=_points((1000, 100), (1150, 0), (1000, -199), (1250, 0), (1050, 0)),
-                            crs="EPSG:4326")  # fmt: skip
-    trees = gpd.GeoDataFrame({"osm_id": ["t1", "t2", "t3"]}, geometry=_points((10, 0), (0, -40), (60, 0)),
-                             crs="EPSG:4326")  # fmt: skip
+    images = pd.DataFrame(
+        {
+            "image_id": ids,
+            "source": "render",
+            "lon": [p[0] for p in lonlats],
+            "lat": [p[1] for p in lonlats],
+            "split": "test",
+            "path": [f"img/{i}.png" for i in ids],
+            "street_node": "street:x",
+            "scene_facts": json.dumps({"green_fraction": 0.3}),
+        }
+    )
+    nodes = pd.DataFrame(
+        {
+            "node_id": ["c1", "c2", "c3", "s1"],
+            "kind": ["crossing", "crossing", "crossing", "street"],
+            "name": None,
+            "category": None,
+            "lon": [lonlat(0, 100)[0], lonlat(0, 290)[0], lonlat(0, 310)[0], lonlat(0, 0)[0]],
+            "lat": [lonlat(0, 100)[1], lonlat(0, 290)[1], lonlat(0, 310)[1], lonlat(0, 0)[1]],
+        }
+    )
+    aois = gpd.GeoDataFrame(
+        {
+            "category": ["park", "natural", "building", "building", "building", "commercial", "building", "building"],
+            "tag": [
+                "leisure=park",
+                "natural=wood",
+                "building=yes",
+                "building=yes",
+                "building=yes",
+                "landuse=retail",
+                "building=yes",
+                "building=yes",
+            ],
+            "height_m": [None, None, 10.0, 30.0, 50.0, None, None, 0.0],
+            "is_building": [False, False, True, True, True, False, True, True],
+        },
+        geometry=[
+            _square(-200, -200, 200, 200),
+            _square(1000, -200, 1200, 200),
+            _square(2005, 5, 2025, 25),
+            _square(1975, -20, 1985, -10),
+            _square(2060, 0, 2070, 10),
+            _square(2120, -10, 2140, 10),
+            _square(3010, 0, 3020, 10),
+            _square(2980, -20, 2990, -10),
+        ],
+        crs="EPSG:4326",
+    )
+    pois = gpd.GeoDataFrame(
+        {"category": ["food", "commercial", "financial", "food", "healthcare"]},
+        geometry=_points((1000, 100), (1150, 0), (1000, -199), (1250, 0), (1050, 0)),
+        crs="EPSG:4326",
+    )
+    trees = gpd.GeoDataFrame(
+        {"osm_id": ["t1", "t2", "t3"]}, geometry=_points((10, 0), (0, -40), (60, 0)), crs="EPSG:4326"
+    )
     subgraph = pd.DataFrame({"image_id": ids})
-    return CityInputs(city="tiny", role="held_out", images=images, nodes=nodes, edges=pd.DataFrame(),
-                      subgraph_nodes=subgraph, subgraph_edges=pd.DataFrame(),
-                      osm_aois=aois if with_aois else None, osm_pois=pois, osm_trees=trees)  # fmt: skip
+    return CityInputs(
+        city="tiny",
+        role="held_out",
+        images=images,
+        nodes=nodes,
+        edges=pd.DataFrame(),
+        subgraph_nodes=subgraph,
+        subgraph_edges=pd.DataFrame(),
+        osm_aois=aois if with_aois else None,
+        osm_pois=pois,
+        osm_trees=trees,
+    )
 
 
 def test_measures_of_a_hand_built_case_match_the_known_answers():
@@ -186,14 +230,18 @@ def test_labels_come_from_osm_not_from_the_images_scene_facts(bench):
     baseline, _ = build_tasks([inputs], config=PERCEPTION)
     # group_id is all missing (None here, in an object column; NaN in the full table's string column)
     assert baseline["group_id"].isna().all() and expected["group_id"].isna().all()
-    pd.testing.assert_frame_equal(baseline.drop(columns="group_id"),
-                                  expected.drop(columns="group_id").reset_index(drop=True))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        baseline.drop(columns="group_id"), expected.drop(columns="group_id").reset_index(drop=True)
+    )
     # other green fractions in the images' scene facts change nothing
     facts = inputs.images["scene_facts"].map(json.loads)
     rng = np.random.default_rng(0)
-    repainted = inputs.images.assign(scene_facts=[json.dumps({**f, "green_fraction": float(rng.random()),
-                                                              "building_fraction": float(rng.random())})
-                                                  for f in facts])  # fmt: skip
+    repainted = inputs.images.assign(
+        scene_facts=[
+            json.dumps({**f, "green_fraction": float(rng.random()), "building_fraction": float(rng.random())})
+            for f in facts
+        ]
+    )
     same, _ = build_tasks([replace(inputs, images=repainted)], config=PERCEPTION)
     pd.testing.assert_frame_equal(same, baseline)
     # removing the green areas from osm_aois changes greenery levels, and only those
@@ -208,10 +256,14 @@ def test_labels_come_from_osm_not_from_the_images_scene_facts(bench):
     rebuilt, _ = build_tasks([replace(inputs, osm_aois=greyed)], config=PERCEPTION)
     dims = rebuilt["meta"].map(lambda m: json.loads(m)["dimension"])
     base_dims = baseline["meta"].map(lambda m: json.loads(m)["dimension"])
-    assert not rebuilt[dims == "greenery"].reset_index(drop=True).equals(baseline[base_dims == "greenery"]
-                                                                         .reset_index(drop=True))  # fmt: skip
-    pd.testing.assert_frame_equal(rebuilt[dims == "enclosure"].reset_index(drop=True),
-                                  baseline[base_dims == "enclosure"].reset_index(drop=True))  # fmt: skip
+    assert (
+        not rebuilt[dims == "greenery"]
+        .reset_index(drop=True)
+        .equals(baseline[base_dims == "greenery"].reset_index(drop=True))
+    )
+    pd.testing.assert_frame_equal(
+        rebuilt[dims == "enclosure"].reset_index(drop=True), baseline[base_dims == "enclosure"].reset_index(drop=True)
+    )
 
 
 def test_enclosure_follows_the_buildings_of_the_layout(bench):
@@ -240,12 +292,18 @@ def test_place_pulse_q_scores_match_hand_computed_values(tmp_path):
     # A beats B, A beats C, B beats C on safety:
     # W = (1, 1/2, 0), L = (0, 1/2, 1); Q_A = 10/3 (1 + (W_B + W_C)/2 + 1) = 7.5,
     # Q_B = 10/3 (1/2 + W_C - L_A + 1) = 5, Q_C = 10/3 (0 - (L_A + L_B)/2 + 1) = 2.5
-    votes = pd.DataFrame({
-        "left_id": ["A", "C", "B", "A"], "right_id": ["B", "A", "C", "D"], "winner": ["left", "right", "left", "equal"],
-        "category": ["safety", "safety", "safety", "lively"], "left_lat": [60.1, 60.3, 60.2, 60.1],
-        "left_long": [24.1, 24.3, 24.2, 24.1], "right_lat": [60.2, 60.1, 60.3, 60.4],
-        "right_long": [24.2, 24.1, 24.3, 24.4],
-    })  # fmt: skip
+    votes = pd.DataFrame(
+        {
+            "left_id": ["A", "C", "B", "A"],
+            "right_id": ["B", "A", "C", "D"],
+            "winner": ["left", "right", "left", "equal"],
+            "category": ["safety", "safety", "safety", "lively"],
+            "left_lat": [60.1, 60.3, 60.2, 60.1],
+            "left_long": [24.1, 24.3, 24.2, 24.1],
+            "right_lat": [60.2, 60.1, 60.3, 60.4],
+            "right_long": [24.2, 24.1, 24.3, 24.4],
+        }
+    )
     path = tmp_path / "votes.csv"
     votes.to_csv(path, index=False)
     scores = load_place_pulse(path).set_index(["dimension", "image_id"])
@@ -276,15 +334,25 @@ def test_place_pulse_rejects_bad_votes(tmp_path):
 
 def test_place_pulse_repeated_pairs_min_comparisons_and_right_side_coordinates():
     # A and B meet three times (A wins twice, B once); C is seen once, only on the right, with its coordinates there
-    votes = pd.DataFrame({
-        "left_id": ["A", "B", "A", "A"], "right_id": ["B", "A", "B", "C"], "winner": ["left", "left", "left", "right"],
-        "category": ["beautiful"] * 4, "left_lat": [60.1, 60.2, 60.1, 60.1], "left_long": [24.1, 24.2, 24.1, 24.1],
-        "right_lat": [60.2, 60.1, 60.2, 60.9], "right_long": [24.2, 24.1, 24.2, 24.9],
-    })  # fmt: skip
+    votes = pd.DataFrame(
+        {
+            "left_id": ["A", "B", "A", "A"],
+            "right_id": ["B", "A", "B", "C"],
+            "winner": ["left", "left", "left", "right"],
+            "category": ["beautiful"] * 4,
+            "left_lat": [60.1, 60.2, 60.1, 60.1],
+            "left_long": [24.1, 24.2, 24.1, 24.1],
+            "right_lat": [60.2, 60.1, 60.2, 60.9],
+            "right_long": [24.2, 24.1, 24.2, 24.9],
+        }
+    )
     every = load_place_pulse(votes).set_index("image_id")
     # every repeat is its own comparison: A 2 wins, 2 losses in 4 (B once, C once); B 1 win in 3; C 1 win in 1
     assert every.loc[["A", "B", "C"], ["wins", "losses", "n_comparisons"]].to_numpy().tolist() == [
-        [2, 2, 4], [1, 2, 3], [1, 0, 1]]
+        [2, 2, 4],
+        [1, 2, 3],
+        [1, 0, 1],
+    ]
     assert (every.loc["C", "lat"], every.loc["C", "lon"]) == (60.9, 24.9)
     # W = (1/2, 1/3, 1), L = (1/2, 2/3, 0): Q_A = 10/3 (1/2 + W_B - (L_B + L_C)/2 + 1), A beat B twice, lost to B
     # and C once each

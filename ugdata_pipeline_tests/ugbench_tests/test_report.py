@@ -15,25 +15,35 @@ from ugdata_pipeline_tests.ugbench_tests.fake_models import GraphReaderModel, Pe
 def test_headline_metric_and_standard_pairs():
     assert headline_metric("perception") == "hit@1"
     assert {headline_metric(t) for t in ("geolocation", "retrieval", "grounding")} == {"hit@5"}
-    assert standard_pairs(["stage2", "baseline", "x"]) == [("stage2", "baseline"), ("stage2", "chance"),
-                                                           ("baseline", "chance"), ("x", "chance")]  # fmt: skip
+    assert standard_pairs(["stage2", "baseline", "x"]) == [
+        ("stage2", "baseline"),
+        ("stage2", "chance"),
+        ("baseline", "chance"),
+        ("x", "chance"),
+    ]
     assert standard_pairs(["stage1", "stage2", "stage2_no_graph"]) == [
-        ("stage2", "stage1"), ("stage2", "stage2_no_graph"), ("stage1", "chance"), ("stage2", "chance"),
-        ("stage2_no_graph", "chance")]  # fmt: skip
+        ("stage2", "stage1"),
+        ("stage2", "stage2_no_graph"),
+        ("stage1", "chance"),
+        ("stage2", "chance"),
+        ("stage2_no_graph", "chance"),
+    ]
 
 
 def test_results_table_has_one_row_per_record_group_with_chance_blind_and_models(evaluation):
     results = evaluation.results
     table = results_table(results, role="headline", models=["perfect", "random"])
     lines = table.strip().splitlines()
-    assert lines[0] == ("| Task | Type | City | Split | Mode | Metric | n (clusters) | chance | best blind | perfect | "
-                        "random |")  # fmt: skip
+    assert lines[0] == (
+        "| Task | Type | City | Split | Mode | Metric | n (clusters) | chance | best blind | perfect | random |"
+    )
     headline = results[results["role"] == "headline"]
     assert len(lines) == 2 + headline.groupby(["task", "query_type", "city", "split", "mode"]).ngroups
     geo = next(line for line in lines if line.startswith("| geolocation | geolocation | gridtown | test | image |"))
     cells = [c.strip() for c in geo.strip("|").split("|")]
-    row = headline[(headline["task"] == "geolocation") & (headline["city"] == "gridtown")
-                   & (headline["mode"] == "image")].iloc[0]  # fmt: skip
+    row = headline[
+        (headline["task"] == "geolocation") & (headline["city"] == "gridtown") & (headline["mode"] == "image")
+    ].iloc[0]
     assert cells[5:8] == ["H@5", f"40 ({row['n_clusters']})", "25.0"]
     assert cells[8].startswith("25.0 (")  # every blind scorer is at chance on an exchangeable group
     assert cells[9].startswith("100.0 [")  # one seed: no spread
@@ -41,8 +51,10 @@ def test_results_table_has_one_row_per_record_group_with_chance_blind_and_models
     perception = next(line for line in lines if line.startswith("| perception | perception | farville"))
     assert "| H@1 |" in perception and "| 33.3 |" in perception
     reading = results_table(results, role="graph_reading")
-    assert all(("| grounding |" in line or "| perception |" in line) and "| fusion |" in line
-               for line in reading.strip().splitlines()[2:])  # fmt: skip
+    assert all(
+        ("| grounding |" in line or "| perception |" in line) and "| fusion |" in line
+        for line in reading.strip().splitlines()[2:]
+    )
     assert results_table(results, role="nothing") == "_No rows._\n"
 
 
@@ -58,13 +70,25 @@ def test_results_metadata_reads_the_headline_metric_per_task(evaluation):
 
 
 def test_write_report_writes_markdown_charts_and_tables(evaluation, tmp_path):
-    report = write_report(evaluation, tmp_path / "report", bootstrap=50, notes=["three seeds per model"],
-                          proxies={"greenery": "perceived greenery"})  # fmt: skip
+    report = write_report(
+        evaluation,
+        tmp_path / "report",
+        bootstrap=50,
+        notes=["three seeds per model"],
+        proxies={"greenery": "perceived greenery"},
+    )
     out = tmp_path / "report"
     assert report == out / "report.md"
     text = report.read_text(encoding="utf-8")
-    for heading in ("# UGBench results", "## Headline", "## Paired comparisons", "## Graph reading",
-                    "## Blind scorers", "## Perception dimensions are proxies", "## Notes"):  # fmt: skip
+    for heading in (
+        "# UGBench results",
+        "## Headline",
+        "## Paired comparisons",
+        "## Graph reading",
+        "## Blind scorers",
+        "## Perception dimensions are proxies",
+        "## Notes",
+    ):
         assert f"\n{heading}\n" in f"\n{text}", heading
     models_line = next(line for line in text.splitlines() if line.startswith("Models (training seeds): "))
     assert all(f"{m} ({n})" in models_line for m, n in (("random", 2), ("perfect", 1), ("image_text", 1)))
@@ -84,8 +108,11 @@ def test_write_report_writes_markdown_charts_and_tables(evaluation, tmp_path):
     assert len(results) == len(evaluation.results)
     assert len(pd.read_parquet(out / "per_record.parquet")) == len(evaluation.per_record)
     comparisons = pd.read_parquet(out / "comparisons.parquet")
-    assert set(zip(comparisons["a"], comparisons["b"], strict=True)) == {("random", "chance"), ("perfect", "chance"),
-                                                                         ("image_text", "chance")}  # fmt: skip
+    assert set(zip(comparisons["a"], comparisons["b"], strict=True)) == {
+        ("random", "chance"),
+        ("perfect", "chance"),
+        ("image_text", "chance"),
+    }
     perfect = comparisons[(comparisons["a"] == "perfect") & (comparisons["metric"] == "mrr")]
     assert (perfect["verdict"] == "a better").all()
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
@@ -96,8 +123,9 @@ def test_write_report_writes_markdown_charts_and_tables(evaluation, tmp_path):
 
 def test_a_model_that_reads_its_graph_loses_with_swapped_graphs(bench):
     model = GraphReaderModel(bench.tasks, bench.subgraph_nodes)
-    out = graph_dependence(model, bench.tasks, subgraph_nodes=bench.subgraph_nodes,
-                           subgraph_edges=bench.subgraph_edges, bootstrap=200)  # fmt: skip
+    out = graph_dependence(
+        model, bench.tasks, subgraph_nodes=bench.subgraph_nodes, subgraph_edges=bench.subgraph_edges, bootstrap=200
+    )
     assert list(out["metric"]) == ["mrr", "hit@5"]
     where = out[["a", "b", "query_type", "city", "mode"]].to_numpy()
     assert (where == ["own", "swapped", "all", "all", "fusion"]).all()
@@ -110,8 +138,14 @@ def test_a_model_that_reads_its_graph_loses_with_swapped_graphs(bench):
 @pytest.mark.parametrize("model", ["perfect", "random"])
 def test_a_model_that_ignores_its_graph_shows_no_difference(bench, model):
     fake = PerfectModel(bench.tasks) if model == "perfect" else RandomModel()
-    out = graph_dependence(fake, bench.tasks, subgraph_nodes=bench.subgraph_nodes,
-                           subgraph_edges=bench.subgraph_edges, bootstrap=200, max_records=60)  # fmt: skip
+    out = graph_dependence(
+        fake,
+        bench.tasks,
+        subgraph_nodes=bench.subgraph_nodes,
+        subgraph_edges=bench.subgraph_edges,
+        bootstrap=200,
+        max_records=60,
+    )
     assert (out["verdict"] == "no difference").all()
     assert (out["diff"] == 0).all()
     assert (out["n"] == 60).all()

@@ -72,7 +72,7 @@ def test_spatial_clusters_ids_do_not_depend_on_the_other_points():
     extra_lon = np.array([-70.65, 151.2, 13.4, 179.99, -180.0])
     extra_lat = np.array([-33.45, -33.87, 52.52, 0.0, -0.1])
     mixed = spatial_clusters(np.concatenate([extra_lon, lon[::-1]]), np.concatenate([extra_lat, lat[::-1]]))
-    np.testing.assert_array_equal(mixed[len(extra_lon):][::-1], alone)
+    np.testing.assert_array_equal(mixed[len(extra_lon) :][::-1], alone)
     assert mixed[0].startswith("19S:") and mixed[1].startswith("56S:") and mixed[2].startswith("33N:")
     assert mixed[3].startswith("60N:") and mixed[4].startswith("1S:")
     np.testing.assert_array_equal(spatial_clusters(lon[:7], lat[:7]), alone[:7])
@@ -169,8 +169,7 @@ def test_cluster_bootstrap_bounds_and_relabelling(records, rnd):
     order = list(range(len(ranks)))
     rnd.shuffle(order)
     renamed = np.array([f"street-{c:02d}" for c in labels[order]])
-    again = cluster_bootstrap_intervals({k: v[order] for k, v in per_record.items()}, renamed, n_resamples=200,
-                                        seed=9)  # fmt: skip
+    again = cluster_bootstrap_intervals({k: v[order] for k, v in per_record.items()}, renamed, n_resamples=200, seed=9)
     for name, (lo, hi) in base.items():
         assert again[name][0] == pytest.approx(lo, abs=1e-9) and again[name][1] == pytest.approx(hi, abs=1e-9)
 
@@ -285,8 +284,10 @@ def test_paired_seeds_share_one_cluster_draw():
     a_by_seed, blind, clusters = seeded_models(2)
     b_by_seed = [blind, from_ranks(np.clip(blind["rank"].astype(int) + 1, 1, N_CAND))]
     out = paired_differences_over_seeds(a_by_seed, b_by_seed, clusters, n_resamples=400, seed=8, group=("g",))
-    averaged_diff = {k: np.mean([a[k] - b[k] for a, b in zip(a_by_seed, b_by_seed, strict=True)], axis=0)
-                     for k in ("hit@1", "hit@3", "hit@5", "hit@10", "rr", "rank")}  # fmt: skip
+    averaged_diff = {
+        k: np.mean([a[k] - b[k] for a, b in zip(a_by_seed, b_by_seed, strict=True)], axis=0)
+        for k in ("hit@1", "hit@3", "hit@5", "hit@10", "rr", "rank")
+    }
     direct = cluster_bootstrap_intervals(averaged_diff, clusters, n_resamples=400, seed=8, group=("g",))
     for name, (lo, hi) in direct.items():
         assert out[name].lo == pytest.approx(lo) and out[name].hi == pytest.approx(hi)
@@ -318,13 +319,20 @@ def test_seed_summary_means_sd_and_interval():
 def test_chance_levels_match_hand_computed_values():
     h20 = sum(1 / r for r in range(1, 21))  # 3.5977...
     c20 = chance_levels(np.full(5, 20))
-    assert c20 == pytest.approx({"hit@1": 0.05, "hit@3": 0.15, "hit@5": 0.25, "hit@10": 0.5, "mrr": h20 / 20,
-                                 "mean_rank": 10.5})  # fmt: skip
+    assert c20 == pytest.approx(
+        {"hit@1": 0.05, "hit@3": 0.15, "hit@5": 0.25, "hit@10": 0.5, "mrr": h20 / 20, "mean_rank": 10.5}
+    )
     mixed = chance_levels(np.array([3, 20]))
-    assert mixed == pytest.approx({
-        "hit@1": (1 / 3 + 1 / 20) / 2, "hit@3": (1 + 3 / 20) / 2, "hit@5": (1 + 5 / 20) / 2,
-        "hit@10": (1 + 10 / 20) / 2, "mrr": ((1 + 1 / 2 + 1 / 3) / 3 + h20 / 20) / 2, "mean_rank": (2 + 10.5) / 2,
-    })  # fmt: skip
+    assert mixed == pytest.approx(
+        {
+            "hit@1": (1 / 3 + 1 / 20) / 2,
+            "hit@3": (1 + 3 / 20) / 2,
+            "hit@5": (1 + 5 / 20) / 2,
+            "hit@10": (1 + 10 / 20) / 2,
+            "mrr": ((1 + 1 / 2 + 1 / 3) / 3 + h20 / 20) / 2,
+            "mean_rank": (2 + 10.5) / 2,
+        }
+    )
     # the same as a model that ties every candidate
     c = np.array([1, 3, 7, 20])
     ties = summarize(per_record_metrics(RankCounts(np.zeros_like(c), c - 1, c)))

@@ -28,8 +28,14 @@ from ugdata_pipeline.ugbench import (
 from ugdata_pipeline.ugbench._records import leakage_reason, limit_groups, normalize_text
 
 GROUPED = ("geolocation", "retrieval", "grounding")
-KEYS = ("geolocation/geolocation", "retrieval/retrieval", "grounding/nearest_poi", "grounding/distance_direction",
-        "grounding/which_street", "grounding/which_crossing")  # fmt: skip
+KEYS = (
+    "geolocation/geolocation",
+    "retrieval/retrieval",
+    "grounding/nearest_poi",
+    "grounding/distance_direction",
+    "grounding/which_street",
+    "grounding/which_crossing",
+)
 
 
 def replace(inputs: CityInputs, **changes: object) -> CityInputs:
@@ -120,8 +126,14 @@ def test_location_candidates_are_renderer_descriptions_without_the_heading_withi
             image_id = row.candidate_graph_ids[k]
             nodes = sub_nodes[sub_nodes["image_id"] == image_id].sort_values("rank")
             edges = sub_edges[sub_edges["image_id"] == image_id]
-            text = describe_subgraph(nodes, edges, image_row=images.loc[image_id].drop("compass_angle"),
-                                     max_places=10, near_m=200.0, max_chars=1500)  # fmt: skip
+            text = describe_subgraph(
+                nodes,
+                edges,
+                image_row=images.loc[image_id].drop("compass_angle"),
+                max_places=10,
+                near_m=200.0,
+                max_chars=1500,
+            )
             assert text == row.candidates[k]
 
 
@@ -179,9 +191,11 @@ def test_no_candidate_is_recoverable_from_the_query(bench):
 
 def test_leakage_rule_catches_names_in_the_question():
     assert leakage_reason(["Which is the nearest cafe?"], ["Blue Cafe", "Red Mill", "Old Stone"], 0) == (
-        "the query holds ['cafe'], found only in the correct candidate")
+        "the query holds ['cafe'], found only in the correct candidate"
+    )
     assert leakage_reason(["How far is Red Mill?"], ["120 m north", "Red Mill", "40 m east"], 0) == (
-        "candidate 1 ('Red Mill') appears in the query")
+        "candidate 1 ('Red Mill') appears in the query"
+    )
     assert leakage_reason(["Which is the nearest shop?"], ["Blue Lantern", "Red Mill", "Old Stone"], 0) is None
     # a word every candidate shares tells nothing
     assert leakage_reason(["Which street?"], ["Elm Street", "Oak Street"], 0) is None
@@ -217,8 +231,10 @@ def test_validator_finds_no_problem_and_flags_broken_records(bench):
     assert any(p.startswith(f"{rows.at[first, 'record_id']}: correct_idx") for p in problems), problems
     assert f"{rows.at[second, 'record_id']}: 5 candidates, expected 20" in problems
     assert any(p.startswith(f"{rows.at[third, 'record_id']}: leakage") for p in problems)
-    assert any(p.startswith(f"{rows.at[fourth, 'record_id']}: image(s)") and f"not from city {elsewhere!r}" in p
-               for p in problems)  # fmt: skip
+    assert any(
+        p.startswith(f"{rows.at[fourth, 'record_id']}: image(s)") and f"not from city {elsewhere!r}" in p
+        for p in problems
+    )
     assert any(p.startswith(f"group {rows['group_id'].iloc[0]}: its records do not share") for p in problems)
     geo = tasks[tasks["task"] == "geolocation"].head(1).copy()
     distances = list(geo["candidate_distance_m"].iloc[0])
@@ -240,8 +256,10 @@ def test_validator_flags_a_group_whose_candidate_set_was_tampered_with(bench):
     candidates[swap] = other["ground_truth"]
     group.at[row, "candidates"] = candidates
     problems = validate_tasks(group, config=bench.config)
-    assert problems == [f"group {group_id}: its records do not share one candidate set with each member correct once "
-                        "(candidate-only scorers would leave chance)"]  # fmt: skip
+    assert problems == [
+        f"group {group_id}: its records do not share one candidate set with each member correct once "
+        "(candidate-only scorers would leave chance)"
+    ]
     # a group cut short (one record dropped) also leaves a candidate never correct
     assert validate_tasks(geo[geo["group_id"] == group_id].iloc[1:], config=bench.config) == problems
 
@@ -261,12 +279,14 @@ def test_build_is_seeded_and_independent_of_row_order_and_other_tasks(bench):
     # same seed, other tasks left out, images in another order -> the same records
     expected = bench.tasks[bench.tasks["task"].isin(["perception", "grounding"])].reset_index(drop=True)
     shuffled = replace(bench.train.inputs, images=bench.train.inputs.images.sample(frac=1.0, random_state=1))
-    config = BenchConfig(seed=7, tasks=("perception", "grounding"), max_records_per_task=40,
-                         min_distractor_angle_deg=45.0)  # fmt: skip
+    config = BenchConfig(
+        seed=7, tasks=("perception", "grounding"), max_records_per_task=40, min_distractor_angle_deg=45.0
+    )
     again, _ = build_tasks([shuffled, bench.held_out.inputs], config=config)
     pd.testing.assert_frame_equal(again, expected)
-    other, _ = build_tasks([bench.train.inputs], config=BenchConfig(**{**{f: getattr(config, f) for f in
-                                                                           config.__slots__}, "seed": 8}))
+    other, _ = build_tasks(
+        [bench.train.inputs], config=BenchConfig(**{**{f: getattr(config, f) for f in config.__slots__}, "seed": 8})
+    )
     mine = expected[expected["city"] == "gridtown"].reset_index(drop=True)
     assert len(other) == len(mine)
     assert set(other["record_id"]) != set(mine["record_id"]) or not other["correct_idx"].equals(mine["correct_idx"])
@@ -325,8 +345,9 @@ def test_export_jsonl_writes_the_reference_form(bench, tmp_path):
 
 
 def test_save_and_load_round_trip(bench, tmp_path):
-    folder = save_benchmark(bench.tasks, tmp_path / "bench", subgraph_nodes=bench.subgraph_nodes,
-                            subgraph_edges=bench.subgraph_edges)  # fmt: skip
+    folder = save_benchmark(
+        bench.tasks, tmp_path / "bench", subgraph_nodes=bench.subgraph_nodes, subgraph_edges=bench.subgraph_edges
+    )
     tasks, nodes, edges = load_benchmark(folder)
     pd.testing.assert_frame_equal(tasks, bench.tasks)
     referenced = set(bench.tasks["image_id"]) | {i for ids in bench.tasks["candidate_graph_ids"] for i in ids}

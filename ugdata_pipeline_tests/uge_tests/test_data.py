@@ -54,14 +54,16 @@ def test_shared_builds_are_reused_only_for_identical_inputs() -> None:
     tables = three_graph_tables()
     ids = sorted(set(tables.nodes["image_id"].astype(str)))
     first = build_graphs_shared(tables, counting, encoder_identity="enc", image_ids=ids)
-    again = build_graphs_shared(SubgraphTables(tables.nodes.copy(), tables.edges.copy()), counting,
-                                encoder_identity="enc", image_ids=ids)  # fmt: skip
+    again = build_graphs_shared(
+        SubgraphTables(tables.nodes.copy(), tables.edges.copy()), counting, encoder_identity="enc", image_ids=ids
+    )
     assert again is first and len(calls) == 1  # equal tables (not the same objects): one build
     moved = tables.nodes.assign(dx_m=tables.nodes["dx_m"] + 1.0)
     rebuilt = build_graphs_shared(SubgraphTables(moved, tables.edges), counting, encoder_identity="enc", image_ids=ids)
     assert rebuilt is not first and len(calls) == 2
-    other_encoder = build_graphs_shared(SubgraphTables(moved, tables.edges), counting, encoder_identity="other",
-                                        image_ids=ids)  # fmt: skip
+    other_encoder = build_graphs_shared(
+        SubgraphTables(moved, tables.edges), counting, encoder_identity="other", image_ids=ids
+    )
     assert other_encoder is not rebuilt and len(calls) == 3
     assert build_graphs_shared(tables, counting, encoder_identity="enc", image_ids=ids[:1]).keys() == {ids[0]}
     unshared = build_graphs_shared(tables, counting, encoder_identity=None, image_ids=ids)

@@ -82,8 +82,14 @@ def test_cli_embeds_a_city_to_parquet(synthetic: Synthetic, stage2_run: TrainRes
     images.to_parquet(tmp_path / "images.parquet")
     subgraphs.nodes.to_parquet(tmp_path / "nodes.parquet")
     subgraphs.edges.to_parquet(tmp_path / "edges.parquet")
-    common = ["--checkpoint", str(stage2_run.checkpoint_dir), "--images", str(tmp_path / "images.parquet"),
-              "--root", str(root)]  # fmt: skip
+    common = [
+        "--checkpoint",
+        str(stage2_run.checkpoint_dir),
+        "--images",
+        str(tmp_path / "images.parquet"),
+        "--root",
+        str(root),
+    ]
     assert main([*common, "--out", str(tmp_path / "image.parquet")]) == 0
     assert (
         main(

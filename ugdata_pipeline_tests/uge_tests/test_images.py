@@ -33,17 +33,23 @@ def test_truncated_training_image_names_the_file_and_city(tmp_path, identity):
     whole, cut = write_views(tmp_path)
     store = ImageStore(tmp_path, lambda im: np.asarray(im.convert("RGB")), identity=identity)
     assert store.get(whole).shape == (64, 64, 3)
-    with pytest.raises(CorruptFileError, match=rf"image file 'helsinki/images/cut.png' under data root "
-                                               rf"{re.escape(str(tmp_path))} \(city 'helsinki'\) is truncated or "
-                                               rf"corrupt \(image file is truncated.*\){FIX}$") as caught:  # fmt: skip
+    with pytest.raises(
+        CorruptFileError,
+        match=rf"image file 'helsinki/images/cut.png' under data root "
+        rf"{re.escape(str(tmp_path))} \(city 'helsinki'\) is truncated or "
+        rf"corrupt \(image file is truncated.*\){FIX}$",
+    ) as caught:
         store.get(cut)
     assert isinstance(caught.value.__cause__, OSError)
 
 
 def test_truncated_image_without_a_root_is_named_by_its_path(tmp_path):
     _, cut = write_views(tmp_path)
-    with pytest.raises(CorruptFileError, match=rf"image file '{re.escape(str(tmp_path / cut))}' \(city 'helsinki'\) "
-                                               rf"is truncated or corrupt \(.+\){FIX}$"):  # fmt: skip
+    with pytest.raises(
+        CorruptFileError,
+        match=rf"image file '{re.escape(str(tmp_path / cut))}' \(city 'helsinki'\) "
+        rf"is truncated or corrupt \(.+\){FIX}$",
+    ):
         ImageCache(max_bytes=1 << 20).rgb(tmp_path / cut)
 
 

@@ -57,8 +57,16 @@ def test_step_budget_validation_by_pair_type_and_temperature(synthetic: Syntheti
     assert {f"mrr/{t}" for t in sizes.index} <= set(result.best_metrics)
     # the temperature is learned: it moved from its initial 0.07
     assert train_rows["temperature"].iloc[-1] != pytest.approx(0.07, abs=1e-6)
-    fixed = TrainConfig(stage=1, steps=3, batch_size=8, lr=2e-3, learn_temperature=False, temperature=0.05,
-                        out_dir=str(tmp_path / "fixed"), backbone_config=SMALL_COMPACT)  # fmt: skip
+    fixed = TrainConfig(
+        stage=1,
+        steps=3,
+        batch_size=8,
+        lr=2e-3,
+        learn_temperature=False,
+        temperature=0.05,
+        out_dir=str(tmp_path / "fixed"),
+        backbone_config=SMALL_COMPACT,
+    )
     frozen = train(records, root=root, config=fixed, progress=False).history
     assert frozen.loc[frozen["split"] == "train", "temperature"].tolist() == pytest.approx([0.05] * 3)
 
@@ -103,8 +111,9 @@ def test_augmentation_only_in_training_and_seeded() -> None:
 
 def test_graph_ablation_inputs(synthetic: Synthetic) -> None:
     _, records, subgraphs = synthetic
-    graphs = build_graphs(subgraphs, lambda texts: torch.ones(len(texts), 4),
-                          image_ids=sorted(set(records["image_id"])))  # fmt: skip
+    graphs = build_graphs(
+        subgraphs, lambda texts: torch.ones(len(texts), 4), image_ids=sorted(set(records["image_id"]))
+    )
     shuffled = shuffle_graphs(graphs, seed=3)
     assert set(shuffled) == set(graphs)
     assert all(shuffled[i].image_id != i for i in graphs)  # nobody keeps its own graph
@@ -135,8 +144,13 @@ def test_model_family_budget_and_control() -> None:
     base = TrainConfig(batch_size=8)
     steps = {s.name: run_config(s, base, steps=100, seed=2).steps for s in MODEL_SPECS}
     # the control gets as many steps as stage 1 and stage 2 together; every stage-2 model as many as stage 2
-    assert steps == {"baseline": 200, "stage1": 100, "stage2": 100, "stage2_shuffled_graphs": 100,
-                     "stage2_no_graph": 100}  # fmt: skip
+    assert steps == {
+        "baseline": 200,
+        "stage1": 100,
+        "stage2": 100,
+        "stage2_shuffled_graphs": 100,
+        "stage2_no_graph": 100,
+    }
     assert run_config(model_spec("stage2_no_graph"), base, steps=5, seed=2).graph_input == "none"
     assert run_config(model_spec("baseline"), base, steps=5, seed=2).variant == "baseline"
     with pytest.raises(ValueError, match="unknown UGE model 'stage3'"):
@@ -152,8 +166,9 @@ def test_runs_are_reused_pointed_to_relatively_and_need_their_parent(synthetic: 
         (root / path).write_bytes((source / path).read_bytes())
     base = TrainConfig(batch_size=8, lr=2e-3, backbone_config=SMALL_COMPACT, graph_encoder=SMALL_GRAPH)
     with pytest.raises(TrainingDataError, match="starts from the stage1 model, which has no trained run"):
-        train_seed(model_spec("stage2"), records, root=root, base=base, steps=2, seed=0, cities=["x"],
-                   subgraphs=subgraphs)  # fmt: skip
+        train_seed(
+            model_spec("stage2"), records, root=root, base=base, steps=2, seed=0, cities=["x"], subgraphs=subgraphs
+        )
     first = train_seed(model_spec("stage1"), records, root=root, base=base, steps=2, seed=0, cities=["x"])
     again = train_seed(model_spec("stage1"), records, root=root, base=base, steps=2, seed=0, cities=["x"])
     assert again.fingerprint == first.fingerprint and again.result.samples_per_s == 0  # finished: nothing trained
@@ -162,8 +177,9 @@ def test_runs_are_reused_pointed_to_relatively_and_need_their_parent(synthetic: 
     pointer = json.loads((root / "models" / "stage1" / "current.json").read_text())
     assert set(pointer["seeds"]) == {"0", "1"} and pointer["cities"] == ["x"]
     assert all(not Path(e["checkpoint"]).is_absolute() for e in pointer["seeds"].values())
-    stage2 = train_seed(model_spec("stage2"), records, root=root, base=base, steps=1, seed=0, cities=["x"],
-                        subgraphs=subgraphs)  # fmt: skip
+    stage2 = train_seed(
+        model_spec("stage2"), records, root=root, base=base, steps=1, seed=0, cities=["x"], subgraphs=subgraphs
+    )
     assert stage2.checkpoint.is_dir()
     # a copied root keeps its models: the pointer resolves under the new root
     moved = tmp_path / "moved"
@@ -172,8 +188,9 @@ def test_runs_are_reused_pointed_to_relatively_and_need_their_parent(synthetic: 
     assert current_checkpoints(moved, "stage2", [0])[0].is_relative_to(moved)
     assert current_checkpoints(moved, "stage2", [1]) == {}
     # ... and reuses them: same fingerprints (no machine path in them), nothing trained again
-    reused = train_seed(model_spec("stage2"), records, root=moved, base=base, steps=1, seed=0, cities=["x"],
-                        subgraphs=subgraphs)  # fmt: skip
+    reused = train_seed(
+        model_spec("stage2"), records, root=moved, base=base, steps=1, seed=0, cities=["x"], subgraphs=subgraphs
+    )
     assert reused.fingerprint == stage2.fingerprint and reused.result.samples_per_s == 0
     # a checkpoint the pointer names but the disk lacks is an error where a model must not drop out silently
     lost = current_checkpoints(moved, "stage1")[1]

@@ -154,8 +154,11 @@ def _reference_info_nce(q, d, *, t, pos_ids, query_ids, hard=None, hard_ids=None
         if hard is not None:
             row = hard[i] if hard.ndim == 3 else hard
             ids = hard_ids[i] if hard_ids.ndim == 2 else hard_ids
-            cand += [float(q[i] @ (h.double() / h.double().norm())) / t
-                     for h, hid in zip(row, ids, strict=True) if hid != pos_ids[i]]  # fmt: skip
+            cand += [
+                float(q[i] @ (h.double() / h.double().norm())) / t
+                for h, hid in zip(row, ids, strict=True)
+                if hid != pos_ids[i]
+            ]
         total_q += -own + math.log(sum(math.exp(c) for c in cand))
         cand_d = [float(d[i] @ q[j]) / t for j in range(n) if not negatives_masked(i, j)]
         total_d += -float(d[i] @ q[i]) / t + math.log(sum(math.exp(c) for c in cand_d))
@@ -176,8 +179,17 @@ def test_info_nce_equals_its_definition_with_masks_and_hard_negatives(gather: bo
     elif hard_shape == "shared":
         hard = torch.randn(4, 5, generator=gen)
         hard_ids = torch.tensor([50, 11, 51, 14])  # rows 1 and 5 see their own positive among them: masked
-    got = symmetric_info_nce(q, d, temperature=0.3, positive_ids=pos_ids, query_ids=query_ids, hard_negatives=hard,
-                             hard_negative_ids=hard_ids, gather=gather)  # fmt: skip
-    want = _reference_info_nce(q, d, t=0.3, pos_ids=pos_ids.tolist(), query_ids=query_ids.tolist(), hard=hard,
-                               hard_ids=hard_ids)  # fmt: skip
+    got = symmetric_info_nce(
+        q,
+        d,
+        temperature=0.3,
+        positive_ids=pos_ids,
+        query_ids=query_ids,
+        hard_negatives=hard,
+        hard_negative_ids=hard_ids,
+        gather=gather,
+    )
+    want = _reference_info_nce(
+        q, d, t=0.3, pos_ids=pos_ids.tolist(), query_ids=query_ids.tolist(), hard=hard, hard_ids=hard_ids
+    )
     assert float(got) == pytest.approx(want, rel=1e-5)

@@ -25,8 +25,10 @@ def cut_in_half(path):
 def checkpoint(folder, model: nn.Module, optimizer: torch.optim.Optimizer):
     folder.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": None, "torch_rng": torch.get_rng_state()},
-               folder / "optimizer.pt")  # fmt: skip
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": None, "torch_rng": torch.get_rng_state()},
+        folder / "optimizer.pt",
+    )
     (folder / "trainer_state.json").write_text(json.dumps({"step": 3}))
     (folder / "config.json").write_text(json.dumps({"model": {"backbone": "x"}, "train": {"lr": 0.1}}))
     return folder
@@ -55,9 +57,12 @@ def test_truncated_checkpoint_file_is_named(tmp_path, name):
 def test_truncated_run_pointer_is_named(tmp_path):
     _write_pointer(tmp_path, "stage1", 0, "abc", tmp_path / "models" / "stage1" / "runs" / "abc", ["helsinki"])
     cut_in_half(_pointer(tmp_path, "stage1"))
-    with pytest.raises(CorruptFileError, match=rf"run pointer {re.escape(str(_pointer(tmp_path, 'stage1')))} is "
-                                               r"truncated or corrupt \(.+\); delete it and re-materialize the "
-                                               r"stage1 model"):  # fmt: skip
+    with pytest.raises(
+        CorruptFileError,
+        match=rf"run pointer {re.escape(str(_pointer(tmp_path, 'stage1')))} is "
+        r"truncated or corrupt \(.+\); delete it and re-materialize the "
+        r"stage1 model",
+    ):
         current_checkpoints(tmp_path, "stage1")
 
 

@@ -63,9 +63,14 @@ def test_stage2_needs_subgraphs(synthetic: Synthetic, tmp_path: Path) -> None:
 
 def _lora_stage1(root: Path, records: pd.DataFrame, out: Path) -> TrainResult:
     config = TrainConfig(
-        stage=1, epochs=1, max_steps=2, batch_size=6, lr=2e-3, out_dir=str(out),
+        stage=1,
+        epochs=1,
+        max_steps=2,
+        batch_size=6,
+        lr=2e-3,
+        out_dir=str(out),
         backbone_config={**SMALL_COMPACT, "text_tuning": "lora", "max_text_tokens": 24},
-    )  # fmt: skip
+    )
     return train(records, root=root, config=config, progress=False)
 
 
@@ -94,10 +99,18 @@ def test_stage2_trains_graph_encoder_and_lora_at_lower_rate(synthetic: Synthetic
 
     lr, graph_lr = 1e-3, 1e-3
     config = TrainConfig(
-        stage=2, epochs=1, max_steps=1, batch_size=6, lr=lr, graph_lr=graph_lr, backbone_lr_scale=0.1,
-        warmup_ratio=0.0, out_dir=str(tmp_path / "s2"), graph_encoder=SMALL_GRAPH,
+        stage=2,
+        epochs=1,
+        max_steps=1,
+        batch_size=6,
+        lr=lr,
+        graph_lr=graph_lr,
+        backbone_lr_scale=0.1,
+        warmup_ratio=0.0,
+        out_dir=str(tmp_path / "s2"),
+        graph_encoder=SMALL_GRAPH,
         backbone_config={**SMALL_COMPACT, "text_tuning": "lora", "max_text_tokens": 24},
-    )  # fmt: skip
+    )
     initial = _build_model(config, stage1.checkpoint_dir)
     # stage 2 starts from stage 1's weights: every saved stage-1 tensor is in the initial stage-2 model
     init_state = initial.state_dict()
