@@ -60,14 +60,10 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from ugdata_pipeline.uge.hf_vlm import (  # noqa: E402 - after the path tweak, so the script runs from anywhere
-    QWEN2_5_VL_7B_SIZES,
-    HfVlmBackbone,
-    HFVLMConfig,
-    VLMInputs,
-    VLMSizes,
-    tiny_qwen2_vl,
-)
+from ugdata_pipeline.uge.hf_vlm import HfVlmBackbone  # noqa: E402 - after the path tweak, so the script runs from anywhere
+from ugdata_pipeline.uge.hf_vlm_config import HFVLMConfig  # noqa: E402
+from ugdata_pipeline.uge.hf_vlm_inputs import VLMInputs  # noqa: E402
+from ugdata_pipeline.uge.hf_vlm_tiny import QWEN2_5_VL_7B_SIZES, VLMSizes, tiny_qwen2_vl  # noqa: E402
 from ugdata_pipeline.uge.losses import symmetric_info_nce  # noqa: E402
 
 #: dense bf16 peak FLOP/s by a substring of ``torch.cuda.get_device_name()`` (no sparsity)

@@ -52,3 +52,7 @@ class IncompleteResultError(UgdataError, RuntimeError):
 
 class CorruptFileError(UgdataError, OSError):
     """A stored file (table, image, OSM extract, checkpoint) cannot be read; the message names the file and city."""
+
+
+class HFVLMError(UgdataError, ValueError):
+    """Invalid configuration or input for the ``hf_vlm`` backbone."""

@@ -13,25 +13,15 @@ import torch
 from PIL import Image
 
 from ugdata_pipeline._pyg import Batch, Data  # PyG's names, imported with its import-time warning silenced
+from ugdata_pipeline.errors import HFVLMError
 from ugdata_pipeline.uge.backbone import build_backbone
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
-from ugdata_pipeline.uge.hf_vlm import (
-    IM_END,
-    IM_START,
-    IMAGE_PAD,
-    QWEN2_5_VL_7B_SIZES,
-    VISION_END,
-    VISION_START,
-    GraphTokenProjector,
-    HFVLMBackbone,
-    HfVlmBackbone,
-    HFVLMConfig,
-    HFVLMError,
-    PreparedImage,
-    VLMSizes,
-    tiny_qwen2_vl,
-)
+from ugdata_pipeline.uge.hf_vlm import GraphTokenProjector, HFVLMBackbone, HfVlmBackbone
+from ugdata_pipeline.uge.hf_vlm_config import HFVLMConfig
+from ugdata_pipeline.uge.hf_vlm_inputs import PreparedImage
+from ugdata_pipeline.uge.hf_vlm_tiny import QWEN2_5_VL_7B_SIZES, VLMSizes, tiny_qwen2_vl
 from ugdata_pipeline.uge.losses import symmetric_info_nce
+from ugdata_pipeline.uge.qwen_vl import IM_END, IM_START, IMAGE_PAD, VISION_END, VISION_START
 
 HIDDEN = VLMSizes().hidden_size
 GRAPH_CONFIG = GraphEncoderConfig(hidden_dim=32, edge_dim=8, heads=2)
