@@ -42,8 +42,9 @@ import shapely
 
 from ugdata_pipeline.cities import load_registry
 from ugdata_pipeline.imagery.cameras import sample_cameras
-from ugdata_pipeline.imagery.render import RenderConfig, encode_image, render_view, view_rng
+from ugdata_pipeline.imagery.render import RenderConfig, render_view, view_rng
 from ugdata_pipeline.imagery.scene import Scene, build_scene
+from ugdata_pipeline.imagery.view_files import encode_image
 from ugdata_pipeline.osm import load_city_osm
 
 TARGET_VIEWS_PER_S = 100.0

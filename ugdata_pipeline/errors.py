@@ -56,3 +56,7 @@ class CorruptFileError(UgdataError, OSError):
 
 class HFVLMError(UgdataError, ValueError):
     """Invalid configuration or input for the ``hf_vlm`` backbone."""
+
+
+class RenderInputError(UgdataError, ValueError):
+    """A render option or input is invalid."""

@@ -14,9 +14,9 @@ from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.imagery.plot import split_map_png
-from ugdata_pipeline.imagery.render import contact_sheet
 from ugdata_pipeline.imagery.source_outcome import SourceOutcome, failure_reasons, failure_summary
 from ugdata_pipeline.imagery.splits import assign_splits, no_sequence_spans_splits, no_test_near_train
+from ugdata_pipeline.imagery.view_files import contact_sheet
 from ugdata_pipeline.osm.schema import OsmExtract
 from ugdata_pipeline.resources import CityRegistryResource, ImageSourceResource, StorageResource
 

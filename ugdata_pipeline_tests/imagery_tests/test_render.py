@@ -15,6 +15,7 @@ from PIL import Image
 from pyproj import Transformer
 
 from ugdata_pipeline.cities import load_registry
+from ugdata_pipeline.errors import RenderInputError
 from ugdata_pipeline.imagery.cameras import CAMERA_COLUMNS, sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import make_lighting
@@ -22,15 +23,12 @@ from ugdata_pipeline.imagery.render import (
     CREATOR,
     IMAGE_COLUMNS,
     RenderConfig,
-    RenderInputError,
     cast_walls,
-    contact_sheet,
-    image_distance,
-    read_image_facts,
     render_view,
     view_rng,
 )
 from ugdata_pipeline.imagery.scene import build_scene
+from ugdata_pipeline.imagery.view_files import contact_sheet, image_distance, read_image_facts
 from ugdata_pipeline.osm import load_city_osm
 from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, TREE_COLUMNS, OsmExtract, frame
 from ugdata_pipeline_tests.tiny_city import ORIGIN_E, ORIGIN_N, lonlat, street_table, tiny_city

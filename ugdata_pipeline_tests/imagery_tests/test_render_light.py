@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.cities import City, CitySource, load_registry
+from ugdata_pipeline.errors import RenderInputError
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import SEASONS, make_lighting, sequence_lighting
 from ugdata_pipeline.imagery.render import (
     RENDER_VERSION,
     RenderConfig,
-    RenderInputError,
     cast_walls,
     render_view,
     sequence_weather,
