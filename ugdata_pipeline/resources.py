@@ -13,8 +13,8 @@ from upath import UPath
 
 from ugdata_pipeline.cities import City, CityRegistry, load_registry
 from ugdata_pipeline.imagery.source_outcome import SourceOutcome
-from ugdata_pipeline.io_managers import read_table, table_path
 from ugdata_pipeline.osm import OsmExtract, load_city_osm
+from ugdata_pipeline.table_files import read_table, table_path
 
 
 class CityRegistryResource(dg.ConfigurableResource):

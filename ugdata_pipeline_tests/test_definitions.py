@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.definitions import defs, resources_for
-from ugdata_pipeline.io_managers import read_table, table_path
+from ugdata_pipeline.table_files import read_table, table_path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ugdata_pipeline"
 CORE = ("osm", "graph", "imagery", "reasoning", "context", "dataset", "uge", "ugbench")
@@ -97,20 +97,32 @@ def test_every_deployment_has_the_same_resource_keys():
         resources_for("prod")
 
 
+def _imported_modules(file: Path) -> list[str]:
+    tree = ast.parse(file.read_text(encoding="utf-8"))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+    return names
+
+
 def test_core_packages_never_import_dagster():
+    """The core packages, and every top-level module they import (errors, atomic_files, table_files, ...)."""
+    files = [file for package in CORE for file in sorted((PACKAGE / package).rglob("*.py"))]
+    shared = {
+        name.split(".")[1]
+        for file in files
+        for name in _imported_modules(file)
+        if name.startswith("ugdata_pipeline.") and name.split(".")[1] not in CORE
+    }
+    files += [PACKAGE / f"{module}.py" for module in sorted(shared) if (PACKAGE / f"{module}.py").exists()]
+    assert {"errors.py", "atomic_files.py", "table_files.py"} <= {f.name for f in files}
     offenders = []
-    for package in CORE:
-        folder = PACKAGE / package
-        for file in folder.rglob("*.py") if folder.exists() else []:
-            tree = ast.parse(file.read_text(encoding="utf-8"))
-            for node in ast.walk(tree):
-                names = (
-                    [a.name for a in node.names]
-                    if isinstance(node, ast.Import)
-                    else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-                )
-                if any(n == "dagster" or n.startswith("dagster.") for n in names):
-                    offenders.append(str(file.relative_to(PACKAGE)))
+    for file in files:
+        if any(n == "dagster" or n.startswith("dagster.") for n in _imported_modules(file)):
+            offenders.append(str(file.relative_to(PACKAGE)))
     assert offenders == []
 
 

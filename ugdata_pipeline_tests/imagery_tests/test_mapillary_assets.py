@@ -18,8 +18,9 @@ import pytest
 from ugdata_pipeline.assets.imagery import image_candidates, image_files
 from ugdata_pipeline.assets.osm import osm_extract
 from ugdata_pipeline.imagery.mapillary_discovery import FAILED_CELLS_FILENAME
-from ugdata_pipeline.io_managers import ParquetIOManager, read_table, table_path
+from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import CityRegistryResource, MapillaryResource, OsmSourceResource, StorageResource
+from ugdata_pipeline.table_files import read_table, table_path
 from ugdata_pipeline_tests.imagery_tests.mapillary_server import FakeImage, Fault, MapillaryServer
 from ugdata_pipeline_tests.tiny_city import tiny_city, write_tiny_city
 
