@@ -30,7 +30,6 @@ per-cluster sums and sizes (1000 resamples over 2,000 records in 100 clusters ta
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,6 +38,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from pyproj import Transformer
+
+from ugdata_pipeline.seeding import stable_seed
 
 PerRecord = Mapping[str, npt.NDArray[np.float64]]
 Verdict = Literal["a better", "b better", "no difference"]
@@ -51,8 +52,7 @@ _CHUNK_CELLS = 1 << 22
 
 def group_seed(seed: int, *names: object) -> int:
     """A 63-bit seed derived from ``seed`` and a group's name, stable across runs and platforms."""
-    digest = hashlib.sha256(("\x1f".join([str(seed), *map(str, names)])).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return stable_seed(seed, *names, scheme="sha256-le")
 
 
 # --- spatial clusters ---------------------------------------------------------------------------------------------
