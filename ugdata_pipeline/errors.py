@@ -52,3 +52,7 @@ class IncompleteResultError(UgdataError, RuntimeError):
 
 class CorruptFileError(UgdataError, OSError):
     """A stored file (table, image, OSM extract, checkpoint) cannot be read; the message names the file and city."""
+
+
+class TableInputError(UgdataError, ValueError):
+    """A table given to a stage lacks columns it needs (see :func:`ugdata_pipeline.tables.require_columns`)."""

@@ -31,6 +31,7 @@ from ugdata_pipeline.context.describe import described_names_by_image
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.graph.text import compass_word, distance_phrase
 from ugdata_pipeline.seeding import stable_choice
+from ugdata_pipeline.tables import require_columns
 
 __all__ = [
     "CAPTION_COLUMNS",
@@ -155,10 +156,13 @@ def build_caption_requests(
     max_places
         Nearest named places per image kept for the template captioner.
     """
-    missing = [c for c in ("image_id", "path") if c not in images.columns]
-    if missing:
-        msg = f"images is missing column(s) {missing}; pass the images manifest (image_id, path, scene_facts)"
-        raise CaptionInputError(msg)
+    require_columns(
+        images,
+        ("image_id", "path"),
+        table="images",
+        fix="Pass the images manifest (image_id, path, scene_facts).",
+        error=CaptionInputError,
+    )
     if isinstance(descriptions, pd.DataFrame):
         descriptions = dict(zip(descriptions["image_id"].astype(str), descriptions["description"], strict=True))
     frame = images

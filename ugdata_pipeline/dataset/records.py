@@ -37,6 +37,7 @@ from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.reasoning.mentions import mentions_name
 from ugdata_pipeline.reasoning.text import MASKED_SENTENCE_NAME
 from ugdata_pipeline.seeding import stable_choice, stable_rng
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -151,13 +152,7 @@ class TrainingRecords:
 
 
 def _require(frame: pd.DataFrame, name: str, columns: tuple[str, ...], hint: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        msg = f"{name} must be a pandas DataFrame, got {type(frame).__name__}; {hint}"
-        raise DatasetInputError(msg)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        msg = f"{name} is missing column(s) {missing}; it has {list(frame.columns)}. {hint}"
-        raise DatasetInputError(msg)
+    require_columns(frame, columns, table=name, fix=hint, error=DatasetInputError)
 
 
 def _pick(options: tuple[str, ...], seed: int, *key: object) -> str:

@@ -24,6 +24,7 @@ from ugdata_pipeline.errors import ImageryInputError
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
 from ugdata_pipeline.graph.text import render_node_text
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +87,9 @@ def validate_images(images: pd.DataFrame, *, required: tuple[str, ...] = IMAGE_R
     if not isinstance(images, pd.DataFrame):
         msg = f"images must be a pandas DataFrame, got {type(images).__name__}; build one with pd.DataFrame(...)"
         raise ImageryInputError(msg)
-    missing = [c for c in required if c not in images.columns]
-    if missing:
-        msg = (
-            f"images is missing column(s) {missing}; it has {list(images.columns)}. "
-            f"Every images table needs {list(required)}"
-        )
-        raise ImageryInputError(msg)
+    require_columns(
+        images, required, table="images", fix=f"Every images table needs {list(required)}.", error=ImageryInputError
+    )
     for column, limit in (("lon", 180.0), ("lat", 90.0)):
         values = pd.to_numeric(images[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values) | (np.abs(values) > limit)
@@ -121,10 +118,13 @@ def _streets_of(graph_nodes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             "pass graph.nodes from build_urban_graph"
         )
         raise ImageryInputError(msg)
-    missing = [c for c in ("node_id", "kind", "name", "geometry") if c not in graph_nodes.columns]
-    if missing:
-        msg = f"graph_nodes is missing column(s) {missing}; pass graph.nodes from build_urban_graph"
-        raise ImageryInputError(msg)
+    require_columns(
+        graph_nodes,
+        ("node_id", "kind", "name", "geometry"),
+        table="graph_nodes",
+        fix="Pass graph.nodes from build_urban_graph.",
+        error=ImageryInputError,
+    )
     streets = graph_nodes[(graph_nodes["kind"] == "street") & graph_nodes.geometry.notna()]
     if streets.empty:
         msg = (

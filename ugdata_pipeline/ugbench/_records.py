@@ -17,6 +17,7 @@ import pandas as pd
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.grouping import key_runs
 from ugdata_pipeline.imagery.anchor import image_node_ids
+from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.ugbench.metrics import group_seed
 
 Task = Literal["geolocation", "retrieval", "perception", "grounding"]
@@ -529,17 +530,14 @@ def validate_city_inputs(inputs: CityInputs) -> None:
         "subgraph_edges": ("image_id", "src", "dst", "kind"),
     }
     for table, columns in needs.items():
-        frame = getattr(inputs, table)
-        if not isinstance(frame, pd.DataFrame):
-            msg = f"CityInputs.{table} of {inputs.city!r} must be a DataFrame, got {type(frame).__name__}"
-            raise BenchmarkInputError(msg)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            msg = (
-                f"CityInputs.{table} of {inputs.city!r} is missing column(s) {missing}; it has "
-                f"{list(frame.columns)}. Pass the {table} table of the data contract (DESIGN.md)"
-            )
-            raise BenchmarkInputError(msg)
+        require_columns(
+            getattr(inputs, table),
+            columns,
+            table=f"CityInputs.{table}",
+            city=inputs.city,
+            fix=f"Pass the {table} table of the data contract (DESIGN.md).",
+            error=BenchmarkInputError,
+        )
     if inputs.role == "held_out":
         other = sorted(set(inputs.images["split"].astype(str)) - {"test", "excluded"})
         if other:
