@@ -56,3 +56,7 @@ class CorruptFileError(UgdataError, OSError):
 
 class TableInputError(UgdataError, ValueError):
     """A table given to a stage lacks columns it needs (see :func:`ugdata_pipeline.tables.require_columns`)."""
+
+
+class MetricCrsError(UgdataError, ValueError):
+    """A stage was not given the city's metric CRS (``crs_metric``), or was given one that is not metric."""

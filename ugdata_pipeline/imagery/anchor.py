@@ -18,9 +18,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import Transformer
 
 from ugdata_pipeline.errors import ImageryInputError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
 from ugdata_pipeline.graph.text import render_node_text
@@ -144,6 +145,7 @@ def anchor_images(
     *,
     city_name: str,
     country: str,
+    crs_metric: str,
     max_snap_m: float = 50.0,
     source_label: str | None = None,
 ) -> AnchorResult:
@@ -159,6 +161,8 @@ def anchor_images(
         The graph's node table (``UrbanGraph.nodes``, EPSG:4326); only ``kind == "street"`` rows are used.
     city_name, country
         Display name and country of the city, used in the image nodes' ``node_text``.
+    crs_metric
+        The city's metric CRS (``UrbanGraph.crs_metric``); snap distances are measured in it.
     max_snap_m
         Largest distance in metres from an image to a street; images farther away are dropped.
     source_label
@@ -197,9 +201,9 @@ def anchor_images(
     if images["source"].isna().any():
         msg = "images.source has missing values; set it to 'mapillary' or 'render' (or pass source_label=...)"
         raise ImageryInputError(msg)
+    crs = metric_crs(crs_metric, needed_by="anchor_images")
     streets = _streets_of(graph_nodes)
 
-    crs = CRS.from_user_input(streets.estimate_utm_crs())
     streets_utm = streets.to_crs(crs)
     to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)

@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw
 from pyproj import CRS
 
 from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.osm.schema import OsmExtract
 from ugdata_pipeline.seeding import stable_hash
 
@@ -478,7 +479,7 @@ def _paint_ground(
 def build_scene(
     extract: OsmExtract,
     *,
-    crs_metric: str | None = None,
+    crs_metric: str,
     default_building_height_m: float = 10.0,
     margin_m: float = 300.0,
 ) -> Scene:
@@ -490,7 +491,7 @@ def build_scene(
     extract
         The city's normalized OSM tables (EPSG:4326); ``trees`` may be empty.
     crs_metric
-        Metric CRS to work in; by default the UTM zone estimated from the streets (or areas).
+        The city's metric CRS (``UrbanGraph.crs_metric``; ``city_metric_crs(extract.streets)``).
     default_building_height_m
         Typical height of a building without ``height`` / ``building:levels`` tags (houses, garages and sheds
         get their own lower defaults); each building varies around it, whole storeys of 3.2 m.
@@ -507,16 +508,14 @@ def build_scene(
     ------
     SceneInputError
         ``default_building_height_m`` or ``margin_m`` is not a positive number of metres.
+    MetricCrsError
+        ``crs_metric`` is missing or not a metric CRS.
     """
     for name, value in (("default_building_height_m", default_building_height_m), ("margin_m", margin_m)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             msg = f"`{name}` must be a positive number of metres, got {value!r}"
             raise SceneInputError(msg)
-    if crs_metric is None:
-        source = next((f for f in (extract.streets, extract.aois, extract.pois) if len(f)), None)
-        crs = CRS.from_user_input(source.estimate_utm_crs()) if source is not None else CRS.from_epsg(32635)
-    else:
-        crs = CRS.from_user_input(crs_metric)
+    crs = metric_crs(crs_metric, needed_by="build_scene")
     streets = _to_metric(extract.streets, crs)
     aois = _to_metric(extract.aois, crs)
     pois = _to_metric(extract.pois, crs)

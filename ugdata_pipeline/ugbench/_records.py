@@ -15,6 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.grouping import key_runs
 from ugdata_pipeline.imagery.anchor import image_node_ids
 from ugdata_pipeline.tables import require_columns
@@ -118,6 +119,8 @@ class CityInputs:
         The city's graph tables (nodes need ``node_id``, ``kind``, ``name``, ``category``, ``lon``, ``lat``).
     subgraph_nodes, subgraph_edges
         The long subgraph tables keyed by ``image_id``.
+    crs_metric
+        The city's metric CRS (``UrbanGraph.crs_metric``); perception measures distances in it.
     osm_aois, osm_pois, osm_trees
         The city's normalised OSM tables (GeoDataFrames in EPSG:4326: areas with ``category``, ``tag``,
         ``height_m``, ``is_building``; POIs with ``category``; tree points). They carry the perception measures;
@@ -131,6 +134,7 @@ class CityInputs:
     edges: pd.DataFrame
     subgraph_nodes: pd.DataFrame
     subgraph_edges: pd.DataFrame
+    crs_metric: str
     osm_aois: pd.DataFrame | None = None
     osm_pois: pd.DataFrame | None = None
     osm_trees: pd.DataFrame | None = None
@@ -522,6 +526,7 @@ def validate_city_inputs(inputs: CityInputs) -> None:
     if inputs.role not in ("train", "held_out"):
         msg = f"CityInputs.role for {inputs.city!r} must be 'train' or 'held_out', got {inputs.role!r}"
         raise BenchmarkInputError(msg)
+    metric_crs(inputs.crs_metric, needed_by=f"CityInputs of {inputs.city!r}")
     needs = {
         "images": ("image_id", "source", "lon", "lat", "split", "path", "street_node"),
         "nodes": ("node_id", "kind", "name", "category", "lon", "lat"),
