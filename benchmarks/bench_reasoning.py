@@ -46,6 +46,7 @@ import shapely
 
 from ugdata_pipeline.cities import load_registry
 from ugdata_pipeline.graph.build import UrbanGraph, build_urban_graph
+from ugdata_pipeline.graph.crs import metric_crs_for
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.osm import load_city_osm
@@ -92,7 +93,7 @@ def synthetic_images(graph: UrbanGraph, n: int, seed: int) -> tuple[pd.DataFrame
             "compass_angle": rng.uniform(0, 360, n),
         }
     )
-    anchored = anchor_images(images, graph.nodes, city_name="Helsinki", country="Finland")
+    anchored = anchor_images(images, graph.nodes, city_name="Helsinki", country="Finland", crs_metric=graph.crs_metric)
     out = anchored.images.copy()
     out["split"] = rng.choice(["train", "val", "test"], size=len(out), p=[0.8, 0.1, 0.1])
     nodes = gpd.GeoDataFrame(pd.concat([graph.nodes, anchored.image_nodes], ignore_index=True), crs="EPSG:4326")
@@ -235,8 +236,11 @@ def run_pipeline(city: City, backend: str, config: srp.PathConfig) -> tuple[pd.D
 
 def time_subgraphs(city: City) -> tuple[float, float]:
     """Wall and CPU seconds of ``build_subgraphs`` on the city (the module must be importable)."""
+    # tiled copies lie far apart, so they are points of no one city: the UTM zone at the centre of them all
+    points = gpd.GeoSeries(gpd.points_from_xy(city.images["lon"], city.images["lat"]), crs="EPSG:4326")
+    crs_metric = metric_crs_for(points)
     t0, c0 = time.perf_counter(), time.process_time()
-    build_subgraphs(city.nodes, city.edges, city.images)
+    build_subgraphs(city.nodes, city.edges, city.images, crs_metric=crs_metric)
     return time.perf_counter() - t0, time.process_time() - c0
 
 

@@ -60,3 +60,11 @@ class HFVLMError(UgdataError, ValueError):
 
 class RenderInputError(UgdataError, ValueError):
     """A render option or input is invalid."""
+
+
+class TableInputError(UgdataError, ValueError):
+    """A table given to a stage lacks columns it needs (see :func:`ugdata_pipeline.tables.require_columns`)."""
+
+
+class MetricCrsError(UgdataError, ValueError):
+    """A stage was not given the city's metric CRS (``crs_metric``), or was given one that is not metric."""

@@ -17,6 +17,7 @@ from ugdata_pipeline.context.subgraph import (
     size_histogram_png,
     subgraph_size_outcome,
 )
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.anchor import anchored_graph
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 
@@ -42,7 +43,7 @@ class SubgraphsConfig(dg.Config):
             kinds={"pandas"},
         ),
     },
-    ins={name: dg.AssetIn(name) for name in ("nodes", "edges", "image_nodes", "image_edges", "images")},
+    ins={name: dg.AssetIn(name) for name in ("nodes", "edges", "image_nodes", "image_edges", "images", "osm_streets")},
     partitions_def=city_partitions,
     group_name="context",
     check_specs=[
@@ -64,12 +65,14 @@ def spatial_subgraphs(
     image_nodes: gpd.GeoDataFrame,
     image_edges: pd.DataFrame,
     images: pd.DataFrame,
+    osm_streets: gpd.GeoDataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Every node whose geometry meets the radius around each image, nearest first, with the edges among them."""
     city = cities.city(context.partition_key)
     all_nodes, all_edges = anchored_graph(nodes, edges, image_nodes, image_edges)
     core = SubgraphConfig(radius_m=config.radius_m, max_nodes=config.max_nodes)
-    tables = build_subgraphs(all_nodes, all_edges, images, config=core)
+    crs_metric = city_metric_crs(osm_streets, where=f"city {city.slug!r}")
+    tables = build_subgraphs(all_nodes, all_edges, images, crs_metric=crs_metric, config=core)
     chart = {}
     if len(tables.summary):
         chart = png(

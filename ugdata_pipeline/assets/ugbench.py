@@ -3,18 +3,30 @@
 from collections.abc import Iterator
 
 import dagster as dg
+import geopandas as gpd
 import pandas as pd
 from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png_file, preview
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
 from ugdata_pipeline.ugbench._records import BenchConfig, CityInputs
 from ugdata_pipeline.ugbench.tasks import build_tasks, task_summary, validate_tasks
 from ugdata_pipeline.uge.family import MODEL_SPECS
 
-_INPUTS = ("images", "nodes", "edges", "subgraph_nodes", "subgraph_edges", "osm_aois", "osm_pois", "osm_trees")
+_INPUTS = (
+    "images",
+    "nodes",
+    "edges",
+    "subgraph_nodes",
+    "subgraph_edges",
+    "osm_aois",
+    "osm_pois",
+    "osm_trees",
+    "osm_streets",
+)
 MODEL_ASSETS = [dg.AssetKey(f"uge_{spec.name}") for spec in MODEL_SPECS]
 
 
@@ -59,6 +71,7 @@ def benchmark_tasks(
     osm_aois: pd.DataFrame,
     osm_pois: pd.DataFrame,
     osm_trees: pd.DataFrame,
+    osm_streets: gpd.GeoDataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Geolocation, retrieval, perception and grounding records from the city's test images, with blind scorers."""
     from ugdata_pipeline.ugbench.blind import shortcut_problems
@@ -76,6 +89,7 @@ def benchmark_tasks(
         edges=edges,
         subgraph_nodes=subgraph_nodes,
         subgraph_edges=subgraph_edges,
+        crs_metric=city_metric_crs(osm_streets, where=f"city {city.slug!r}"),
         osm_aois=osm_aois,
         osm_pois=osm_pois,
         osm_trees=osm_trees,

@@ -29,6 +29,7 @@ import pandas as pd
 
 from ugdata_pipeline.context.subgraph import SubgraphInputError, SubgraphTables, UnknownSubgraphError
 from ugdata_pipeline.graph.text import compass_word, distance_phrase
+from ugdata_pipeline.tables import require_columns
 
 _TEMPLATE_FILE = "subgraph_description.txt"
 _TEMPLATE_KEYS = (
@@ -194,11 +195,11 @@ def describe_subgraph(
         Missing columns, no centre node, or an out-of-range option.
     """
     _check_options(max_places=max_places, near_m=near_m, max_chars=max_chars)
-    missing = [c for c in _NODE_FIELDS if c not in nodes_df.columns]
-    missing += [f"edges.{c}" for c in ("src", "dst", "kind") if c not in edges_df.columns]
-    if missing:
-        msg = f"describe_subgraph is missing column(s) {missing}; pass the rows of subgraph_for(tables, image_id)"
-        raise SubgraphInputError(msg)
+    fix = "Pass the rows of subgraph_for(tables, image_id)."
+    require_columns(nodes_df, _NODE_FIELDS, table="describe_subgraph nodes", fix=fix, error=SubgraphInputError)
+    require_columns(
+        edges_df, ("src", "dst", "kind"), table="describe_subgraph edges", fix=fix, error=SubgraphInputError
+    )
     columns = [*_NODE_FIELDS, *(c for c in ("rank", "lon", "lat") if c in nodes_df.columns)]
     records = [dict(zip(columns, row, strict=True)) for row in nodes_df[columns].itertuples(index=False, name=None)]
     edges = list(edges_df[["src", "dst", "kind"]].itertuples(index=False, name=None))
@@ -430,11 +431,10 @@ def describe_subgraphs(
     """
     _check_options(max_places=max_places, near_m=near_m, max_chars=max_chars)
     nodes, edges = tables.nodes, tables.edges
-    missing = [c for c in ("image_id", *_NODE_FIELDS) if c not in nodes.columns]
-    missing += [f"edges.{c}" for c in ("image_id", "src", "dst", "kind") if c not in edges.columns]
-    if missing:
-        msg = f"describe_subgraphs is missing column(s) {missing}; pass the tables from build_subgraphs"
-        raise SubgraphInputError(msg)
+    fix = "Pass the tables from build_subgraphs."
+    node_columns, edge_columns = ("image_id", *_NODE_FIELDS), ("image_id", "src", "dst", "kind")
+    require_columns(nodes, node_columns, table="describe_subgraphs nodes", fix=fix, error=SubgraphInputError)
+    require_columns(edges, edge_columns, table="describe_subgraphs edges", fix=fix, error=SubgraphInputError)
     columns = [*_NODE_FIELDS, *(c for c in ("rank", "lon", "lat") if c in nodes.columns)]
     node_values = {c: nodes[c].to_numpy(dtype=object) for c in columns}
     edge_values = [edges[c].to_numpy(dtype=object) for c in ("src", "dst", "kind")]

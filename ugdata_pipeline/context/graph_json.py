@@ -34,6 +34,7 @@ import pandas as pd
 from ugdata_pipeline.atomic_files import write_text_atomic
 from ugdata_pipeline.context.subgraph import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS, SubgraphInputError
 from ugdata_pipeline.grouping import key_runs
+from ugdata_pipeline.tables import require_columns
 
 #: Optional node fields copied from / to the node table when present (besides node_id, coords, node_text).
 NODE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "name", "category", "dx_m", "dy_m", "distance_m", "rank")
@@ -87,14 +88,10 @@ class _GroupedColumns:
 
 
 def _node_and_edge_columns(nodes_df: pd.DataFrame, edges_df: pd.DataFrame) -> tuple[list[str], list[str]]:
-    missing = [c for c in ("node_id", "lon", "lat", "node_text") if c not in nodes_df.columns]
-    missing += [f"edges.{c}" for c in ("src", "dst") if c not in edges_df.columns]
-    if missing:
-        msg = (
-            f"to_graph_json needs node columns node_id, lon, lat, node_text and edge columns src, dst; "
-            f"missing {missing}"
-        )
-        raise SubgraphInputError(msg)
+    fix = "to_graph_json needs node columns node_id, lon, lat, node_text and edge columns src, dst."
+    node_needs = ("node_id", "lon", "lat", "node_text")
+    require_columns(nodes_df, node_needs, table="to_graph_json nodes", fix=fix, error=SubgraphInputError)
+    require_columns(edges_df, ("src", "dst"), table="to_graph_json edges", fix=fix, error=SubgraphInputError)
     node_columns = ["node_id", "lon", "lat", "node_text", *(c for c in NODE_EXTRA_FIELDS if c in nodes_df.columns)]
     edge_columns = ["src", "dst", *(c for c in EDGE_EXTRA_FIELDS if c in edges_df.columns)]
     return node_columns, edge_columns
@@ -185,9 +182,8 @@ def graph_json_by_image(nodes_df: pd.DataFrame, edges_df: pd.DataFrame) -> Calla
     pandas conversion per image. Each graph equals :func:`to_graph_json` of that image's rows.
     """
     for table, name in ((nodes_df, "nodes"), (edges_df, "edges")):
-        if "image_id" not in table.columns:
-            msg = f"graph_json_by_image needs an image_id column in the subgraph {name} table"
-            raise SubgraphInputError(msg)
+        fix = "Pass the long subgraph tables from build_subgraphs (one row per image and node / edge)."
+        require_columns(table, ("image_id",), table=f"graph_json_by_image {name}", fix=fix, error=SubgraphInputError)
     node_columns, edge_columns = _node_and_edge_columns(nodes_df, edges_df)
     nodes = _GroupedColumns(nodes_df, node_columns, key="image_id")
     edges = _GroupedColumns(edges_df, edge_columns, key="image_id")

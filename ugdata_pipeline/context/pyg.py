@@ -26,6 +26,7 @@ import torch
 
 from ugdata_pipeline.context.subgraph import SubgraphInputError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
+from ugdata_pipeline.tables import require_columns
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -68,11 +69,10 @@ def to_pyg_data(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, *, node_features
         Missing columns, duplicate node ids, edges whose ends are not nodes, no (or several) centre
         nodes, or features whose first dimension is not ``N``.
     """
-    missing = [c for c in ("node_id", "dx_m", "dy_m") if c not in nodes_df.columns]
-    missing += [f"edges.{c}" for c in ("src", "dst", "distance_m", "bearing_deg") if c not in edges_df.columns]
-    if missing:
-        msg = f"to_pyg_data is missing column(s) {missing}; pass the rows of subgraph_for(tables, image_id)"
-        raise SubgraphInputError(msg)
+    fix = "Pass the rows of subgraph_for(tables, image_id)."
+    require_columns(nodes_df, ("node_id", "dx_m", "dy_m"), table="to_pyg_data nodes", fix=fix, error=SubgraphInputError)
+    edge_columns = ("src", "dst", "distance_m", "bearing_deg")
+    require_columns(edges_df, edge_columns, table="to_pyg_data edges", fix=fix, error=SubgraphInputError)
     index = pd.Index(nodes_df["node_id"].astype(str))
     if not index.is_unique:
         msg = f"nodes_df.node_id repeats ids, e.g. {sorted(set(index[index.duplicated()]))[:3]}; pass one subgraph"

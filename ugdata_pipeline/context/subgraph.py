@@ -46,6 +46,7 @@ from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
 from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS
 from ugdata_pipeline.graph.validate import CheckOutcome
@@ -514,8 +515,8 @@ def build_subgraphs(
     edges: pd.DataFrame,
     images: pd.DataFrame,
     *,
+    crs_metric: str,
     config: SubgraphConfig | None = None,
-    crs_metric: str | None = None,
 ) -> SubgraphTables:
     """
     Build the radius subgraph of every image (see the module docstring for the rules).
@@ -535,8 +536,7 @@ def build_subgraphs(
         Radius (metres), cap (nodes per subgraph, centre included) and chunk size; :class:`SubgraphConfig`
         by default.
     crs_metric
-        The metric CRS of the city (``UrbanGraph.crs_metric``, e.g. ``"EPSG:32635"``); estimated from the
-        images (UTM) when omitted.
+        The metric CRS of the city (``UrbanGraph.crs_metric``, e.g. ``"EPSG:32635"``).
 
     Returns
     -------
@@ -549,6 +549,7 @@ def build_subgraphs(
         Missing columns, duplicate ids, edges or images whose nodes are not in ``nodes``, bad coordinates.
     """
     config = config or SubgraphConfig()
+    crs = metric_crs(crs_metric, needed_by="build_subgraphs")
     _validate(nodes, edges, images)
     if images.empty:
         return _empty_tables(config)
@@ -571,10 +572,6 @@ def build_subgraphs(
 
     lon = images["lon"].to_numpy(dtype=float)
     lat = images["lat"].to_numpy(dtype=float)
-    if crs_metric is None:
-        crs = CRS.from_user_input(gpd.GeoSeries(shapely.points(lon, lat), crs="EPSG:4326").estimate_utm_crs())
-    else:
-        crs = CRS.from_user_input(crs_metric)
     graph = _prepare_graph(nodes, edges, crs)
     to_metric = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)

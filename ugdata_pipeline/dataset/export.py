@@ -39,6 +39,7 @@ import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_text_atomic
 from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS, DatasetInputError
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -205,10 +206,13 @@ def export_ms_swift(
     export
         :class:`MsSwiftExport` with the JSONL path of each split.
     """
-    missing = [c for c in TRAINING_RECORD_COLUMNS if c not in records.columns]
-    if missing:
-        msg = f"records is missing column(s) {missing}; pass the output of build_training_records"
-        raise DatasetInputError(msg)
+    require_columns(
+        records,
+        TRAINING_RECORD_COLUMNS,
+        table="records",
+        fix="Pass the output of build_training_records.",
+        error=DatasetInputError,
+    )
     if link not in ("hardlink", "symlink", "copy"):
         msg = f"`link` must be 'hardlink', 'symlink' or 'copy', got {link!r}"
         raise DatasetInputError(msg)

@@ -33,6 +33,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ugdata_pipeline.errors import EmptyAreaError
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
 from ugdata_pipeline.graph.text import render_node_text
@@ -449,7 +450,7 @@ def build_urban_graph(
             "check the extract covers a built-up area, or choose a larger one"
         )
         raise EmptyAreaError(msg)
-    crs = named.estimate_utm_crs()
+    crs = CRS.from_user_input(city_metric_crs(extract.streets, where=where))
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
 
     streets = _merge_streets(extract.streets, crs, config)

@@ -162,7 +162,7 @@ def render_city(
     root: Path,
     config: RenderConfig | None = None,
     max_views: int | None = None,
-    crs_metric: str | None = None,
+    crs_metric: str,
     progress: Callable[[int, int], None] | None = None,
     cameras: pd.DataFrame | None = None,
     workers: int | None = None,
@@ -183,7 +183,7 @@ def render_city(
     max_views
         Cap on views (overrides ``config.max_views``); cameras are thinned evenly along the camera order.
     crs_metric
-        Metric CRS; by default the UTM zone estimated from the streets.
+        The city's metric CRS (``UrbanGraph.crs_metric``; ``city_metric_crs(extract.streets)``).
     progress
         Called as ``progress(done, total)`` after each view.
     cameras
@@ -217,8 +217,6 @@ def render_city(
         raise RenderInputError(msg)
     root = Path(root)
     streets = extract.streets
-    if crs_metric is None and len(streets):
-        crs_metric = streets.estimate_utm_crs().to_string()
     scene = build_scene(
         extract,
         crs_metric=crs_metric,

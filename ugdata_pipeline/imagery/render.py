@@ -47,9 +47,9 @@ from ugdata_pipeline.imagery.scene import (
     SIGN_HALF_WIDTH_M,
     Scene,
     SceneInputError,
-    stable_hash,
 )
 from ugdata_pipeline.imagery.view_facts import view_facts
+from ugdata_pipeline.seeding import stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -649,9 +649,9 @@ def _draw_billboard(
 
 def view_rng(seed: int, image_id: str) -> np.random.Generator:
     """The RNG of one view: a function of the config seed and the image id only, never of render order."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, stable_hash("view", image_id) & 0xFFFFFFFF])
+    return np.random.default_rng([seed & 0xFFFFFFFF, stable_hash("view", image_id, scheme="sha1-le") & 0xFFFFFFFF])
 
 
 def sequence_weather(seed: int, sequence_id: str) -> float:
     """Cloud cover of a sequence (one capture session), in ``[0, 0.3]``, from the config seed."""
-    return 0.3 * (stable_hash("weather", seed, sequence_id) % 10_007) / 10_007
+    return 0.3 * (stable_hash("weather", seed, sequence_id, scheme="sha1-le") % 10_007) / 10_007

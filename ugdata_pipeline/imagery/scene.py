@@ -39,7 +39,9 @@ from PIL import Image, ImageDraw
 from pyproj import CRS
 
 from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.osm.schema import OsmExtract
+from ugdata_pipeline.seeding import stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -211,15 +213,9 @@ _AREA_TAG_GROUND: dict[str, int] = {
 _AREA_CATEGORY_GROUND: dict[str, int] = {"park": PARK, "green": GRASS, "funeral": CEMETERY, "sport": PITCH}
 
 
-def stable_hash(*parts: object) -> int:
-    """A 64-bit integer hash of ``parts`` that is the same in every process (unlike ``hash``)."""
-    digest = hashlib.sha1("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
 def _unit(key: object, salt: str) -> float:
     """A deterministic number in ``[0, 1)`` for ``key``."""
-    return (stable_hash(salt, key) % 1_000_003) / 1_000_003
+    return (stable_hash(salt, key, scheme="sha1-le") % 1_000_003) / 1_000_003
 
 
 @dataclass(slots=True)
@@ -373,11 +369,11 @@ def _default_height_m(osm_id: str, tag: str | None, default_m: float) -> float:
 def _facade_color(osm_id: str, category: str, tag: str | None) -> np.ndarray:
     kind = tag.split("=", 1)[1] if tag and tag.startswith("building=") else None
     if kind in _HOUSE_TYPES:
-        base = _WOODEN[stable_hash(osm_id, "facade") % len(_WOODEN)]
+        base = _WOODEN[stable_hash(osm_id, "facade", scheme="sha1-le") % len(_WOODEN)]
     elif category in _FACADE_BY_CATEGORY:
         base = np.asarray(_FACADE_BY_CATEGORY[category], dtype=np.float32)
     else:
-        base = _PLASTER[stable_hash(osm_id, "facade") % len(_PLASTER)]
+        base = _PLASTER[stable_hash(osm_id, "facade", scheme="sha1-le") % len(_PLASTER)]
     jitter = 0.9 + 0.2 * _unit(osm_id, "tone")
     return np.clip(base * jitter, 0, 255).astype(np.float32)
 
@@ -483,7 +479,7 @@ def _paint_ground(
 def build_scene(
     extract: OsmExtract,
     *,
-    crs_metric: str | None = None,
+    crs_metric: str,
     default_building_height_m: float = 10.0,
     margin_m: float = 300.0,
 ) -> Scene:
@@ -495,7 +491,7 @@ def build_scene(
     extract
         The city's normalized OSM tables (EPSG:4326); ``trees`` may be empty.
     crs_metric
-        Metric CRS to work in; by default the UTM zone estimated from the streets (or areas).
+        The city's metric CRS (``UrbanGraph.crs_metric``; ``city_metric_crs(extract.streets)``).
     default_building_height_m
         Typical height of a building without ``height`` / ``building:levels`` tags (houses, garages and sheds
         get their own lower defaults); each building varies around it, whole storeys of 3.2 m.
@@ -512,16 +508,14 @@ def build_scene(
     ------
     SceneInputError
         ``default_building_height_m`` or ``margin_m`` is not a positive number of metres.
+    MetricCrsError
+        ``crs_metric`` is missing or not a metric CRS.
     """
     for name, value in (("default_building_height_m", default_building_height_m), ("margin_m", margin_m)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             msg = f"`{name}` must be a positive number of metres, got {value!r}"
             raise SceneInputError(msg)
-    if crs_metric is None:
-        source = next((f for f in (extract.streets, extract.aois, extract.pois) if len(f)), None)
-        crs = CRS.from_user_input(source.estimate_utm_crs()) if source is not None else CRS.from_epsg(32635)
-    else:
-        crs = CRS.from_user_input(crs_metric)
+    crs = metric_crs(crs_metric, needed_by="build_scene")
     streets = _to_metric(extract.streets, crs)
     aois = _to_metric(extract.aois, crs)
     pois = _to_metric(extract.pois, crs)
@@ -547,7 +541,7 @@ def build_scene(
         [_facade_color(i, c, t) for i, c, t in zip(osm_ids, b["category"], b["tag"], strict=True)], dtype=np.float32
     ).reshape(-1, 3)
     bay_m = np.array([2.6 + 1.6 * _unit(i, "bay") for i in osm_ids], dtype=np.float32)
-    texture_seed = np.array([stable_hash(i, "windows") % 1_000_003 for i in osm_ids], dtype=np.int64)
+    texture_seed = np.array([stable_hash(i, "windows", scheme="sha1-le") % 1_000_003 for i in osm_ids], dtype=np.int64)
 
     walls = _wall_segments(polygons)
     wall_building = polygon_building[walls["polygon"]] if len(polygons) else np.empty(0, np.int64)
@@ -606,7 +600,7 @@ def build_scene(
     tree_height = np.array([3.8 + 3.0 * _unit(i, "tree-height") for i in tree_ids], dtype=np.float32)
     greens = np.array([(58, 110, 48), (72, 124, 52), (46, 96, 50), (88, 130, 60)], dtype=np.float32)
     tree_color = (
-        greens[[stable_hash(i, "leaf") % len(greens) for i in tree_ids]]
+        greens[[stable_hash(i, "leaf", scheme="sha1-le") % len(greens) for i in tree_ids]]
         if len(tree_ids)
         else np.empty((0, 3), np.float32)
     )

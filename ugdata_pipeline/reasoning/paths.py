@@ -74,6 +74,7 @@ from ugdata_pipeline.reasoning.text import (
     triple_chain,
     view_direction,
 )
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -422,18 +423,12 @@ def _validate(nodes: pd.DataFrame, edges: pd.DataFrame, images: pd.DataFrame, ci
         ("edges", edges, ("src", "dst", "kind", "distance_m", "bearing_deg", "street_name")),
         ("images", images, IMAGE_COLUMNS),
     ):
-        if not isinstance(frame, pd.DataFrame):
-            msg = f"{label} must be a pandas DataFrame, got {type(frame).__name__}"
-            raise ReasoningInputError(msg)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            hint = (
-                " (anchor and split the images first: imagery.anchor_images, then imagery.assign_splits)"
-                if label == "images"
-                else " (pass the graph tables with the image nodes/edges added)"
-            )
-            msg = f"{label} is missing column(s) {missing}; it has {list(frame.columns)}{hint}"
-            raise ReasoningInputError(msg)
+        fix = (
+            "Anchor and split the images first: imagery.anchor_images, then imagery.assign_splits."
+            if label == "images"
+            else "Pass the graph tables with the image nodes/edges added."
+        )
+        require_columns(frame, columns, table=label, fix=fix, error=ReasoningInputError)
     if not isinstance(city, str) or not city.strip():
         msg = f"city must be a non-empty string (it seeds the random choice), got {city!r}"
         raise ReasoningInputError(msg)

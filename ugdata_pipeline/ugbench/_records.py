@@ -15,8 +15,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.grouping import key_runs
 from ugdata_pipeline.imagery.anchor import image_node_ids
+from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.ugbench.metrics import group_seed
 
 Task = Literal["geolocation", "retrieval", "perception", "grounding"]
@@ -117,6 +119,8 @@ class CityInputs:
         The city's graph tables (nodes need ``node_id``, ``kind``, ``name``, ``category``, ``lon``, ``lat``).
     subgraph_nodes, subgraph_edges
         The long subgraph tables keyed by ``image_id``.
+    crs_metric
+        The city's metric CRS (``UrbanGraph.crs_metric``); perception measures distances in it.
     osm_aois, osm_pois, osm_trees
         The city's normalised OSM tables (GeoDataFrames in EPSG:4326: areas with ``category``, ``tag``,
         ``height_m``, ``is_building``; POIs with ``category``; tree points). They carry the perception measures;
@@ -130,6 +134,7 @@ class CityInputs:
     edges: pd.DataFrame
     subgraph_nodes: pd.DataFrame
     subgraph_edges: pd.DataFrame
+    crs_metric: str
     osm_aois: pd.DataFrame | None = None
     osm_pois: pd.DataFrame | None = None
     osm_trees: pd.DataFrame | None = None
@@ -521,6 +526,7 @@ def validate_city_inputs(inputs: CityInputs) -> None:
     if inputs.role not in ("train", "held_out"):
         msg = f"CityInputs.role for {inputs.city!r} must be 'train' or 'held_out', got {inputs.role!r}"
         raise BenchmarkInputError(msg)
+    metric_crs(inputs.crs_metric, needed_by=f"CityInputs of {inputs.city!r}")
     needs = {
         "images": ("image_id", "source", "lon", "lat", "split", "path", "street_node"),
         "nodes": ("node_id", "kind", "name", "category", "lon", "lat"),
@@ -529,17 +535,14 @@ def validate_city_inputs(inputs: CityInputs) -> None:
         "subgraph_edges": ("image_id", "src", "dst", "kind"),
     }
     for table, columns in needs.items():
-        frame = getattr(inputs, table)
-        if not isinstance(frame, pd.DataFrame):
-            msg = f"CityInputs.{table} of {inputs.city!r} must be a DataFrame, got {type(frame).__name__}"
-            raise BenchmarkInputError(msg)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            msg = (
-                f"CityInputs.{table} of {inputs.city!r} is missing column(s) {missing}; it has "
-                f"{list(frame.columns)}. Pass the {table} table of the data contract (DESIGN.md)"
-            )
-            raise BenchmarkInputError(msg)
+        require_columns(
+            getattr(inputs, table),
+            columns,
+            table=f"CityInputs.{table}",
+            city=inputs.city,
+            fix=f"Pass the {table} table of the data contract (DESIGN.md).",
+            error=BenchmarkInputError,
+        )
     if inputs.role == "held_out":
         other = sorted(set(inputs.images["split"].astype(str)) - {"test", "excluded"})
         if other:

@@ -29,6 +29,7 @@ from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 from ugdata_pipeline.graph.schema import NODE_KINDS
 from ugdata_pipeline.grouping import key_runs
+from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.uge.graph_encoder import EDGE_FEATURE_DIM
 from ugdata_pipeline.uge.images import SHARED_IMAGES, load_image
 from ugdata_pipeline.uge.losses import text_ids
@@ -104,10 +105,9 @@ class SubgraphTables(NamedTuple):
 
 
 def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        msg = f"{what} lacks columns {missing}; expected {list(columns)} (DESIGN.md data contracts)."
-        raise TrainingDataError(msg)
+    columns = tuple(columns)
+    fix = f"Expected {list(columns)} (DESIGN.md data contracts)."
+    require_columns(frame, columns, table=what, fix=fix, error=TrainingDataError)
 
 
 def validate_records(records: pd.DataFrame) -> None:

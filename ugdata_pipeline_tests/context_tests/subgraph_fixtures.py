@@ -56,7 +56,7 @@ def anchor_into(
     graph: UrbanGraph, images: pd.DataFrame, *, city_name: str = "Tinytown", country: str = "Finland"
 ) -> AnchoredCity:
     """Anchor ``images`` into ``graph`` and concatenate the image nodes and edges into the graph tables."""
-    result = anchor_images(images, graph.nodes, city_name=city_name, country=country)
+    result = anchor_images(images, graph.nodes, city_name=city_name, country=country, crs_metric=graph.crs_metric)
     nodes = gpd.GeoDataFrame(pd.concat([graph.nodes, result.image_nodes], ignore_index=True), crs="EPSG:4326")
     edges = pd.concat([graph.edges, result.image_edges], ignore_index=True)
     return AnchoredCity(graph, nodes, edges, result.images)

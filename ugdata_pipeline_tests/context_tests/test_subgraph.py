@@ -237,9 +237,9 @@ def test_edges_are_exactly_those_among_kept_nodes(tiny: AnchoredCity) -> None:
 
 def test_images_not_in_the_graph_are_refused_with_the_fix(tiny: AnchoredCity) -> None:
     with pytest.raises(SubgraphInputError, match=r"concatenate AnchorResult\.image_nodes"):
-        build_subgraphs(tiny.graph.nodes, tiny.graph.edges, tiny.images)
+        build_subgraphs(tiny.graph.nodes, tiny.graph.edges, tiny.images, crs_metric=tiny.graph.crs_metric)
     with pytest.raises(SubgraphInputError, match="missing column"):
-        build_subgraphs(tiny.nodes, tiny.edges, tiny.images.drop(columns="lat"))
+        build_subgraphs(tiny.nodes, tiny.edges, tiny.images.drop(columns="lat"), crs_metric=tiny.graph.crs_metric)
     with pytest.raises(SubgraphInputError, match="radius_m"):
         SubgraphConfig(radius_m=0)
     with pytest.raises(SubgraphInputError, match="max_nodes"):
@@ -249,7 +249,7 @@ def test_images_not_in_the_graph_are_refused_with_the_fix(tiny: AnchoredCity) ->
 
 
 def test_no_images_gives_empty_tables_with_the_contract_columns(tiny: AnchoredCity) -> None:
-    tables = build_subgraphs(tiny.nodes, tiny.edges, tiny.images.iloc[:0])
+    tables = build_subgraphs(tiny.nodes, tiny.edges, tiny.images.iloc[:0], crs_metric=tiny.graph.crs_metric)
     assert tuple(tables.nodes.columns) == SUBGRAPH_NODE_COLUMNS and tables.nodes.empty
     assert tuple(tables.summary.columns) == SUBGRAPH_SUMMARY_COLUMNS and tables.counts["images"] == 0
 

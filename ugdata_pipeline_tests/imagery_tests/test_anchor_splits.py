@@ -21,7 +21,7 @@ from ugdata_pipeline.imagery import (
     no_sequence_spans_splits,
     no_test_near_train,
 )
-from ugdata_pipeline_tests.tiny_city import lonlat
+from ugdata_pipeline_tests.tiny_city import CRS_METRIC, lonlat
 
 
 def make_images(points: dict[str, tuple[float, float]], source: str = "render") -> pd.DataFrame:
@@ -40,7 +40,9 @@ def make_images(points: dict[str, tuple[float, float]], source: str = "render") 
 
 
 def anchor(images: pd.DataFrame, graph: UrbanGraph, **kwargs):
-    return anchor_images(images, graph.nodes, city_name="Tinytown", country="Finland", **kwargs)
+    return anchor_images(
+        images, graph.nodes, city_name="Tinytown", country="Finland", crs_metric=graph.crs_metric, **kwargs
+    )
 
 
 # --- anchoring -----------------------------------------------------------------------------------------------
@@ -154,19 +156,21 @@ def line_city(length_m: float = 3000.0, step_m: float = 20.0, sequence_every: in
 
 
 def test_held_out_city_is_all_test() -> None:
-    out = assign_splits(line_city(500.0), city_split="held_out")
+    out = assign_splits(line_city(500.0), city_split="held_out", crs_metric=CRS_METRIC)
     assert set(out["split"]) == {"test"}
     assert out["cell"].notna().all()
 
 
 def test_training_city_has_disjoint_buffered_splits() -> None:
     images = line_city()
-    out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0, layout="blocks")
+    out = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=0, layout="blocks"
+    )
     counts = out["split"].value_counts()
     assert all(counts.get(s, 0) > 0 for s in ("train", "val", "test"))
     assert counts["train"] > counts["test"]
     assert len(out) == len(images) and list(out["image_id"]) == list(images["image_id"])
-    assert no_test_near_train(out, 100.0).passed
+    assert no_test_near_train(out, 100.0, crs_metric=CRS_METRIC).passed
     # every pair of splits is buffered, not only train/test
     xy = np.column_stack([np.arange(len(out)) * 20.0])
     for a, b in (("val", "test"), ("train", "val"), ("train", "test")):
@@ -176,17 +180,17 @@ def test_training_city_has_disjoint_buffered_splits() -> None:
 
 
 def test_default_options_on_the_line_city() -> None:
-    out = assign_splits(line_city(), city_split="train")  # 500 m buffer, 1 km blocks
-    assert no_test_near_train(out, 500.0).passed
+    out = assign_splits(line_city(), city_split="train", crs_metric=CRS_METRIC)  # 500 m buffer, 1 km blocks
+    assert no_test_near_train(out, 500.0, crs_metric=CRS_METRIC).passed
     assert (out["split"] == "test").any()
 
 
 def test_validator_detects_a_planted_violation() -> None:
-    out = assign_splits(line_city(), city_split="train", buffer_m=100.0, block_m=250.0, seed=0)
+    out = assign_splits(line_city(), city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=0)
     test_pos = np.flatnonzero(out["split"].to_numpy() == "test")[0]
     planted = out.copy()
     planted.loc[planted.index[test_pos + 1], "split"] = "train"  # 20 m from a test image
-    outcome = no_test_near_train(planted, 100.0)
+    outcome = no_test_near_train(planted, 100.0, crs_metric=CRS_METRIC)
     assert not outcome.passed
     assert outcome.observed >= 1
     assert out["image_id"].iloc[test_pos] in outcome.examples
@@ -194,9 +198,9 @@ def test_validator_detects_a_planted_violation() -> None:
 
 def test_same_seed_same_splits_other_seed_differs() -> None:
     images = line_city()
-    first = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=7)
-    again = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=7)
-    other = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=8)
+    first = assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=7)
+    again = assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=7)
+    other = assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=8)
     assert first["split"].tolist() == again["split"].tolist()
     assert first["split"].tolist() != other["split"].tolist()
 
@@ -204,10 +208,10 @@ def test_same_seed_same_splits_other_seed_differs() -> None:
 def test_sequences_never_span_splits() -> None:
     images = line_city(sequence_every=17)  # 340 m sequences straddle the 250 m blocks
     for seed in range(5):
-        out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=seed)
+        out = assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=seed)
         clean = no_sequence_spans_splits(out)
         assert (clean.passed, clean.observed, clean.expected) == (True, 0, "0 sequences spanning splits")
-        assert no_test_near_train(out, 100.0).passed
+        assert no_test_near_train(out, 100.0, crs_metric=CRS_METRIC).passed
     spanning = out.copy()
     spanning.loc[spanning.index[:2], "split"] = ["train", "test"]
     outcome = no_sequence_spans_splits(spanning)
@@ -216,10 +220,10 @@ def test_sequences_never_span_splits() -> None:
 
 def test_cell_is_the_35_m_grid_cell() -> None:
     lon, lat = zip(*(lonlat(x, 10.0) for x in (0.0, 1.0, 40.0)), strict=True)
-    cells = cell_id(lon, lat, crs_metric="EPSG:32635")
+    cells = cell_id(lon, lat, crs_metric=CRS_METRIC)
     # layout origin (385000, 6672000) is in cell (11000, 190628) of the 35 m grid
     assert cells.tolist() == ["11000_190628", "11000_190628", "11001_190628"]
-    out = assign_splits(line_city(100.0), city_split="held_out", crs_metric="EPSG:32635")
+    out = assign_splits(line_city(100.0), city_split="held_out", crs_metric=CRS_METRIC)
     assert out["cell"].iloc[0] == "11000_190628"
 
 
@@ -234,13 +238,13 @@ def test_cell_is_the_35_m_grid_cell() -> None:
 )
 def test_bad_split_options_are_rejected(kwargs, match) -> None:
     with pytest.raises(ImageryInputError, match=match):
-        assign_splits(line_city(100.0), **kwargs)
+        assign_splits(line_city(100.0), crs_metric=CRS_METRIC, **kwargs)
 
 
 def test_splits_reject_bad_images() -> None:
     images = line_city(100.0).drop(columns="lat")
     with pytest.raises(ImageryInputError, match=r"missing column.*lat"):
-        assign_splits(images, city_split="train")
+        assign_splits(images, city_split="train", crs_metric=CRS_METRIC)
 
 
 def grid_city(width_m: float, height_m: float, step_m: float = 25.0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -253,7 +257,9 @@ def grid_city(width_m: float, height_m: float, step_m: float = 25.0) -> tuple[pd
 
 def test_small_city_uses_the_sweep_layout_with_buffered_bands() -> None:
     images, y = grid_city(1000.0, 1650.0)
-    out = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=0)
+    out = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=0
+    )
     share = out["split"].value_counts(normalize=True)
     split = out["split"].to_numpy()
     # test is the far end along the longer (north-south) axis and holds its share of the images
@@ -264,35 +270,48 @@ def test_small_city_uses_the_sweep_layout_with_buffered_bands() -> None:
     # only the two buffer bands are lost
     assert share[EXCLUDED] == pytest.approx(750.0 / 1650.0, abs=0.04)
     assert share["train"] > 0.25 and share["val"] > 0.03
-    assert no_test_near_train(out, 500.0).passed
+    assert no_test_near_train(out, 500.0, crs_metric=CRS_METRIC).passed
     # val is buffered from train too (checkpoint selection must not see train's neighbours)
     val_only = out.assign(split=out["split"].replace({"val": "test", "test": EXCLUDED}))
-    assert no_test_near_train(val_only, 250.0).passed
-    wider = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), val_buffer_m=400.0)
+    assert no_test_near_train(val_only, 250.0, crs_metric=CRS_METRIC).passed
+    wider = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=500.0, fractions=(0.7, 0.1, 0.2), val_buffer_m=400.0
+    )
     assert (wider["split"] == "train").sum() < (split == "train").sum()
-    other = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=1)
+    other = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=1
+    )
     assert y[other["split"] == "test"].max() < y[other["split"] == "train"].min()  # an odd seed takes the other end
 
 
 def test_layouts_can_be_forced_and_auto_uses_sweep_for_few_blocks() -> None:
     images = line_city(3000.0)  # 13 blocks of 250 m
-    forced = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, layout="blocks")
-    swept = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, layout="sweep")
+    forced = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, layout="blocks"
+    )
+    swept = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, layout="sweep"
+    )
     assert not swept["split"].equals(forced["split"])
-    assert no_test_near_train(swept, 100.0).passed and no_test_near_train(forced, 100.0).passed
+    assert (
+        no_test_near_train(swept, 100.0, crs_metric=CRS_METRIC).passed
+        and no_test_near_train(forced, 100.0, crs_metric=CRS_METRIC).passed
+    )
     small = line_city(1000.0)  # 5 blocks: too few to deal, whatever they would keep
     pd.testing.assert_frame_equal(
-        assign_splits(small, city_split="train", buffer_m=100.0, block_m=250.0),
-        assign_splits(small, city_split="train", buffer_m=100.0, block_m=250.0, layout="sweep"),
+        assign_splits(small, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0),
+        assign_splits(small, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, layout="sweep"),
     )
     with pytest.raises(ImageryInputError, match="layout must be"):
-        assign_splits(images, city_split="train", layout="rings")
+        assign_splits(images, city_split="train", crs_metric=CRS_METRIC, layout="rings")
 
 
 def test_auto_layout_keeps_the_layout_that_trains_on_more_images() -> None:
     images = line_city(3000.0)
     by = {
-        layout: assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0, layout=layout)
+        layout: assign_splits(
+            images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=0, layout=layout
+        )
         for layout in ("auto", "blocks", "sweep")
     }
     train = {layout: int((out["split"] == "train").sum()) for layout, out in by.items()}
