@@ -1,31 +1,29 @@
-"""The ``hf_vlm`` backbone: Qwen2-VL / Qwen2.5-VL through transformers, with a peft LoRA adapter.
+"""The ``hf_vlm`` backbone: the paper's VLM backbones through transformers, with a peft LoRA adapter.
 
-A query (street-view image + instruction, optionally the image's subgraph) or a text becomes one L2-normalised
-vector: the final-layer hidden state of the last non-padding token of a chat prompt that ends with
-``<|im_start|>assistant\\n`` (the reference's pooling point, reference notes §2 and §4).
+Families (one adapter each, :mod:`.vlm_adapters`): Qwen2-VL, Qwen2.5-VL (the paper's headline), Qwen3-VL,
+LLaVA-1.6-Mistral (``llava_next``) and Phi-3-Vision (hub code, ``trust_remote_code``). A query (street-view image +
+instruction, optionally the image's subgraph) or a text becomes one L2-normalised vector: the final-layer hidden
+state of the last token of the family's chat prompt, which ends where the assistant's answer would start (the
+reference's pooling point, reference notes §2 and §4). Every item is laid out as::
 
-Prompt layout (one sequence per item, right padding)::
-
-    <|im_start|>system\\n{system_prompt}<|im_end|>\\n<|im_start|>user\\n
-    [<graph> x n][<|vision_start|><|image_pad|> x m<|vision_end|>]{instruction or text}<|im_end|>\\n
-    <|im_start|>assistant\\n                        <- pooled: the final "\\n"
+    {template prefix}[<graph> x n][image placeholders]{instruction or text}{template suffix}  <- pooled: last token
 
 Graph fusion is early fusion, as in the reference (§3) but with its bugs B1-B4 and B13 (§8) fixed: a query
 with a graph gets one ``<graph>`` token per graph vector, and the model's input embeddings at those positions
 are replaced by the vectors (``masked_scatter`` in row-major order, so item i receives exactly its own vectors),
 in training and at inference alike. The vectors come from the trainable :class:`GraphEncoder` (which projects
 to the LLM hidden size) followed by :class:`GraphTokenProjector`, which RMS-normalises them and scales them to
-the token-embedding scale (a learnable per-dimension gain). Image features are merged by the model's own code
-(``input_ids`` and ``inputs_embeds`` are both passed, so the image placeholder mask and the multimodal RoPE
-index come from ``input_ids``); graph tokens take ordinary sequential text positions, as in the reference.
+the token-embedding scale (a learnable per-dimension gain). Image features are merged by the model's own code;
+graph tokens take ordinary text positions.
 
-Trainables: the LoRA A/B matrices only, pinned by regex to the language model's projections (``q_proj`` /
-``v_proj`` by default), so the fused ``attn.qkv`` of the vision tower, the merger and the token embeddings stay
-frozen; plus, in stage 2, the graph encoder and the projector (see :class:`Backbone`).
+Trainables: the LoRA A/B matrices only, pinned by regex to the language model's projections (the family's
+defaults: ``q_proj`` / ``v_proj``; Phi-3-Vision's fused ``qkv_proj`` / ``o_proj``), so the vision tower, the
+projector / merger and the token embeddings stay frozen; plus, in stage 2, the graph encoder and the projector
+(see :class:`Backbone`).
 
-:mod:`.hf_vlm_config` holds the configuration, :mod:`.hf_vlm_inputs` the batch types, :mod:`.qwen_vl` what is
-specific to the Qwen2-VL family, :mod:`.hf_vlm_peft` the LoRA adapter mechanics and :mod:`.hf_vlm_tiny` the
-random-weight models built in code for tests and benchmarks.
+:mod:`.hf_vlm_config` holds the configuration, :mod:`.hf_vlm_inputs` the batch types, :mod:`.hf_vlm_prompts` the
+prompt builder, :mod:`.hf_vlm_peft` the LoRA adapter mechanics and :mod:`.hf_vlm_tiny` the random-weight models
+built in code for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -49,20 +47,13 @@ from ugdata_pipeline.uge.hf_vlm_config import NODE_TEXT_CHUNK, NODE_TEXT_MAX_TOK
 from ugdata_pipeline.uge.hf_vlm_inputs import GraphVectors, PreparedImage, VLMInputs
 from ugdata_pipeline.uge.hf_vlm_peft import (
     drop_input_grad_hooks,
-    lora_target_regex,
     peft_reads_deprecated_checkpointing_flag,
     reload_adapter,
     save_adapter_folder,
 )
-from ugdata_pipeline.uge.hf_vlm_tiny import VLMSizes, tiny_qwen2_vl
-from ugdata_pipeline.uge.qwen_vl import (
-    VlmFamily,
-    check_image_processor,
-    core_model,
-    model_family,
-    resolve_token_ids,
-)
-from ugdata_pipeline.uge.qwen_vl_prompts import QwenVlPrompts
+from ugdata_pipeline.uge.hf_vlm_prompts import VlmPrompts
+from ugdata_pipeline.uge.hf_vlm_tiny import VLMSizes, tiny_vlm
+from ugdata_pipeline.uge.vlm_adapters import adapter_for_model, adapter_named
 
 logger = logging.getLogger(__name__)
 
@@ -141,25 +132,29 @@ class HfVlmBackbone(Backbone):
         self.config = config
         if model is None:
             model, tokenizer, processor = self._build_model(config, tokenizer, processor)
-        image_processor = getattr(processor, "image_processor", processor)
         tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
-        if tokenizer is None or image_processor is None:
+        if tokenizer is None or processor is None:
             msg = "HfVlmBackbone needs a tokenizer and an image processor with the model; pass both"
             raise HFVLMError(msg)
-        self.family: VlmFamily = model_family(model)
+        self.adapter = adapter_for_model(model)
+        if config.family is not None and config.family != self.adapter.family:
+            msg = f"config names family {config.family!r} but the model is a {self.adapter.family!r} model"
+            raise HFVLMError(msg)
+        self.family = self.adapter.family
         self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        check_image_processor(model, image_processor)
-        self._token_ids = resolve_token_ids(model, tokenizer, config.graph_token)
-        self.prompts = QwenVlPrompts(config, tokenizer, image_processor, self._token_ids)
+        self.processor = processor
+        self.adapter.check_image_processor(model, processor)
+        self._token_ids = self.adapter.resolve_token_ids(model, tokenizer, config.graph_token)
+        self.prompts = VlmPrompts(self.adapter, config, tokenizer, processor, self._token_ids)
+        self.lora_targets = config.lora_targets or self.adapter.default_lora_targets
 
         model = model.to(dtype=config.torch_dtype)
         model.requires_grad_(False)
         model.config.use_cache = False
-        target_regex = lora_target_regex(config.lora_targets)
+        target_regex = self.adapter.lora_target_regex(self.lora_targets)
         if not any(re.fullmatch(target_regex, name) for name, _ in model.named_modules()):
             msg = (
-                f"no language-model module matches `lora_targets` {config.lora_targets!r}; "
+                f"no language-model module matches `lora_targets` {self.lora_targets!r}; "
                 "use leaf names such as 'q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj'"
             )
             raise HFVLMError(msg)
@@ -176,7 +171,7 @@ class HfVlmBackbone(Backbone):
         with peft_reads_deprecated_checkpointing_flag():
             self.vlm = get_peft_model(model, lora)
         self._drop_input_grad_hooks()
-        hidden = int(model.config.text_config.hidden_size)
+        hidden = self.adapter.hidden_size(model)
         self.embed_dim = hidden
         self.node_text_dim = hidden
         counts = self.parameter_counts()
@@ -186,7 +181,7 @@ class HfVlmBackbone(Backbone):
             f"{counts['total']:,}",
             f"{counts['lora']:,}",
             config.lora_r,
-            ",".join(config.lora_targets),
+            ",".join(self.lora_targets),
         )
 
     # ---- construction -------------------------------------------------------------------------------------------
@@ -195,41 +190,22 @@ class HfVlmBackbone(Backbone):
         if config.random_init is not None:
             spec = dict(config.random_init)
             seed = int(spec.pop("seed", 0))
-            tiny = tiny_qwen2_vl(
+            tiny = tiny_vlm(
                 seed,
                 sizes=VLMSizes(**spec),
                 dtype=config.torch_dtype,
                 attn_implementation=config.attn_implementation,
                 graph_token=config.graph_token,
             )
-            return tiny.model, tiny.tokenizer, tiny.image_processor
+            return tiny.model, tiny.tokenizer, tiny.processor
         if config.model_name_or_path is None:
             msg = (
                 "HfVlmBackbone needs a model: pass `model`, set `model_name_or_path` (e.g. "
                 "'Qwen/Qwen2.5-VL-7B-Instruct' or a local directory) or `random_init` ({} for the tiny test model)"
             )
             raise HFVLMError(msg)
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
-
-        # the tokenizer and the image processor are loaded on their own: the full AutoProcessor would also
-        # build a video processor (which needs torchvision) that embeddings never use
-        path = config.model_name_or_path
-        local = config.local_files_only
-        if tokenizer is None:
-            tokenizer = getattr(processor, "tokenizer", None) or AutoTokenizer.from_pretrained(
-                path, local_files_only=local
-            )
-        if processor is None:
-            processor = AutoImageProcessor.from_pretrained(
-                path,
-                local_files_only=local,
-                min_pixels=config.image_min_pixels,  # the Qwen2-VL image processors' documented pixel budget
-                max_pixels=config.image_max_pixels,
-            )
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=config.torch_dtype, attn_implementation=config.attn_implementation, local_files_only=local
-        )
-        return model, tokenizer, processor
+        model, loaded_tokenizer, loaded_processor = adapter_named(config.resolved_family()).load(config)
+        return model, tokenizer or loaded_tokenizer, processor or loaded_processor
 
     def _drop_input_grad_hooks(self) -> None:
         drop_input_grad_hooks(self.vlm)
@@ -250,8 +226,7 @@ class HfVlmBackbone(Backbone):
 
     def prepare_image(self, image: Image.Image) -> PreparedImage:
         """Run the image processor on one image (cacheable, can run in data-loader workers)."""
-        processed = self.image_processor(images=[image.convert("RGB")], return_tensors="pt")
-        return PreparedImage(processed["pixel_values"], processed["image_grid_thw"][0])
+        return self.adapter.prepare_images(self.processor, [image.convert("RGB")])[0]
 
     def collate_images(self, items: Sequence[Any]) -> list[Any]:
         """Keep prepared images as a list (patch counts differ per image); raw images pass through."""
@@ -280,7 +255,7 @@ class HfVlmBackbone(Backbone):
 
     @property
     def _core(self) -> nn.Module:
-        return core_model(self.vlm.get_base_model())
+        return self.adapter.core_model(self.vlm.get_base_model())
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Switch activation checkpointing of the decoder (and vision) layers on or off, in place."""
@@ -364,7 +339,7 @@ class HfVlmBackbone(Backbone):
         images: Sequence[Any] | None = None,
         graph_counts: Sequence[int] | None = None,
     ) -> VLMInputs:
-        """Tokenise a batch (see :meth:`.QwenVlPrompts.prepare`): the padded batch, on the CPU."""
+        """Tokenise a batch (see :meth:`.VlmPrompts.prepare`): the padded batch, on the CPU."""
         return self.prompts.prepare(texts, images, graph_counts)
 
     # ---- graph vectors ------------------------------------------------------------------------------------------
@@ -412,7 +387,7 @@ class HfVlmBackbone(Backbone):
         Tensor
             ``[B, T, hidden_size]`` in the model dtype.
         """
-        embeds = self.token_embeddings(inputs.input_ids.to(self.device))
+        embeds = self.adapter.token_embeddings(self._core, inputs.to(self.device))
         given = [v for v in graph_vectors if v is not None]
         if [v.shape[0] for v in given] != [c for c in inputs.graph_counts if c]:
             msg = (
@@ -431,16 +406,7 @@ class HfVlmBackbone(Backbone):
         inputs = inputs.to(self.device)
         vectors = self._split_graph_vectors(graph_vectors, inputs.input_ids.shape[0])
         embeds = self.input_embeddings(inputs, vectors)
-        outputs = self._core(
-            input_ids=inputs.input_ids,
-            inputs_embeds=embeds,
-            attention_mask=inputs.attention_mask,
-            pixel_values=inputs.pixel_values,
-            image_grid_thw=inputs.image_grid_thw,
-            mm_token_type_ids=inputs.mm_token_type_ids,
-            use_cache=False,
-        )
-        hidden = outputs.last_hidden_state
+        hidden = self.adapter.last_hidden_state(self._core, inputs, embeds)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return F.normalize(hidden[rows, inputs.last_token_index].float(), p=2, dim=-1)
 

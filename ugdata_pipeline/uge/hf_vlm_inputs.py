@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,10 +20,22 @@ GraphVectors = Tensor | Sequence[Tensor | None]
 
 
 class PreparedImage(NamedTuple):
-    """One image after the Qwen2-VL image processor: flattened patches and their ``(t, h, w)`` patch grid."""
+    """One image after its family's image processor (see the family adapter).
 
-    pixel_values: Tensor  # [t * h * w, channels * temporal_patch * patch * patch]
-    grid_thw: Tensor  # [3] long
+    Attributes
+    ----------
+    pixel_values
+        Qwen: flattened patches ``[t * h * w, channels * temporal_patch * patch * patch]``; LLaVA-NeXT and
+        Phi-3-Vision: crops ``[n_crops, 3, H, W]``.
+    grid
+        Qwen: the ``(t, h, w)`` patch grid; LLaVA-NeXT and Phi-3-Vision: the original ``(height, width)``.
+    num_tokens
+        Placeholder tokens the image takes in the prompt (each receives one image feature).
+    """
+
+    pixel_values: Tensor
+    grid: Tensor
+    num_tokens: int
 
 
 @dataclass
@@ -34,34 +46,34 @@ class VLMInputs:
     ----------
     input_ids, attention_mask
         ``[B, T]`` long tensors.
-    mm_token_type_ids
-        ``[B, T]``: 1 at image placeholder tokens, else 0 (drives Qwen's multimodal RoPE).
+    image_token_mask
+        ``[B, T]`` bool: True at image placeholder tokens (the rows the model fills with image features).
     graph_token_mask
         ``[B, T]`` bool: True at the ``<graph>`` tokens whose embeddings get replaced.
     graph_counts
         Number of ``<graph>`` tokens of each item.
-    pixel_values, image_grid_thw
-        Patches of all images in batch order and their ``(t, h, w)`` grids; ``None`` when no item has an image.
+    image_inputs
+        The model's image keyword inputs for the images of the batch, in batch order (family-specific:
+        ``pixel_values`` and ``image_grid_thw`` for Qwen, ``pixel_values`` and ``image_sizes`` for LLaVA-NeXT and
+        Phi-3-Vision); empty when no item has an image.
     """
 
     input_ids: Tensor
     attention_mask: Tensor
-    mm_token_type_ids: Tensor
+    image_token_mask: Tensor
     graph_token_mask: Tensor
     graph_counts: list[int]
-    pixel_values: Tensor | None = None
-    image_grid_thw: Tensor | None = None
+    image_inputs: dict[str, Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> VLMInputs:
         """Copy of the batch on ``device``."""
         return VLMInputs(
             input_ids=self.input_ids.to(device),
             attention_mask=self.attention_mask.to(device),
-            mm_token_type_ids=self.mm_token_type_ids.to(device),
+            image_token_mask=self.image_token_mask.to(device),
             graph_token_mask=self.graph_token_mask.to(device),
             graph_counts=list(self.graph_counts),
-            pixel_values=None if self.pixel_values is None else self.pixel_values.to(device),
-            image_grid_thw=None if self.image_grid_thw is None else self.image_grid_thw.to(device),
+            image_inputs={k: v.to(device) for k, v in self.image_inputs.items()},
         )
 
     @property
