@@ -204,7 +204,15 @@ class HfVlmBackbone(Backbone):
                 "'Qwen/Qwen2.5-VL-7B-Instruct' or a local directory) or `random_init` ({} for the tiny test model)"
             )
             raise HFVLMError(msg)
-        model, loaded_tokenizer, loaded_processor = adapter_named(config.resolved_family()).load(config)
+        family = config.resolved_family()
+        try:
+            model, loaded_tokenizer, loaded_processor = adapter_named(family).load(config)
+        except OSError as exc:  # not on disk, and the hub unreachable or forbidden (local_files_only)
+            msg = (
+                f"cannot load {config.model_name_or_path!r} ({family}): {exc}. Download the checkpoint where the hub "
+                "is reachable (e.g. `hf download <id> --local-dir <folder>`) and pass the folder as model_name_or_path"
+            )
+            raise HFVLMError(msg) from exc
         return model, tokenizer or loaded_tokenizer, processor or loaded_processor
 
     def _drop_input_grad_hooks(self) -> None:

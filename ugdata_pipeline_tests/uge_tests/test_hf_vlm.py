@@ -259,7 +259,9 @@ def test_frozen_vision_tower_stays_outside_autograd() -> None:
     backbone.set_gradient_checkpointing(True)
     backbone.train()
     inputs = backbone.prepare(["x"], street_images(1))
-    features = backbone._core.get_image_features(inputs.image_inputs["pixel_values"], inputs.image_inputs["image_grid_thw"]).pooler_output[0]
+    features = backbone._core.get_image_features(
+        inputs.image_inputs["pixel_values"], inputs.image_inputs["image_grid_thw"]
+    ).pooler_output[0]
     assert not features.requires_grad
     assert backbone._core.language_model.layers[0].gradient_checkpointing
 
@@ -299,7 +301,9 @@ def test_graph_tokens_land_at_graph_positions() -> None:
     text_rows = inputs.attention_mask.bool() & ~inputs.graph_token_mask & ~inputs.image_token_mask
     torch.testing.assert_close(embeds[text_rows], table[inputs.input_ids[text_rows]])
     with torch.no_grad():
-        vision = backbone._core.get_image_features(inputs.image_inputs["pixel_values"], inputs.image_inputs["image_grid_thw"]).pooler_output
+        vision = backbone._core.get_image_features(
+            inputs.image_inputs["pixel_values"], inputs.image_inputs["image_grid_thw"]
+        ).pooler_output
     torch.testing.assert_close(embeds[inputs.image_token_mask], torch.cat(vision))
     # the graph tokens are scaled to the token-embedding RMS
     assert isinstance(backbone.graph_fusion, GraphTokenProjector)
@@ -412,9 +416,7 @@ def test_adapter_saves_and_reloads_to_identical_embeddings(tmp_path: Path) -> No
 def test_missing_graph_token_is_added_to_the_tokenizer() -> None:
     model, tokenizer, processor = tiny_vlm(0)
     size = len(tokenizer)
-    backbone = HfVlmBackbone(
-        HFVLMConfig(dtype="float32", graph_token="<|graph_pad|>"), model, tokenizer, processor
-    )
+    backbone = HfVlmBackbone(HFVLMConfig(dtype="float32", graph_token="<|graph_pad|>"), model, tokenizer, processor)
     assert len(tokenizer) == size + 1
     assert backbone.graph_token_id == tokenizer.convert_tokens_to_ids("<|graph_pad|>") == size
     assert tokenizer("a<|graph_pad|>b", add_special_tokens=False)["input_ids"][1] == size  # one special token
