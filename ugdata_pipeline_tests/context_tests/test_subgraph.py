@@ -21,6 +21,7 @@ from ugdata_pipeline.context.graph_json import (
     to_graph_json,
     write_graph_json,
 )
+from ugdata_pipeline.context.plot import size_histogram_png
 from ugdata_pipeline.context.pyg import EDGE_ATTR_NAMES, from_pyg_data, to_pyg_data
 from ugdata_pipeline.context.subgraph import (
     SUBGRAPH_EDGE_COLUMNS,
@@ -31,7 +32,6 @@ from ugdata_pipeline.context.subgraph import (
     SubgraphTables,
     UnknownSubgraphError,
     build_subgraphs,
-    size_histogram_png,
     subgraph_for,
     subgraph_size_outcome,
 )
