@@ -32,8 +32,12 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_text_atomic
-from ugdata_pipeline.context.subgraph import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS, SubgraphInputError
-from ugdata_pipeline.grouping import key_runs
+from ugdata_pipeline.context.subgraph_tables import (
+    SUBGRAPH_EDGE_COLUMNS,
+    SUBGRAPH_NODE_COLUMNS,
+    SubgraphIndex,
+    SubgraphInputError,
+)
 
 #: Optional node fields copied from / to the node table when present (besides node_id, coords, node_text).
 NODE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "name", "category", "dx_m", "dy_m", "distance_m", "rank")
@@ -68,22 +72,12 @@ def _column(values: pd.Series) -> list[object]:
     return [_plain(v) for v in values.astype(object).tolist()]
 
 
-class _GroupedColumns:
-    """A table's columns as JSON-ready lists, sorted stably by ``key`` once, with each key's row range."""
+class _Columns:
+    """A table's columns as JSON-ready lists, converted once; a graph is a row range of them."""
 
-    def __init__(self, table: pd.DataFrame, columns: list[str], key: str | None) -> None:
-        if key is not None and key in table.columns and len(table):
-            self.ranges = key_runs(table[key].astype(str).to_numpy())
-            if sum(b - a for a, b in self.ranges.values()) != len(table):  # a key in two runs: sort
-                table = table.sort_values(key, kind="stable")
-                self.ranges = key_runs(table[key].astype(str).to_numpy())
-        else:
-            self.ranges = {}
+    def __init__(self, table: pd.DataFrame, columns: list[str]) -> None:
         self.all = (0, len(table))
         self.columns = {c: _column(table[c]) for c in columns}
-
-    def rows(self, group: str | None) -> tuple[int, int]:
-        return self.all if group is None else self.ranges.get(group, (0, 0))
 
 
 def _node_and_edge_columns(nodes_df: pd.DataFrame, edges_df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -101,9 +95,9 @@ def _node_and_edge_columns(nodes_df: pd.DataFrame, edges_df: pd.DataFrame) -> tu
 
 
 def _assemble(
-    nodes: _GroupedColumns,
+    nodes: _Columns,
     node_rows: tuple[int, int],
-    edges: _GroupedColumns,
+    edges: _Columns,
     edge_rows: tuple[int, int],
     center_node: str,
     image_id: str | None,
@@ -169,8 +163,8 @@ def to_graph_json(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, center_node: s
         Missing columns, a centre or an edge endpoint that is not a node.
     """
     node_columns, edge_columns = _node_and_edge_columns(nodes_df, edges_df)
-    nodes = _GroupedColumns(nodes_df, node_columns, key=None)
-    edges = _GroupedColumns(edges_df, edge_columns, key=None)
+    nodes = _Columns(nodes_df, node_columns)
+    edges = _Columns(edges_df, edge_columns)
     image_id = None
     if "image_id" in nodes_df.columns and nodes_df["image_id"].nunique() == 1:
         image_id = str(nodes_df["image_id"].iloc[0])
@@ -182,22 +176,19 @@ def graph_json_by_image(nodes_df: pd.DataFrame, edges_df: pd.DataFrame) -> Calla
     ``render(image_id, center_node)`` for every image of the long subgraph tables (``image_id`` columns).
 
     The tables are converted once, so rendering all of a city's graphs costs one pass over them rather than one
-    pandas conversion per image. Each graph equals :func:`to_graph_json` of that image's rows.
+    pandas conversion per image. Each graph equals :func:`to_graph_json` of that image's rows as
+    :class:`~ugdata_pipeline.context.subgraph_tables.SubgraphIndex` orders them (nodes by ``rank``).
     """
-    for table, name in ((nodes_df, "nodes"), (edges_df, "edges")):
-        if "image_id" not in table.columns:
-            msg = f"graph_json_by_image needs an image_id column in the subgraph {name} table"
-            raise SubgraphInputError(msg)
     node_columns, edge_columns = _node_and_edge_columns(nodes_df, edges_df)
-    nodes = _GroupedColumns(nodes_df, node_columns, key="image_id")
-    edges = _GroupedColumns(edges_df, edge_columns, key="image_id")
+    index = SubgraphIndex(nodes_df, edges_df)
+    nodes = _Columns(index.nodes, node_columns)
+    edges = _Columns(index.edges, edge_columns)
 
     def render(image_id: str, center_node: str) -> dict[str, Any]:
-        rows = nodes.rows(str(image_id))
-        if rows[1] == rows[0]:
+        if image_id not in index:
             msg = f"image {image_id!r} has no rows in the subgraph nodes table"
             raise SubgraphInputError(msg)
-        return _assemble(nodes, rows, edges, edges.rows(str(image_id)), center_node, str(image_id))
+        return _assemble(nodes, index.node_rows(image_id), edges, index.edge_rows(image_id), center_node, str(image_id))
 
     return render
 
