@@ -46,6 +46,94 @@ EDGE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "distance_m", "bearing_deg", "stre
 _FLOAT_FIELDS = {"dx_m", "dy_m", "distance_m", "bearing_deg", "lon", "lat"}
 
 
+class GraphJsonError(SubgraphInputError):
+    """A graph JSON object that does not follow the reference format."""
+
+
+def _node_id_like(value: object) -> bool:
+    """A node id as graph JSON holds it: a string or an integer (never a bool, list or float)."""
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def validate_graph_json(graph: object, *, where: str = "graph JSON") -> None:
+    """
+    Check a graph JSON object against the reference format: the one check, used by every reader and exporter.
+
+    Parameters
+    ----------
+    graph
+        The parsed JSON (normally a dict).
+    where
+        What the graph is, for the messages (e.g. ``"graph of image 'abc'"``).
+
+    Raises
+    ------
+    GraphJsonError
+        ``graph`` is not an object; ``nodes`` / ``edges`` / ``center_node`` are missing or ``nodes`` / ``edges``
+        are not lists; a node is not an object, lacks ``node_id`` / ``coords`` / ``node_text``, has a ``node_id``
+        that is not a string or integer or that repeats, or ``coords`` that are not ``[lon, lat]`` numbers (or
+        nulls); an edge lacks ``source`` / ``target``; an edge end or the centre is not a node (ids compared as
+        given: ``1`` and ``"1"`` differ).
+    """
+    if not isinstance(graph, Mapping):
+        msg = f"{where} must be an object (dict), got {type(graph).__name__}"
+        raise GraphJsonError(msg)
+    missing = [k for k in ("nodes", "edges", "center_node") if k not in graph]
+    if missing:
+        msg = (
+            f"{where} is missing key(s) {missing}; expected keys nodes, edges, center_node, it has "
+            f"{sorted(map(str, graph))}"
+        )
+        raise GraphJsonError(msg)
+    for key in ("nodes", "edges"):
+        if not isinstance(graph[key], list | tuple):
+            msg = f"{where}: {key} must be a list, got {type(graph[key]).__name__}"
+            raise GraphJsonError(msg)
+    ids: set[object] = set()
+    for i, node in enumerate(graph["nodes"]):
+        if not isinstance(node, Mapping):
+            msg = f"{where}: node {i} must be an object, got {type(node).__name__}: {str(node)[:120]}"
+            raise GraphJsonError(msg)
+        absent = [k for k in ("node_id", "coords", "node_text") if k not in node]
+        if absent:
+            msg = (
+                f"{where}: node {i} lacks {absent}; every node needs node_id, coords ([lon, lat]) and node_text: "
+                f"{str(node)[:120]}"
+            )
+            raise GraphJsonError(msg)
+        node_id, coords = node["node_id"], node["coords"]
+        if not _node_id_like(node_id):
+            msg = f"{where}: node {i} node_id must be a string or an integer, got {node_id!r}"
+            raise GraphJsonError(msg)
+        if (
+            not isinstance(coords, list | tuple)
+            or len(coords) != 2
+            or not all(c is None or (isinstance(c, int | float) and not isinstance(c, bool)) for c in coords)
+        ):
+            msg = f"{where}: node {i} ({node_id!r}) coords must be [lon, lat] numbers, got {coords!r}"
+            raise GraphJsonError(msg)
+        if node_id in ids:
+            msg = f"{where}: node {i} repeats node_id {node_id!r}; node ids must be unique within a graph"
+            raise GraphJsonError(msg)
+        ids.add(node_id)
+    dangling = []
+    for i, edge in enumerate(graph["edges"]):
+        if not isinstance(edge, Mapping) or "source" not in edge or "target" not in edge:
+            keys = sorted(map(str, edge)) if isinstance(edge, Mapping) else type(edge).__name__
+            msg = f"{where}: edge {i} lacks source/target, got keys {keys}: {str(edge)[:120]}"
+            raise GraphJsonError(msg)
+        ends = (edge["source"], edge["target"])
+        if not all(_node_id_like(end) and end in ids for end in ends):
+            dangling.append(f"{ends[0]!r} -> {ends[1]!r}")
+    center = graph["center_node"]
+    if not (_node_id_like(center) and center in ids):
+        msg = f"{where}: center_node {center!r} is not one of the graph's nodes ({len(ids)} nodes)"
+        raise GraphJsonError(msg)
+    if dangling:
+        msg = f"{where}: {len(dangling)} edge(s) name a node that is not in the graph, e.g. {dangling[:3]}"
+        raise GraphJsonError(msg)
+
+
 def _plain(value: object) -> object:
     """A JSON-ready scalar: numpy scalars as Python ones, NaN / None / pd.NA as None."""
     if value is None or value is pd.NA or (isinstance(value, float | np.floating) and math.isnan(value)):
@@ -212,34 +300,19 @@ def from_graph_json(graph: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
 
     Raises
     ------
-    SubgraphInputError
-        A missing key, bad ``coords``, or a centre / edge endpoint that is not a node.
+    GraphJsonError
+        Whatever :func:`validate_graph_json` finds (a missing key, bad ``coords``, a centre or edge end that is
+        not a node, ...).
     """
-    if not isinstance(graph, Mapping):
-        msg = f"graph JSON must be an object (dict), got {type(graph).__name__}"
-        raise SubgraphInputError(msg)
-    missing = [k for k in ("nodes", "edges", "center_node") if k not in graph]
-    if missing:
-        msg = f"graph JSON is missing key(s) {missing}; it has {sorted(graph)}"
-        raise SubgraphInputError(msg)
+    validate_graph_json(graph)
     rows: list[dict[str, object]] = []
-    for i, node in enumerate(graph["nodes"]):
-        absent = [k for k in ("node_id", "coords", "node_text") if k not in node]
-        coords = node.get("coords")
-        if absent or not isinstance(coords, list | tuple) or len(coords) != 2:
-            msg = (
-                f"graph JSON node {i} needs node_id, coords ([lon, lat]) and node_text; missing {absent}, "
-                f"coords={coords!r}"
-            )
-            raise SubgraphInputError(msg)
+    for node in graph["nodes"]:
+        coords = node["coords"]
         row = {"node_id": str(node["node_id"]), "lon": coords[0], "lat": coords[1], "node_text": node["node_text"]}
         row.update({k: node[k] for k in NODE_EXTRA_FIELDS if k in node})
         rows.append(row)
     edge_rows: list[dict[str, object]] = []
-    for i, edge in enumerate(graph["edges"]):
-        if "source" not in edge or "target" not in edge:
-            msg = f"graph JSON edge {i} needs 'source' and 'target', got keys {sorted(edge)}"
-            raise SubgraphInputError(msg)
+    for edge in graph["edges"]:
         row = {"src": str(edge["source"]), "dst": str(edge["target"])}
         row.update({k: edge[k] for k in EDGE_EXTRA_FIELDS if k in edge})
         edge_rows.append(row)
@@ -256,16 +329,6 @@ def from_graph_json(graph: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
         edges_df = edges_df[[c for c in SUBGRAPH_EDGE_COLUMNS if c in edges_df.columns]]
 
     center = str(graph["center_node"])
-    ids = set(nodes_df["node_id"])
-    if center not in ids:
-        msg = f"graph JSON center_node {center!r} is not among its {len(ids)} nodes"
-        raise SubgraphInputError(msg)
-    dangling = [
-        f"{s}->{d}" for s, d in zip(edges_df["src"], edges_df["dst"], strict=True) if s not in ids or d not in ids
-    ]
-    if dangling:
-        msg = f"graph JSON has {len(dangling)} edge(s) whose ends are not nodes, e.g. {dangling[:3]}"
-        raise SubgraphInputError(msg)
     return nodes_df, edges_df, center
 
 
