@@ -6,6 +6,10 @@ direction, notes §8 B5), edge features are computed per directed edge (the bear
 sign), node-text features come from the backbone's frozen text side once per unique text, and the image's own
 centre node carries no text (its learned node-kind embedding stands for it, so its coordinates or ids never leak
 in as text). A batch of graphs is a PyG ``Batch`` whose ``batch`` vector assigns every node to its own sample.
+
+:func:`build_graphs` is the project's one subgraph -> PyG builder, and :func:`edge_features` its one edge-feature
+convention (the trained models': ``log1p`` metres, bearing sine and cosine, offsets in kilometres); each image's rows
+come from the one per-image index, :class:`~ugdata_pipeline.context.subgraph_tables.SubgraphIndex`.
 """
 
 from __future__ import annotations
