@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ugdata_pipeline.context.pyg import to_pyg_data
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.errors import ImageryInputError, TableInputError
 from ugdata_pipeline.imagery.anchor import validate_images
 from ugdata_pipeline.tables import missing_columns, require_columns
+from ugdata_pipeline.uge.data import build_graphs
 
 FRAME = pd.DataFrame({"image_id": ["a"], "lon": [24.9]})
 
@@ -38,6 +39,7 @@ def test_stages_report_missing_columns_through_the_helper():
         ImageryInputError, match=r"^images is missing column\(s\) \['source', 'lat', 'compass_angle'\]; it has"
     ):
         validate_images(FRAME)
-    nodes = pd.DataFrame({"node_id": ["n"], "dx_m": [0.0], "dy_m": [0.0]})
-    with pytest.raises(ValueError, match=r"to_pyg_data edges is missing column\(s\) \['distance_m', 'bearing_deg'\]"):
-        to_pyg_data(nodes, pd.DataFrame({"src": [], "dst": []}))
+    nodes = pd.DataFrame(columns=["image_id", "node_id", "kind", "node_text", "dx_m", "dy_m", "rank"])
+    edges = pd.DataFrame({"image_id": [], "src": [], "dst": []})
+    with pytest.raises(ValueError, match=r"subgraph_edges is missing column\(s\) \['distance_m', 'bearing_deg'\]"):
+        build_graphs(SubgraphTables(nodes, edges), lambda texts: None)

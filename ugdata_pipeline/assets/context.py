@@ -10,11 +10,11 @@ from pydantic import Field
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.context.describe import describe_subgraphs
+from ugdata_pipeline.context.plot import size_histogram_png
 from ugdata_pipeline.context.subgraph import (
     SubgraphConfig,
     SubgraphTables,
     build_subgraphs,
-    size_histogram_png,
     subgraph_size_outcome,
 )
 from ugdata_pipeline.graph.crs import city_metric_crs

@@ -31,21 +31,27 @@ Scaling
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import shapely
-from matplotlib.figure import Figure
 from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.context.subgraph_tables import (
+    SUBGRAPH_EDGE_COLUMNS,
+    SUBGRAPH_NODE_COLUMNS,
+    SUBGRAPH_SUMMARY_COLUMNS,
+    SubgraphInputError,
+    SubgraphTables,
+    UnknownSubgraphError,
+    subgraph_for,
+)
 from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS
@@ -54,40 +60,24 @@ from ugdata_pipeline.imagery.anchor import image_node_ids
 
 logger = logging.getLogger(__name__)
 
-#: Columns of the ``subgraph_nodes`` long table (one row per (image, node)).
-SUBGRAPH_NODE_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "node_id",
-    "kind",
-    "name",
-    "category",
-    "node_text",
-    "lon",
-    "lat",
-    "dx_m",
-    "dy_m",
-    "distance_m",
-    "rank",
-)
-#: Columns of the ``subgraph_edges`` long table (one row per (image, edge)).
-SUBGRAPH_EDGE_COLUMNS: tuple[str, ...] = ("image_id", "src", "dst", "kind", "distance_m", "bearing_deg", "street_name")
-#: Columns of the ``subgraphs`` table (one row per image).
-SUBGRAPH_SUMMARY_COLUMNS: tuple[str, ...] = ("image_id", "center_node", "n_nodes", "n_edges", "truncated")
+# The subgraph model (tables, per-image index, errors) lives in context.subgraph_tables; its names are re-exported
+# here so that ``from ugdata_pipeline.context.subgraph import ...`` keeps working.
+__all__ = [
+    "SUBGRAPH_EDGE_COLUMNS",
+    "SUBGRAPH_NODE_COLUMNS",
+    "SUBGRAPH_SUMMARY_COLUMNS",
+    "SubgraphConfig",
+    "SubgraphInputError",
+    "SubgraphTables",
+    "UnknownSubgraphError",
+    "build_subgraphs",
+    "subgraph_for",
+    "subgraph_size_outcome",
+]
 
 _NODE_INPUT_COLUMNS = ("node_id", "kind", "name", "category", "node_text", "lon", "lat", "geometry")
 _IMAGE_INPUT_COLUMNS = ("image_id", "source", "lon", "lat")
 _MM_PER_M = 1000.0  # distances are compared in whole millimetres: closer than that is a tie
-
-
-class SubgraphInputError(UgdataError, ValueError):
-    """The graph, images or options given to the subgraph stage are invalid."""
-
-
-class UnknownSubgraphError(UgdataError, KeyError):
-    """An image id that the subgraph tables do not hold."""
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,90 +100,6 @@ class SubgraphConfig:
         if not isinstance(self.images_per_chunk, int) or self.images_per_chunk < 1:
             msg = f"SubgraphConfig.images_per_chunk must be an int >= 1, got {self.images_per_chunk!r}"
             raise SubgraphInputError(msg)
-
-
-class _GroupIndex:
-    """Row positions of each image's rows in a long table, built once (stable: keeps the table's order)."""
-
-    def __init__(self, image_ids: pd.Series) -> None:
-        codes, uniques = pd.factorize(image_ids.astype(str), sort=False)
-        self._lookup = pd.Index(uniques)
-        self._order = np.argsort(codes, kind="stable")
-        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-        self._starts = np.concatenate([[0], np.cumsum(counts)])
-
-    def rows(self, image_id: str) -> npt.NDArray[np.int64] | None:
-        position = self._lookup.get_indexer([image_id])[0]
-        if position < 0:
-            return None
-        return self._order[self._starts[position] : self._starts[position + 1]]
-
-
-@dataclass(slots=True)
-class SubgraphTables:
-    """
-    The subgraphs of a set of images.
-
-    Attributes
-    ----------
-    nodes
-        ``subgraph_nodes`` (columns :data:`SUBGRAPH_NODE_COLUMNS`), grouped by image, ``rank`` ascending.
-    edges
-        ``subgraph_edges`` (columns :data:`SUBGRAPH_EDGE_COLUMNS`), grouped by image.
-    summary
-        ``subgraphs`` (columns :data:`SUBGRAPH_SUMMARY_COLUMNS`), one row per image in input order.
-    counts
-        Figures for metadata: images, rows, truncated subgraphs, node-count quantiles, radius and cap.
-    """
-
-    nodes: pd.DataFrame
-    edges: pd.DataFrame
-    summary: pd.DataFrame
-    counts: dict[str, int | float] = field(default_factory=dict)
-    _index: tuple[_GroupIndex, _GroupIndex] | None = field(default=None, init=False, repr=False, compare=False)
-
-
-def subgraph_for(tables: SubgraphTables, image_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """
-    The node and edge rows of one image's subgraph.
-
-    The first call builds a group index over both long tables (O(rows)); later calls cost O(subgraph size).
-
-    Parameters
-    ----------
-    tables
-        From :func:`build_subgraphs`, or rebuilt from stored tables with ``SubgraphTables(nodes, edges,
-        summary)``.
-    image_id
-        The image's ``image_id`` (not its node id).
-
-    Returns
-    -------
-    nodes, edges
-        The rows of that image (fresh 0..n-1 index), nodes by ``rank``; ``edges`` may be empty.
-
-    Raises
-    ------
-    UnknownSubgraphError
-        The tables hold no subgraph for ``image_id``.
-    """
-    if tables._index is None:
-        tables._index = (_GroupIndex(tables.nodes["image_id"]), _GroupIndex(tables.edges["image_id"]))
-    node_index, edge_index = tables._index
-    key = str(image_id)
-    node_rows = node_index.rows(key)
-    if node_rows is None:
-        msg = (
-            f"no subgraph for image_id {image_id!r} ({tables.summary.shape[0]:,} subgraphs held); pass an "
-            "image_id of the images table given to build_subgraphs, not its 'image:<source>:<id>' node id"
-        )
-        raise UnknownSubgraphError(msg)
-    nodes = tables.nodes.iloc[node_rows]
-    if "rank" in nodes.columns:
-        nodes = nodes.sort_values("rank", kind="stable")
-    edge_rows = edge_index.rows(key)
-    edges = tables.edges.iloc[edge_rows if edge_rows is not None else []]
-    return nodes.reset_index(drop=True), edges.reset_index(drop=True)
 
 
 # --- validation ----------------------------------------------------------------------------------------------
@@ -660,7 +566,7 @@ def _assemble(
     return SubgraphTables(sub_nodes, sub_edges, summary)
 
 
-# --- checks and figures --------------------------------------------------------------------------------------
+# --- checks --------------------------------------------------------------------------------------
 
 
 def subgraph_size_outcome(summary: pd.DataFrame, *, min_nodes: int = 2, max_nodes: int = 256) -> CheckOutcome:
@@ -686,37 +592,3 @@ def subgraph_size_outcome(summary: pd.DataFrame, *, min_nodes: int = 2, max_node
     examples = [f"{i} ({n} nodes)" for i, n in zip(summary.loc[bad, "image_id"], n_nodes[bad], strict=True)]
     expected = f"0 subgraphs with fewer than {min_nodes} or more than {max_nodes} nodes"
     return CheckOutcome(not bad.any(), int(bad.sum()), expected, examples)
-
-
-def size_histogram_png(summary: pd.DataFrame, *, dpi: int = 100) -> bytes:
-    """
-    Histogram of nodes per subgraph (truncated subgraphs stacked in another colour), as a PNG.
-
-    Parameters
-    ----------
-    summary
-        The ``subgraphs`` table (``n_nodes``, ``truncated``).
-    """
-    fig = Figure(figsize=(6.0, 3.6))
-    ax = fig.subplots()
-    n_nodes = summary["n_nodes"].to_numpy(dtype=float)
-    if len(n_nodes):
-        truncated = summary["truncated"].to_numpy(dtype=bool)
-        bins = np.linspace(0, max(n_nodes.max(), 1.0) + 1, min(40, int(n_nodes.max()) + 2))
-        ax.hist(
-            [n_nodes[~truncated], n_nodes[truncated]],
-            bins=bins,
-            stacked=True,
-            color=["#4c72b0", "#dd8452"],
-            label=["complete", "truncated at the cap"],
-        )
-        ax.legend(loc="upper left", fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no subgraphs", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("nodes per subgraph (image node included)")
-    ax.set_ylabel("images")
-    ax.set_title(f"Subgraph sizes ({len(n_nodes):,} images)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()

@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ugdata_pipeline.context.subgraph_tables import SubgraphIndex
 from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.graph.crs import metric_crs
-from ugdata_pipeline.grouping import key_runs
 from ugdata_pipeline.imagery.anchor import image_node_ids
 from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.ugbench.metrics import group_seed
@@ -81,7 +81,7 @@ def fusion_graph_refs(row: object) -> tuple[str | None, list[str]]:
 
     ``own`` records use each image's own subgraph (``"own:<image_id>"``); ``group`` records give the query and
     every candidate the group's shared context graph (``"group:<member ids>"``, members = the record's candidate
-    graph ids). Resolve with :meth:`SubgraphIndex.graph_of`.
+    graph ids). Resolve with :meth:`FusionGraphs.graph_of`.
     """
     kind = getattr(row, "fusion_graph", None) or "own"
     ids = getattr(row, "candidate_graph_ids", None)
@@ -414,43 +414,15 @@ def record_split(inputs: CityInputs) -> str:
     return "held_out" if inputs.role == "held_out" else "test"
 
 
-class SubgraphIndex:
+class FusionGraphs(SubgraphIndex):
     """
-    Per-image access to the long subgraph tables without re-filtering them for each image.
-
-    Both tables are sorted once (nodes by image then ``rank``), so one image's rows are a contiguous slice.
+    The graphs of the fusion mode: the per-image index of the subgraph tables, plus the shared context graph of
+    a group of images, both named by a graph reference (:meth:`graph_of`).
     """
 
     def __init__(self, subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame) -> None:
-        # Sorting integer codes of the image ids (factorised in sorted order) gives the order a sort of the id
-        # strings would, at a fraction of the cost on millions of rows.
-        node_codes, node_names = pd.factorize(subgraph_nodes["image_id"].astype(str), sort=True)
-        node_rank = pd.to_numeric(subgraph_nodes["rank"], errors="coerce").to_numpy(dtype=float)
-        order = np.lexsort((node_rank, node_codes))
-        self.nodes = subgraph_nodes.iloc[order].reset_index(drop=True)
-        self._node_slices = key_runs(node_codes[order], node_names)
-        edge_codes, edge_names = pd.factorize(subgraph_edges["image_id"].astype(str), sort=True)
-        order = np.argsort(edge_codes, kind="stable")
-        self.edges = subgraph_edges.iloc[order].reset_index(drop=True)
-        self._edge_slices = key_runs(edge_codes[order], edge_names)
+        super().__init__(subgraph_nodes, subgraph_edges)
         self._graphs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
-
-    def __contains__(self, image_id: object) -> bool:
-        return str(image_id) in self._node_slices
-
-    def node_rows(self, image_id: object) -> tuple[int, int]:
-        """``(start, stop)`` of the image's rows in :attr:`nodes` (``(0, 0)`` when it has none)."""
-        return self._node_slices.get(str(image_id), (0, 0))
-
-    def nodes_of(self, image_id: object) -> pd.DataFrame:
-        """Subgraph nodes of one image, ordered by ``rank`` (centre first)."""
-        start, stop = self.node_rows(image_id)
-        return self.nodes.iloc[start:stop]
-
-    def edges_of(self, image_id: object) -> pd.DataFrame:
-        """Subgraph edges of one image."""
-        start, stop = self._edge_slices.get(str(image_id), (0, 0))
-        return self.edges.iloc[start:stop]
 
     def graph_of(self, ref: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """

@@ -48,7 +48,7 @@ import pandas as pd
 
 from ugdata_pipeline.graph.text import COMPASS_WORDS, compass_index
 from ugdata_pipeline.seeding import stable_hash
-from ugdata_pipeline.ugbench._records import TASK_MODES, SubgraphIndex, fusion_graph_refs, normalize_text, row_role
+from ugdata_pipeline.ugbench._records import TASK_MODES, FusionGraphs, fusion_graph_refs, normalize_text, row_role
 
 __all__ = [
     "BLIND_SCORERS",
@@ -255,7 +255,7 @@ def blind_scores(
     tasks: pd.DataFrame,
     mode: str,
     *,
-    graphs: SubgraphIndex | None = None,
+    graphs: FusionGraphs | None = None,
     describe: Describe | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """
