@@ -93,9 +93,16 @@ class UnknownSubgraphError(UgdataError, KeyError):
 class SubgraphConfig:
     """Options of :func:`build_subgraphs`."""
 
-    radius_m: float = 700.0  # a node is in when its geometry is within this many metres of the image
-    max_nodes: int = 256  # cap on nodes per subgraph, the centre (image) node included; nearest kept
-    images_per_chunk: int = 4096  # images processed together; bounds peak memory, not the result
+    # Each field's "doc" is its description in the Dagster launchpad too (assets/_config.py derives the run config).
+    radius_m: float = field(
+        default=700.0, metadata={"doc": "A node is in when its geometry is within this many metres of the image."}
+    )
+    max_nodes: int = field(
+        default=256, metadata={"doc": "Cap on nodes per subgraph, the image node included; the nearest are kept."}
+    )
+    images_per_chunk: int = field(
+        default=4096, metadata={"doc": "Images processed together; bounds peak memory, not the result."}
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.radius_m, int | float) or not math.isfinite(self.radius_m) or self.radius_m <= 0:

@@ -117,38 +117,27 @@ class ReasoningInputError(UgdataError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PathConfig:
-    """
-    Options of :func:`build_paths`; distances in metres, hops count every step (image step included).
+    """Options of :func:`build_paths`; distances in metres, hops count every step (image step included)."""
 
-    Attributes
-    ----------
-    max_paths
-        Paths per image at most (shortest + alternatives).
-    min_hops, max_hops
-        Hop window of targets (``image -> street -> POI`` is 2 hops).
-    max_distance_m
-        Largest straight-line (geodesic) distance from the image to a target.
-    alternatives
-        Whether to emit ``alternative`` paths next to ``shortest`` ones.
-    alternative_share
-        Share of ``max_paths`` reserved for alternatives (rounded; unused slots go to shortest paths).
-    hop_band_edges
-        Lower edges of the hop bands after the first, e.g. ``(4, 6)``: bands 2-3, 4-5, 6-8.
-    seed
-        Seed of the per-(city, image) random choice.
-    target_kinds
-        Node kinds that can be targets.
-    """
-
-    max_paths: int = 10
-    min_hops: int = 2
-    max_hops: int = 8
-    max_distance_m: float = 1500.0
-    alternatives: bool = True
-    alternative_share: float = 0.2
-    hop_band_edges: tuple[int, ...] = (4, 6)
-    seed: int = 0
-    target_kinds: tuple[str, ...] = ("poi", "aoi")
+    # Each field's "doc" is its description in the Dagster launchpad too (assets/_config.py derives the run config).
+    max_paths: int = field(default=10, metadata={"doc": "Paths per image at most (shortest + alternatives)."})
+    min_hops: int = field(default=2, metadata={"doc": "Fewest hops to a target (image -> street -> POI is 2 hops)."})
+    max_hops: int = field(default=8, metadata={"doc": "Most hops to a target."})
+    max_distance_m: float = field(
+        default=1500.0, metadata={"doc": "Largest straight-line (geodesic) distance (m) from the image to a target."}
+    )
+    alternatives: bool = field(
+        default=True, metadata={"doc": "Whether to emit 'alternative' paths next to 'shortest' ones."}
+    )
+    alternative_share: float = field(
+        default=0.2,
+        metadata={"doc": "Share of max_paths reserved for alternatives (rounded; unused slots go to shortest paths)."},
+    )
+    hop_band_edges: tuple[int, ...] = field(
+        default=(4, 6), metadata={"doc": "Lower edges of the hop bands after the first, e.g. (4, 6): 2-3, 4-5, 6-8."}
+    )
+    seed: int = field(default=0, metadata={"doc": "Seed of the stratified target choice per (city, image)."})
+    target_kinds: tuple[str, ...] = field(default=("poi", "aoi"), metadata={"doc": "Node kinds that can be targets."})
 
     def __post_init__(self) -> None:
         for name in ("max_paths", "min_hops", "max_hops", "seed"):
