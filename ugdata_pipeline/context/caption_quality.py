@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.context.captioners import CaptionerConfigError
-from ugdata_pipeline.errors import IncompleteResultError
+from ugdata_pipeline.errors import CaptionerConfigError, IncompleteResultError
 from ugdata_pipeline.graph.validate import CheckOutcome
 
 __all__ = [

@@ -27,7 +27,8 @@ from importlib.resources import files
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.context.subgraph import SubgraphInputError, SubgraphTables, UnknownSubgraphError
+from ugdata_pipeline.context.subgraph import SubgraphTables
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.text import compass_word, distance_phrase
 
 _TEMPLATE_FILE = "subgraph_description.txt"

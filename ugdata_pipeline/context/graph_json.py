@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_text_atomic
-from ugdata_pipeline.context.subgraph import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS, SubgraphInputError
+from ugdata_pipeline.context.subgraph import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS
+from ugdata_pipeline.errors import SubgraphInputError
 from ugdata_pipeline.grouping import key_runs
 
 #: Optional node fields copied from / to the node table when present (besides node_id, coords, node_text).

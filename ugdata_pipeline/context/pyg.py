@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ugdata_pipeline.context.subgraph import SubgraphInputError
+from ugdata_pipeline.errors import SubgraphInputError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 
 if TYPE_CHECKING:

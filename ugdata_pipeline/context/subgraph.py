@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS
 from ugdata_pipeline.graph.validate import CheckOutcome
@@ -76,17 +76,6 @@ SUBGRAPH_SUMMARY_COLUMNS: tuple[str, ...] = ("image_id", "center_node", "n_nodes
 _NODE_INPUT_COLUMNS = ("node_id", "kind", "name", "category", "node_text", "lon", "lat", "geometry")
 _IMAGE_INPUT_COLUMNS = ("image_id", "source", "lon", "lat")
 _MM_PER_M = 1000.0  # distances are compared in whole millimetres: closer than that is a tie
-
-
-class SubgraphInputError(UgdataError, ValueError):
-    """The graph, images or options given to the subgraph stage are invalid."""
-
-
-class UnknownSubgraphError(UgdataError, KeyError):
-    """An image id that the subgraph tables do not hold."""
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,8 @@ from typing import Any, Literal
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_text_atomic
-from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS, DatasetInputError
+from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS
+from ugdata_pipeline.errors import DatasetInputError, MsSwiftFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ _QUERY_PREFIX: dict[int, str] = {1: "<image>", 2: "<graph><image>"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 SubgraphJson = Callable[[str], Mapping[str, Any]]
-
-
-class MsSwiftFormatError(DatasetInputError):
-    """A JSONL line or a graph JSON does not follow the ms-swift / reference format."""
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import GraphIntegrityError
 
 MIN_POI_ATTACHED_SHARE = 0.95
-
-
-class GraphIntegrityError(UgdataError, ValueError):
-    """A graph table breaks an invariant that every later stage relies on (e.g. duplicate node ids)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_file_atomic
+from ugdata_pipeline.errors import RenderInputError
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.lighting import sequence_lighting
 from ugdata_pipeline.imagery.render import (
@@ -29,7 +30,6 @@ from ugdata_pipeline.imagery.render import (
     IMAGE_COLUMNS,
     SOURCE,
     RenderConfig,
-    RenderInputError,
     encode_image,
     read_image_facts,
     render_view,

@@ -42,7 +42,7 @@ import numpy as np
 import shapely
 from PIL import Image, PngImagePlugin
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import RenderInputError, SceneInputError
 from ugdata_pipeline.imagery.cameras import normalize_offsets
 from ugdata_pipeline.imagery.lighting import Lighting, place_lighting
 from ugdata_pipeline.imagery.scene import (
@@ -52,7 +52,6 @@ from ugdata_pipeline.imagery.scene import (
     ROAD_CLASSES,
     SIGN_HALF_WIDTH_M,
     Scene,
-    SceneInputError,
     stable_hash,
 )
 
@@ -98,10 +97,6 @@ _WINDOW_TINTS = np.array(
 _GLASS = np.array([120, 150, 168], dtype=np.float32)
 _TRUNK = np.array([88, 66, 48], dtype=np.float32)
 _POST = np.array([70, 72, 76], dtype=np.float32)
-
-
-class RenderInputError(UgdataError, ValueError):
-    """A render option or input is invalid."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ from ugdata_pipeline.reasoning.paths import (
     STEP_COLUMNS,
     PathConfig,
     PathResult,
-    ReasoningInputError,
     build_paths,
 )
 from ugdata_pipeline.reasoning.plot import distance_histogram_png, hop_histogram_png
@@ -23,7 +22,6 @@ __all__ = [
     "STEP_COLUMNS",
     "PathConfig",
     "PathResult",
-    "ReasoningInputError",
     "build_paths",
     "distance_histogram_png",
     "every_image_has_path_or_reason",

@@ -57,7 +57,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import ReasoningInputError
 from ugdata_pipeline.graph.csr import CsrGraph, build_csr
 from ugdata_pipeline.graph.geodesy import WGS84, distance_bearing, normalize_bearing_deg
 from ugdata_pipeline.graph.text import COMPASS_WORDS, DISTANCE_BANDS_M, compass_index
@@ -109,10 +109,6 @@ REASON_ALL_LEAK = "every candidate target's name appears in its own query text"
 
 _BATCH_CELLS = 1 << 25  # sources x nodes of the dense per-batch BFS buffers (int8 depth + int32 parent)
 _CHUNK_PAIRS = 1 << 22  # (image, candidate) pairs ranked at once
-
-
-class ReasoningInputError(UgdataError, ValueError):
-    """An input of :func:`build_paths` (nodes, edges, images, config) is invalid."""
 
 
 @dataclass(frozen=True, slots=True)

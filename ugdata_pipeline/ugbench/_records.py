@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.grouping import key_runs
 from ugdata_pipeline.imagery.anchor import image_node_ids
 from ugdata_pipeline.ugbench.metrics import group_seed
@@ -94,10 +94,6 @@ def fusion_graph_refs(row: object) -> tuple[str | None, list[str]]:
 def row_role(task: str, mode: str) -> str:
     """``"graph_reading"`` for rows whose query graph determines the answer, else ``"headline"``."""
     return "graph_reading" if (task, mode) in GRAPH_READING else "headline"
-
-
-class BenchmarkInputError(UgdataError, ValueError):
-    """An input table or an option of the UGBench builders is invalid."""
 
 
 @dataclass(slots=True)

@@ -28,14 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ugdata_pipeline.ugbench._records import (
-    MODES,
-    TASK_MODES,
-    BenchmarkInputError,
-    SubgraphIndex,
-    fusion_graph_refs,
-    row_role,
-)
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.ugbench._records import MODES, TASK_MODES, SubgraphIndex, fusion_graph_refs, row_role
 from ugdata_pipeline.ugbench.blind import blind_scores
 from ugdata_pipeline.ugbench.metrics import HIT_KS, METRICS, TIE_TOL, per_record_metrics, rank_counts
 from ugdata_pipeline.ugbench.models import EmbeddingCache, EmbeddingModel, call_with_instruction, item_key

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.ugbench._records import BenchmarkInputError
+from ugdata_pipeline.errors import BenchmarkInputError
 
 logger = logging.getLogger(__name__)
 

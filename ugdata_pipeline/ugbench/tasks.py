@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.ugbench._records import (
     GROUNDING_TYPES,
     MODES,
@@ -38,7 +39,6 @@ from ugdata_pipeline.ugbench._records import (
     TASK_MODES,
     TASKS,
     BenchConfig,
-    BenchmarkInputError,
     BuildStats,
     CityInputs,
     Describe,

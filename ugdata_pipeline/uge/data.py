@@ -25,7 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from ugdata_pipeline._pyg import Batch, Data
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 from ugdata_pipeline.graph.schema import NODE_KINDS
 from ugdata_pipeline.grouping import key_runs
@@ -90,10 +90,6 @@ __all__ = [
     "shuffle_graphs",
     "validate_records",
 ]
-
-
-class TrainingDataError(UgdataError, ValueError):
-    """Training records, images or subgraph tables that the trainer cannot use."""
 
 
 class SubgraphTables(NamedTuple):

@@ -49,7 +49,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from PIL import Image
 from torch import Tensor, nn
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import HFVLMError
 from ugdata_pipeline.uge.backbone import Backbone
 from ugdata_pipeline.uge.graph_encoder import GraphEncoder, GraphEncoderConfig
 from ugdata_pipeline.uge.images import load_image
@@ -93,10 +93,6 @@ HFVLM_CONFIG_FILE = "hf_vlm_config.json"
 CPU_PARAMETER_LIMIT = 1_000_000_000  # tiny_qwen2_vl refuses bigger random models on the CPU (tests never need one)
 # names of the forward hooks transformers / peft register to make embedding outputs require grad
 INPUT_GRAD_HOOK_NAMES = frozenset({"make_inputs_require_grads", "make_inputs_require_grad"})
-
-
-class HFVLMError(UgdataError, ValueError):
-    """Invalid configuration or input for the ``hf_vlm`` backbone."""
 
 
 # ---------------------------------------------------------------------------------------------------------- config

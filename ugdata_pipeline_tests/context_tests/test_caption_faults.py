@@ -16,9 +16,8 @@ from ugdata_pipeline.context.caption_quality import (
     failure_summary,
     require_complete,
 )
-from ugdata_pipeline.context.captioners import CaptionerConfigError
 from ugdata_pipeline.context.openai_captioner import CIRCUIT_OPEN
-from ugdata_pipeline.errors import IncompleteResultError
+from ugdata_pipeline.errors import CaptionerConfigError, IncompleteResultError
 from ugdata_pipeline_tests.context_tests.chat_server import (
     ChatServer,
     hang,

@@ -15,6 +15,7 @@ from PIL import Image
 from pyproj import Transformer
 
 from ugdata_pipeline.cities import load_registry
+from ugdata_pipeline.errors import RenderInputError
 from ugdata_pipeline.imagery.cameras import CAMERA_COLUMNS, sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import make_lighting
@@ -22,7 +23,6 @@ from ugdata_pipeline.imagery.render import (
     CREATOR,
     IMAGE_COLUMNS,
     RenderConfig,
-    RenderInputError,
     cast_walls,
     contact_sheet,
     image_distance,

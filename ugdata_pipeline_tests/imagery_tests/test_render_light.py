@@ -11,19 +11,19 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.cities import City, CitySource, load_registry
+from ugdata_pipeline.errors import RenderInputError, SceneInputError
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import SEASONS, make_lighting, sequence_lighting
 from ugdata_pipeline.imagery.render import (
     RENDER_VERSION,
     RenderConfig,
-    RenderInputError,
     cast_walls,
     render_view,
     sequence_weather,
     view_rng,
 )
-from ugdata_pipeline.imagery.scene import SceneInputError, build_scene
+from ugdata_pipeline.imagery.scene import build_scene
 from ugdata_pipeline.osm import load_city_osm
 from ugdata_pipeline.resources import RenderedImagesResource
 from ugdata_pipeline_tests.imagery_tests.test_render import CRS, box, make_extract

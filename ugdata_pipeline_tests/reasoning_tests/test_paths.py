@@ -12,6 +12,7 @@ import shapely
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ugdata_pipeline.errors import ReasoningInputError
 from ugdata_pipeline.graph.build import build_urban_graph
 from ugdata_pipeline.graph.geodesy import distance_m, normalize_bearing_deg
 from ugdata_pipeline.graph.text import DISTANCE_BANDS_M
@@ -21,7 +22,6 @@ from ugdata_pipeline.reasoning import (
     SRP_COLUMNS,
     STEP_COLUMNS,
     PathConfig,
-    ReasoningInputError,
     build_paths,
     distance_histogram_png,
     every_image_has_path_or_reason,

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ugdata_pipeline._pyg import Batch, Data  # PyG's names, imported with its import-time warning silenced
+from ugdata_pipeline.errors import HFVLMError
 from ugdata_pipeline.uge.backbone import build_backbone
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
 from ugdata_pipeline.uge.hf_vlm import (
@@ -26,7 +27,6 @@ from ugdata_pipeline.uge.hf_vlm import (
     HFVLMBackbone,
     HfVlmBackbone,
     HFVLMConfig,
-    HFVLMError,
     PreparedImage,
     VLMSizes,
     tiny_qwen2_vl,
