@@ -114,6 +114,21 @@ def test_core_packages_never_import_dagster():
     assert offenders == []
 
 
+def test_public_exceptions_live_in_errors_py():
+    """One home for the exceptions callers catch; module-private signals (leading underscore) may stay put."""
+    offenders = []
+    for file in PACKAGE.rglob("*.py"):
+        if file == PACKAGE / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+                continue
+            bases = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+            if any(base.endswith(("Error", "Exception")) for base in bases):
+                offenders.append(f"{file.relative_to(PACKAGE)}: {node.name}")
+    assert offenders == []
+
+
 def _execute(job: str, env: dict[str, str], *extra: str) -> str:
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(
