@@ -10,8 +10,8 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import IncompleteResultError
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.imagery.plot import split_map_png
 from ugdata_pipeline.imagery.render import contact_sheet

@@ -9,7 +9,7 @@ from pydantic import Field
 from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png_file, preview
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.graph.validate import CheckOutcome
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
 from ugdata_pipeline.ugbench import _records
 from ugdata_pipeline.ugbench._records import CityInputs

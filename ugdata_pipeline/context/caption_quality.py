@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import CaptionerConfigError, IncompleteResultError
-from ugdata_pipeline.graph.validate import CheckOutcome
 
 __all__ = [
     "GateResult",

@@ -45,10 +45,10 @@ from matplotlib.figure import Figure
 from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import image_node_ids
 
 logger = logging.getLogger(__name__)

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import DatasetInputError, IncompleteResultError
 from ugdata_pipeline.graph.geodesy import distance_m
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.reasoning.mentions import mentions_name
 from ugdata_pipeline.reasoning.text import MASKED_SENTENCE_NAME
 
