@@ -129,6 +129,16 @@ def test_public_exceptions_live_in_errors_py():
     assert offenders == []
 
 
+def test_check_outcome_is_imported_from_its_neutral_module():
+    """CheckOutcome serves every stage: it lives in ugdata_pipeline.checks and is imported from there only."""
+    imports = set()
+    for file in [*PACKAGE.rglob("*.py"), *Path(__file__).resolve().parent.rglob("*.py")]:
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and any(a.name == "CheckOutcome" for a in node.names):
+                imports.add(node.module)
+    assert imports == {"ugdata_pipeline.checks"}
+
+
 def _execute(job: str, env: dict[str, str], *extra: str) -> str:
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(
