@@ -10,12 +10,12 @@ from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.imagery.anchor import anchored_graph
-from ugdata_pipeline.reasoning import paths as reasoning_paths
-from ugdata_pipeline.reasoning import validate
+from ugdata_pipeline.reasoning import path_schema, validate
+from ugdata_pipeline.reasoning.paths import build_paths
 from ugdata_pipeline.reasoning.plot import distance_histogram_png, hop_histogram_png
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 
-PathConfig = dagster_config(reasoning_paths.PathConfig)
+PathConfig = dagster_config(path_schema.PathConfig)
 
 
 _CHECKS = (
@@ -58,7 +58,7 @@ def spatial_reasoning_paths(
     """Stratified routes from every image to POIs/AOIs 2-8 hops away, as triple chains and sentences."""
     city = cities.city(context.partition_key)
     all_nodes, all_edges = anchored_graph(nodes, edges, image_nodes, image_edges)
-    result = reasoning_paths.build_paths(all_nodes, all_edges, images, city=city.slug, config=config.to_core())
+    result = build_paths(all_nodes, all_edges, images, city=city.slug, config=config.to_core())
     paths, missing = result.paths, result.missing
     charts = {}
     if len(paths):

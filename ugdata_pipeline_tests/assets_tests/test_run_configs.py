@@ -19,7 +19,7 @@ from ugdata_pipeline.errors import UgdataError
 from ugdata_pipeline.graph.build import GraphConfig
 from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.imagery.splits import assign_splits
-from ugdata_pipeline.reasoning.paths import PathConfig
+from ugdata_pipeline.reasoning.path_schema import PathConfig
 from ugdata_pipeline.ugbench._records import BenchConfig
 from ugdata_pipeline.ugbench.evaluate import evaluate
 

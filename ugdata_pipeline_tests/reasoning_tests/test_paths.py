@@ -31,7 +31,12 @@ from ugdata_pipeline.reasoning import (
     paths_stay_with_their_image,
 )
 from ugdata_pipeline.reasoning.mentions import is_weak_name, mentions_name
-from ugdata_pipeline.reasoning.paths import REASON_ALL_LEAK, REASON_EXCLUDED, REASON_NO_TARGET, REASON_NOT_ANCHORED
+from ugdata_pipeline.reasoning.path_schema import (
+    REASON_ALL_LEAK,
+    REASON_EXCLUDED,
+    REASON_NO_TARGET,
+    REASON_NOT_ANCHORED,
+)
 from ugdata_pipeline.reasoning.text import view_direction
 from ugdata_pipeline_tests.pictures import assert_drawn_png
 from ugdata_pipeline_tests.reasoning_tests.conftest import Anchored, anchored, image_rows
