@@ -9,6 +9,7 @@ from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.graph import build, validate
+from ugdata_pipeline.graph.build import build_urban_graph
 from ugdata_pipeline.graph.plot import graph_map_png
 from ugdata_pipeline.osm.schema import OsmExtract
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
@@ -59,7 +60,7 @@ def urban_graph(
     """Build the city's urban graph: streets as nodes, consolidated crossings, places and their relations."""
     city = cities.city(context.partition_key)
     extract = OsmExtract(streets=osm_streets, pois=osm_pois, aois=osm_aois, source=city.source.describe())
-    graph = build.build_urban_graph(
+    graph = build_urban_graph(
         extract, city_name=city.name, country=city.country, config=config.to_core(), where=f"city {city.slug!r}"
     )
     nodes, edges = graph.nodes, graph.edges
