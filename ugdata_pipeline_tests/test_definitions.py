@@ -126,6 +126,31 @@ def test_core_packages_never_import_dagster():
     assert offenders == []
 
 
+def test_public_exceptions_live_in_errors_py():
+    """One home for the exceptions callers catch; module-private signals (leading underscore) may stay put."""
+    offenders = []
+    for file in PACKAGE.rglob("*.py"):
+        if file == PACKAGE / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+                continue
+            bases = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+            if any(base.endswith(("Error", "Exception")) for base in bases):
+                offenders.append(f"{file.relative_to(PACKAGE)}: {node.name}")
+    assert offenders == []
+
+
+def test_check_outcome_is_imported_from_its_neutral_module():
+    """CheckOutcome serves every stage: it lives in ugdata_pipeline.checks and is imported from there only."""
+    imports = set()
+    for file in [*PACKAGE.rglob("*.py"), *Path(__file__).resolve().parent.rglob("*.py")]:
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and any(a.name == "CheckOutcome" for a in node.names):
+                imports.add(node.module)
+    assert imports == {"ugdata_pipeline.checks"}
+
+
 def _execute(job: str, env: dict[str, str], *extra: str) -> str:
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(

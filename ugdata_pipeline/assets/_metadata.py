@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 from upath import UPath
 
-from ugdata_pipeline.graph.validate import CheckOutcome
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.table_files import write_bytes_atomic
 
 

@@ -10,12 +10,12 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.graph.crs import city_metric_crs
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.imagery.plot import split_map_png
-from ugdata_pipeline.imagery.source_outcome import SourceOutcome, failure_reasons, failure_summary
+from ugdata_pipeline.imagery.source_outcome import SourceOutcome, describe_source_failures, source_failure_table
 from ugdata_pipeline.imagery.splits import assign_splits, no_sequence_spans_splits, no_test_near_train
 from ugdata_pipeline.imagery.view_files import contact_sheet
 from ugdata_pipeline.osm.schema import OsmExtract
@@ -45,13 +45,15 @@ def _checked_failures(context: dg.AssetExecutionContext, outcome: SourceOutcome,
         ]
         context.log.warning(
             f"{what} of {context.partition_key}: {len(failures)} failed; by reason: "
-            f"{failure_summary(failures)}. Examples: {'; '.join(examples)}"
+            f"{describe_source_failures(failures)}. Examples: {'; '.join(examples)}"
         )
     if outcome.shortfall:
         raise IncompleteResultError(outcome.shortfall)
     return {
         "failed": len(failures),
-        "failures_by_reason": dg.MetadataValue.json(dict(failure_reasons(failures).most_common(20))),
+        "failures_by_reason": dg.MetadataValue.json(
+            {row.reason: int(row.count) for row in source_failure_table(failures).head(20).itertuples()}
+        ),
         "failures": preview(failures) if len(failures) else "none",
     }
 

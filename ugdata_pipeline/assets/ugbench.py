@@ -7,12 +7,14 @@ import geopandas as gpd
 import pandas as pd
 from pydantic import Field
 
+from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png_file, preview
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.graph.crs import city_metric_crs
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
-from ugdata_pipeline.ugbench._records import BenchConfig, CityInputs
+from ugdata_pipeline.ugbench import _records
+from ugdata_pipeline.ugbench._records import CityInputs
 from ugdata_pipeline.ugbench.tasks import build_tasks, task_summary, validate_tasks
 from ugdata_pipeline.uge.family import MODEL_SPECS
 
@@ -30,10 +32,9 @@ _INPUTS = (
 MODEL_ASSETS = [dg.AssetKey(f"uge_{spec.name}") for spec in MODEL_SPECS]
 
 
-class BenchTasksConfig(dg.Config):
-    seed: int = Field(default=0, description="Seed of every grouping, distractor and sample choice.")
-    n_distractors: int = Field(default=19, description="Distractors per record (group size - 1, >= 19).")
-    max_records_per_task: int | None = Field(default=300, description="Per task, query type and city (None: all).")
+# A pipeline run samples 300 records per (task, query type, city) unless told otherwise: enough for the report's
+# intervals at a fraction of the scoring time; the core builds everything by default.
+BenchConfig = dagster_config(_records.BenchConfig, run_defaults={"max_records_per_task": 300})
 
 
 @dg.asset(
@@ -61,7 +62,7 @@ class BenchTasksConfig(dg.Config):
 )
 def benchmark_tasks(
     context: dg.AssetExecutionContext,
-    config: BenchTasksConfig,
+    config: BenchConfig,
     cities: CityRegistryResource,
     images: pd.DataFrame,
     nodes: pd.DataFrame,
@@ -78,9 +79,7 @@ def benchmark_tasks(
     from ugdata_pipeline.ugbench.evaluate import evaluate
 
     city = cities.city(context.partition_key)
-    core = BenchConfig(
-        seed=config.seed, n_distractors=config.n_distractors, max_records_per_task=config.max_records_per_task
-    )
+    core = config.to_core()
     inputs = CityInputs(
         city=city.slug,
         role=city.split,

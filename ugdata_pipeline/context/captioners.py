@@ -26,9 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.context.caption_prompt import CaptionFormatError, build_prompt, parse_answer, prompt_hash
+from ugdata_pipeline.context.caption_prompt import build_prompt, parse_answer, prompt_hash
 from ugdata_pipeline.context.describe import described_names_by_image
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import CaptionerConfigError, CaptionFormatError, CaptionInputError
 from ugdata_pipeline.graph.text import compass_word, distance_phrase
 from ugdata_pipeline.seeding import stable_choice
 from ugdata_pipeline.tables import require_columns
@@ -68,14 +68,6 @@ CAPTION_COLUMNS: tuple[str, ...] = (
 )
 TEMPLATE_MODEL = "template"
 TEMPLATE_VERSION = "template-v2"
-
-
-class CaptionInputError(UgdataError, ValueError):
-    """Caption requests (or a captioner option) are invalid."""
-
-
-class CaptionerConfigError(UgdataError, ValueError):
-    """A captioner cannot be configured (missing API key, bad limits)."""
 
 
 # ----------------------------------------------------------------------------------------------- requests

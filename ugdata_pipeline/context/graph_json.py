@@ -36,8 +36,8 @@ from ugdata_pipeline.context.subgraph_tables import (
     SUBGRAPH_EDGE_COLUMNS,
     SUBGRAPH_NODE_COLUMNS,
     SubgraphIndex,
-    SubgraphInputError,
 )
+from ugdata_pipeline.errors import GraphJsonError, SubgraphInputError
 from ugdata_pipeline.tables import require_columns
 
 #: Optional node fields copied from / to the node table when present (besides node_id, coords, node_text).
@@ -45,10 +45,6 @@ NODE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "name", "category", "dx_m", "dy_m"
 #: Optional edge fields copied from / to the edge table when present (besides source and target).
 EDGE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "distance_m", "bearing_deg", "street_name")
 _FLOAT_FIELDS = {"dx_m", "dy_m", "distance_m", "bearing_deg", "lon", "lat"}
-
-
-class GraphJsonError(SubgraphInputError):
-    """A graph JSON object that does not follow the reference format."""
 
 
 def _node_id_like(value: object) -> bool:

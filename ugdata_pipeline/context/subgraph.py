@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -43,19 +43,18 @@ import shapely
 from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.context.subgraph_tables import (
     SUBGRAPH_EDGE_COLUMNS,
     SUBGRAPH_NODE_COLUMNS,
     SUBGRAPH_SUMMARY_COLUMNS,
-    SubgraphInputError,
     SubgraphTables,
-    UnknownSubgraphError,
     subgraph_for,
 )
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import image_node_ids
 
 logger = logging.getLogger(__name__)
@@ -84,9 +83,16 @@ _MM_PER_M = 1000.0  # distances are compared in whole millimetres: closer than t
 class SubgraphConfig:
     """Options of :func:`build_subgraphs`."""
 
-    radius_m: float = 700.0  # a node is in when its geometry is within this many metres of the image
-    max_nodes: int = 256  # cap on nodes per subgraph, the centre (image) node included; nearest kept
-    images_per_chunk: int = 4096  # images processed together; bounds peak memory, not the result
+    # Each field's "doc" is its description in the Dagster launchpad too (assets/_config.py derives the run config).
+    radius_m: float = field(
+        default=700.0, metadata={"doc": "A node is in when its geometry is within this many metres of the image."}
+    )
+    max_nodes: int = field(
+        default=256, metadata={"doc": "Cap on nodes per subgraph, the image node included; the nearest are kept."}
+    )
+    images_per_chunk: int = field(
+        default=4096, metadata={"doc": "Images processed together; bounds peak memory, not the result."}
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.radius_m, int | float) or not math.isfinite(self.radius_m) or self.radius_m <= 0:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.grouping import key_runs
 
 __all__ = [
@@ -47,17 +47,6 @@ SUBGRAPH_NODE_COLUMNS: tuple[str, ...] = (
 SUBGRAPH_EDGE_COLUMNS: tuple[str, ...] = ("image_id", "src", "dst", "kind", "distance_m", "bearing_deg", "street_name")
 #: Columns of the ``subgraphs`` table (one row per image).
 SUBGRAPH_SUMMARY_COLUMNS: tuple[str, ...] = ("image_id", "center_node", "n_nodes", "n_edges", "truncated")
-
-
-class SubgraphInputError(UgdataError, ValueError):
-    """The graph, images, options or subgraph tables given to the subgraph code are invalid."""
-
-
-class UnknownSubgraphError(UgdataError, KeyError):
-    """An image id that the subgraph tables do not hold."""
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
-        return str(self.args[0]) if self.args else ""
 
 
 class SubgraphIndex:

@@ -39,8 +39,9 @@ from typing import Any, Literal
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_text_atomic
-from ugdata_pipeline.context.graph_json import GraphJsonError, graph_json_by_image, validate_graph_json
-from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS, DatasetInputError
+from ugdata_pipeline.context.graph_json import graph_json_by_image, validate_graph_json
+from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS
+from ugdata_pipeline.errors import DatasetInputError, GraphJsonError, MsSwiftFormatError
 from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,6 @@ _QUERY_PREFIX: dict[int, str] = {1: "<image>", 2: "<graph><image>"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 SubgraphJson = Callable[[str], Mapping[str, Any]]
-
-
-class MsSwiftFormatError(DatasetInputError):
-    """A JSONL line or a graph JSON does not follow the ms-swift / reference format."""
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from ugdata_pipeline.errors import IncompleteResultError, UgdataError
+from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.errors import DatasetInputError, IncompleteResultError
 from ugdata_pipeline.graph.geodesy import distance_m
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.reasoning.mentions import mentions_name
 from ugdata_pipeline.reasoning.text import MASKED_SENTENCE_NAME
 from ugdata_pipeline.seeding import stable_choice, stable_rng
@@ -137,10 +137,6 @@ INSTRUCTIONS: Mapping[int, Mapping[str, tuple[str, ...]]] = {
         ),
     },
 }
-
-
-class DatasetInputError(UgdataError, ValueError):
-    """An input table or option of the training-record builders is invalid."""
 
 
 @dataclass(frozen=True, slots=True)

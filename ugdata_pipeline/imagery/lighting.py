@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ugdata_pipeline.errors import SceneInputError
 from ugdata_pipeline.imagery.scene import (
     CEMETERY,
     FIELD,
@@ -39,7 +40,6 @@ from ugdata_pipeline.imagery.scene import (
     PITCH,
     RESIDENTIAL,
     WATER,
-    SceneInputError,
 )
 from ugdata_pipeline.seeding import stable_hash
 

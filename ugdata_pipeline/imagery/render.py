@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 import shapely
 
-from ugdata_pipeline.errors import RenderInputError
+from ugdata_pipeline.errors import RenderInputError, SceneInputError
 from ugdata_pipeline.imagery.cameras import normalize_offsets
 from ugdata_pipeline.imagery.lighting import Lighting, place_lighting
 from ugdata_pipeline.imagery.scene import (
@@ -46,7 +46,6 @@ from ugdata_pipeline.imagery.scene import (
     GROUND_PALETTE,
     SIGN_HALF_WIDTH_M,
     Scene,
-    SceneInputError,
 )
 from ugdata_pipeline.imagery.view_facts import view_facts
 from ugdata_pipeline.seeding import stable_hash

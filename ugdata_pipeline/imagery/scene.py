@@ -38,16 +38,12 @@ import shapely
 from PIL import Image, ImageDraw
 from pyproj import CRS
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import SceneInputError
 from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.osm.schema import OsmExtract
 from ugdata_pipeline.seeding import stable_hash
 
 logger = logging.getLogger(__name__)
-
-
-class SceneInputError(UgdataError, ValueError):
-    """An option of the scene builder is invalid."""
 
 
 #: Storey height used for the window grid and for default heights (the same 3.2 m as ``osm.tags``).

@@ -41,8 +41,8 @@ import pandas as pd
 from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.graph.crs import metric_crs
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import ImageryInputError, validate_images
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from ugdata_pipeline.ugbench._records import (
     TASK_MODES,
     TASKS,
     BenchConfig,
-    BenchmarkInputError,
     BuildStats,
     CityInputs,
 )
@@ -61,7 +60,6 @@ __all__ = [
     "TASK_COLUMNS",
     "TASK_MODES",
     "BenchConfig",
-    "BenchmarkInputError",
     "BuildStats",
     "CityInputs",
     "EmbeddingCache",

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ugdata_pipeline.context.subgraph_tables import SubgraphIndex
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.imagery.anchor import image_node_ids
 from ugdata_pipeline.tables import require_columns
@@ -98,10 +98,6 @@ def row_role(task: str, mode: str) -> str:
     return "graph_reading" if (task, mode) in GRAPH_READING else "headline"
 
 
-class BenchmarkInputError(UgdataError, ValueError):
-    """An input table or an option of the UGBench builders is invalid."""
-
-
 @dataclass(slots=True)
 class CityInputs:
     """
@@ -144,22 +140,48 @@ class CityInputs:
 class BenchConfig:
     """Options of the benchmark build; distances in metres."""
 
-    seed: int = 0  # every random choice is seeded from (seed, task, city, image, ...)
-    n_distractors: int = 19  # distractors per geolocation / retrieval / grounding record (group size - 1, >= 19)
-    min_distractor_m: float = 100.0  # geolocation / retrieval distractors lie this far from the query at least
-    max_distractor_m: float = 2000.0  # ... and at most this far; also the radius for city-drawn grounding fillers
-    tasks: tuple[str, ...] = TASKS  # which tasks to build
-    grounding_types: tuple[str, ...] = GROUNDING_TYPES  # which grounding types to build
-    max_records_per_task: int | None = None  # per (task, query type, city): a seeded sample of whole groups
-    description_max_places: int = 10  # passed to the description renderer
-    description_near_m: float = 200.0  # passed to the description renderer
-    description_max_chars: int = 1500  # passed to the description renderer
-    cluster_m: float = 250.0  # side of the spatial blocks the bootstrap resamples
-    nearest_margin_m: float = 10.0  # "nearest X" needs the runner-up this much farther, else the record is skipped
-    target_min_m: float = 20.0  # distance-direction targets lie at least this far from the image
-    target_max_m: float = 700.0  # ... and at most this far
-    min_distractor_ratio: float = 1.5  # a distance-direction distractor differs by this distance factor ...
-    min_distractor_angle_deg: float = 45.0  # ... or by at least this angle between compass words (45: another word)
+    # Each field's "doc" is its description in the Dagster launchpad too (assets/_config.py derives the run config).
+    seed: int = field(default=0, metadata={"doc": "Every random choice is seeded from (seed, task, city, image, ...)."})
+    n_distractors: int = field(
+        default=19,
+        metadata={"doc": "Distractors per geolocation / retrieval / grounding record (group size - 1, >= 19)."},
+    )
+    min_distractor_m: float = field(
+        default=100.0, metadata={"doc": "Geolocation / retrieval distractors lie at least this far (m) from the query."}
+    )
+    max_distractor_m: float = field(
+        default=2000.0,
+        metadata={"doc": "... and at most this far (m); also the radius for city-drawn grounding fillers."},
+    )
+    tasks: tuple[str, ...] = field(default=TASKS, metadata={"doc": f"Which tasks to build, of {list(TASKS)}."})
+    grounding_types: tuple[str, ...] = field(
+        default=GROUNDING_TYPES, metadata={"doc": f"Which grounding types to build, of {list(GROUNDING_TYPES)}."}
+    )
+    max_records_per_task: int | None = field(
+        default=None,
+        metadata={"doc": "Records per (task, query type, city) at most: a seeded sample of whole groups (None: all)."},
+    )
+    description_max_places: int = field(default=10, metadata={"doc": "Places the subgraph description names at most."})
+    description_near_m: float = field(
+        default=200.0, metadata={"doc": "Radius (m) of the places the subgraph description lists."}
+    )
+    description_max_chars: int = field(default=1500, metadata={"doc": "Length of a subgraph description at most."})
+    cluster_m: float = field(default=250.0, metadata={"doc": "Side (m) of the spatial blocks the bootstrap resamples."})
+    nearest_margin_m: float = field(
+        default=10.0,
+        metadata={"doc": "'Nearest X' needs the runner-up this much (m) farther, else the record is skipped."},
+    )
+    target_min_m: float = field(
+        default=20.0, metadata={"doc": "Distance-direction targets lie at least this far (m) from the image."}
+    )
+    target_max_m: float = field(default=700.0, metadata={"doc": "... and at most this far (m)."})
+    min_distractor_ratio: float = field(
+        default=1.5, metadata={"doc": "A distance-direction distractor differs by this distance factor ..."}
+    )
+    min_distractor_angle_deg: float = field(
+        default=45.0,
+        metadata={"doc": "... or by at least this angle between compass words (45: another word)."},
+    )
 
     def __post_init__(self) -> None:
         if self.n_distractors < 19:

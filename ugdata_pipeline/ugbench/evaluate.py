@@ -28,10 +28,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.ugbench._records import (
     MODES,
     TASK_MODES,
-    BenchmarkInputError,
     FusionGraphs,
     fusion_graph_refs,
     row_role,

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.tables import require_columns
-from ugdata_pipeline.ugbench._records import BenchmarkInputError
 
 logger = logging.getLogger(__name__)
 

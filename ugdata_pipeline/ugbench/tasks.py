@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.tables import missing_columns
 from ugdata_pipeline.ugbench._records import (
     GROUNDING_TYPES,
@@ -39,7 +40,6 @@ from ugdata_pipeline.ugbench._records import (
     TASK_MODES,
     TASKS,
     BenchConfig,
-    BenchmarkInputError,
     BuildStats,
     CityInputs,
     Describe,

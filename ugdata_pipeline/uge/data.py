@@ -35,7 +35,7 @@ from ugdata_pipeline.context.subgraph_tables import (
     SubgraphIndex,
     SubgraphTables,
 )
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 from ugdata_pipeline.graph.schema import NODE_KINDS
 from ugdata_pipeline.tables import require_columns
@@ -77,10 +77,6 @@ __all__ = [
     "shuffle_graphs",
     "validate_records",
 ]
-
-
-class TrainingDataError(UgdataError, ValueError):
-    """Training records, images or subgraph tables that the trainer cannot use."""
 
 
 def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:

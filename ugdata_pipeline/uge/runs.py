@@ -34,8 +34,8 @@ from typing import Any
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_file_atomic
-from ugdata_pipeline.errors import CorruptFileError
-from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError, table_digest
+from ugdata_pipeline.errors import CorruptFileError, TrainingDataError
+from ugdata_pipeline.uge.data import SubgraphTables, table_digest
 from ugdata_pipeline.uge.family import MODEL_SPECS, ModelSpec, model_spec
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, train

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from ugdata_pipeline.atomic_files import write_file_atomic, write_text_atomic
+from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.uge.backbone import Backbone, build_backbone
 from ugdata_pipeline.uge.checkpoint import (
     STATE_FILE,
@@ -46,7 +47,6 @@ from ugdata_pipeline.uge.data import (
     ImageStore,
     RecordBatch,
     SubgraphTables,
-    TrainingDataError,
     build_graphs_shared,
     centre_only,
     epoch_batches,

@@ -26,13 +26,12 @@ from ugdata_pipeline.context.subgraph import (
     SUBGRAPH_NODE_COLUMNS,
     SUBGRAPH_SUMMARY_COLUMNS,
     SubgraphConfig,
-    SubgraphInputError,
     SubgraphTables,
-    UnknownSubgraphError,
     build_subgraphs,
     subgraph_for,
     subgraph_size_outcome,
 )
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.build import UrbanGraph
 from ugdata_pipeline.graph.geodesy import distance_m
 from ugdata_pipeline.graph.text import compass_word

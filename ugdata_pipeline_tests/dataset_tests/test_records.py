@@ -10,12 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ugdata_pipeline.context.graph_json import GraphJsonError
 from ugdata_pipeline.dataset import (
     INSTRUCTIONS,
     TRAINING_RECORD_COLUMNS,
-    DatasetInputError,
-    MsSwiftFormatError,
     build_training_records,
     export_ms_swift,
     negatives_within_split,
@@ -24,6 +21,7 @@ from ugdata_pipeline.dataset import (
     records_summary,
     validate_graph_json,
 )
+from ugdata_pipeline.errors import DatasetInputError, GraphJsonError, MsSwiftFormatError
 from ugdata_pipeline.graph.geodesy import distance_m
 
 LAT0, LON0 = 60.17, 24.94

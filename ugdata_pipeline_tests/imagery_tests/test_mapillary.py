@@ -19,13 +19,12 @@ import shapely
 from PIL import Image
 from shapely.geometry import Polygon, box
 
-from ugdata_pipeline.errors import ImageryInputError, UgdataError
+from ugdata_pipeline.errors import ImageryInputError, MapillaryAuthError, UgdataError
 from ugdata_pipeline.imagery.mapillary import (
     DISCOVERY_COLUMNS,
     FAILURE_COLUMNS,
     FAILURES_FILENAME,
     MANIFEST_COLUMNS,
-    MapillaryAuthError,
     MapillaryClient,
     discover_images,
     download_images,

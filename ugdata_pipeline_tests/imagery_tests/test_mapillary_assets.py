@@ -218,7 +218,7 @@ def test_run_config_overrides_a_setting_and_the_token_still_comes_from_the_envir
 
 
 def test_without_the_environment_variable_the_resource_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ugdata_pipeline.imagery.mapillary import MapillaryAuthError
+    from ugdata_pipeline.errors import MapillaryAuthError
 
     monkeypatch.delenv("MAPILLARY_ACCESS_TOKEN", raising=False)
     with pytest.raises(MapillaryAuthError, match="MAPILLARY_ACCESS_TOKEN is not set"):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.cities import City, CitySource, load_registry
-from ugdata_pipeline.errors import RenderInputError
+from ugdata_pipeline.errors import RenderInputError, SceneInputError
 from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
@@ -24,7 +24,7 @@ from ugdata_pipeline.imagery.render import (
     sequence_weather,
     view_rng,
 )
-from ugdata_pipeline.imagery.scene import SceneInputError, build_scene
+from ugdata_pipeline.imagery.scene import build_scene
 from ugdata_pipeline.osm import load_city_osm
 from ugdata_pipeline.resources import RenderedImagesResource
 from ugdata_pipeline_tests.imagery_tests.test_render import CRS, box, make_extract

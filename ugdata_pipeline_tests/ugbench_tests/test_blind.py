@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ugdata_pipeline.ugbench import BLIND_SCORERS, BenchmarkInputError, blind_scores, evaluate, shortcut_problems
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.ugbench import BLIND_SCORERS, blind_scores, evaluate, shortcut_problems
 from ugdata_pipeline.ugbench._records import FusionGraphs, fusion_graph_refs
 from ugdata_pipeline.ugbench.blind import CANDIDATE_ONLY, GRAPH_ONLY
 

@@ -11,14 +11,8 @@ import pandas as pd
 import pytest
 import shapely
 
-from ugdata_pipeline.ugbench import (
-    BenchConfig,
-    BenchmarkInputError,
-    CityInputs,
-    build_tasks,
-    load_place_pulse,
-    place_pulse_levels,
-)
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.ugbench import BenchConfig, CityInputs, build_tasks, load_place_pulse, place_pulse_levels
 from ugdata_pipeline.ugbench._records import normalize_text
 from ugdata_pipeline.ugbench.perception import (
     BOUNDARY_MARGIN,
