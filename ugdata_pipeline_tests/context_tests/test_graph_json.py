@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.context.graph_json import from_graph_json, validate_graph_json
-from ugdata_pipeline.context.subgraph_tables import SubgraphInputError
-from ugdata_pipeline.dataset import MsSwiftFormatError, export_ms_swift
+from ugdata_pipeline.dataset import export_ms_swift
 from ugdata_pipeline.dataset import validate_graph_json as dataset_validator
-from ugdata_pipeline.errors import GraphJsonError
+from ugdata_pipeline.errors import GraphJsonError, MsSwiftFormatError, SubgraphInputError
 
 
 def graph(**changes: object) -> dict:

@@ -19,9 +19,10 @@ from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
 from ugdata_pipeline.uge.hf_vlm import HfVlmBackbone
 from ugdata_pipeline.uge.hf_vlm_config import HFVLMConfig
 from ugdata_pipeline.uge.hf_vlm_inputs import PreparedImage
-from ugdata_pipeline.uge.hf_vlm_tiny import BUILDABLE_FAMILIES, VLMSizes, tiny_vlm
+from ugdata_pipeline.uge.hf_vlm_tiny import BUILDABLE_FAMILIES, REAL_SIZES, VLMSizes, tiny_vlm
 from ugdata_pipeline.uge.losses import symmetric_info_nce
 from ugdata_pipeline.uge.vlm_adapters import FAMILIES, adapter_named
+from ugdata_pipeline.uge.vlm_memory import language_model_parameters, training_memory, vision_parameters
 
 GRAPH_CONFIG = GraphEncoderConfig(hidden_dim=32, edge_dim=8, heads=2)
 VISION_MODULES = ("visual", "vision_tower", "vision_embed_tokens", "multi_modal_projector")
@@ -266,3 +267,58 @@ def test_an_unreachable_checkpoint_is_named_with_its_family(tmp_path: Path) -> N
     )
     with pytest.raises(HFVLMError, match=r"cannot load .*no-such-model.* \(llava_next\)"):
         HfVlmBackbone(config)
+
+
+# ------------------------------------------------------------------------------------------ sizes and configuration
+
+
+@pytest.mark.parametrize("family", BUILDABLE_FAMILIES)
+def test_parameter_counts_equal_the_models_transformers_builds(family: str) -> None:
+    sizes = REAL_SIZES[family]
+    model = tiny_vlm(0, sizes=sizes, device="meta", dtype=torch.bfloat16).model  # shapes only, no memory
+    language = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    assert language_model_parameters(sizes) == language
+    assert vision_parameters(sizes) == total - language
+
+
+def test_published_sizes_and_the_training_memory_estimate() -> None:
+    billions = {f: (language_model_parameters(s) + vision_parameters(s)) / 1e9 for f, s in REAL_SIZES.items()}
+    # the model cards: Qwen2-VL-7B 8.29 B, Qwen2.5-VL-7B 8.29 B, Qwen3-VL-8B 8.77 B, LLaVA-1.6-Mistral-7B 7.57 B,
+    # Phi-3-vision-128k 4.15 B
+    expected = {"qwen2_vl": 8.29, "qwen2_5_vl": 8.29, "qwen3_vl": 8.77, "llava_next": 7.57, "phi3_v": 4.15}
+    assert billions == pytest.approx(expected, abs=0.006)
+    qwen = training_memory(
+        REAL_SIZES["qwen2_5_vl"], sequences=8, tokens=1024, image_tokens=1024, lora_targets=("q_proj", "v_proj")
+    )
+    assert qwen.weights == pytest.approx(8.29e9 * 2 / 1024**3, rel=0.01)
+    # r=16 on q (3584 -> 3584) and v (3584 -> 512) of 28 layers, float32 weight + grad + two AdamW moments
+    assert qwen.lora_and_optimizer == pytest.approx(28 * 16 * ((3584 + 3584) + (3584 + 512)) * 16 / 1024**3)
+    assert 0 < qwen.activations < qwen.weights
+    longer = training_memory(
+        REAL_SIZES["qwen2_5_vl"], sequences=8, tokens=2048, image_tokens=1024, lora_targets=("q_proj", "v_proj")
+    )
+    assert longer.activations > qwen.activations and longer.weights == qwen.weights
+
+
+def test_the_trainer_names_family_and_checkpoint() -> None:
+    from ugdata_pipeline.resources import TrainerResource
+
+    assert TrainerResource().backbone_config() == {}  # compact: unchanged, so existing run fingerprints hold
+    llava = TrainerResource(
+        backbone="hf_vlm", vlm_checkpoint="llava-hf/llava-v1.6-mistral-7b-hf", vlm_family="llava_next"
+    )
+    config = llava.base_config()
+    assert config.backbone == "hf_vlm"
+    assert config.backbone_config == {
+        "model_name_or_path": "llava-hf/llava-v1.6-mistral-7b-hf",
+        "family": "llava_next",
+        "trust_remote_code": False,
+        "dtype": "bfloat16",
+    }
+    with pytest.raises(ValueError, match=r"needs trainer\.vlm_checkpoint"):
+        TrainerResource(backbone="hf_vlm").backbone_config()
+    with pytest.raises(HFVLMError, match="`family` must be one of"):
+        TrainerResource(backbone="hf_vlm", vlm_checkpoint="x", vlm_family="llava").backbone_config()
+    with pytest.raises(ValueError, match=r"apply to backbone hf_vlm, but trainer\.backbone is .compact."):
+        TrainerResource(vlm_checkpoint="Qwen/Qwen2.5-VL-7B-Instruct").backbone_config()
