@@ -6,6 +6,7 @@ checked without it (template, placeholders, LoRA regex on its published module n
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -322,3 +323,26 @@ def test_the_trainer_names_family_and_checkpoint() -> None:
         TrainerResource(backbone="hf_vlm", vlm_checkpoint="x", vlm_family="llava").backbone_config()
     with pytest.raises(ValueError, match=r"apply to backbone hf_vlm, but trainer\.backbone is .compact."):
         TrainerResource(vlm_checkpoint="Qwen/Qwen2.5-VL-7B-Instruct").backbone_config()
+
+
+def test_the_gpu_benchmark_runs_every_family_end_to_end_at_tiny_size(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_hf_vlm.py"
+    out = tmp_path / "bench.json"
+    args = [sys.executable, str(script), "--size", "tiny", "--steps", "1", "--warmup", "0", "--json", str(out)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert [f["family"] for f in report["families"]] == list(BUILDABLE_FAMILIES)
+    for family in report["families"]:
+        runs = {(r["stage"], r["checkpointing"]): r for r in family["runs"]}
+        assert set(runs) == {(1, True), (1, False), (2, True)}
+        assert all(r["step_s"] > 0 and r["tokens_per_s"] > 0 and math.isfinite(r["loss_last"]) for r in runs.values())
+        assert family["embed"]["queries_per_s"] > 0
+        assert family["vision_patches_per_step"] > 0 and family["estimated_mem_gib"] > 0
+    assert "phi3_v" in report["not_benchmarked"]
+    assert "stage 2 ckpt" in done.stdout and "phi3_v: not benchmarked" in done.stdout
