@@ -346,3 +346,24 @@ def test_the_gpu_benchmark_runs_every_family_end_to_end_at_tiny_size(tmp_path: P
         assert family["vision_patches_per_step"] > 0 and family["estimated_mem_gib"] > 0
     assert "phi3_v" in report["not_benchmarked"]
     assert "stage 2 ckpt" in done.stdout and "phi3_v: not benchmarked" in done.stdout
+
+
+def test_the_shell_selects_the_backbone_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ugdata_pipeline.definitions import resources_for
+
+    monkeypatch.setenv("UGDATA_BACKBONE", "hf_vlm")
+    monkeypatch.setenv("UGDATA_VLM_CHECKPOINT", "microsoft/Phi-3-vision-128k-instruct")
+    monkeypatch.setenv("UGDATA_VLM_FAMILY", "phi3_v")
+    monkeypatch.setenv("UGDATA_VLM_TRUST_REMOTE_CODE", "1")
+    trainer = resources_for("local")["trainer"]
+    assert trainer.base_config().backbone_config == {
+        "model_name_or_path": "microsoft/Phi-3-vision-128k-instruct",
+        "family": "phi3_v",
+        "trust_remote_code": True,
+        "dtype": "bfloat16",
+    }
+    monkeypatch.delenv("UGDATA_BACKBONE")
+    monkeypatch.delenv("UGDATA_VLM_CHECKPOINT")
+    monkeypatch.delenv("UGDATA_VLM_FAMILY")
+    monkeypatch.delenv("UGDATA_VLM_TRUST_REMOTE_CODE")
+    assert resources_for("local")["trainer"].base_config().backbone_config == {}
