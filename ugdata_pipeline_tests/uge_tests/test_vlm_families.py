@@ -367,3 +367,42 @@ def test_the_shell_selects_the_backbone_from_the_environment(monkeypatch: pytest
     monkeypatch.delenv("UGDATA_VLM_FAMILY")
     monkeypatch.delenv("UGDATA_VLM_TRUST_REMOTE_CODE")
     assert resources_for("local")["trainer"].base_config().backbone_config == {}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_next"])
+def test_train_runs_both_stages_on_ugdata_records_and_reloads(family: str, synthetic, tmp_path: Path) -> None:
+    """The trainer, the data pipeline (prepared images, subgraph graphs) and checkpoints with an hf_vlm backbone."""
+    from ugdata_pipeline.uge.embed import embed_images, embed_texts, load_model
+    from ugdata_pipeline.uge.train import TrainConfig, train
+    from ugdata_pipeline_tests.uge_tests.conftest import SMALL_GRAPH
+
+    root, records, subgraphs = synthetic
+    backbone_config = {"random_init": {"seed": 0, "family": family}, "dtype": "float32", "max_text_tokens": 48}
+    common = {"epochs": 1, "batch_size": 4, "backbone": "hf_vlm", "backbone_config": backbone_config}
+    stage1 = train(
+        records,
+        root=root,
+        config=TrainConfig(stage=1, max_steps=2, lr=1e-3, out_dir=str(tmp_path / "s1"), **common),
+        progress=False,
+    )
+    assert stage1.steps == 2 and (stage1.checkpoint_dir / "adapter" / "adapter_config.json").is_file()
+    stage2 = train(
+        records,
+        root=root,
+        subgraphs=subgraphs,
+        config=TrainConfig(
+            stage=2, max_steps=1, lr=1e-3, out_dir=str(tmp_path / "s2"), graph_encoder=SMALL_GRAPH, **common
+        ),
+        init_from=stage1.checkpoint_dir,
+        progress=False,
+    )
+    assert stage2.steps == 1 and stage2.params_trained["graph"] > 0
+    model = load_model(stage2.checkpoint_dir)
+    assert model.family == family
+    paths = records["image_path"].iloc[:2].tolist()
+    images = embed_images(model, paths, "Where was this taken?", root=root)
+    texts = embed_texts(model, ["Alpha Street", "Cafe Uno"])
+    assert images.shape == (2, model.embed_dim) and texts.shape == (2, model.embed_dim)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, rtol=1e-5)
