@@ -56,6 +56,7 @@ from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS
 from ugdata_pipeline.imagery.anchor import image_node_ids
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -111,26 +112,15 @@ class SubgraphConfig:
 # --- validation ----------------------------------------------------------------------------------------------
 
 
-def _require_columns(table: object, columns: tuple[str, ...], what: str, fix: str) -> None:
-    if not isinstance(table, pd.DataFrame):
-        msg = f"{what} must be a pandas DataFrame, got {type(table).__name__}; {fix}"
-        raise SubgraphInputError(msg)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        msg = f"{what} is missing column(s) {missing}; it has {list(table.columns)}. {fix}"
-        raise SubgraphInputError(msg)
-
-
 def _validate(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, images: pd.DataFrame) -> None:
     graph_fix = "Pass the graph's tables with the anchored image nodes and edges concatenated"
-    _require_columns(nodes, _NODE_INPUT_COLUMNS, "nodes", graph_fix)
+    require_columns(nodes, _NODE_INPUT_COLUMNS, table="nodes", fix=graph_fix, error=SubgraphInputError)
     if not isinstance(nodes, gpd.GeoDataFrame) or nodes.crs is None:
         msg = "nodes must be a GeoDataFrame with a CRS (EPSG:4326, as built by build_urban_graph)"
         raise SubgraphInputError(msg)
-    _require_columns(edges, EDGE_COLUMNS, "edges", graph_fix)
-    _require_columns(
-        images, _IMAGE_INPUT_COLUMNS, "images", "Pass AnchorResult.images from ugdata_pipeline.imagery.anchor_images"
-    )
+    require_columns(edges, EDGE_COLUMNS, table="edges", fix=graph_fix, error=SubgraphInputError)
+    images_fix = "Pass AnchorResult.images from ugdata_pipeline.imagery.anchor_images"
+    require_columns(images, _IMAGE_INPUT_COLUMNS, table="images", fix=images_fix, error=SubgraphInputError)
     duplicated = nodes["node_id"].duplicated()
     if duplicated.any():
         examples = sorted({str(v) for v in nodes.loc[duplicated, "node_id"]})[:5]

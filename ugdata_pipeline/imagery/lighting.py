@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from ugdata_pipeline.errors import SceneInputError
-from ugdata_pipeline.imagery.scene import (
+from ugdata_pipeline.imagery.palette import (
     CEMETERY,
     FIELD,
     FOREST,

@@ -41,12 +41,8 @@ import shapely
 from ugdata_pipeline.errors import RenderInputError, SceneInputError
 from ugdata_pipeline.imagery.cameras import normalize_offsets
 from ugdata_pipeline.imagery.lighting import Lighting, place_lighting
-from ugdata_pipeline.imagery.scene import (
-    FLOOR_HEIGHT_M,
-    GROUND_PALETTE,
-    SIGN_HALF_WIDTH_M,
-    Scene,
-)
+from ugdata_pipeline.imagery.palette import GROUND_PALETTE
+from ugdata_pipeline.imagery.scene import FLOOR_HEIGHT_M, SIGN_HALF_WIDTH_M, Scene
 from ugdata_pipeline.imagery.view_facts import view_facts
 from ugdata_pipeline.seeding import stable_hash
 

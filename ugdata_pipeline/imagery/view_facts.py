@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ugdata_pipeline.imagery.scene import GREEN_CLASSES, GROUND_PALETTE, ROAD_CLASSES, Scene
+from ugdata_pipeline.imagery.palette import GREEN_CLASSES, GROUND_PALETTE, ROAD_CLASSES
+from ugdata_pipeline.imagery.scene import Scene
 
 #: At most this many entries in ``scene_facts["visible"]``.
 MAX_VISIBLE = 20
