@@ -172,9 +172,14 @@ class TrainResult:
     resumed: bool  # True when an earlier run in out_dir was continued or found finished
 
 
-def select_records(records: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
+def select_records(
+    records: pd.DataFrame, config: TrainConfig, *, splits: tuple[str, ...] | None = ("train", "val")
+) -> pd.DataFrame:
     """
-    The records one run trains and validates on: its stage and variant (and pair types), train + val splits.
+    The records one run trains and validates on: its stage and variant (and pair types), on ``splits``.
+
+    ``splits=None`` keeps every split: the rows a run's fingerprint hashes
+    (:func:`~ugdata_pipeline.uge.runs.run_fingerprint`), so a run is keyed by the same selection it trains on.
 
     Raises
     ------
@@ -186,7 +191,8 @@ def select_records(records: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
     keep = (stage == config.stage) & (records["variant"].astype(str) == config.variant)
     if config.pair_types is not None:
         keep &= records["pair_type"].isin(config.pair_types)
-    keep &= records["split"].isin(["train", "val"])
+    if splits is not None:
+        keep &= records["split"].isin(list(splits))
     selected = records[keep].reset_index(drop=True)
     if not bool((selected["split"] == "train").any()):
         available = sorted({(int(s), str(v)) for s, v in zip(stage.fillna(-1), records["variant"], strict=True)})
