@@ -42,7 +42,7 @@ from ugdata_pipeline.errors import CorruptFileError
 from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError, table_digest
 from ugdata_pipeline.uge.family import MODEL_SPECS, ModelSpec, model_spec
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
-from ugdata_pipeline.uge.train import TrainConfig, TrainResult, select_records, train
+from ugdata_pipeline.uge.train import TrainConfig, TrainResult, run_finished, select_records, train
 
 if TYPE_CHECKING:
     from ugdata_pipeline.cities import CityRegistry
@@ -258,7 +258,8 @@ def train_seed(
     fingerprint = run_fingerprint(chosen, subgraphs, config, parent_fingerprint)
     out_dir = root / "models" / spec.name / f"seed-{seed}" / fingerprint
     config = replace(config, out_dir=str(out_dir))
-    if launch is None:
+    if launch is None or run_finished(out_dir):
+        # a finished run is read back here: no subprocess is started only to find it finished
         result = train(
             chosen,
             root=root,

@@ -68,7 +68,7 @@ GraphInput = Literal["own", "shuffled", "none"]
 GRAPH_INPUTS: tuple[str, ...] = get_args(GraphInput)
 BEST_METRICS: tuple[str, ...] = ("mrr", "r@1", "r@5", "r@10", "loss")
 
-__all__ = ["PRECISIONS", "VARIANTS", "TrainConfig", "TrainResult", "select_records", "train"]
+__all__ = ["PRECISIONS", "VARIANTS", "TrainConfig", "TrainResult", "run_finished", "select_records", "train"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +340,14 @@ def train(
             progress=progress,
             on_step=on_step,
         )
+
+
+def run_finished(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds a finished run, which :func:`train` reuses as it is (training nothing)."""
+    last_dir, best_dir = Path(out_dir) / "checkpoints" / "last", Path(out_dir) / "checkpoints" / "best"
+    if not (last_dir / STATE_FILE).is_file() or not best_dir.is_dir():
+        return False
+    return bool(read_trainer_state(last_dir).get("finished"))
 
 
 def _finished_result(out_dir: Path, best_dir: Path, last_dir: Path, state: dict[str, Any]) -> TrainResult:

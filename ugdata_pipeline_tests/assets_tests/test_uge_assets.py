@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -49,11 +50,14 @@ def _copy(data_root: Path, tmp_path: Path) -> Path:
     return root
 
 
-def materialize(root: Path, model: str, **trainer: object) -> dg.ExecuteInJobResult:
+def materialize(
+    root: Path, model: str, instance: dg.DagsterInstance | None = None, **trainer: object
+) -> dg.ExecuteInJobResult:
     """Materialize ``uge_<model>`` alone (its upstream tables are on disk) with the registry beside the root."""
     return dg.materialize(
         [ASSETS[f"uge_{model}"]],
         raise_on_error=False,
+        instance=instance,
         resources={
             "cities": CityRegistryResource(path=str(root.parent / "cities.yaml")),
             "storage": StorageResource(root=str(root)),
@@ -74,6 +78,17 @@ def _failure(result: dg.ExecuteInJobResult) -> str:
         return ""
     error = failure.event_specific_data.error
     return (error.cause or error).message
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as instance:  # disposed: its temporary folder is removed
+        yield instance
+
+
+def _pipes_logs(instance: dg.DagsterInstance, result: dg.ExecuteInJobResult) -> list[str]:
+    """What a Pipes subprocess logged into the run ("[pipes] external process successfully opened ...")."""
+    return [log.user_message for log in instance.all_logs(result.run_id) if "[pipes]" in log.user_message]
 
 
 def pointer(root: Path, model: str) -> dict:
@@ -139,12 +154,14 @@ def test_an_unknown_launcher_fails_before_reading_inputs(data_root: Path, tmp_pa
 
 
 def test_the_accelerate_launcher_round_trips_config_and_result_through_pipes(
-    data_root: Path, first_run: tuple[Path, dict[str, object]], tmp_path: Path
+    data_root: Path, first_run: tuple[Path, dict[str, object]], tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
     """The same run through ``accelerate launch`` subprocesses and Pipes reports what the in-process run did."""
     root = _copy(data_root, tmp_path)
     _, in_process = first_run
-    meta = metadata(materialize(root, "stage1", launcher="accelerate", num_processes=1, precision="no"))
+    launched = materialize(root, "stage1", instance, launcher="accelerate", num_processes=1, precision="no")
+    meta = metadata(launched)
+    assert _pipes_logs(instance, launched)  # a subprocess ran and reported through Pipes
     run = root / "models" / "stage1" / "seed-0" / meta["fingerprints"]
     # the subprocess trained with the config the core built (same fingerprint, so same settings and records) ...
     assert meta["fingerprints"] == in_process["fingerprints"]
@@ -157,3 +174,10 @@ def test_the_accelerate_launcher_round_trips_config_and_result_through_pipes(
     assert pointer(root, "stage1")["seeds"]["0"]["checkpoint"] == (
         f"models/stage1/seed-0/{meta['fingerprints']}/checkpoints/best"
     )
+    # an unchanged rerun is read back here: nothing is staged for, or sent to, a subprocess
+    staged = run / "inputs" / "records.parquet"
+    staged_at, result_at = staged.stat().st_mtime_ns, (run / "pipes_result.json").stat().st_mtime_ns
+    again = materialize(root, "stage1", instance, launcher="accelerate", num_processes=1, precision="no")
+    assert metadata(again)["reused_finished_run"] is True
+    assert (staged.stat().st_mtime_ns, (run / "pipes_result.json").stat().st_mtime_ns) == (staged_at, result_at)
+    assert _pipes_logs(instance, again) == []
