@@ -12,7 +12,8 @@ Stage 2 resumes stage 1's weights (``init_from``), attaches a fresh graph encode
 trainable (the reference's graph encoder was silently frozen: notes §8 B1).
 
 Outputs in ``out_dir``: ``checkpoints/{last,best}``, ``history.csv`` (per-step loss and lr, per-epoch validation),
-``curve.png``.
+``curve.png``. This module checks the inputs, resumes or starts a run and reports it; the loop itself (the training
+state, one epoch, validation, the checkpoint saves) is :mod:`ugdata_pipeline.uge.loop`.
 """
 
 from __future__ import annotations
