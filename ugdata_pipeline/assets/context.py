@@ -12,11 +12,8 @@ from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.context import subgraph
 from ugdata_pipeline.context.describe import describe_subgraphs
 from ugdata_pipeline.context.plot import size_histogram_png
-from ugdata_pipeline.context.subgraph import (
-    SubgraphTables,
-    build_subgraphs,
-    subgraph_size_outcome,
-)
+from ugdata_pipeline.context.subgraph import build_subgraphs, subgraph_size_outcome
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.anchor import anchored_graph
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource

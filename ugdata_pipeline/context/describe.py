@@ -26,7 +26,7 @@ from importlib.resources import files
 
 import pandas as pd
 
-from ugdata_pipeline.context.subgraph import SubgraphTables
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.text import compass_word, distance_phrase
 from ugdata_pipeline.tables import require_columns

@@ -42,8 +42,9 @@ from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
 from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.errors import ImageryInputError
 from ugdata_pipeline.graph.crs import metric_crs
-from ugdata_pipeline.imagery.anchor import ImageryInputError, validate_images
+from ugdata_pipeline.imagery.anchor import validate_images
 
 logger = logging.getLogger(__name__)
 

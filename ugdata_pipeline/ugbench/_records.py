@@ -19,7 +19,7 @@ from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.imagery.anchor import image_node_ids
 from ugdata_pipeline.tables import require_columns
-from ugdata_pipeline.ugbench.metrics import group_seed
+from ugdata_pipeline.ugbench.stats import group_seed
 
 Task = Literal["geolocation", "retrieval", "perception", "grounding"]
 TASKS: tuple[str, ...] = get_args(Task)

@@ -24,10 +24,11 @@ import torch
 from PIL import Image
 
 from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.uge.backbone import Backbone
 from ugdata_pipeline.uge.checkpoint import load_checkpoint
-from ugdata_pipeline.uge.data import SubgraphTables, build_graphs, centre_only, collate_graphs
+from ugdata_pipeline.uge.data import build_graphs, centre_only, collate_graphs
 from ugdata_pipeline.uge.images import SHARED_IMAGES
 
 logger = logging.getLogger(__name__)

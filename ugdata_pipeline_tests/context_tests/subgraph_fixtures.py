@@ -10,7 +10,8 @@ import pandas as pd
 import shapely
 from pyproj import Transformer
 
-from ugdata_pipeline.context.subgraph import SubgraphConfig, SubgraphTables, build_subgraphs
+from ugdata_pipeline.context.subgraph import SubgraphConfig, build_subgraphs
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.graph.build import UrbanGraph, build_urban_graph
 from ugdata_pipeline.imagery import anchor_images
 from ugdata_pipeline.osm.schema import POI_COLUMNS, OsmExtract, frame

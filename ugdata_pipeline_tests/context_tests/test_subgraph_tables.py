@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ugdata_pipeline.context.subgraph_tables import SubgraphIndex, SubgraphInputError, SubgraphTables, subgraph_for
+from ugdata_pipeline.context.subgraph_tables import SubgraphIndex, SubgraphTables, subgraph_for
+from ugdata_pipeline.errors import SubgraphInputError
 
 
 def long_tables(sizes: dict[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:

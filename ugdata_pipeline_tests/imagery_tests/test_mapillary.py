@@ -22,7 +22,6 @@ from shapely.geometry import Polygon, box
 from ugdata_pipeline.errors import ImageryInputError, MapillaryAuthError, UgdataError
 from ugdata_pipeline.imagery.mapillary import (
     DISCOVERY_COLUMNS,
-    FAILURE_COLUMNS,
     FAILURES_FILENAME,
     MANIFEST_COLUMNS,
     MapillaryClient,
@@ -30,6 +29,7 @@ from ugdata_pipeline.imagery.mapillary import (
     download_images,
     token_from_env,
 )
+from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS
 from ugdata_pipeline.throttle import RetryPolicy
 from ugdata_pipeline_tests.imagery_tests.mapillary_server import FakeImage, Fault, MapillaryServer, jpeg_bytes
 

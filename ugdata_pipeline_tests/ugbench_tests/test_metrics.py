@@ -7,13 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ugdata_pipeline.ugbench.metrics import (
-    bootstrap_intervals,
-    group_seed,
-    per_record_metrics,
-    rank_counts,
-    summarize,
-)
+from ugdata_pipeline.ugbench.metrics import bootstrap_intervals, per_record_metrics, rank_counts, summarize
+from ugdata_pipeline.ugbench.stats import group_seed
 
 
 def metrics_of(scores, correct, **kwargs):

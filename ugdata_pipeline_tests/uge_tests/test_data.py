@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.uge.data import (
     ImageStore,
-    SubgraphTables,
     build_graphs,
     build_graphs_shared,
     epoch_batches,

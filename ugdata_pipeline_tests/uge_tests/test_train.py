@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.uge.backbone import build_backbone
 from ugdata_pipeline.uge.checkpoint import OPTIMIZER_FILE, WEIGHTS_FILE, load_checkpoint
-from ugdata_pipeline.uge.data import ImageStore, SubgraphTables, build_graphs, make_batch
+from ugdata_pipeline.uge.data import ImageStore, build_graphs, make_batch
 from ugdata_pipeline.uge.embed import embed_images, embed_texts
 from ugdata_pipeline.uge.losses import retrieval_metrics, symmetric_info_nce
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, _build_model, select_records, train
