@@ -108,6 +108,48 @@ def _imported_modules(file: Path) -> list[str]:
     return names
 
 
+def _module_file(module: str) -> Path | None:
+    path = PACKAGE.parent / Path(*module.split("."))
+    if (path / "__init__.py").exists():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
+
+
+def _top_level_names(file: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(file.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {n.id for target in node.targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """One home per idea: nothing is imported through a module that merely imports it (a leftover of a move).
+
+    Package ``__init__`` files are the packages' public API, and ``_pyg`` wraps torch_geometric on purpose.
+    """
+    files = [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "ugdata_pipeline_tests").rglob("*.py")]
+    files += list((PACKAGE.parent / "benchmarks").glob("*.py"))
+    defined: dict[Path, set[str]] = {}
+    offenders = []
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ugdata_pipeline")):
+                continue
+            source = _module_file(node.module)
+            if source is None or source.name == "__init__.py" or node.module == "ugdata_pipeline._pyg":
+                continue
+            names = defined.setdefault(source, _top_level_names(source))
+            for alias in node.names:
+                if alias.name not in names and _module_file(f"{node.module}.{alias.name}") is None:
+                    offenders.append(f"{file.relative_to(PACKAGE.parent)}:{node.lineno} {alias.name} via {node.module}")
+    assert offenders == []
+
+
 def test_core_packages_never_import_dagster():
     """The core packages, and every top-level module they import (errors, atomic_files, table_files, ...)."""
     files = [file for package in CORE for file in sorted((PACKAGE / package).rglob("*.py"))]

@@ -1,12 +1,12 @@
 """Training and benchmark records built from UGData, and their exports (Parquet, ms-swift JSONL, graph JSON)."""
 
+from ugdata_pipeline.context.graph_json import validate_graph_json
 from ugdata_pipeline.dataset.export import (
     MS_SWIFT_PAIR_TYPES,
     MsSwiftExport,
     export_ms_swift,
     read_ms_swift,
     subgraph_json_from_tables,
-    validate_graph_json,
 )
 from ugdata_pipeline.dataset.records import (
     INSTRUCTIONS,
