@@ -35,6 +35,7 @@ from ugdata_pipeline.context.subgraph_tables import (
     SubgraphIndex,
     SubgraphTables,
 )
+from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS
 from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 from ugdata_pipeline.graph.schema import NODE_KINDS
@@ -45,22 +46,9 @@ from ugdata_pipeline.uge.losses import text_ids
 
 logger = logging.getLogger(__name__)
 
-RECORD_COLUMNS: tuple[str, ...] = (
-    "record_id",
-    "stage",
-    "variant",
-    "image_id",
-    "split",
-    "instruction",
-    "image_path",
-    "positive",
-    "pair_type",
-    "hard_negatives",
-)
 _KIND_INDEX = {kind: i for i, kind in enumerate(NODE_KINDS)}
 
 __all__ = [
-    "RECORD_COLUMNS",
     "SUBGRAPH_EDGE_COLUMNS",
     "SUBGRAPH_NODE_COLUMNS",
     "ImageStore",
@@ -94,7 +82,7 @@ def validate_records(records: pd.DataFrame) -> None:
     TrainingDataError
         Missing columns, empty or missing positives, instructions or image paths, or duplicate record ids.
     """
-    _require_columns(records, RECORD_COLUMNS, "training_records")
+    _require_columns(records, TRAINING_RECORD_COLUMNS, "training_records")
     for column in ("positive", "image_path", "instruction"):
         values = records[column]
         bad = values.isna() | (values.astype(str).str.strip() == "")

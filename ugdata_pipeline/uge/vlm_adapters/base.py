@@ -75,8 +75,8 @@ class VlmAdapter:
         """Special tokens the prompt template and the image placeholders need (all must be in the tokenizer)."""
         raise NotImplementedError
 
-    def image_token_key(self) -> str:
-        """The template token whose id must equal the model config's image-token id."""
+    def image_token_key(self) -> str | None:
+        """The template token whose id must equal the model config's image-token id (None: no such token)."""
         raise NotImplementedError
 
     def model_image_token_id(self, model: nn.Module) -> int:
@@ -103,7 +103,7 @@ class VlmAdapter:
                 raise HFVLMError(msg)
             ids[token] = int(token_id)
         image = self.image_token_key()
-        if ids[image] != self.model_image_token_id(model):
+        if image is not None and ids[image] != self.model_image_token_id(model):
             msg = (
                 f"tokenizer id of {image!r} ({ids[image]}) differs from the model's image token id "
                 f"({self.model_image_token_id(model)}); the tokenizer and the model do not belong together"
@@ -113,7 +113,11 @@ class VlmAdapter:
             model.resize_token_embeddings(len(tokenizer))
         pad_id = tokenizer.pad_token_id
         ids["pad"] = int(pad_id if pad_id is not None else tokenizer.convert_tokens_to_ids(self.pad_token()))
-        return ids
+        return {**ids, **self.extra_token_ids()}
+
+    def extra_token_ids(self) -> dict[str, int]:
+        """Placeholder ids that are not tokenizer tokens (none by default)."""
+        return {}
 
     def reserved_token_ids(self, ids: dict[str, int]) -> set[int]:
         """Ids a caller's text must not contain (image placeholders): images are passed as images."""
@@ -166,6 +170,19 @@ class VlmAdapter:
             trust_remote_code=config.trust_remote_code,
         )
         return model, processor.tokenizer, processor
+
+
+def stack_crops(prepared: Sequence[PreparedImage]) -> dict[str, Tensor]:
+    """``pixel_values`` ``[B, max crops, 3, H, W]`` (zero-padded; the model cuts each image back by its size) and
+    ``image_sizes`` ``[B, 2]`` of crop-based images (LLaVA-NeXT, Phi-3-Vision)."""
+    if not prepared:
+        return {}
+    crops = max(p.pixel_values.shape[0] for p in prepared)
+    first = prepared[0].pixel_values
+    pixels = first.new_zeros((len(prepared), crops, *first.shape[1:]))
+    for i, p in enumerate(prepared):
+        pixels[i, : p.pixel_values.shape[0]] = p.pixel_values
+    return {"pixel_values": pixels, "image_sizes": torch.stack([p.grid for p in prepared]).long()}
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

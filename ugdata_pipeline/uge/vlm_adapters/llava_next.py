@@ -16,13 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from PIL import Image
 from torch import Tensor, nn
 
 from ugdata_pipeline.errors import HFVLMError
 from ugdata_pipeline.uge.hf_vlm_inputs import PreparedImage, VLMInputs
-from ugdata_pipeline.uge.vlm_adapters.base import VlmAdapter
+from ugdata_pipeline.uge.vlm_adapters.base import VlmAdapter, stack_crops
 
 IMAGE = "<image>"
 BOS = "<s>"
@@ -92,15 +91,7 @@ class LlavaNextAdapter(VlmAdapter):
         return [ids[IMAGE]] * prepared.num_tokens
 
     def batch_images(self, prepared: Sequence[PreparedImage]) -> dict[str, Tensor]:
-        if not prepared:
-            return {}
-        # images are padded to the largest crop count; the model cuts each back by its image size
-        crops = max(p.pixel_values.shape[0] for p in prepared)
-        first = prepared[0].pixel_values
-        pixels = first.new_zeros((len(prepared), crops, *first.shape[1:]))
-        for i, p in enumerate(prepared):
-            pixels[i, : p.pixel_values.shape[0]] = p.pixel_values
-        return {"pixel_values": pixels, "image_sizes": torch.stack([p.grid for p in prepared]).long()}
+        return stack_crops(prepared)
 
     def last_hidden_state(self, core: nn.Module, inputs: VLMInputs, embeds: Tensor) -> Tensor:
         # LlavaNextModel takes exactly one of input_ids / inputs_embeds; the placeholders are found in the

@@ -23,13 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from PIL import Image
 from torch import Tensor, nn
 
 from ugdata_pipeline.errors import HFVLMError
 from ugdata_pipeline.uge.hf_vlm_inputs import PreparedImage, VLMInputs
-from ugdata_pipeline.uge.vlm_adapters.base import VlmAdapter
+from ugdata_pipeline.uge.vlm_adapters.base import VlmAdapter, stack_crops
 
 SYSTEM = "<|system|>"
 USER = "<|user|>"
@@ -64,22 +63,14 @@ class Phi3VisionAdapter(VlmAdapter):
     def template_tokens(self) -> tuple[str, ...]:
         return (SYSTEM, USER, ASSISTANT, END)
 
-    def resolve_token_ids(self, model: nn.Module, tokenizer: Any, graph_token: str) -> dict[str, int]:
-        if graph_token not in tokenizer.get_vocab():
-            tokenizer.add_tokens([graph_token], special_tokens=True)
-        ids: dict[str, int] = {}
-        for token in (*self.template_tokens(), graph_token):
-            token_id = tokenizer.convert_tokens_to_ids(token)
-            if token_id is None or (tokenizer.unk_token_id is not None and token_id == tokenizer.unk_token_id):
-                msg = f"tokenizer has no {token!r} token; the Phi-3-Vision tokenizer is required"
-                raise HFVLMError(msg)
-            ids[token] = int(token_id)
-        if max(ids.values()) >= model.get_input_embeddings().num_embeddings:
-            model.resize_token_embeddings(len(tokenizer))
-        pad_id = tokenizer.pad_token_id
-        ids["pad"] = int(pad_id if pad_id is not None else tokenizer.convert_tokens_to_ids(END_OF_TEXT))
-        ids["image"] = IMAGE_ID
-        return ids
+    def image_token_key(self) -> str | None:
+        return None  # images are negative ids, not a tokenizer token
+
+    def pad_token(self) -> str:
+        return END_OF_TEXT
+
+    def extra_token_ids(self) -> dict[str, int]:
+        return {"image": IMAGE_ID}
 
     def reserved_token_ids(self, ids: dict[str, int]) -> set[int]:
         return set()  # image placeholders are negative ids, which no text can produce
@@ -105,14 +96,7 @@ class Phi3VisionAdapter(VlmAdapter):
         return [IMAGE_ID] * prepared.num_tokens
 
     def batch_images(self, prepared: Sequence[PreparedImage]) -> dict[str, Tensor]:
-        if not prepared:
-            return {}
-        crops = max(p.pixel_values.shape[0] for p in prepared)
-        first = prepared[0].pixel_values
-        pixels = first.new_zeros((len(prepared), crops, *first.shape[1:]))
-        for i, p in enumerate(prepared):
-            pixels[i, : p.pixel_values.shape[0]] = p.pixel_values
-        return {"pixel_values": pixels, "image_sizes": torch.stack([p.grid for p in prepared]).long()}
+        return stack_crops(prepared)
 
     def token_embeddings(self, core: nn.Module, inputs: VLMInputs) -> Tensor:
         if not inputs.image_inputs:
