@@ -33,6 +33,7 @@ from ugdata_pipeline.imagery.mapillary import (
     _ID_PATTERN,
     _SERVICE_DOWN,
     DETAIL_FIELDS,
+    DISCOVERY_COLUMNS,
     SOURCE,
     _describe,
     _gather_or_cancel,
@@ -42,6 +43,7 @@ from ugdata_pipeline.imagery.mapillary import (
     _write_atomic,
 )
 from ugdata_pipeline.imagery.source_outcome import failures_frame
+from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.throttle import redact
 
 if TYPE_CHECKING:
@@ -137,6 +139,13 @@ async def fetch_details(
     MapillaryAuthError
         When Mapillary rejects the token (the first Graph request is made alone, so nothing is written).
     """
+    require_columns(
+        images,
+        [c for c in DISCOVERY_COLUMNS if c != "source"],
+        table="images",
+        fix="Pass DiscoveryResult.images (or a thinned copy of it).",
+        error=ImageryInputError,
+    )
     cache = Path(cache_dir)
     ids = [str(i) for i in images["image_id"]]
     bad = [i for i in ids if not _ID_PATTERN.match(i)]
