@@ -16,6 +16,7 @@ Plain Python; never imports Dagster.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import mapbox_vector_tile
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-__all__ = ["POINT_COLUMNS", "TILE_ZOOM", "decode_image_points", "tile_bounds", "tiles_covering"]
+__all__ = ["POINT_COLUMNS", "TILE_ZOOM", "decode_image_points", "iso_from_ms", "tile_bounds", "tiles_covering"]
 
 #: Zoom of the coverage tiles whose ``image`` layer holds one point per image.
 TILE_ZOOM = 14
@@ -81,6 +82,13 @@ def tiles_covering(area: BaseGeometry, z: int = TILE_ZOOM) -> list[tuple[int, in
             if area.intersects(cell) and not area.touches(cell):
                 tiles.append((x, y))
     return tiles
+
+
+def iso_from_ms(captured_ms: object) -> str:
+    """Mapillary's ``captured_at`` (ms since the epoch) as ISO-8601 UTC (``...Z``); ``""`` when unknown."""
+    if not isinstance(captured_ms, int | float) or isinstance(captured_ms, bool) or math.isnan(captured_ms):
+        return ""
+    return datetime.fromtimestamp(captured_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _text(value: object) -> str:

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ import httpx
 import pandas as pd
 
 from ugdata_pipeline.errors import ImageryInputError
+from ugdata_pipeline.imagery.coverage_tiles import iso_from_ms
 from ugdata_pipeline.imagery.mapillary import (
     _ID_PATTERN,
     _SERVICE_DOWN,
@@ -92,11 +92,7 @@ def parse_image_entity(record: dict[str, Any]) -> dict[str, Any] | None:
     if angle is None:
         angle = record.get("computed_compass_angle")
     captured_ms = record.get("captured_at")
-    captured = (
-        datetime.fromtimestamp(captured_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if isinstance(captured_ms, int | float)
-        else ""
-    )
+    captured = iso_from_ms(captured_ms)
     creator = record.get("creator")
     if isinstance(creator, dict):
         creator = creator.get("username") or creator.get("id") or ""

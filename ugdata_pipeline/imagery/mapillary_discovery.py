@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ugdata_pipeline.errors import ImageryInputError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
-from ugdata_pipeline.imagery.coverage_tiles import TILE_ZOOM, decode_image_points, tiles_covering
+from ugdata_pipeline.imagery.coverage_tiles import TILE_ZOOM, decode_image_points, iso_from_ms, tiles_covering
 from ugdata_pipeline.imagery.mapillary import (
     _SERVICE_DOWN,
     BUDGET_FILENAME,
@@ -388,16 +387,10 @@ def _discovery_frame(
     counts["out_of_date_range"] = int((~keep).sum())
     frame = frame[keep].copy()
     frame["source"] = SOURCE
-    frame["captured_at"] = [_iso_from_ms(ms) for ms in frame["captured_ms"]]
+    frame["captured_at"] = [iso_from_ms(ms) for ms in frame["captured_ms"]]
     frame["creator"] = ""  # not in the tiles: filled in by the details of the images kept
     frame["compass_angle"] = normalize_bearing_deg(frame["compass_angle"].to_numpy())  # NaN stays NaN
     counts["no_compass"] = int(frame["compass_angle"].isna().sum())
     frame = frame[list(DISCOVERY_COLUMNS)].sort_values("image_id", kind="stable").reset_index(drop=True)
     counts["images"] = len(frame)
     return frame, counts
-
-
-def _iso_from_ms(captured_ms: float) -> str:
-    if not isinstance(captured_ms, int | float) or math.isnan(captured_ms):
-        return ""
-    return datetime.fromtimestamp(captured_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
