@@ -249,3 +249,27 @@ def test_the_token_in_a_tile_url_never_reaches_the_logs(tmp_path: Path, caplog: 
         assert server.tile_requests()[0].query["access_token"] == TOKEN
     assert "access_token=***" in caplog.text, "httpx logged the request line, redacted"
     assert TOKEN not in caplog.text and "test-secret" not in caplog.text
+
+
+def test_points_in_a_tile_buffer_or_repeated_by_two_tiles_count_once(tmp_path: Path) -> None:
+    area = box(24.940, 60.160, 24.950, 60.170)  # tiles 9327/4742 (north) and 9327/4743 (south)
+    south_image = FakeImage("111", 24.945, 60.161)
+    with MapillaryServer([south_image]) as server:
+        south = south_image.tile_feature(9327, 4743)
+        assert south is not None
+        north_features = [
+            # The same image again, in the north tile's buffer below its bottom edge (y > extent), as tile
+            # services add so that symbols at an edge are drawn whole: it belongs to the south tile.
+            {"geometry": "POINT(2000 4100)", "properties": dict(south["properties"])},
+            # An image both tiles list inside their extent (the service should not, but ids are the key).
+            {"geometry": "POINT(2000 4000)", "properties": {"id": 111, "sequence_id": "s"}},
+        ]
+        server.tile_files[(9327, 4742)] = mapbox_vector_tile.encode(
+            [{"name": "image", "features": north_features}], default_options={"y_coord_down": True}
+        )
+        found = discover_images(client_for(server), area, cache_dir=tmp_path)
+    assert found.counts["points"] == 2, "the buffer point is left to the tile that owns it"
+    assert found.counts["images_found"] == 1 and found.images["image_id"].tolist() == ["111"]
+    # Tiles are read in (x, y) order and the first listing wins: the north tile's point, 96 px above its edge.
+    north_edge = tile_bounds(9327, 4742)[1]
+    assert 0 < found.images["lat"].iloc[0] - north_edge < 100 * (tile_bounds(9327, 4742)[3] - north_edge) / 4096
