@@ -1,10 +1,11 @@
 """Online street-level imagery from the Mapillary API v4: the client, its HTTP plumbing and the shared tables.
 
-The work is split in three modules:
+The work is split in five modules:
 
 * this one: :class:`MapillaryClient` (rate limit, retries, auth check, token handling), the errors, the column
-  contracts and the failures file shared by both stages, and the synchronous entry points
-  :func:`discover_images` / :func:`download_images`;
+  contracts and the failures file shared by the stages, and the synchronous entry points
+  :func:`discover_images` / :func:`fetch_image_details` / :func:`download_images`;
+* :mod:`~ugdata_pipeline.imagery.coverage_tiles`: which z14 tiles cover an area, and the image points of one;
 * :mod:`~ugdata_pipeline.imagery.mapillary_discovery`: discovery over a polygon from the z14 coverage tiles
   (:class:`~ugdata_pipeline.imagery.mapillary_discovery.DiscoveryResult`);
 * :mod:`~ugdata_pipeline.imagery.mapillary_details`: the Graph API details of the images kept after thinning;
