@@ -191,12 +191,14 @@ class RenderedImagesResource(ImageSourceResource):
 
 
 class MapillaryResource(ImageSourceResource):
-    """Mapillary API v4: adaptive bbox discovery over the city, thinning, resumable verified downloads.
+    """Mapillary API v4: discovery from the z14 coverage tiles over the city, thinning, Graph API details of the
+    images kept, resumable verified downloads.
 
     The token comes only from the environment: leave ``access_token`` unset and it is read from
     ``MAPILLARY_ACCESS_TOKEN`` when the resource is used, so run config can override any other field (e.g.
-    ``max_per_cell``) without naming the token. It is sent as an ``Authorization`` header and redacted from every
-    message. An incomplete discovery, a discovery that finds no image, or a download with more than
+    ``max_per_cell``) without naming the token. It is sent as an ``Authorization`` header (Graph API) or the
+    ``access_token`` parameter (coverage tiles) and redacted from every message. An incomplete discovery, a
+    discovery that finds no image, or a download with more than
     ``max_failed_share`` of its images missing returns a ``shortfall`` (the step fails; the last tables stay).
     """
 
@@ -206,14 +208,18 @@ class MapillaryResource(ImageSourceResource):
         "time. Never put a token in run config.",
     )
     graph_url: str = Field(default="https://graph.mapillary.com", description="Graph API base URL.")
+    tiles_url: str = Field(
+        default="https://tiles.mapillary.com/maps/vtp/mly1_public/2",
+        description="Coverage tile set base URL ({tiles_url}/{z}/{x}/{y}).",
+    )
     concurrency: int = Field(default=16, description="Requests in flight at once.")
     requests_per_second: float = Field(default=8.0, description="Token-bucket rate over all requests.")
     max_per_cell: int = Field(default=2, description="Images kept per ~35 m H3 cell (resolution 12).")
     include_panos: bool = Field(default=False, description="Keep 360-degree panoramas.")
     start_date: str | None = Field(default=None, description="Earliest capture date (ISO), inclusive.")
     end_date: str | None = Field(default=None, description="Capture dates before this (ISO), exclusive.")
-    max_requests_per_day: int | None = Field(default=5000, description="Daily discovery request budget.")
-    cache_max_age_days: float | None = Field(default=7.0, description="Reuse discovery cells younger than this.")
+    max_requests_per_day: int | None = Field(default=5000, description="Daily coverage tile request budget.")
+    cache_max_age_days: float | None = Field(default=7.0, description="Reuse coverage tiles younger than this.")
     max_failed_share: float = Field(
         default=0.05,
         ge=0.0,
@@ -230,21 +236,26 @@ class MapillaryResource(ImageSourceResource):
 
         token = self.access_token or token_from_env()
         return MapillaryClient(
-            token, graph_url=self.graph_url, concurrency=self.concurrency, requests_per_second=self.requests_per_second
+            token,
+            graph_url=self.graph_url,
+            tiles_url=self.tiles_url,
+            concurrency=self.concurrency,
+            requests_per_second=self.requests_per_second,
         )
 
     def candidates(self, city, extract, *, crs_metric, work_dir):
-        from ugdata_pipeline.imagery.mapillary import discover_images
+        from ugdata_pipeline.imagery.mapillary import discover_images, fetch_image_details
         from ugdata_pipeline.imagery.source_outcome import discovery_shortfall
         from ugdata_pipeline.imagery.thin import thin_images
 
         # The city's footprint is where its streets are: a 100 m buffer around them, not the bbox.
         area = extract.streets.to_crs(crs_metric).buffer(100).union_all()
         polygon = gpd.GeoSeries([area], crs=crs_metric).to_crs("EPSG:4326").iloc[0]
+        client = self._client()
         found = discover_images(
-            self._client(),
+            client,
             polygon,
-            cache_dir=work_dir / "mapillary_cells",
+            cache_dir=work_dir / "mapillary_tiles",
             start=self.start_date,
             end=self.end_date,
             include_panos=self.include_panos,
@@ -259,13 +270,21 @@ class MapillaryResource(ImageSourceResource):
             end=self.end_date,
             include_panos=self.include_panos,
         )
+        if shortfall is not None:  # nothing kept: no details to ask for
+            return SourceOutcome(found.images, failures=found.failures, counts=found.counts, shortfall=shortfall)
         thinned = thin_images(found.images, max_per_cell=self.max_per_cell)
+        # The Graph API is asked only about the images kept (exact position, creator); tiles gave the rest.
+        kept = fetch_image_details(client, thinned.images, cache_dir=work_dir / "mapillary_details")
         counts = {
             **found.counts,
             **{f"thin_{k}": v for k, v in thinned.counts.items()},
+            **kept.counts,
             "discovery_complete": found.complete,
         }
-        return SourceOutcome(thinned.images, failures=found.failures, counts=counts, shortfall=shortfall)
+        failures = found.failures
+        if len(kept.failures):
+            failures = pd.concat([found.failures, kept.failures], ignore_index=True)
+        return SourceOutcome(kept.images, failures=failures, counts=counts)
 
     def fetch(self, city, extract, candidates, *, crs_metric, root, log):
         from ugdata_pipeline.imagery.mapillary import download_images

@@ -7,11 +7,20 @@ and one circuit breaker, so that a service that is down is not asked again and a
 
 import asyncio
 import email.utils
+import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["AsyncTokenBucket", "CircuitBreaker", "RetryPolicy", "parse_retry_after", "redact"]
+__all__ = [
+    "AsyncTokenBucket",
+    "CircuitBreaker",
+    "RetryPolicy",
+    "install_query_redaction",
+    "parse_retry_after",
+    "redact",
+]
 
 
 class AsyncTokenBucket:
@@ -99,6 +108,32 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+class _QueryRedaction(logging.Filter):
+    """Replaces the value of one URL query parameter (a token) in every record of a logger by ``***``."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__()
+        self.param = param
+        self.pattern = re.compile(rf"({re.escape(param)}=)[^&\s\"']+")
+
+    def _clean(self, value: object) -> object:
+        text = str(value)
+        return self.pattern.sub(r"\1***", text) if f"{self.param}=" in text else value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._clean(arg) for arg in record.args)
+        record.msg = self._clean(record.msg)
+        return True
+
+
+def install_query_redaction(logger: logging.Logger, param: str) -> None:
+    """Blank the query parameter ``param`` in ``logger``'s records (once per logger and parameter), for clients
+    whose library logs request URLs that carry a secret."""
+    if not any(isinstance(f, _QueryRedaction) and f.param == param for f in logger.filters):
+        logger.addFilter(_QueryRedaction(param))
 
 
 class CircuitBreaker:

@@ -1,27 +1,32 @@
 """Online street-level imagery from the Mapillary API v4: the client, its HTTP plumbing and the shared tables.
 
-The work is split in three modules:
+The work is split in five modules:
 
 * this one: :class:`MapillaryClient` (rate limit, retries, auth check, token handling), the errors, the column
-  contracts and the failures file shared by both stages, and the synchronous entry points
-  :func:`discover_images` / :func:`download_images`;
-* :mod:`~ugdata_pipeline.imagery.mapillary_discovery`: the adaptive bbox discovery over a polygon
+  contracts and the failures file shared by the stages, and the synchronous entry points
+  :func:`discover_images` / :func:`fetch_image_details` / :func:`download_images`;
+* :mod:`~ugdata_pipeline.imagery.coverage_tiles`: which z14 tiles cover an area, and the image points of one;
+* :mod:`~ugdata_pipeline.imagery.mapillary_discovery`: discovery over a polygon from the z14 coverage tiles
   (:class:`~ugdata_pipeline.imagery.mapillary_discovery.DiscoveryResult`);
+* :mod:`~ugdata_pipeline.imagery.mapillary_details`: the Graph API details of the images kept after thinning;
 * :mod:`~ugdata_pipeline.imagery.mapillary_download`: resumable, verified thumbnail downloads
   (:class:`~ugdata_pipeline.imagery.mapillary_download.DownloadResult`).
 
 Secrets
-    The access token is sent only as the header ``Authorization: OAuth <token>`` to the Graph API (never in a URL,
-    never to the CDN) and is redacted from every message. An invalid token (HTTP 401, or an ``OAuthException`` /
-    code 190 error body) raises one :class:`MapillaryAuthError` naming ``MAPILLARY_ACCESS_TOKEN``; the first Graph
-    request of a run is made alone, so a bad token fails before anything is written.
+    The access token is sent as the header ``Authorization: OAuth <token>`` to the Graph API and, because the
+    tile service documents only that form, as the ``access_token`` query parameter to the coverage tiles; never
+    to the CDN. It is redacted from every message and from httpx's request log line. An invalid token (HTTP 401,
+    or an ``OAuthException`` / code 190 error body) raises one :class:`MapillaryAuthError` naming
+    ``MAPILLARY_ACCESS_TOKEN``; the first authenticated request of a run is made alone, so a bad token fails
+    before anything is written.
 
 Usage::
 
     client = MapillaryClient(token_from_env(), concurrency=16, requests_per_second=10)
-    found = discover_images(client, city_polygon_wgs84, cache_dir=work / "mapillary_cells", start="2020-01-01")
+    found = discover_images(client, city_polygon_wgs84, cache_dir=work / "mapillary_tiles", start="2020-01-01")
     thinned = thin_images(found.images)  # ugdata_pipeline.imagery.thin
-    result = download_images(client, thinned.images, root=root, city_slug="helsinki")
+    kept = fetch_image_details(client, thinned.images, cache_dir=work / "mapillary_details")
+    result = download_images(client, kept.images, root=root, city_slug="helsinki")
     result.manifest, result.failures, result.counts
 
 Plain Python; never imports Dagster.
@@ -52,9 +57,10 @@ from shapely.geometry.base import BaseGeometry
 from ugdata_pipeline.atomic_files import write_file_atomic
 from ugdata_pipeline.errors import ImageryInputError, MapillaryAuthError, MapillaryError
 from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS  # re-exported: the failures file's columns
-from ugdata_pipeline.throttle import AsyncTokenBucket, RetryPolicy, parse_retry_after, redact
+from ugdata_pipeline.throttle import AsyncTokenBucket, RetryPolicy, install_query_redaction, parse_retry_after, redact
 
 if TYPE_CHECKING:
+    from ugdata_pipeline.imagery.mapillary_details import DetailsResult
     from ugdata_pipeline.imagery.mapillary_discovery import DiscoveryResult, _DailyBudget
     from ugdata_pipeline.imagery.mapillary_download import DownloadResult
 
@@ -64,14 +70,15 @@ __all__ = [
     "FAILURE_COLUMNS",
     "GRAPH_URL",
     "MANIFEST_COLUMNS",
-    "SEARCH_LIMIT",
     "THUMBNAIL_SIZES",
+    "TILES_URL",
     "TOKEN_ENV_VAR",
     "MapillaryAuthError",
     "MapillaryClient",
     "MapillaryError",
     "discover_images",
     "download_images",
+    "fetch_image_details",
     "token_from_env",
 ]
 
@@ -80,10 +87,12 @@ logger = logging.getLogger(__name__)
 #: Environment variable that holds the Mapillary client token.
 TOKEN_ENV_VAR = "MAPILLARY_ACCESS_TOKEN"
 GRAPH_URL = "https://graph.mapillary.com"
-#: Most results one bbox search returns (the API has no pagination).
-SEARCH_LIMIT = 2000
-#: Fields requested per image at discovery. ``computed_compass_angle`` fills in a missing ``compass_angle``.
-DISCOVERY_FIELDS = "id,geometry,compass_angle,computed_compass_angle,captured_at,sequence,is_pano,creator"
+#: The coverage tile set (``{TILES_URL}/{z}/{x}/{y}``); its z14 ``image`` layer has one point per image.
+TILES_URL = "https://tiles.mapillary.com/maps/vtp/mly1_public/2"
+#: Fields asked per kept image. ``computed_*`` fill in a missing ``geometry`` / ``compass_angle``.
+DETAIL_FIELDS = (
+    "id,geometry,computed_geometry,compass_angle,computed_compass_angle,captured_at,sequence,is_pano,creator"
+)
 THUMBNAIL_SIZES: tuple[str, ...] = ("thumb_256_url", "thumb_1024_url", "thumb_2048_url", "thumb_original_url")
 #: Columns of :attr:`DiscoveryResult.images` (and the columns :meth:`MapillaryClient.download` needs).
 DISCOVERY_COLUMNS: tuple[str, ...] = (
@@ -218,15 +227,6 @@ def _is_auth_failure(response: httpx.Response) -> bool:
     return response.status_code == 400 and error.get("type") == "OAuthException"
 
 
-def _is_query_timeout(response: httpx.Response) -> bool:
-    """Mapillary's HTTP 400 answer to a search that is too heavy ("Query Timeout"): split the cell."""
-    if response.status_code != 400:
-        return False
-    error = _error_body(response)
-    text = " ".join(str(error.get(key, "")) for key in ("message", "error_user_title", "error_user_msg", "type"))
-    return "timeout" in text.lower() or "timed out" in text.lower()
-
-
 def _is_transient(response: httpx.Response) -> bool:
     status = response.status_code
     if status in (408, 429) or status >= 500:
@@ -239,6 +239,10 @@ def _describe(response: httpx.Response) -> str:
     error = _error_body(response)
     detail = error.get("message") or response.reason_phrase or ""
     return f"HTTP {response.status_code} {detail}".strip()[:300]
+
+
+# httpx logs every request URL at INFO, and tile URLs carry the token.
+install_query_redaction(logging.getLogger("httpx"), "access_token")
 
 
 def _now_iso() -> str:
@@ -318,7 +322,7 @@ def _load_failures(path: Path) -> dict[str, dict[str, Any]]:
 
 class MapillaryClient:
     """
-    Mapillary API v4 client: adaptive bbox discovery over a polygon and resumable thumbnail download.
+    Mapillary API v4 client: discovery from coverage tiles, details of the kept images, resumable downloads.
 
     Parameters
     ----------
@@ -327,6 +331,8 @@ class MapillaryClient:
         to the Graph API and never shown in messages or ``repr``.
     graph_url
         Base URL of the Graph API (a loopback server in tests).
+    tiles_url
+        Base URL of the coverage tile set, ``{tiles_url}/{z}/{x}/{y}`` (a loopback server in tests).
     concurrency
         Most requests (and images) in flight at once.
     requests_per_second
@@ -337,14 +343,6 @@ class MapillaryClient:
     retry
         Backoff for 429 (``Retry-After`` honoured), 5xx, timeouts and transport errors, and the number of fresh
         thumbnail URLs tried per image.
-    search_limit
-        ``limit`` of a bbox search; a cell returning this many images is split. Must equal the server's cap
-        (2,000 on Mapillary).
-    max_cell_deg
-        Side of the first, grid-aligned discovery cells in degrees (0.1° × 0.1° = 0.01 deg², the reported cap).
-    min_cell_deg
-        Cells are not split below this side in degrees (1e-4° ≈ 11 m of latitude); such a cell at the limit is
-        kept truncated and counted in ``cells_truncated``.
     """
 
     def __init__(
@@ -352,47 +350,38 @@ class MapillaryClient:
         token: str,
         *,
         graph_url: str = GRAPH_URL,
+        tiles_url: str = TILES_URL,
         concurrency: int = 16,
         requests_per_second: float = 50.0,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
-        search_limit: int = SEARCH_LIMIT,
-        max_cell_deg: float = 0.1,
-        min_cell_deg: float = 1e-4,
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             msg = f"the Mapillary token is empty. {_FIX_TOKEN}"
             raise MapillaryAuthError(msg)
         if not token.startswith("MLY|"):
             logger.warning("the Mapillary token does not start with 'MLY|'; Mapillary will probably reject it")
-        if not isinstance(graph_url, str) or not graph_url.startswith(("http://", "https://")):
-            msg = f"`graph_url` must be an http(s) URL, got {graph_url!r}"
-            raise ImageryInputError(msg)
-        for name, value in (("concurrency", concurrency), ("search_limit", search_limit)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                msg = f"`{name}` must be a positive integer, got {value!r}"
+        for name, value in (("graph_url", graph_url), ("tiles_url", tiles_url)):
+            if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+                msg = f"`{name}` must be an http(s) URL, got {value!r}"
                 raise ImageryInputError(msg)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            msg = f"`concurrency` must be a positive integer, got {concurrency!r}"
+            raise ImageryInputError(msg)
         for name, value in (
             ("requests_per_second", requests_per_second),
             ("timeout_s", timeout_s),
-            ("max_cell_deg", max_cell_deg),
-            ("min_cell_deg", min_cell_deg),
         ):
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 msg = f"`{name}` must be a positive number, got {value!r}"
                 raise ImageryInputError(msg)
-        if min_cell_deg > max_cell_deg:
-            msg = f"`min_cell_deg` ({min_cell_deg!r}) must not exceed `max_cell_deg` ({max_cell_deg!r})"
-            raise ImageryInputError(msg)
         self._token = token.strip()
         self.graph_url = graph_url.rstrip("/")
+        self.tiles_url = tiles_url.rstrip("/")
         self.concurrency = concurrency
         self.requests_per_second = float(requests_per_second)
         self.timeout_s = float(timeout_s)
         self.retry = retry if retry is not None else RetryPolicy()
-        self.search_limit = search_limit
-        self.max_cell_deg = float(max_cell_deg)
-        self.min_cell_deg = float(min_cell_deg)
 
     def __repr__(self) -> str:
         return (
@@ -431,13 +420,15 @@ class MapillaryClient:
         params: dict[str, str] | None = None,
         graph: bool,
         counter: str,
-        retry_query_timeout: bool = False,
+        token_in_query: bool = False,
         budget: _DailyBudget | None = None,
     ) -> httpx.Response:
         """GET with rate limit and retries; returns the last response that is not worth retrying.
 
-        Graph requests carry the token header and are checked for an auth failure (raised at once). The first
-        Graph request of a session is made alone, so a bad token is found before any other work starts.
+        Graph requests (``graph=True``: the Graph API and the coverage tiles) carry the token, as a header or with
+        ``token_in_query`` as the ``access_token`` parameter (the tiles), and are checked for an auth failure
+        (raised at once). The first such request of a session is made alone, so a bad token is found before any
+        other work starts.
         """
         if graph and not session.token_ok:
             async with session.auth_lock:
@@ -449,7 +440,7 @@ class MapillaryClient:
                         params,
                         graph=True,
                         counter=counter,
-                        retry_query_timeout=retry_query_timeout,
+                        token_in_query=token_in_query,
                         budget=budget,
                     )
                     session.token_ok = True
@@ -461,7 +452,7 @@ class MapillaryClient:
             params,
             graph=graph,
             counter=counter,
-            retry_query_timeout=retry_query_timeout,
+            token_in_query=token_in_query,
             budget=budget,
         )
 
@@ -474,10 +465,12 @@ class MapillaryClient:
         *,
         graph: bool,
         counter: str,
-        retry_query_timeout: bool,
+        token_in_query: bool,
         budget: _DailyBudget | None,
     ) -> httpx.Response:
-        headers = {"Authorization": f"OAuth {self._token}"} if graph else None
+        headers = {"Authorization": f"OAuth {self._token}"} if graph and not token_in_query else None
+        if graph and token_in_query:
+            params = {**(params or {}), "access_token": self._token}
         error = ""
         for attempt in range(1, self.retry.max_attempts + 1):
             if budget is not None and not budget.take():
@@ -492,12 +485,11 @@ class MapillaryClient:
             except httpx.TimeoutException as exc:
                 error = f"timed out after {self.timeout_s:g} s ({type(exc).__name__})"
             except httpx.TransportError as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = redact(f"{type(exc).__name__}: {exc}", self._token)
             else:
                 if graph and _is_auth_failure(response):
                     raise self._auth_error(response)
-                transient = _is_transient(response) or (retry_query_timeout and _is_query_timeout(response))
-                if response.status_code == 200 or not transient:
+                if response.status_code == 200 or not _is_transient(response):
                     session.consecutive_give_ups = 0
                     return response
                 error = _describe(response)
@@ -507,8 +499,6 @@ class MapillaryClient:
                 await asyncio.sleep(self.retry.delay_s(attempt, retry_after))
         session.consecutive_give_ups += 1
         raise _GaveUpError(redact(error, self._token), self.retry.max_attempts)
-
-    # ---------------------------------------------------------------------------------------------------- discovery
 
     # ---------------------------------------------------------------------------------------------------- stages
     # The stages live in their own modules, which import this one; hence the imports inside the methods.
@@ -537,6 +527,12 @@ class MapillaryClient:
             max_requests=max_requests,
             cache_max_age_days=cache_max_age_days,
         )
+
+    async def details(self, images_df: pd.DataFrame, *, cache_dir: str | os.PathLike[str]) -> DetailsResult:
+        """Graph API details of the kept images: :func:`ugdata_pipeline.imagery.mapillary_details.fetch_details`."""
+        from ugdata_pipeline.imagery.mapillary_details import fetch_details
+
+        return await fetch_details(self, images_df, cache_dir=cache_dir)
 
     async def download(
         self,
@@ -579,6 +575,13 @@ def discover_images(
             cache_max_age_days=cache_max_age_days,
         )
     )
+
+
+def fetch_image_details(
+    client: MapillaryClient, images_df: pd.DataFrame, *, cache_dir: str | os.PathLike[str]
+) -> DetailsResult:
+    """Synchronous :meth:`MapillaryClient.details` (runs its own event loop; call it outside a running loop)."""
+    return asyncio.run(client.details(images_df, cache_dir=cache_dir))
 
 
 def download_images(

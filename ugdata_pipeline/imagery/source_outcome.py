@@ -5,7 +5,7 @@ the items that failed, counts for metadata and, when the result is short, a ``sh
 must never replace a good one (an outage would otherwise empty a city and every table built on it), so the asset
 raises :class:`~ugdata_pipeline.errors.IncompleteResultError` with that message and the step fails; the previous
 materialization stays in place. The messages name the city, what is missing, the top failure reasons and how to
-retry (finished cells and downloads are cached, so a retry redoes only the failures).
+retry (finished coverage tiles and downloads are cached, so a retry redoes only the failures).
 
 Plain Python; never imports Dagster.
 """
@@ -36,8 +36,8 @@ __all__ = [
     "source_failure_table",
 ]
 
-#: Columns of a failures table: the item (an image id, or ``cell:<bbox>`` for a discovery cell), the stage that
-#: failed (discover | resolve | download | verify), tries over all runs, the last error, when (ISO-8601 UTC).
+#: Columns of a failures table: the item (an image id, or ``tile:14/<x>/<y>`` for a coverage tile), the stage that
+#: failed (discover | details | resolve | download | verify), tries over all runs, the last error, when (ISO-8601 UTC).
 FAILURE_COLUMNS: tuple[str, ...] = ("image_id", "stage", "attempts", "error", "last_attempt_at")
 
 # Ids and signatures inside error texts (``Object 1234567 does not exist``) would make every failure its own reason.
@@ -64,7 +64,7 @@ class SourceOutcome:
         The stage's table (candidates, or the ``images`` manifest).
     failures
         Items that failed (:data:`FAILURE_COLUMNS`); a failed
-        discovery cell has ``image_id`` = ``"cell:<bbox>"``. Recorded on disk by the source and retried next run.
+        coverage tile has ``image_id`` = ``"tile:14/<x>/<y>"``. Recorded on disk by the source and retried next run.
     counts
         Figures for asset metadata (scalars).
     shortfall
@@ -116,24 +116,24 @@ def discovery_shortfall(
     Returns
     -------
     str or None
-        Incomplete (cells failed or left by the daily request budget), or complete with zero images: the message;
+        Incomplete (tiles failed or left by the daily request budget), or complete with zero images: the message;
         otherwise None.
     """
     counts = found.counts
     retry = (
         f"Retry: re-materialize image_candidates for {city} (city_dataset_job or city_refresh_job, partition "
-        f"{city!r}); finished cells are cached and not asked again, failed ones are."
+        f"{city!r}); finished coverage tiles are cached and not asked again, failed ones are."
     )
     if not found.complete:
-        finished = sum(int(counts.get(f"cells_{k}", 0)) for k in ("queried", "cached", "split", "truncated"))
+        finished = sum(int(counts.get(f"cells_{k}", 0)) for k in ("queried", "cached"))
         failed, pending = int(counts.get("cells_failed", 0)), int(counts.get("cells_pending", 0))
         requested = finished + failed + pending
         parts = []
         if failed:
-            parts.append(f"{failed} of {requested} cells failed ({describe_source_failures(found.failures)})")
+            parts.append(f"{failed} of {requested} coverage tiles failed ({describe_source_failures(found.failures)})")
         if pending:
             parts.append(
-                f"{pending} of {requested} cells are pending because the daily request budget "
+                f"{pending} of {requested} coverage tiles are pending because the daily request budget "
                 "(max_requests_per_day) is spent; they are asked tomorrow or after raising it"
             )
         return (
@@ -147,11 +147,11 @@ def discovery_shortfall(
         )
         return (
             f"Mapillary has no imagery for {city} in {_area_text(area)} with the filters {filters}: "
-            f"{int(counts.get('images_found', 0))} image(s) found in the cells, "
+            f"{int(counts.get('points', 0))} image(s) found in the coverage tiles, "
             f"{int(counts.get('outside_polygon', 0))} outside the city's streets, "
             f"{int(counts.get('panoramas_dropped', 0))} panoramas dropped, "
             f"{int(counts.get('out_of_date_range', 0))} outside the capture dates, "
-            f"{int(counts.get('no_position', 0))} without a position. Check start_date / end_date / "
+            f"{int(counts.get('no_id', 0))} without an image id. Check start_date / end_date / "
             f"include_panos of the images resource (MapillaryResource) and the city's area; the last "
             f"image_candidates of {city} stay in place."
         )

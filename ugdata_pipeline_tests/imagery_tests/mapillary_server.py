@@ -1,25 +1,27 @@
-"""A loopback HTTP server that speaks the parts of the Mapillary API v4 the pipeline uses.
+"""A loopback HTTP server that speaks the parts of the Mapillary API v4 the pipeline uses, as the real service does.
 
 Real HTTP on 127.0.0.1 (``ThreadingHTTPServer`` in a background thread, one thread per connection, so a per-request
-``latency_s`` sleep does not hold up other requests):
+``latency_s`` sleep does not hold up other requests). The shapes follow the real responses in
+``mapillary_fixtures/`` (see its README; © Mapillary contributors, CC BY-SA 4.0):
 
-* ``GET /images?bbox=minlon,minlat,maxlon,maxlat&fields=...&limit=N`` -> ``{"data": [...]}``: the images inside the
-  box (edges included) sorted by id, at most ``min(N, max_results)``, with only the requested fields and
-  ``geometry`` = ``{"type": "Point", "coordinates": [lon, lat]}``, ``captured_at`` in epoch milliseconds and
-  ``creator`` = ``{"username": ..., "id": ...}`` like the real API;
-* ``GET /<image_id>?fields=thumb_1024_url`` -> ``{"id": ..., "thumb_1024_url": "<server>/thumbs/<id>.jpg?sig=<n>"}``
-  (a fresh signature per call);
+* ``GET /maps/vtp/mly1_public/2/14/<x>/<y>?access_token=<token>`` -> a Mapbox Vector Tile: the real fixture tile
+  when one is registered for that address (:attr:`MapillaryServer.tile_files`), else a tile encoded from the
+  images the server holds, with an ``image`` layer of points (``id`` integer when numeric, ``captured_at`` ms,
+  ``compass_angle``, ``sequence_id``, ``organization_id``, ``is_pano``) like the real z14 tiles;
+* ``GET /<image_id>?fields=...`` -> the image entity with the requested fields, shaped like the real ones:
+  ``geometry`` / ``computed_geometry`` GeoJSON points, ``captured_at`` ms, ``compass_angle`` /
+  ``computed_compass_angle``, ``sequence`` id string, ``creator`` ``{"username", "id"}``, ``thumb_*_url``
+  (``<server>/thumbs/<id>.jpg?sig=<n>``, a fresh signature per call);
 * ``GET /thumbs/<image_id>.jpg?sig=<n>`` -> a small JPEG (no token needed, like the CDN).
 
-Graph requests need ``Authorization: OAuth <token>``; otherwise the answer is HTTP 401 or, with
-``auth_error_style="oauth400"``, Mapillary's HTTP 400 ``OAuthException`` / code 190 body.
+Graph requests need ``Authorization: OAuth <token>``, tile requests the ``access_token`` parameter; otherwise the
+answer is HTTP 401 with the real code-190 body or, with ``auth_error_style="oauth400"``, HTTP 400 with an
+``OAuthException`` / code 190 body. :data:`RATE_LIMIT_BODY` is the real code-4 body (served with HTTP 429).
 
 Faults for tests: :meth:`MapillaryServer.inject` queues canned responses for a path (429 + Retry-After, 500, ...);
-``timeout_above_deg`` answers bbox searches wider than that with Mapillary's HTTP 400 "Query Timeout";
 ``truncate_ids`` serves a cut-off JPEG (with a correct Content-Length); ``bodies`` serves given bytes (a real JPEG)
-for an image instead of the generated one; ``expire_first_url`` makes the first
-signature issued for an image expire (CDN 403). Every request is logged (:attr:`MapillaryServer.log`) so tests can
-count exactly what was asked.
+for an image instead of the generated one; ``expire_first_url`` makes the first signature issued for an image
+expire (CDN 403). Every request is logged (:attr:`MapillaryServer.log`) so tests can count exactly what was asked.
 """
 
 from __future__ import annotations
@@ -33,23 +35,21 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import mapbox_vector_tile
+import numpy as np
 from PIL import Image
 
-QUERY_TIMEOUT_BODY = {
-    "error": {
-        "message": "Please reduce the amount of data you're asking for, then retry your request",
-        "type": "MLYApiException",
-        "code": 1,
-        "error_subcode": 3404014,
-        "is_transient": False,
-        "error_user_title": "Query Timeout",
-        "error_user_msg": "",
-        "fbtrace_id": "AbCdEfG",
-    }
-}
+from ugdata_pipeline.imagery.coverage_tiles import TILE_ZOOM
+
+FIXTURES = Path(__file__).parent / "mapillary_fixtures"
+#: The real bodies: invalid token (code 190, HTTP 401) and rate limit (code 4, HTTP 429).
+INVALID_OAUTH_BODY: dict[str, Any] = json.loads((FIXTURES / "errors" / "invalid_oauth_code190.json").read_text())
+RATE_LIMIT_BODY: dict[str, Any] = json.loads((FIXTURES / "errors" / "rate_limit_code4.json").read_text())
+TILE_PREFIX = "/maps/vtp/mly1_public/2"
 OAUTH_ERROR_BODY = {
     "error": {
         "message": "Invalid OAuth access token - Cannot parse access token",
@@ -73,12 +73,16 @@ class FakeImage:
     sequence: str = "seq0"
     is_pano: bool = False
     creator: str = "alice"
+    organization_id: str = ""
 
     def as_json(self, fields: list[str]) -> dict[str, Any]:
         full: dict[str, Any] = {
             "id": self.image_id,
             "geometry": {"type": "Point", "coordinates": [self.lon, self.lat]},
+            # SfM moves the camera a little; a test can tell which position was used.
+            "computed_geometry": {"type": "Point", "coordinates": [self.lon + 1e-6, self.lat + 1e-6]},
             "compass_angle": self.compass_angle,
+            "computed_compass_angle": None if self.compass_angle is None else (self.compass_angle + 1.0) % 360,
             "captured_at": self.captured_at_ms,
             "sequence": self.sequence,
             "is_pano": self.is_pano,
@@ -87,6 +91,25 @@ class FakeImage:
         record = {"id": self.image_id}
         record.update({name: full[name] for name in fields if name in full and full[name] is not None})
         return record
+
+    def tile_feature(self, x: int, y: int) -> dict[str, Any] | None:
+        """The point of this image in z14 tile ``x``/``y`` (pixel coordinates, extent 4096, y down), or None."""
+        n = 2**TILE_ZOOM
+        gx = (self.lon + 180.0) / 360.0 * n
+        gy = (1.0 - np.log(np.tan(np.pi / 4 + np.radians(self.lat) / 2)) / np.pi) / 2.0 * n
+        px, py = int(np.floor((gx - x) * 4096)), int(np.floor((gy - y) * 4096))
+        if not (0 <= px < 4096 and 0 <= py < 4096):
+            return None
+        properties: dict[str, Any] = {
+            "id": int(self.image_id) if self.image_id.isdigit() else self.image_id,
+            "captured_at": self.captured_at_ms,
+            "sequence_id": self.sequence,
+            "organization_id": self.organization_id,
+            "is_pano": self.is_pano,
+        }
+        if self.compass_angle is not None:
+            properties["compass_angle"] = float(self.compass_angle)
+        return {"geometry": f"POINT({px} {py})", "properties": properties}
 
 
 @dataclass(frozen=True)
@@ -129,9 +152,7 @@ class MapillaryServer:
     images
         Images the server holds.
     token
-        The token it accepts (``Authorization: OAuth <token>``).
-    max_results
-        Most results one bbox search returns (2,000 on Mapillary).
+        The token it accepts (``Authorization: OAuth <token>``, or ``access_token=<token>`` for tiles).
     latency_s
         Sleep before every answer, in seconds (threads: other requests are not held up).
     auth_error_style
@@ -145,18 +166,17 @@ class MapillaryServer:
         images: list[FakeImage] | tuple[FakeImage, ...] = (),
         *,
         token: str = "MLY|1234|test-secret",
-        max_results: int = 2000,
         latency_s: float = 0.0,
         auth_error_style: str = "401",
         thumb_size: tuple[int, int] = (64, 48),
     ) -> None:
         self.images = {image.image_id: image for image in images}
         self.token = token
-        self.max_results = max_results
         self.latency_s = latency_s
         self.auth_error_style = auth_error_style
         self.thumb_size = thumb_size
-        self.timeout_above_deg: float | None = None
+        #: Real tile bodies served for ``(x, y)`` instead of a tile encoded from :attr:`images`.
+        self.tile_files: dict[tuple[int, int], bytes] = {}
         self.truncate_ids: set[str] = set()
         self.bodies: dict[str, bytes] = {}
         self.expire_first_url: set[str] = set()
@@ -197,9 +217,15 @@ class MapillaryServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def tiles_url(self) -> str:
+        """Base URL of the coverage tile set (use as ``tiles_url``)."""
+        return f"{self.url}{TILE_PREFIX}"
+
     # ---------------------------------------------------------------- test controls
     def inject(self, path: str, *faults: Fault) -> None:
-        """Answer the next requests to ``path`` (e.g. ``/images``, ``/123``, ``/thumbs/123.jpg``) with ``faults``."""
+        """Answer the next requests to ``path`` (e.g. :func:`tile_path`, ``/123``, ``/thumbs/123.jpg``) with
+        ``faults``."""
         with self._lock:
             self._faults.setdefault(path, deque()).extend(faults)
 
@@ -221,6 +247,10 @@ class MapillaryServer:
             self.log.clear()
 
     # ---------------------------------------------------------------- request handling
+    def tile_requests(self) -> list[LoggedRequest]:
+        with self._lock:
+            return [request for request in self.log if request.path.startswith(TILE_PREFIX)]
+
     def handle(self, path: str, query: dict[str, str], authorization: str | None) -> tuple[int, bytes, dict[str, str]]:
         with self._lock:
             self.log.append(LoggedRequest(path, query, authorization, time.monotonic()))
@@ -235,28 +265,30 @@ class MapillaryServer:
             return fault.status, body, {"Content-Type": "application/json", **fault.headers, **cut}
         if path.startswith("/thumbs/"):
             return self._thumbnail(path, query)
-        if authorization != f"OAuth {self.token}":
+        is_tile = path.startswith(TILE_PREFIX + "/")
+        given = query.get("access_token") if is_tile else authorization
+        if given != (self.token if is_tile else f"OAuth {self.token}"):
             if self.auth_error_style == "oauth400":
                 return _json(400, OAUTH_ERROR_BODY)
-            return _json(401, {"error": {"message": "Unauthorized", "type": "OAuthException", "code": 190}})
-        if path == "/images":
-            return self._search(query)
+            return _json(401, INVALID_OAUTH_BODY)
+        if is_tile:
+            return self._tile(path.removeprefix(TILE_PREFIX + "/"))
         return self._entity(path.lstrip("/"), query)
 
-    def _search(self, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def _tile(self, address: str) -> tuple[int, bytes, dict[str, str]]:
         try:
-            minx, miny, maxx, maxy = (float(v) for v in query["bbox"].split(","))
-        except (KeyError, ValueError):
-            return _json(400, {"error": {"message": "Invalid bbox", "type": "MLYApiException", "code": 100}})
-        if self.timeout_above_deg is not None and (maxx - minx) > self.timeout_above_deg:
-            return _json(400, QUERY_TIMEOUT_BODY)
-        fields = query.get("fields", "id").split(",")
-        limit = min(int(query.get("limit", self.max_results)), self.max_results)
-        inside = sorted(
-            (image for image in self.images.values() if minx <= image.lon <= maxx and miny <= image.lat <= maxy),
-            key=lambda image: image.image_id,
-        )
-        return _json(200, {"data": [image.as_json(fields) for image in inside[:limit]]})
+            z, x, y = (int(part) for part in address.split("/"))
+        except ValueError:
+            return _json(400, {"error": {"message": "Invalid tile address", "type": "MLYApiException", "code": 100}})
+        if z != TILE_ZOOM:
+            return _json(400, {"error": {"message": "Unsupported zoom", "type": "MLYApiException", "code": 100}})
+        body = self.tile_files.get((x, y))
+        if body is None:
+            features = [f for image in self.images.values() if (f := image.tile_feature(x, y)) is not None]
+            body = mapbox_vector_tile.encode(
+                [{"name": "image", "features": features}], default_options={"y_coord_down": True}
+            )
+        return 200, body, {"Content-Type": "application/x-protobuf"}
 
     def _entity(self, image_id: str, query: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         if image_id not in self.images:
@@ -270,8 +302,9 @@ class MapillaryServer:
                     }
                 },
             )
-        record: dict[str, Any] = {"id": image_id}
-        for name in query.get("fields", "id").split(","):
+        fields = query.get("fields", "id").split(",")
+        record = self.images[image_id].as_json(fields)
+        for name in fields:
             if name in THUMB_FIELDS:
                 with self._lock:
                     self._signatures += 1
@@ -295,6 +328,16 @@ class MapillaryServer:
         if image_id in self.truncate_ids:
             content = content[: len(content) // 2]
         return 200, content, {"Content-Type": "image/jpeg"}
+
+
+def tile_path(x: int, y: int) -> str:
+    """The server path of z14 tile ``x``/``y``."""
+    return f"{TILE_PREFIX}/{TILE_ZOOM}/{x}/{y}"
+
+
+def fixture_tile(x: int, y: int) -> bytes:
+    """The body of a real z14 coverage tile copied into ``mapillary_fixtures/``."""
+    return (FIXTURES / "coverage_tiles" / str(TILE_ZOOM) / str(x) / f"{y}.mvt").read_bytes()
 
 
 def _json(status: int, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:

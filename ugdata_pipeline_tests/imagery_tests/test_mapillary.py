@@ -20,6 +20,7 @@ from PIL import Image
 from shapely.geometry import Polygon, box
 
 from ugdata_pipeline.errors import ImageryInputError, MapillaryAuthError, UgdataError
+from ugdata_pipeline.imagery.coverage_tiles import tiles_covering
 from ugdata_pipeline.imagery.mapillary import (
     DISCOVERY_COLUMNS,
     FAILURES_FILENAME,
@@ -31,11 +32,21 @@ from ugdata_pipeline.imagery.mapillary import (
 )
 from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS
 from ugdata_pipeline.throttle import RetryPolicy
-from ugdata_pipeline_tests.imagery_tests.mapillary_server import FakeImage, Fault, MapillaryServer, jpeg_bytes
+from ugdata_pipeline_tests.imagery_tests.mapillary_server import (
+    RATE_LIMIT_BODY,
+    FakeImage,
+    Fault,
+    MapillaryServer,
+    jpeg_bytes,
+    tile_path,
+)
 
 TOKEN = "MLY|1234|test-secret"
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=2.0)
-AREA = box(24.940, 60.160, 24.950, 60.170)  # about 550 m x 1.1 km in central Helsinki
+AREA = box(24.940, 60.160, 24.950, 60.170)  # about 550 m x 1.1 km in central Helsinki: z14 tiles 9327/4742-4743
+AREA_TILES = [tile_path(x, y) for x, y in tiles_covering(AREA)]
+#: One pixel of a z14 tile (extent 4096) in degrees of longitude: how far a tile position may be from the truth.
+TILE_PIXEL_DEG = 360 / 2**14 / 4096
 
 
 def grid_images(n: int, *, lon0: float = 24.941, lat0: float = 60.161, step: float = 0.0002) -> list[FakeImage]:
@@ -55,7 +66,13 @@ def grid_images(n: int, *, lon0: float = 24.941, lat0: float = 60.161, step: flo
 
 def client_for(server: MapillaryServer, **options) -> MapillaryClient:
     token = options.pop("token", TOKEN)
-    settings = {"concurrency": 4, "requests_per_second": 1000.0, "timeout_s": 5.0, "retry": FAST_RETRY}
+    settings = {
+        "concurrency": 4,
+        "requests_per_second": 1000.0,
+        "timeout_s": 5.0,
+        "retry": FAST_RETRY,
+        "tiles_url": server.tiles_url,
+    }
     settings.update(options)
     return MapillaryClient(token, graph_url=server.url, **settings)
 
@@ -89,83 +106,71 @@ def files_in(folder: Path) -> list[str]:
 # discovery
 
 
-def test_dense_area_is_split_until_every_image_is_found(tmp_path: Path) -> None:
-    inside = grid_images(37)  # more than the limit (10) in one small area
-    outside = [FakeImage("far1", 24.955, 60.165), FakeImage("far2", 24.945, 60.175)]  # in the first cell, not AREA
-    with MapillaryServer([*inside, *outside], max_results=10) as server:
-        client = client_for(server, search_limit=10, max_cell_deg=0.04)
+def test_discovery_reads_each_covering_tile_once_and_a_rerun_reads_the_cache(tmp_path: Path) -> None:
+    inside = grid_images(37)  # across both tiles of AREA (the tile edge is at lat 60.16338)
+    outside = [FakeImage("far1", 24.955, 60.165), FakeImage("far2", 24.945, 60.1735)]  # in AREA's tiles, not AREA
+    with MapillaryServer([*inside, *outside]) as server:
+        client = client_for(server)
         result = discover_images(client, AREA, cache_dir=tmp_path / "cache")
+        assert sorted(r.path for r in server.tile_requests()) == sorted(AREA_TILES) and len(AREA_TILES) == 2
+        assert {r.query["access_token"] for r in server.tile_requests()} == {TOKEN}
         assert set(result.images["image_id"]) == {i.image_id for i in inside}
         assert result.complete
-        assert result.counts["cells_split"] >= 3  # at least the 0.04° cell and two levels below it
-        assert result.counts["images_found"] == len(inside) + result.counts["outside_polygon"]
-        assert result.counts["requests"] == server.count("/images")
-        bboxes = [r.query["bbox"] for r in server.requests_to("/images")]
-        assert len(bboxes) == len(set(bboxes)), "each cell is asked once"
-        # A split cell answers with exactly the limit; every leaf answered below it.
+        assert result.counts["cells"] == result.counts["cells_queried"] == 2
+        assert result.counts["images_found"] == len(inside) and result.counts["outside_polygon"] == len(outside)
+        assert result.counts["points"] == len(inside) + len(outside) and result.counts["no_id"] == 0
+        assert result.counts["requests"] == 2
         assert list(result.images.columns) == list(DISCOVERY_COLUMNS)
         row = result.images.set_index("image_id").loc["img000"]
-        assert (row["lon"], row["lat"]) == (24.941, 60.161)
+        assert abs(row["lon"] - 24.941) <= TILE_PIXEL_DEG and abs(row["lat"] - 60.161) <= TILE_PIXEL_DEG
         assert row["captured_at"] == "2020-09-13T12:26:40Z"
-        assert (row["sequence_id"], row["creator"], row["is_pano"], row["compass_angle"]) == (
-            "seq0",
-            "alice",
-            False,
-            90.0,
-        )
+        assert (row["sequence_id"], row["creator"], row["is_pano"], row["compass_angle"]) == ("seq0", "", False, 90.0)
+        assert not [r for r in server.log if not r.path.startswith("/maps/")], "no Graph API call at discovery"
 
-        asked = server.count("/images")
         again = discover_images(client, AREA, cache_dir=tmp_path / "cache")
-        assert server.count("/images") == asked, "a rerun is answered from the disk cache"
-        assert again.counts["requests"] == 0
+        assert len(server.tile_requests()) == 2, "a rerun is answered from the disk cache"
+        assert again.counts["requests"] == 0 and again.counts["cells_cached"] == 2
         pd.testing.assert_frame_equal(again.images, result.images)
 
 
-def test_more_than_the_real_2000_limit_in_one_cell_is_found(tmp_path: Path) -> None:
-    images = grid_images(2300, step=0.00002)  # ~2,300 images inside ~100 m
-    with MapillaryServer(images) as server:  # the real cap: 2,000 per search
-        result = discover_images(client_for(server, max_cell_deg=0.01), AREA, cache_dir=tmp_path)
-        assert len(result.images) == 2300
-        assert result.counts["cells_split"] >= 1
-
-
-def test_query_timeout_splits_the_cell_instead_of_retrying_it(tmp_path: Path) -> None:
-    images = grid_images(12)
-    with MapillaryServer(images) as server:
-        server.timeout_above_deg = 0.015  # the 0.04° cell and its 0.02° quarters time out, 0.01° cells answer
-        result = discover_images(client_for(server, max_cell_deg=0.04), AREA, cache_dir=tmp_path)
-        assert set(result.images["image_id"]) == {i.image_id for i in images}
-        requests = server.requests_to("/images")
-        widths = [
-            round(float(r.query["bbox"].split(",")[2]) - float(r.query["bbox"].split(",")[0]), 6) for r in requests
-        ]
-        assert widths.count(0.04) == 1, "the timed-out cell is split, not retried"
-        assert 0.02 in widths and 0.01 in widths
-        assert len({r.query["bbox"] for r in requests}) == len(requests)
-        assert result.counts["cells_split"] == widths.count(0.04) + widths.count(0.02)
-        assert result.counts["retries"] == 0
-
-
-def test_query_timeout_at_the_minimum_cell_size_is_retried_then_recorded(tmp_path: Path) -> None:
+def test_a_failing_tile_is_retried_then_recorded_and_not_cached(tmp_path: Path) -> None:
     with MapillaryServer(grid_images(3)) as server:
-        server.timeout_above_deg = 0.0  # every search times out
-        client = client_for(server, max_cell_deg=0.01, min_cell_deg=0.01)
-        result = discover_images(client, box(24.941, 60.161, 24.942, 60.162), cache_dir=tmp_path)
-        assert server.count("/images") == FAST_RETRY.max_attempts
-        assert not result.complete
-        assert result.failures["stage"].tolist() == ["discover"]
-        assert result.failures["attempts"].tolist() == [FAST_RETRY.max_attempts]
-        assert result.failures["image_id"].iloc[0].startswith("cell:")
-        assert "HTTP 400" in result.failures["error"].iloc[0]
-        assert not list(tmp_path.glob("cell_*.json")), "a failed cell is not cached, so the next run asks again"
+        server.inject(AREA_TILES[0], *[Fault(500, b"oops", {"Content-Type": "text/plain"})] * FAST_RETRY.max_attempts)
+        result = discover_images(client_for(server), AREA, cache_dir=tmp_path)
+        assert server.count(AREA_TILES[0]) == FAST_RETRY.max_attempts
+        assert not result.complete and result.counts["cells_failed"] == 1
+        assert result.failures[["image_id", "stage", "attempts"]].values.tolist() == [
+            [AREA_TILES[0].replace("/maps/vtp/mly1_public/2/", "tile:"), "discover", FAST_RETRY.max_attempts]
+        ]
+        assert "HTTP 500" in result.failures["error"].iloc[0]
+        assert len(list(tmp_path.glob("tile_*.mvt"))) == 1, "only the tile that answered is cached"
 
 
-def test_429_with_retry_after_is_honoured(tmp_path: Path) -> None:
+def test_a_tile_that_is_not_a_vector_tile_is_recorded_with_its_content_type(tmp_path: Path) -> None:
+    with MapillaryServer(grid_images(3)) as server:
+        server.inject(AREA_TILES[1], Fault(200, b"<html>maintenance</html>", {"Content-Type": "text/html"}))
+        result = discover_images(client_for(server), AREA, cache_dir=tmp_path)
+    assert result.counts["cells_failed"] == 1 and not result.complete
+    error = result.failures["error"].iloc[0]
+    assert "is not a Mapbox Vector Tile" in error and "Content-Type: text/html" in error
+    assert len(list(tmp_path.glob("tile_*.mvt"))) == 1, "a malformed body is not cached"
+
+
+def test_a_tile_dropped_mid_body_is_fetched_again(tmp_path: Path) -> None:
+    images = grid_images(9)
+    with MapillaryServer(images) as server:
+        target = AREA_TILES[1]  # holds img000...
+        server.inject(target, Fault(200, b"x" * 400, {"Content-Type": "application/x-protobuf"}, cut_at=100))
+        found = discover_images(client_for(server), AREA, cache_dir=tmp_path)
+        assert server.count(target) == 2
+    assert found.complete and set(found.images["image_id"]) == {i.image_id for i in images}
+
+
+def test_the_real_rate_limit_answer_is_retried_after_retry_after(tmp_path: Path) -> None:
     with MapillaryServer(grid_images(4)) as server:
-        server.inject("/images", Fault(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0.3"}))
-        result = discover_images(client_for(server, max_cell_deg=0.04), AREA, cache_dir=tmp_path)
-        first, second = server.requests_to("/images")[:2]
-        assert first.query["bbox"] == second.query["bbox"], "the same cell is retried"
+        server.inject(AREA_TILES[1], Fault(429, RATE_LIMIT_BODY, {"Retry-After": "0.3"}))  # code 4, HTTP 429
+        result = discover_images(client_for(server), AREA, cache_dir=tmp_path)
+        first, second = server.requests_to(AREA_TILES[1])
         assert second.at - first.at >= 0.29, "Retry-After (0.3 s) is a floor on the wait"
         assert result.counts["retries"] == 1
         assert len(result.images) == 4
@@ -179,7 +184,7 @@ def test_filters_panoramas_and_capture_dates(tmp_path: Path) -> None:
         FakeImage("nocompass", 24.944, 60.161, compass_angle=None, captured_at_ms=1_700_000_000_000),
     ]
     with MapillaryServer(images) as server:
-        client = client_for(server, max_cell_deg=0.04)
+        client = client_for(server)
         default = discover_images(client, AREA, cache_dir=tmp_path)
         assert set(default.images["image_id"]) == {"old", "new", "nocompass"}
         assert default.counts["panoramas_dropped"] == 1
@@ -192,41 +197,39 @@ def test_filters_panoramas_and_capture_dates(tmp_path: Path) -> None:
         assert recent.counts["out_of_date_range"] == 1
         window = discover_images(client, AREA, cache_dir=tmp_path, start="2017-01-01", end="2018-01-01")
         assert window.images["image_id"].tolist() == ["old"]
-        assert server.count("/images") == 1, "one cache serves every filter"
+        assert len(server.tile_requests()) == len(AREA_TILES), "one cache serves every filter"
 
 
 def test_daily_request_budget_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     inside = grid_images(37)
-    with MapillaryServer(inside, max_results=10) as server:
-        client = client_for(server, search_limit=10, max_cell_deg=0.04, concurrency=1)
-        partial = discover_images(client, AREA, cache_dir=tmp_path, max_requests=3)
-        assert server.count("/images") == 3
-        assert not partial.complete and partial.counts["cells_pending"] > 0
+    with MapillaryServer(inside) as server:
+        client = client_for(server, concurrency=1)
+        partial = discover_images(client, AREA, cache_dir=tmp_path, max_requests=1)
+        assert len(server.tile_requests()) == 1
+        assert not partial.complete and partial.counts["cells_pending"] == 1
         budget = json.loads((tmp_path / "_request_budget.json").read_text())
-        assert budget["used"] == 3 and budget["exhausted"] and "exhausted_at" in budget
+        assert budget["used"] == 1 and budget["exhausted"] and "exhausted_at" in budget
         # Same day, same budget: nothing more is spent.
-        assert discover_images(client, AREA, cache_dir=tmp_path, max_requests=3).counts["requests"] == 0
-        asked_before = [r.query["bbox"] for r in server.requests_to("/images")]
+        assert discover_images(client, AREA, cache_dir=tmp_path, max_requests=1).counts["requests"] == 0
         full = discover_images(client, AREA, cache_dir=tmp_path, max_requests=1000)
         assert full.complete
         assert set(full.images["image_id"]) == {i.image_id for i in inside}
-        bboxes = [r.query["bbox"] for r in server.requests_to("/images")]
-        assert len(bboxes) == len(set(bboxes)), "the resumed run does not ask the cached cells again"
-        assert set(asked_before) <= set(bboxes)
+        paths = [r.path for r in server.tile_requests()]
+        assert sorted(paths) == sorted(AREA_TILES), "the resumed run does not ask the cached tile again"
 
 
 @pytest.mark.parametrize("style", ["401", "oauth400"])
 def test_bad_token_raises_one_clear_error_and_writes_nothing(tmp_path: Path, style: str) -> None:
     secret = "MLY|999|do-not-leak-me"
     with MapillaryServer(grid_images(20), auth_error_style=style) as server:
-        client = client_for(server, token=secret, max_cell_deg=0.005)  # several first-level cells
+        client = client_for(server, token=secret)  # AREA has two tiles
         with pytest.raises(MapillaryAuthError) as discovered:
             discover_images(client, AREA, cache_dir=tmp_path / "cache")
-        assert server.count("/images") == 1, "the first request goes alone; the rest never start"
+        assert len(server.tile_requests()) == 1, "the first request goes alone; the rest never start"
         frame = images_frame(grid_images(20))
         with pytest.raises(MapillaryAuthError) as downloaded:
             download_images(client, frame, root=tmp_path / "root", city_slug="helsinki")
-        assert sum(1 for r in server.log if not r.path.startswith("/images")) == 1
+        assert sum(1 for r in server.log if not r.path.startswith("/maps/")) == 1
     for error in (discovered.value, downloaded.value):
         message = str(error)
         assert "MAPILLARY_ACCESS_TOKEN" in message and "MLY|" in message
@@ -433,7 +436,7 @@ def test_an_unreadable_file_under_the_final_name_is_fetched_again(tmp_path: Path
 def test_discovery_output_feeds_download(tmp_path: Path) -> None:
     images = grid_images(5)
     with MapillaryServer(images) as server:
-        client = client_for(server, max_cell_deg=0.04)
+        client = client_for(server)
         polygon = Polygon([(24.940, 60.160), (24.950, 60.160), (24.940, 60.170)])  # a triangle over the grid
         found = discover_images(client, polygon, cache_dir=tmp_path / "cache")
         result = download_images(client, found.images, root=tmp_path, city_slug="c")
@@ -542,19 +545,21 @@ def test_only_images_inside_a_street_buffer_are_kept_not_its_bounding_box(tmp_pa
     in_box = {i.image_id for i in images if shapely.box(*area.bounds).contains(shapely.Point(i.lon, i.lat))}
     assert 10 < len(inside) < len(in_box) / 2  # the test means something only if the box holds far more
     with MapillaryServer(images) as server:
-        found = discover_images(client_for(server, max_cell_deg=0.04), area, cache_dir=tmp_path / "cache")
+        found = discover_images(client_for(server), area, cache_dir=tmp_path / "cache")
     assert set(found.images["image_id"]) == inside
-    assert found.counts["outside_polygon"] == found.counts["images_found"] - len(inside) > 0
+    assert found.counts["images_found"] == len(inside)
+    assert found.counts["outside_polygon"] == found.counts["points"] - len(inside) > 0
 
 
-def test_a_search_that_hangs_past_the_timeout_is_retried_and_the_area_completes(tmp_path: Path) -> None:
+def test_a_tile_that_hangs_past_the_timeout_is_retried_and_the_area_completes(tmp_path: Path) -> None:
     images = grid_images(9)
     with MapillaryServer(images) as server:
-        server.inject("/images", Fault(200, {"data": []}, delay_s=1.5))  # answers only after the client gave up
-        client = client_for(server, timeout_s=0.4, max_cell_deg=0.04)
+        empty = Fault(200, b"", {"Content-Type": "application/x-protobuf"}, delay_s=1.5)  # after the client gave up
+        server.inject(AREA_TILES[1], empty)
+        client = client_for(server, timeout_s=0.4)
         found = discover_images(client, AREA, cache_dir=tmp_path / "cache")
         assert found.complete and set(found.images["image_id"]) == {i.image_id for i in images}
-        assert server.count("/images") == 2  # the hung search and its retry; the late empty answer was not used
+        assert server.count(AREA_TILES[1]) == 2  # the hung request and its retry; the late empty answer was not used
 
 
 def test_a_thumbnail_dropped_mid_body_is_fetched_again_and_stored_whole(tmp_path: Path) -> None:

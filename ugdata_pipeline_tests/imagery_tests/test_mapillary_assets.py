@@ -21,7 +21,7 @@ from ugdata_pipeline.imagery.mapillary_discovery import FAILED_CELLS_FILENAME
 from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import CityRegistryResource, MapillaryResource, OsmSourceResource, StorageResource
 from ugdata_pipeline.table_files import read_table, table_path
-from ugdata_pipeline_tests.imagery_tests.mapillary_server import FakeImage, Fault, MapillaryServer
+from ugdata_pipeline_tests.imagery_tests.mapillary_server import TILE_PREFIX, FakeImage, Fault, MapillaryServer
 from ugdata_pipeline_tests.tiny_city import tiny_city, write_tiny_city
 
 TOKEN = "MLY|1234|test-secret"
@@ -77,7 +77,13 @@ def materialize(
 
 
 def resource(url: str, **options) -> MapillaryResource:
-    return MapillaryResource(graph_url=url, concurrency=2, requests_per_second=1000.0, **options)
+    return MapillaryResource(
+        graph_url=url,
+        tiles_url=f"{url}{TILE_PREFIX}",
+        concurrency=2,
+        requests_per_second=1000.0,
+        **options,
+    )
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -105,12 +111,12 @@ def test_an_outage_fails_the_step_and_keeps_the_last_tables_then_a_retry_redoes_
         files = read_table(table_path(str(root), "image_files", CITY))
         assert len(stored) == len(images) and len(files) == len(images)
 
-        # A refresh (cached cells expired) while Mapillary is down.
+        # A refresh (cached tiles expired) while Mapillary is down.
         down = materialize(root, registry, resource(dead_url(), cache_max_age_days=0.0), instance)
         assert not down.success
         message = failure_message(down)
         assert "IncompleteResultError" in message
-        assert f"Mapillary discovery for {CITY} is incomplete: 1 of 1 cells failed" in message
+        assert f"Mapillary discovery for {CITY} is incomplete: 1 of 1 coverage tiles failed" in message
         assert "ConnectError" in message
         assert f"re-materialize image_candidates for {CITY}" in message
         pd.testing.assert_frame_equal(read_table(table_path(str(root), "image_candidates", CITY)), stored)
@@ -120,15 +126,16 @@ def test_an_outage_fails_the_step_and_keeps_the_last_tables_then_a_retry_redoes_
             f"mapillary discovery of {CITY}: 1 failed; by reason: 1 x discover: ConnectError" in text
             for text in warnings
         ), warnings
-        cache = root / CITY / "_work" / "mapillary_cells"
-        [failed_cell] = json.loads((cache / FAILED_CELLS_FILENAME).read_text())
-        assert failed_cell["stage"] == "discover" and failed_cell["image_id"].startswith("cell:")
+        cache = root / CITY / "_work" / "mapillary_tiles"
+        [failed_tile] = json.loads((cache / FAILED_CELLS_FILENAME).read_text())
+        assert failed_tile["stage"] == "discover" and failed_tile["image_id"].startswith("tile:14/")
         assert TOKEN not in message and all(TOKEN not in text for _, text in logs(instance, down))
 
         server.clear_log()
         retried = materialize(root, registry, resource(server.url, cache_max_age_days=0.0), instance)
         assert retried.success
-        assert server.count("/images") == 1, "the failed (and only) cell is asked again"
+        assert len(server.tile_requests()) == 1, "the failed (and only) tile is asked again"
+        assert not [r for r in server.log if r.path.startswith("/img")], "the kept images' details are cached"
         assert not [r for r in server.log if r.path.startswith("/thumbs/")], "finished downloads are reused"
         assert json.loads((cache / FAILED_CELLS_FILENAME).read_text()) == []
 
@@ -200,9 +207,16 @@ def test_run_config_overrides_a_setting_and_the_token_still_comes_from_the_envir
     run_config = {"resources": {"images": {"config": {"max_per_cell": 1, "graph_url": "", "concurrency": 2}}}}
     with MapillaryServer(images) as server:
         run_config["resources"]["images"]["config"]["graph_url"] = server.url
+        run_config["resources"]["images"]["config"]["tiles_url"] = server.tiles_url
         result = materialize(root, registry, MapillaryResource(), instance, run_config=run_config)
         assert result.success, failure_message(result) if not result.success else ""
-        assert {r.authorization for r in server.log if r.path == "/images"} == {f"OAuth {TOKEN}"}
+        assert {r.query["access_token"] for r in server.tile_requests()} == {TOKEN}
+        graph = [r for r in server.log if not r.path.startswith(("/maps/", "/thumbs/"))]
+        assert {r.authorization for r in graph} == {f"OAuth {TOKEN}"}
+        # Details are asked only for the image kept by thinning (then its thumbnail URL is resolved).
+        kept = read_table(table_path(str(root), "image_candidates", CITY))["image_id"].tolist()
+        assert len(kept) == 1
+        assert [r.path for r in graph if "creator" in r.query.get("fields", "")] == [f"/{kept[0]}"]
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["image_candidates"]]
     metadata = event.event_specific_data.materialization.metadata
     assert metadata["count"].value == 1 and metadata["thin_dropped_cell_full"].value == 1
