@@ -7,8 +7,9 @@ import ast
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parents[2] / "ugdata_pipeline" / "assets"
-#: shell helpers every asset module may use (train_entry is the Pipes subprocess's entry, never imported)
-HELPERS = {"_metadata", "partitions"}
+#: shell helpers every asset module may use; they define no assets (train_entry is the Pipes subprocess's entry,
+#: never imported)
+HELPERS = {"_config", "_metadata", "partitions"}
 
 
 def asset_module_imports(source: str) -> list[str]:
@@ -43,6 +44,7 @@ def test_the_checker_sees_every_form_of_import() -> None:
         "def f():\n    from . import graph\n"
         "from ugdata_pipeline.assets._metadata import png\n"
         "from ugdata_pipeline.assets.partitions import city_partitions\n"
+        "from ugdata_pipeline.assets._config import GraphConfig\n"
         "from ugdata_pipeline.uge.runs import train_model\n"
     )
     assert asset_module_imports(source) == [
@@ -61,3 +63,21 @@ def test_no_asset_module_imports_another() -> None:
         path.name: imported for path in modules if (imported := asset_module_imports(path.read_text(encoding="utf-8")))
     }
     assert offenders == {}
+
+
+def decorator_names(source: str) -> set[str]:
+    """Last name of every function decorator in ``source``: ``@dg.asset(...)`` and ``@asset`` both give "asset"."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                names.add(target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", ""))
+    return names
+
+
+def test_the_helpers_define_no_assets() -> None:
+    assert decorator_names("@dg.asset(key='x')\ndef a(): ...\n@asset_check\ndef b(): ...") == {"asset", "asset_check"}
+    for name in sorted(HELPERS):
+        found = decorator_names((ASSETS / f"{name}.py").read_text(encoding="utf-8"))
+        assert not found & {"asset", "multi_asset", "asset_check", "multi_asset_check"}, name
