@@ -74,7 +74,7 @@ def materialize(
         concurrency=1,
         requests_per_minute=10_000,
         max_attempts=2,
-        timeout_s=2,
+        timeout_s=30,  # healthy loopback answers only: never timed out, however loaded the machine
         breaker_threshold=3,
         max_failed_share=max_failed_share,
     )

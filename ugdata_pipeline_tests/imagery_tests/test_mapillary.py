@@ -551,8 +551,10 @@ def test_only_images_inside_a_street_buffer_are_kept_not_its_bounding_box(tmp_pa
 def test_a_search_that_hangs_past_the_timeout_is_retried_and_the_area_completes(tmp_path: Path) -> None:
     images = grid_images(9)
     with MapillaryServer(images) as server:
-        server.inject("/images", Fault(200, {"data": []}, delay_s=1.5))  # answers only after the client gave up
-        client = client_for(server, timeout_s=0.4, max_cell_deg=0.04)
+        # answers only long after the client gave up; the 2 s timeout leaves a loaded machine room for the retry's
+        # healthy answer (milliseconds) — a client that waited the hang out would get an empty area, not all nine
+        server.inject("/images", Fault(200, {"data": []}, delay_s=30.0))
+        client = client_for(server, timeout_s=2.0, max_cell_deg=0.04)
         found = discover_images(client, AREA, cache_dir=tmp_path / "cache")
         assert found.complete and set(found.images["image_id"]) == {i.image_id for i in images}
         assert server.count("/images") == 2  # the hung search and its retry; the late empty answer was not used
