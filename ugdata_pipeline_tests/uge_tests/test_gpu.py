@@ -18,7 +18,7 @@ import torch
 from ugdata_pipeline._pyg import Batch
 from ugdata_pipeline.uge.data import SubgraphTables
 from ugdata_pipeline.uge.embed import build_model_graphs, embed_fusion, embed_images, embed_texts, load_model
-from ugdata_pipeline.uge.losses import symmetric_info_nce
+from ugdata_pipeline.uge.losses import retrieval_metrics, symmetric_info_nce
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, train
 from ugdata_pipeline_tests.uge_tests.conftest import SMALL_COMPACT
 from ugdata_pipeline_tests.uge_tests.test_hf_vlm import GRAPH_CONFIG, make_backbone, street_images, subgraph
@@ -159,3 +159,20 @@ def test_tiny_vlm_step_in_bf16_on_cuda(stage):
     if stage == 2:
         assert "graph_fusion.gain" in changed
     assert all(p.device.type == "cuda" for p in params.values())
+
+
+def test_info_nce_and_retrieval_metrics_on_cuda_with_ids_from_the_cpu(exact_fp32):
+    # the data pipeline builds text ids on the CPU; the embeddings live on the GPU
+    gen = torch.Generator().manual_seed(3)
+    q, d, hard = torch.randn(6, 5, generator=gen), torch.randn(6, 5, generator=gen), torch.randn(6, 2, 5, generator=gen)
+    ids = {
+        "positive_ids": torch.tensor([10, 11, 10, 12, 13, 14]),
+        "query_ids": torch.tensor([20, 21, 22, 23, 23, 24]),
+        "hard_negative_ids": torch.tensor([[30, 10], [31, 32], [10, 33], [34, 35], [36, 37], [38, 14]]),
+    }
+    on_cpu = symmetric_info_nce(q, d, temperature=0.3, hard_negatives=hard, **ids)
+    on_cuda = symmetric_info_nce(q.to(CUDA), d.to(CUDA), temperature=0.3, hard_negatives=hard.to(CUDA), **ids)
+    assert on_cuda.device.type == "cuda"
+    assert float(on_cuda) == pytest.approx(float(on_cpu), rel=1e-5)
+    metrics = retrieval_metrics(q.to(CUDA), d.to(CUDA), positive_ids=ids["positive_ids"])
+    assert metrics == pytest.approx(retrieval_metrics(q, d, positive_ids=ids["positive_ids"]))
