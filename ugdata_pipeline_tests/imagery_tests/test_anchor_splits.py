@@ -21,6 +21,7 @@ from ugdata_pipeline.imagery import (
     no_sequence_spans_splits,
     no_test_near_train,
 )
+from ugdata_pipeline.imagery.splits import SPLITS, _block_counts, _enforce_buffer, _sweep
 from ugdata_pipeline_tests.tiny_city import lonlat
 
 
@@ -309,3 +310,147 @@ def test_a_sequence_takes_the_split_most_of_its_images_hold_ties_going_to_test_t
     got = _sequence_majority(sequences, split)
     assert got.tolist() == ["train", "train", "train", "test", "test", "train", "val", "val", "excluded"]
     assert split.tolist()[2] == "test"  # the input is left as it was
+
+
+# --- surviving mutants of make mutation: the split arithmetic with known values ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n_blocks", "fractions", "counts"),
+    [
+        (10, (0.8, 0.1, 0.1), [8, 1, 1]),
+        (7, (0.5, 0.25, 0.25), [3, 2, 2]),  # largest remainders (0.75, 0.75) win, not train's 0.5
+        (3, (0.8, 0.1, 0.1), [1, 1, 1]),  # val and test each take a block from train
+        (2, (0.8, 0.1, 0.1), [1, 1, 0]),  # train keeps its last block
+        (5, (0.9, 0.0, 0.1), [4, 0, 1]),  # a zero fraction gets nothing
+    ],
+)
+def test_blocks_are_dealt_by_largest_remainders_with_one_per_positive_share(n_blocks, fractions, counts) -> None:
+    assert _block_counts(n_blocks, fractions).tolist() == counts
+
+
+def test_sweep_bands_on_a_line_with_a_point_exactly_at_the_buffer() -> None:
+    # 17 points 100 m apart on x; test = the east end (2 of 17); 1400 is 100 m from test (dropped from the bands),
+    # 1300 exactly 200 m (kept: the buffer is "closer than"); val = round(0.2 / 0.9 * 14) = 3 points past it
+    x, y = np.arange(17) * 100.0, np.zeros(17)
+    split = _sweep(x, y, (0.7, 0.2, 0.1), 0, 200.0)
+    assert split.tolist() == ["train"] * 11 + ["val"] * 3 + ["train"] + ["test"] * 2
+    # no buffer: val = round(0.3 / 0.8 * 16) = 6 of the 16 left
+    split = _sweep(np.arange(20) * 100.0, np.zeros(20), (0.5, 0.3, 0.2), 0, 0.0)
+    assert split.tolist() == ["train"] * 10 + ["val"] * 6 + ["test"] * 4
+    # no val share: no val image
+    assert "val" not in set(_sweep(np.arange(20) * 100.0, np.zeros(20), (0.9, 0.0, 0.1), 0, 0.0))
+    # an odd seed puts test at the other end
+    assert _sweep(x, y, (0.7, 0.2, 0.1), 1, 200.0).tolist()[:2] == ["test", "test"]
+
+
+def test_sweep_runs_along_x_when_both_axes_are_as_long() -> None:
+    # (0, 100) and (100, 0): equal extents; along x, the east point is the test end
+    assert _sweep(np.array([0.0, 100.0]), np.array([100.0, 0.0]), (0.5, 0.0, 0.5), 0, 0.0).tolist() == [
+        "train",
+        "test",
+    ]
+    # a north-south line runs along y
+    assert _sweep(np.zeros(4), np.arange(4) * 100.0, (0.75, 0.0, 0.25), 0, 0.0).tolist() == ["train"] * 3 + ["test"]
+
+
+def test_buffer_excludes_val_near_test_then_train_near_either_and_keeps_exactly_the_distance() -> None:
+    x = np.array([0.0, 100.0, 200.0, 300.0, 2000.0, 2100.0, 2200.0])
+    split = np.array(["test", "val", "train", "train", "val", "train", "train"], dtype=object)
+    out = _enforce_buffer(split, x, np.zeros(7), 200.0, 150.0)
+    # val at 100 m from test goes; train at exactly 200 m stays; train 100 m from the val at 2000 goes
+    assert out.tolist() == ["test", EXCLUDED, "train", "train", "val", EXCLUDED, "train"]
+    # without any val image only the test buffer applies
+    no_val = np.array(["test", "train", "train"], dtype=object)
+    assert _enforce_buffer(no_val, np.array([0.0, 100.0, 500.0]), np.zeros(3), 200.0, 150.0).tolist() == [
+        "test",
+        EXCLUDED,
+        "train",
+    ]
+
+
+def test_split_defaults_and_the_columns_it_needs() -> None:
+    images = line_city(1500.0)[["image_id", "lon", "lat"]]  # no other column is needed
+    default = assign_splits(images, city_split="train", crs_metric="EPSG:32635")
+    assert default.equals(assign_splits(images, city_split="train", crs_metric="EPSG:32635", buffer_m=500.0, seed=0))
+    assert not default.equals(assign_splits(images, city_split="train", crs_metric="EPSG:32635", seed=1))
+    # a zero buffer (and a zero val buffer) are allowed; sub-metre distances are distances
+    assert set(assign_splits(images, city_split="train", buffer_m=0.0, val_buffer_m=0.0)["split"]) <= set(SPLITS)
+    assert len(assign_splits(images, city_split="train", buffer_m=0.5, block_m=0.5, layout="blocks")) == len(images)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"buffer_m": float("inf")},
+            "buffer_m must be a finite distance >= 0 in metres, got inf; the default is 500.0",
+        ),
+        ({"buffer_m": True}, "buffer_m must be a finite distance >= 0 in metres, got True; the default is 500.0"),
+        (
+            {"val_buffer_m": -1.0},
+            "val_buffer_m must be a finite distance >= 0 in metres, got -1.0; leave it out for the default",
+        ),
+        (
+            {"block_m": 0.0},
+            "block_m must be a finite distance > 0 in metres, got 0.0; leave it out for max(2 * buffer_m, 250)",
+        ),
+        (
+            {"fractions": (0.8, 0.3)},
+            "fractions must be three shares >= 0 for (train, val, test) summing to 1, got (0.8, 0.3); "
+            "e.g. (0.8, 0.1, 0.1)",
+        ),
+        (
+            {"fractions": (1.2, -0.1, -0.1)},
+            "fractions must be three shares >= 0 for (train, val, test) summing to 1, got (1.2, -0.1, -0.1); "
+            "e.g. (0.8, 0.1, 0.1)",
+        ),
+        ({"seed": True}, "seed must be an integer, got True"),
+        ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+    ],
+)
+def test_split_option_errors_are_exact(kwargs, message) -> None:
+    with pytest.raises(ImageryInputError) as caught:
+        assign_splits(line_city(100.0), city_split="train", **kwargs)
+    assert str(caught.value) == message
+
+
+def test_zero_val_fraction_is_allowed() -> None:
+    out = assign_splits(line_city(3000.0), city_split="train", fractions=(0.9, 0.0, 0.1), crs_metric="EPSG:32635")
+    assert set(out["split"]) == {"train", "test", EXCLUDED}
+
+
+def test_cells_of_one_point_none_and_a_given_crs() -> None:
+    assert cell_id([0.0, 0.001], [0.0, 0.0], crs_metric="EPSG:3857").tolist() == ["0_0", "3_0"]  # 111.3 m east
+    one = cell_id([24.94], [60.17])
+    assert one.shape == (1,) and isinstance(one[0], str)
+    empty = cell_id([], [])
+    assert empty.shape == (0,) and empty.dtype == object
+    with pytest.raises(ImageryInputError) as caught:
+        cell_id([0.0], [0.0], size_m=0)
+    assert str(caught.value) == "size_m must be a finite distance > 0 in metres, got 0; the thinning cell is 35.0"
+
+
+def test_no_test_near_train_counts_and_names_exactly() -> None:
+    images = make_images({"t": (0.0, 0.0), "near": (100.0, 0.0), "edge": (1000.0, 0.0), "tr": (1499.0, 0.0)})
+    images["split"] = ["test", "train", "test", "train"]
+    outcome = no_test_near_train(images, 500.0, crs_metric="EPSG:32635")
+    # t is 100 m from a train image; edge is 499 m from one: both count
+    assert (outcome.passed, outcome.observed, outcome.expected) == (
+        False,
+        2,
+        "0 test images within 500 m of a train image",
+    )
+    assert outcome.examples == ["t", "edge"]
+    assert no_test_near_train(images, 0.0).observed == 0  # no buffer, nothing to break
+    alone = images.assign(split=["test", "val", "test", "val"])  # no train image
+    assert (no_test_near_train(alone, 500.0).passed, no_test_near_train(alone, 500.0).observed) == (True, 0)
+    with pytest.raises(ImageryInputError) as caught:
+        no_test_near_train(images, -1.0)
+    assert str(caught.value) == "buffer_m must be a finite distance >= 0 in metres, got -1.0"
+
+
+def test_no_sequence_spans_splits_without_sequences_passes_with_zero() -> None:
+    images = make_images({"a": (0.0, 0.0)}).assign(split="train")
+    outcome = no_sequence_spans_splits(images)
+    assert (outcome.passed, outcome.observed, outcome.expected) == (True, 0, "0 sequences spanning splits")
