@@ -21,7 +21,7 @@ from ugdata_pipeline.imagery import (
     no_sequence_spans_splits,
     no_test_near_train,
 )
-from ugdata_pipeline.imagery.splits import SPLITS, _block_counts, _enforce_buffer, _sweep
+from ugdata_pipeline.imagery.splits import SPLITS, _block_counts, _enforce_buffer, _sweep, _utm
 from ugdata_pipeline_tests.tiny_city import lonlat
 
 
@@ -454,3 +454,30 @@ def test_no_sequence_spans_splits_without_sequences_passes_with_zero() -> None:
     images = make_images({"a": (0.0, 0.0)}).assign(split="train")
     outcome = no_sequence_spans_splits(images)
     assert (outcome.passed, outcome.observed, outcome.expected) == (True, 0, "0 sequences spanning splits")
+
+
+def test_blocks_layout_deals_whole_blocks_and_auto_takes_it_when_it_trains_more() -> None:
+    # a 1 km square in 16 blocks of 250 m, no buffer: blocks deal 13 / 2 / 1 blocks (81 % train), the sweep 80 %
+    # points at 12.5, 37.5, ... m: none on a block border (where projection round-off would pick the side)
+    steps = np.arange(12.5, 1000.0, 25.0)
+    images = make_images({f"g{i}_{j}": (float(a), float(b)) for i, a in enumerate(steps) for j, b in enumerate(steps)})
+    options = {"city_split": "train", "buffer_m": 0.0, "block_m": 250.0, "crs_metric": "EPSG:32635"}
+    blocks = assign_splits(images, layout="blocks", **options)
+    x, y = _utm(images["lon"].to_numpy(), images["lat"].to_numpy(), "EPSG:32635")
+    block = pd.Series(list(zip(np.floor(x / 250.0).astype(int), np.floor(y / 250.0).astype(int), strict=True)))
+    per_block = blocks.groupby(block.to_numpy())["split"].agg(set)
+    assert len(per_block) == 16 and all(len(s) == 1 for s in per_block)  # every block has one split
+    assert pd.Series([next(iter(s)) for s in per_block]).value_counts().to_dict() == {"train": 13, "val": 2, "test": 1}
+    assert assign_splits(images, **options)["split"].tolist() == blocks["split"].tolist()  # auto: more train
+
+
+def test_cells_follow_the_given_crs_and_cell_size() -> None:
+    images = line_city(200.0)
+    out = assign_splits(images, city_split="held_out", crs_metric="EPSG:3857", cell_size_m=100.0)
+    assert out["cell"].tolist() == cell_id(images["lon"], images["lat"], size_m=100.0, crs_metric="EPSG:3857").tolist()
+    # the metric CRS also measures the splits: web-mercator metres at 60 N are half as long, so a 500 m buffer is
+    # a quarter of a kilometre on the ground and fewer images are excluded
+    city = line_city(3000.0)
+    utm = assign_splits(city, city_split="train", crs_metric="EPSG:32635")
+    mercator = assign_splits(city, city_split="train", crs_metric="EPSG:3857")
+    assert (mercator["split"] == EXCLUDED).sum() < (utm["split"] == EXCLUDED).sum()
