@@ -46,10 +46,11 @@ import shapely
 
 from ugdata_pipeline.cities import load_registry
 from ugdata_pipeline.graph.build import UrbanGraph, build_urban_graph
+from ugdata_pipeline.graph.crs import metric_crs_for
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.osm import load_city_osm
-from ugdata_pipeline.reasoning import paths as srp
+from ugdata_pipeline.reasoning import path_render, path_schema, path_search, place_graph
 
 try:  # the radius subgraphs are another stage; time them when that module is there
     from ugdata_pipeline.context.subgraph import build_subgraphs
@@ -92,7 +93,7 @@ def synthetic_images(graph: UrbanGraph, n: int, seed: int) -> tuple[pd.DataFrame
             "compass_angle": rng.uniform(0, 360, n),
         }
     )
-    anchored = anchor_images(images, graph.nodes, city_name="Helsinki", country="Finland")
+    anchored = anchor_images(images, graph.nodes, city_name="Helsinki", country="Finland", crs_metric=graph.crs_metric)
     out = anchored.images.copy()
     out["split"] = rng.choice(["train", "val", "test"], size=len(out), p=[0.8, 0.1, 0.1])
     nodes = gpd.GeoDataFrame(pd.concat([graph.nodes, anchored.image_nodes], ignore_index=True), crs="EPSG:4326")
@@ -167,7 +168,7 @@ def tiled(base: City, tiles: int) -> City:
 class NetworkxTraversal:
     """``nx.single_source_shortest_path_length`` with a cutoff per source; parents on demand from ``G.adj``."""
 
-    def __init__(self, graph: srp.PlaceGraph, max_depth: int) -> None:
+    def __init__(self, graph: place_graph.PlaceGraph, max_depth: int) -> None:
         self.G = nx.Graph()
         self.G.add_nodes_from(range(graph.n))
         indptr, indices = graph.csr.indptr, graph.csr.indices
@@ -207,23 +208,23 @@ class NetworkxTraversal:
 # --------------------------------------------------------------------------------------------------------
 
 
-def run_pipeline(city: City, backend: str, config: srp.PathConfig) -> tuple[pd.DataFrame, dict[str, float]]:
+def run_pipeline(city: City, backend: str, config: path_schema.PathConfig) -> tuple[pd.DataFrame, dict[str, float]]:
     """``build_paths`` step by step (same calls, in the same order) with a timer around each step."""
     marks = [(time.perf_counter(), time.process_time())]
-    graph = srp.build_place_graph(city.nodes, city.edges)
-    table, reasons = srp._image_table(city.nodes, city.edges, city.images, graph)
+    graph = place_graph.build_place_graph(city.nodes, city.edges)
+    table, reasons = path_search._image_table(city.nodes, city.edges, city.images, graph)
     usable = ~table["image_id"].isin(list(reasons)).to_numpy()
     marks.append((time.perf_counter(), time.process_time()))
     if backend == "ours":
-        batch = srp._batch_size(graph.n)
-        traversal = srp.CsrTraversal(graph, config.max_hops - 1, batch)
+        batch = path_search._batch_size(graph.n)
+        traversal = place_graph.CsrTraversal(graph, config.max_hops - 1, batch)
     else:
         batch = 64
         traversal = NetworkxTraversal(graph, config.max_hops - 1)
     marks.append((time.perf_counter(), time.process_time()))
-    chosen, _ = srp._find_paths(graph, table, usable, config, "bench", traversal, batch)
+    chosen, _ = path_search._find_paths(graph, table, usable, config, "bench", traversal, batch)
     marks.append((time.perf_counter(), time.process_time()))
-    paths, _ = srp._render(graph, table, chosen)
+    paths, _ = path_render._render(graph, table, chosen)
     marks.append((time.perf_counter(), time.process_time()))
     names = ("place graph", "traversal setup", "traverse + choose", "measure + text")
     # CPU seconds per step: the machine is shared, so wall time overstates our own cost
@@ -235,8 +236,11 @@ def run_pipeline(city: City, backend: str, config: srp.PathConfig) -> tuple[pd.D
 
 def time_subgraphs(city: City) -> tuple[float, float]:
     """Wall and CPU seconds of ``build_subgraphs`` on the city (the module must be importable)."""
+    # tiled copies lie far apart, so they are points of no one city: the UTM zone at the centre of them all
+    points = gpd.GeoSeries(gpd.points_from_xy(city.images["lon"], city.images["lat"]), crs="EPSG:4326")
+    crs_metric = metric_crs_for(points)
     t0, c0 = time.perf_counter(), time.process_time()
-    build_subgraphs(city.nodes, city.edges, city.images)
+    build_subgraphs(city.nodes, city.edges, city.images, crs_metric=crs_metric)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -256,7 +260,7 @@ def main() -> None:
     parser.add_argument("--no-subgraphs", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    config = srp.PathConfig()
+    config = path_schema.PathConfig()
 
     graph = helsinki_graph()
     if SUBGRAPH_MISSING and not args.no_subgraphs:

@@ -41,9 +41,11 @@ import numpy as np
 import shapely
 
 from ugdata_pipeline.cities import load_registry
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.cameras import sample_cameras
-from ugdata_pipeline.imagery.render import RenderConfig, encode_image, render_view, view_rng
+from ugdata_pipeline.imagery.render import RenderConfig, render_view, view_rng
 from ugdata_pipeline.imagery.scene import Scene, build_scene
+from ugdata_pipeline.imagery.view_files import encode_image
 from ugdata_pipeline.osm import load_city_osm
 
 TARGET_VIEWS_PER_S = 100.0
@@ -120,7 +122,7 @@ def measure_render(city: str = "karhula", n_views: int = 300, *, size: int = 256
         ``views``, ``buildings``, ``wall_segments``, ``trees``, ``size``, ``repeats``.
     """
     extract = load_city_osm(load_registry().get(city))
-    scene = build_scene(extract)
+    scene = build_scene(extract, crs_metric=city_metric_crs(extract.streets, where=f"city {city!r}"))
     cameras = sample_cameras(extract.streets, crs_metric=scene.crs_metric, city_slug=city)
     picked = cameras.iloc[np.unique(np.linspace(0, len(cameras) - 1, min(n_views, len(cameras))).astype(int))]
     views = list(picked[["x_m", "y_m", "heading_deg", "camera_id"]].itertuples(index=False, name=None))

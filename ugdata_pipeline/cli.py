@@ -22,7 +22,7 @@ def cmd_cities(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from ugdata_pipeline.io_managers import read_table, table_path
+    from ugdata_pipeline.table_files import read_table, table_path
 
     registry = load_registry()
     root = str(args.root or _root())
@@ -59,7 +59,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def _rows(root: str, city: str, asset: str) -> int | None:
     import pyarrow.parquet as pq
 
-    from ugdata_pipeline.io_managers import table_path
+    from ugdata_pipeline.table_files import table_path
 
     path = table_path(root, asset, city)
     return pq.ParquetFile(path.open("rb")).metadata.num_rows if path.exists() else None

@@ -65,7 +65,14 @@ def resources_for(deployment: str) -> dict[str, object]:
         "trainer": TrainerResource(
             **{
                 k: v
-                for k, v in (("steps", _int_env("UGDATA_TRAIN_STEPS")), ("seeds", os.environ.get("UGDATA_SEEDS")))
+                for k, v in (
+                    ("steps", _int_env("UGDATA_TRAIN_STEPS")),
+                    ("seeds", os.environ.get("UGDATA_SEEDS")),
+                    ("backbone", os.environ.get("UGDATA_BACKBONE")),
+                    ("vlm_checkpoint", os.environ.get("UGDATA_VLM_CHECKPOINT")),
+                    ("vlm_family", os.environ.get("UGDATA_VLM_FAMILY")),
+                    ("vlm_trust_remote_code", os.environ.get("UGDATA_VLM_TRUST_REMOTE_CODE") == "1"),
+                )
                 if v
             }
         ),

@@ -7,83 +7,20 @@ stores receive one PUT of the whole file, which is atomic per object.
 
 from __future__ import annotations
 
-import io
-import os
-
 import dagster as dg
-import geopandas as gpd
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
-from ugdata_pipeline.atomic_files import write_file_atomic
-from ugdata_pipeline.errors import CorruptFileError, IncompleteResultError
-
-
-def table_path(root: str, asset_name: str, partition: str | None) -> UPath:
-    """Where an asset's table lives: ``<root>/<partition>/<asset>.parquet`` (no partition: ``<root>/``)."""
-    base = UPath(root)
-    return (base / partition if partition else base) / f"{asset_name}.parquet"
-
-
-def write_bytes_atomic(path: UPath | os.PathLike[str], payload: bytes) -> None:
-    """Write ``payload`` to ``path`` (a UPath, or a local path) so readers never see a partial file."""
-    path = path if isinstance(path, UPath) else UPath(os.fspath(path))
-    if path.protocol in ("", "file", "local"):
-        # a table is the record of a finished step: on disk before it counts
-        write_file_atomic(path.path, payload, fsync=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(payload)
-
-
-def frame_to_parquet_bytes(frame: pd.DataFrame) -> bytes:
-    """Encode a DataFrame (GeoParquet for a GeoDataFrame) as Parquet bytes."""
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
-def _table_names(path: UPath) -> tuple[str, str | None]:
-    """``(asset, city)`` of a table path laid out by :func:`table_path`."""
-    return path.name.removesuffix(".parquet"), path.parent.name or None
-
-
-def read_table(path: UPath) -> pd.DataFrame:
-    """
-    Read a table written by this IO manager; GeoParquet comes back as a GeoDataFrame.
-
-    Raises
-    ------
-    CorruptFileError
-        The file is not a readable Parquet table (cut short by a full disk or a copy, overwritten by hand); the
-        message names the file, its asset and city, and how to rebuild it.
-    """
-    payload = path.read_bytes()
-    try:
-        metadata = pq.read_schema(io.BytesIO(payload)).metadata or {}
-        if b"geo" in metadata:
-            return gpd.read_parquet(io.BytesIO(payload))
-        return pd.read_parquet(io.BytesIO(payload))
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        asset, city = _table_names(path)
-        msg = (
-            f"{path} ({len(payload)} bytes) is not a readable Parquet table: {exc}. It is the {asset!r} table "
-            f"of city {city!r}; delete it and materialize {asset!r} for {city!r} again (e.g. rerun "
-            "city_dataset_job for that partition)"
-        )
-        raise CorruptFileError(msg) from exc
-
-
-def stored_rows(path: UPath) -> int | None:
-    """Rows of the table stored at ``path`` from its footer (None when there is none or it is unreadable)."""
-    try:
-        with path.open("rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
-    except (FileNotFoundError, pa.ArrowException, OSError):
-        return None
+from ugdata_pipeline.errors import IncompleteResultError
+from ugdata_pipeline.table_files import (
+    frame_to_parquet_bytes,
+    read_table,
+    stored_rows,
+    table_names,
+    table_path,
+    write_bytes_atomic,
+)
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -113,7 +50,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if len(obj) == 0 and not self.allow_emptying:
             previous = stored_rows(path)
             if previous:
-                asset, city = context.asset_key.to_user_string(), _table_names(path)[1]
+                asset, city = context.asset_key.to_user_string(), table_names(path)[1]
                 msg = (
                     f"{asset!r} for city {city!r} came out empty, but its stored table {path} has {previous} "
                     "rows: refusing to replace it (an upstream outage or filter would otherwise empty the city "

@@ -13,8 +13,8 @@ from upath import UPath
 
 from ugdata_pipeline.cities import City, CityRegistry, load_registry
 from ugdata_pipeline.imagery.source_outcome import SourceOutcome
-from ugdata_pipeline.io_managers import read_table, table_path
 from ugdata_pipeline.osm import OsmExtract, load_city_osm
+from ugdata_pipeline.table_files import read_table, table_path
 
 
 class CityRegistryResource(dg.ConfigurableResource):
@@ -295,6 +295,18 @@ class TrainerResource(dg.ConfigurableResource):
     lr: float = Field(default=3e-4, description="Backbone learning rate (stage 2: x 0.1).")
     seeds: str = Field(default="0", description="Training seeds, comma-separated; every model is trained per seed.")
     backbone: str = Field(default="compact", description="compact (CPU default) or hf_vlm (GPU).")
+    vlm_checkpoint: str = Field(
+        default="",
+        description="hf_vlm: Hugging Face id or local folder of the VLM, e.g. Qwen/Qwen2.5-VL-7B-Instruct, "
+        "llava-hf/llava-v1.6-mistral-7b-hf, microsoft/Phi-3-vision-128k-instruct, Qwen/Qwen3-VL-8B-Instruct.",
+    )
+    vlm_family: str = Field(
+        default="",
+        description="hf_vlm: qwen2_vl | qwen2_5_vl | qwen3_vl | llava_next | phi3_v (empty: read from the checkpoint).",
+    )
+    vlm_trust_remote_code: bool = Field(
+        default=False, description="hf_vlm: run model code shipped with the checkpoint (Phi-3-Vision needs it)."
+    )
     threads: int = Field(
         default=2,
         description="Torch threads inside training: fixed, so results do not depend on the machine's core count.",
@@ -322,8 +334,34 @@ class TrainerResource(dg.ConfigurableResource):
             precision=self.precision,
             cpu=self.cpu,
             backbone=self.backbone,
+            backbone_config=self.backbone_config(),
             threads=self.threads,
         )
+
+    def backbone_config(self) -> dict:
+        """The backbone's constructor config: ``{}`` for compact; for hf_vlm the checkpoint, family and dtype."""
+        vlm_fields = self.vlm_checkpoint or self.vlm_family or self.vlm_trust_remote_code
+        if self.backbone != "hf_vlm":
+            if vlm_fields:
+                msg = f"trainer.vlm_* settings apply to backbone hf_vlm, but trainer.backbone is {self.backbone!r}"
+                raise ValueError(msg)
+            return {}
+        from ugdata_pipeline.uge.hf_vlm_config import HFVLMConfig
+
+        if not self.vlm_checkpoint:
+            msg = (
+                "trainer.backbone hf_vlm needs trainer.vlm_checkpoint: a Hugging Face id or local folder such as "
+                "'Qwen/Qwen2.5-VL-7B-Instruct' (see the README's backbone table)"
+            )
+            raise ValueError(msg)
+        config = {
+            "model_name_or_path": self.vlm_checkpoint,
+            "family": self.vlm_family or None,
+            "trust_remote_code": self.vlm_trust_remote_code,
+            "dtype": "float32" if self.cpu else "bfloat16",
+        }
+        HFVLMConfig.from_dict(config)  # a bad family or value fails here, before any training starts
+        return config
 
 
 # --------------------------------------------------------------------------------------------------------------------

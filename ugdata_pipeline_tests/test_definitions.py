@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.definitions import defs, resources_for
-from ugdata_pipeline.io_managers import read_table, table_path
+from ugdata_pipeline.table_files import read_table, table_path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ugdata_pipeline"
 CORE = ("osm", "graph", "imagery", "reasoning", "context", "dataset", "uge", "ugbench")
@@ -97,21 +97,100 @@ def test_every_deployment_has_the_same_resource_keys():
         resources_for("prod")
 
 
-def test_core_packages_never_import_dagster():
+def _imported_modules(file: Path) -> list[str]:
+    tree = ast.parse(file.read_text(encoding="utf-8"))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+    return names
+
+
+def _module_file(module: str) -> Path | None:
+    path = PACKAGE.parent / Path(*module.split("."))
+    if (path / "__init__.py").exists():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
+
+
+def _top_level_names(file: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(file.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {n.id for target in node.targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """One home per idea: nothing is imported through a module that merely imports it (a leftover of a move).
+
+    Package ``__init__`` files are the packages' public API, and ``_pyg`` wraps torch_geometric on purpose.
+    """
+    files = [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "ugdata_pipeline_tests").rglob("*.py")]
+    files += list((PACKAGE.parent / "benchmarks").glob("*.py"))
+    defined: dict[Path, set[str]] = {}
     offenders = []
-    for package in CORE:
-        folder = PACKAGE / package
-        for file in folder.rglob("*.py") if folder.exists() else []:
-            tree = ast.parse(file.read_text(encoding="utf-8"))
-            for node in ast.walk(tree):
-                names = (
-                    [a.name for a in node.names]
-                    if isinstance(node, ast.Import)
-                    else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-                )
-                if any(n == "dagster" or n.startswith("dagster.") for n in names):
-                    offenders.append(str(file.relative_to(PACKAGE)))
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ugdata_pipeline")):
+                continue
+            source = _module_file(node.module)
+            if source is None or source.name == "__init__.py" or node.module == "ugdata_pipeline._pyg":
+                continue
+            names = defined.setdefault(source, _top_level_names(source))
+            for alias in node.names:
+                if alias.name not in names and _module_file(f"{node.module}.{alias.name}") is None:
+                    offenders.append(f"{file.relative_to(PACKAGE.parent)}:{node.lineno} {alias.name} via {node.module}")
     assert offenders == []
+
+
+def test_core_packages_never_import_dagster():
+    """The core packages, and every top-level module they import (errors, atomic_files, table_files, ...)."""
+    files = [file for package in CORE for file in sorted((PACKAGE / package).rglob("*.py"))]
+    shared = {
+        name.split(".")[1]
+        for file in files
+        for name in _imported_modules(file)
+        if name.startswith("ugdata_pipeline.") and name.split(".")[1] not in CORE
+    }
+    files += [PACKAGE / f"{module}.py" for module in sorted(shared) if (PACKAGE / f"{module}.py").exists()]
+    assert {"errors.py", "atomic_files.py", "table_files.py"} <= {f.name for f in files}
+    offenders = []
+    for file in files:
+        if any(n == "dagster" or n.startswith("dagster.") for n in _imported_modules(file)):
+            offenders.append(str(file.relative_to(PACKAGE)))
+    assert offenders == []
+
+
+def test_public_exceptions_live_in_errors_py():
+    """One home for the exceptions callers catch; module-private signals (leading underscore) may stay put."""
+    offenders = []
+    for file in PACKAGE.rglob("*.py"):
+        if file == PACKAGE / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+                continue
+            bases = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+            if any(base.endswith(("Error", "Exception")) for base in bases):
+                offenders.append(f"{file.relative_to(PACKAGE)}: {node.name}")
+    assert offenders == []
+
+
+def test_check_outcome_is_imported_from_its_neutral_module():
+    """CheckOutcome serves every stage: it lives in ugdata_pipeline.checks and is imported from there only."""
+    imports = set()
+    for file in [*PACKAGE.rglob("*.py"), *Path(__file__).resolve().parent.rglob("*.py")]:
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and any(a.name == "CheckOutcome" for a in node.names):
+                imports.add(node.module)
+    assert imports == {"ugdata_pipeline.checks"}
 
 
 def _execute(job: str, env: dict[str, str], *extra: str) -> str:

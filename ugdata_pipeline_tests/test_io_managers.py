@@ -14,13 +14,8 @@ import shapely
 from upath import UPath
 
 from ugdata_pipeline.errors import CorruptFileError, IncompleteResultError
-from ugdata_pipeline.io_managers import (
-    ParquetIOManager,
-    frame_to_parquet_bytes,
-    read_table,
-    table_path,
-    write_bytes_atomic,
-)
+from ugdata_pipeline.io_managers import ParquetIOManager
+from ugdata_pipeline.table_files import frame_to_parquet_bytes, read_table, table_path, write_bytes_atomic
 
 
 def test_table_path_layout():

@@ -28,7 +28,9 @@ from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, STREET_COLUMNS,
 from ugdata_pipeline.osm.tags import street_category
 
 ORIGIN_E, ORIGIN_N = 385_000.0, 6_672_000.0
-_TO_LONLAT = Transformer.from_crs("EPSG:32635", "EPSG:4326", always_xy=True)
+#: The layout's UTM zone, which is also the metric CRS every tiny city's graph gets.
+CRS_METRIC = "EPSG:32635"
+_TO_LONLAT = Transformer.from_crs(CRS_METRIC, "EPSG:4326", always_xy=True)
 
 HORIZONTAL = {"Alpha Street": 0.0, "Beta Street": 100.0, "Gamma Street": 200.0}
 VERTICAL = {"First Avenue": 0.0, "Second Avenue": 100.0, "Third Avenue": 200.0}

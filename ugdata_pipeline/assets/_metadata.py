@@ -8,8 +8,8 @@ import dagster as dg
 import pandas as pd
 from upath import UPath
 
-from ugdata_pipeline.graph.validate import CheckOutcome
-from ugdata_pipeline.io_managers import write_bytes_atomic
+from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.table_files import write_bytes_atomic
 
 
 def preview(frame: pd.DataFrame, *, rows: int = 8, columns: list[str] | None = None) -> dg.MetadataValue:

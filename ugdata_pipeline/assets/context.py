@@ -5,25 +5,20 @@ from collections.abc import Iterator
 import dagster as dg
 import geopandas as gpd
 import pandas as pd
-from pydantic import Field
 
+from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.context import subgraph
 from ugdata_pipeline.context.describe import describe_subgraphs
-from ugdata_pipeline.context.subgraph import (
-    SubgraphConfig,
-    SubgraphTables,
-    build_subgraphs,
-    size_histogram_png,
-    subgraph_size_outcome,
-)
+from ugdata_pipeline.context.plot import size_histogram_png
+from ugdata_pipeline.context.subgraph import build_subgraphs, subgraph_size_outcome
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.anchor import anchored_graph
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 
-
-class SubgraphsConfig(dg.Config):
-    radius_m: float = Field(default=700.0, description="A node is in when its geometry is this close to the image.")
-    max_nodes: int = Field(default=256, description="Cap on nodes per subgraph (nearest kept, image included).")
+SubgraphConfig = dagster_config(subgraph.SubgraphConfig)
 
 
 @dg.multi_asset(
@@ -42,7 +37,7 @@ class SubgraphsConfig(dg.Config):
             kinds={"pandas"},
         ),
     },
-    ins={name: dg.AssetIn(name) for name in ("nodes", "edges", "image_nodes", "image_edges", "images")},
+    ins={name: dg.AssetIn(name) for name in ("nodes", "edges", "image_nodes", "image_edges", "images", "osm_streets")},
     partitions_def=city_partitions,
     group_name="context",
     check_specs=[
@@ -56,7 +51,7 @@ class SubgraphsConfig(dg.Config):
 )
 def spatial_subgraphs(
     context: dg.AssetExecutionContext,
-    config: SubgraphsConfig,
+    config: SubgraphConfig,
     cities: CityRegistryResource,
     storage: StorageResource,
     nodes: gpd.GeoDataFrame,
@@ -64,12 +59,13 @@ def spatial_subgraphs(
     image_nodes: gpd.GeoDataFrame,
     image_edges: pd.DataFrame,
     images: pd.DataFrame,
+    osm_streets: gpd.GeoDataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Every node whose geometry meets the radius around each image, nearest first, with the edges among them."""
     city = cities.city(context.partition_key)
     all_nodes, all_edges = anchored_graph(nodes, edges, image_nodes, image_edges)
-    core = SubgraphConfig(radius_m=config.radius_m, max_nodes=config.max_nodes)
-    tables = build_subgraphs(all_nodes, all_edges, images, config=core)
+    crs_metric = city_metric_crs(osm_streets, where=f"city {city.slug!r}")
+    tables = build_subgraphs(all_nodes, all_edges, images, crs_metric=crs_metric, config=config.to_core())
     chart = {}
     if len(tables.summary):
         chart = png(

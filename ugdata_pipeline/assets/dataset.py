@@ -10,21 +10,17 @@ from ugdata_pipeline.assets._metadata import check_result, preview
 from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.context.caption_quality import (
     both_sections_share,
-    describe_failures,
+    caption_failure_table,
     failed_share_limit,
-    failure_summary,
     hallucination_rate,
     homogeneity,
     require_complete,
 )
 from ugdata_pipeline.context.captioners import build_caption_requests, names_by_image
 from ugdata_pipeline.dataset.export import export_ms_swift, subgraph_json_from_tables
-from ugdata_pipeline.dataset.records import (
-    DatasetInputError,
-    assemble_training_records,
-    negatives_within_split,
-    query_leaks,
-)
+from ugdata_pipeline.dataset.records import assemble_training_records, negatives_within_split, query_leaks
+from ugdata_pipeline.errors import DatasetInputError
+from ugdata_pipeline.failures import describe_failures
 from ugdata_pipeline.resources import CaptionerResource, CityRegistryResource, StorageResource
 
 _GATES = (
@@ -74,7 +70,7 @@ def captions(
     frame = writer.caption_all(
         requests, cache_dir=storage.local_dir(city.slug, "_cache", "captions"), progress=progress
     )
-    failures = failure_summary(frame)
+    failures = caption_failure_table(frame)
     failed = int(failures["count"].sum())
     if failed:
         context.log.warning(f"{failed}/{len(frame)} captions of {city.slug} failed: {describe_failures(failures)}")

@@ -4,28 +4,17 @@ from collections.abc import Iterator
 
 import dagster as dg
 import geopandas as gpd
-from pydantic import Field
 
+from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.graph import validate
-from ugdata_pipeline.graph.build import GraphConfig, build_urban_graph
+from ugdata_pipeline.graph import build, validate
+from ugdata_pipeline.graph.build import build_urban_graph
 from ugdata_pipeline.graph.plot import graph_map_png
 from ugdata_pipeline.osm.schema import OsmExtract
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 
-
-class GraphBuildConfig(dg.Config):
-    """Thresholds of the graph build (metres); defaults follow the paper where it has one."""
-
-    crossing_merge_m: float = Field(default=15.0, description="Junction points closer than this are one crossing.")
-    street_gap_merge_m: float = Field(default=30.0, description="Same-named stretches this close are one street.")
-    nearest_max_m: float = Field(default=100.0, description="POI/AOI -> nearest street attachment radius.")
-    bounds_buffer_m: float = Field(default=15.0, description="Half-width of the band around an AOI boundary.")
-    bounds_min_overlap_m: float = Field(default=25.0, description="Street length in that band to bound the AOI.")
-
-    def to_core(self) -> GraphConfig:
-        return GraphConfig(**self.model_dump())
+GraphConfig = dagster_config(build.GraphConfig)
 
 
 _CHECKS = (
@@ -61,7 +50,7 @@ _CHECKS = (
 )
 def urban_graph(
     context: dg.AssetExecutionContext,
-    config: GraphBuildConfig,
+    config: GraphConfig,
     cities: CityRegistryResource,
     storage: StorageResource,
     osm_streets: gpd.GeoDataFrame,

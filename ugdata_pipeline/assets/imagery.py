@@ -10,13 +10,14 @@ from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import IncompleteResultError
-from ugdata_pipeline.graph.validate import CheckOutcome
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.imagery.plot import split_map_png
-from ugdata_pipeline.imagery.render import contact_sheet
-from ugdata_pipeline.imagery.source_outcome import SourceOutcome, failure_reasons, failure_summary
+from ugdata_pipeline.imagery.source_outcome import SourceOutcome, describe_source_failures, source_failure_table
 from ugdata_pipeline.imagery.splits import assign_splits, no_sequence_spans_splits, no_test_near_train
+from ugdata_pipeline.imagery.view_files import contact_sheet
 from ugdata_pipeline.osm.schema import OsmExtract
 from ugdata_pipeline.resources import CityRegistryResource, ImageSourceResource, StorageResource
 
@@ -28,11 +29,6 @@ def _extract(
 ) -> OsmExtract:
     """The OSM tables of a city as one extract, the renderer's and Mapillary's input."""
     return OsmExtract(streets=streets, pois=pois, aois=aois, trees=trees, source=city_source)
-
-
-def metric_crs(streets: gpd.GeoDataFrame) -> str:
-    """The city's UTM zone, estimated from its streets (the same rule as the graph build)."""
-    return streets.estimate_utm_crs().to_string()
 
 
 def _checked_failures(context: dg.AssetExecutionContext, outcome: SourceOutcome, what: str) -> dict[str, object]:
@@ -49,13 +45,15 @@ def _checked_failures(context: dg.AssetExecutionContext, outcome: SourceOutcome,
         ]
         context.log.warning(
             f"{what} of {context.partition_key}: {len(failures)} failed; by reason: "
-            f"{failure_summary(failures)}. Examples: {'; '.join(examples)}"
+            f"{describe_source_failures(failures)}. Examples: {'; '.join(examples)}"
         )
     if outcome.shortfall:
         raise IncompleteResultError(outcome.shortfall)
     return {
         "failed": len(failures),
-        "failures_by_reason": dg.MetadataValue.json(dict(failure_reasons(failures).most_common(20))),
+        "failures_by_reason": dg.MetadataValue.json(
+            {row.reason: int(row.count) for row in source_failure_table(failures).head(20).itertuples()}
+        ),
         "failures": preview(failures) if len(failures) else "none",
     }
 
@@ -86,7 +84,8 @@ def image_candidates(
     city = cities.city(context.partition_key)
     extract = _extract(city.source.describe(), osm_streets, osm_pois, osm_aois, osm_trees)
     work_dir = local_root(storage) / city.slug / "_work"
-    outcome = images.candidates(city, extract, crs_metric=metric_crs(osm_streets), work_dir=work_dir)
+    crs_metric = city_metric_crs(osm_streets, where=f"city {city.slug!r}")
+    outcome = images.candidates(city, extract, crs_metric=crs_metric, work_dir=work_dir)
     failures = _checked_failures(context, outcome, f"{images.label()} discovery")
     frame = outcome.table
     return dg.Output(
@@ -123,9 +122,8 @@ def image_files(
     city = cities.city(context.partition_key)
     extract = _extract(city.source.describe(), osm_streets, osm_pois, osm_aois, osm_trees)
     root = local_root(storage)
-    outcome = images.fetch(
-        city, extract, image_candidates, crs_metric=metric_crs(osm_streets), root=root, log=context.log
-    )
+    crs_metric = city_metric_crs(osm_streets, where=f"city {city.slug!r}")
+    outcome = images.fetch(city, extract, image_candidates, crs_metric=crs_metric, root=root, log=context.log)
     failures = _checked_failures(context, outcome, f"{images.label()} images")
     manifest = outcome.table
     sample = manifest.iloc[:: max(1, len(manifest) // 16)].head(16)
@@ -171,7 +169,7 @@ class AnchorConfig(dg.Config):
             kinds={"pandas"},
         ),
     },
-    ins={"image_files": dg.AssetIn(), "nodes": dg.AssetIn()},
+    ins={"image_files": dg.AssetIn(), "nodes": dg.AssetIn(), "osm_streets": dg.AssetIn()},
     partitions_def=city_partitions,
     group_name="imagery",
     check_specs=[
@@ -189,10 +187,18 @@ def image_anchoring(
     cities: CityRegistryResource,
     image_files: pd.DataFrame,
     nodes: gpd.GeoDataFrame,
+    osm_streets: gpd.GeoDataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Snap each image to its nearest street and add it to the graph as an `image` node."""
     city = cities.city(context.partition_key)
-    result = anchor_images(image_files, nodes, city_name=city.name, country=city.country, max_snap_m=config.max_snap_m)
+    result = anchor_images(
+        image_files,
+        nodes,
+        city_name=city.name,
+        country=city.country,
+        crs_metric=city_metric_crs(osm_streets, where=f"city {city.slug!r}"),
+        max_snap_m=config.max_snap_m,
+    )
     kept = len(result.images)
     share = kept / max(1, len(image_files))
     yield dg.Output(
@@ -247,12 +253,19 @@ def images(
     cities: CityRegistryResource,
     storage: StorageResource,
     anchored_images: pd.DataFrame,
+    osm_streets: gpd.GeoDataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """The city's images with train/val/test splits: spatial blocks with buffers; a held-out city is all test."""
     city = cities.city(context.partition_key)
+    crs_metric = city_metric_crs(osm_streets, where=f"city {city.slug!r}")
     fractions = (config.train_share, config.val_share, 1.0 - config.train_share - config.val_share)
     split = assign_splits(
-        anchored_images, city_split=city.split, buffer_m=config.buffer_m, fractions=fractions, seed=config.seed
+        anchored_images,
+        city_split=city.split,
+        crs_metric=crs_metric,
+        buffer_m=config.buffer_m,
+        fractions=fractions,
+        seed=config.seed,
     )
     by_split = split["split"].value_counts().to_dict()
     image = png(
@@ -271,5 +284,6 @@ def images(
             **image,
         },
     )
-    yield check_result("no_test_near_train", no_test_near_train(split, config.buffer_m), asset_key="images")
+    near = no_test_near_train(split, config.buffer_m, crs_metric=crs_metric)
+    yield check_result("no_test_near_train", near, asset_key="images")
     yield check_result("no_sequence_spans_splits", no_sequence_spans_splits(split), asset_key="images")

@@ -5,23 +5,17 @@ from collections.abc import Iterator
 import dagster as dg
 import geopandas as gpd
 import pandas as pd
-from pydantic import Field
 
+from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.imagery.anchor import anchored_graph
-from ugdata_pipeline.reasoning import validate
-from ugdata_pipeline.reasoning.paths import PathConfig, build_paths
+from ugdata_pipeline.reasoning import path_schema, validate
+from ugdata_pipeline.reasoning.paths import build_paths
 from ugdata_pipeline.reasoning.plot import distance_histogram_png, hop_histogram_png
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 
-
-class PathsConfig(dg.Config):
-    max_paths: int = Field(default=10, description="Paths per image at most (shortest + alternatives).")
-    min_hops: int = Field(default=2, description="Fewest hops to a target (image -> street -> place is 2).")
-    max_hops: int = Field(default=8, description="Most hops to a target.")
-    max_distance_m: float = Field(default=1500.0, description="Largest straight-line distance to a target.")
-    seed: int = Field(default=0, description="Seed of the stratified target choice per (city, image).")
+PathConfig = dagster_config(path_schema.PathConfig)
 
 
 _CHECKS = (
@@ -52,7 +46,7 @@ _CHECKS = (
 )
 def spatial_reasoning_paths(
     context: dg.AssetExecutionContext,
-    config: PathsConfig,
+    config: PathConfig,
     cities: CityRegistryResource,
     storage: StorageResource,
     nodes: gpd.GeoDataFrame,
@@ -64,14 +58,7 @@ def spatial_reasoning_paths(
     """Stratified routes from every image to POIs/AOIs 2-8 hops away, as triple chains and sentences."""
     city = cities.city(context.partition_key)
     all_nodes, all_edges = anchored_graph(nodes, edges, image_nodes, image_edges)
-    core = PathConfig(
-        max_paths=config.max_paths,
-        min_hops=config.min_hops,
-        max_hops=config.max_hops,
-        max_distance_m=config.max_distance_m,
-        seed=config.seed,
-    )
-    result = build_paths(all_nodes, all_edges, images, city=city.slug, config=core)
+    result = build_paths(all_nodes, all_edges, images, city=city.slug, config=config.to_core())
     paths, missing = result.paths, result.missing
     charts = {}
     if len(paths):

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import CaptionFormatError
 
 __all__ = [
     "ANSWER_JSON_SCHEMA",
@@ -33,10 +33,6 @@ PROMPT_VERSION = "scc-v2"
 #: Section length bounds (characters) for a valid answer; shorter is a refusal or a stub, longer a runaway.
 MIN_SECTION_CHARS = 20
 MAX_SECTION_CHARS = 6000
-
-
-class CaptionFormatError(UgdataError, ValueError):
-    """A model answer lacks the two named sections or breaks their length bounds."""
 
 
 # ----------------------------------------------------------------------------------------------- prompt + parsing

@@ -17,17 +17,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.context.captioners import CaptionerConfigError
-from ugdata_pipeline.errors import IncompleteResultError
-from ugdata_pipeline.graph.validate import CheckOutcome
+from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.errors import CaptionerConfigError, IncompleteResultError
+from ugdata_pipeline.failures import describe_failures, failure_table
 
 __all__ = [
     "GateResult",
     "both_sections_share",
-    "describe_failures",
+    "caption_failure_table",
     "failed_share_limit",
     "failure_reason",
-    "failure_summary",
     "find_place_mentions",
     "hallucination_rate",
     "homogeneity",
@@ -44,37 +43,11 @@ def failure_reason(error: object) -> str:
     return text.split(":", 1)[0].strip() or "unknown"
 
 
-def failure_summary(captions: pd.DataFrame, *, examples: int = 2) -> pd.DataFrame:
-    """
-    The failed rows by reason, most frequent first: ``reason``, ``count``, ``examples`` (``image_id: error``).
-
-    Empty (with those columns) when no row failed.
-    """
+def caption_failure_table(captions: pd.DataFrame) -> pd.DataFrame:
+    """The failed rows by reason (:func:`failure_reason`), most frequent first: ``reason``, ``count``,
+    ``examples`` (``image_id: error``); see :func:`ugdata_pipeline.failures.failure_table`."""
     failed = captions[captions["status"] != "done"]
-    rows = []
-    if len(failed):
-        reasons = failed["error"].map(failure_reason)
-        for reason, group in failed.groupby(reasons, sort=False):
-            shown = [
-                f"{i}: {e}"
-                for i, e in zip(
-                    group["image_id"].astype(str).head(examples), group["error"].head(examples), strict=True
-                )
-            ]
-            rows.append({"reason": str(reason), "count": len(group), "examples": "; ".join(shown)})
-    summary = pd.DataFrame(rows, columns=["reason", "count", "examples"])
-    return summary.sort_values(["count", "reason"], ascending=[False, True], kind="stable").reset_index(drop=True)
-
-
-def describe_failures(summary: pd.DataFrame, *, top: int = 3) -> str:
-    """One line from :func:`failure_summary`: ``circuit open x 10, HTTP 500 x 2; e.g. p01: HTTP 500: ...``."""
-    if summary.empty:
-        return "no failures"
-    head = summary.head(top)
-    counts = ", ".join(f"{r} x {c}" for r, c in zip(head["reason"], head["count"], strict=True))
-    more = f", {len(summary) - top} more reason(s)" if len(summary) > top else ""
-    example = "; ".join(e.split("; ")[0] for e in head["examples"])
-    return f"{counts}{more}; e.g. {example}"
+    return failure_table(failed["error"].map(failure_reason), failed["image_id"], failed["error"])
 
 
 def failed_share_limit(value: float) -> float:
@@ -104,7 +77,7 @@ def require_complete(captions: pd.DataFrame, *, city: str, max_failed_share: flo
         return
     msg = (
         f"captions of city {city!r}: {failed}/{total} images failed ({failed / total:.1%}, more than "
-        f"max_failed_share {limit:.1%}): {describe_failures(failure_summary(captions))}. The previous captions "
+        f"max_failed_share {limit:.1%}): {describe_failures(caption_failure_table(captions))}. The previous captions "
         f"table is kept. Fix the endpoint, then re-materialize the `captions` asset for {city!r}: finished "
         "captions are cached and not requested again, only the failed images are."
     )

@@ -14,7 +14,6 @@ The quality gates of the table live in ``context.caption_quality``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -27,10 +26,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.context.caption_prompt import CaptionFormatError, build_prompt, parse_answer, prompt_hash
+from ugdata_pipeline.context.caption_prompt import build_prompt, parse_answer, prompt_hash
 from ugdata_pipeline.context.describe import described_names_by_image
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import CaptionerConfigError, CaptionFormatError, CaptionInputError
 from ugdata_pipeline.graph.text import compass_word, distance_phrase
+from ugdata_pipeline.seeding import stable_choice
+from ugdata_pipeline.tables import require_columns
 
 __all__ = [
     "CAPTION_COLUMNS",
@@ -67,14 +68,6 @@ CAPTION_COLUMNS: tuple[str, ...] = (
 )
 TEMPLATE_MODEL = "template"
 TEMPLATE_VERSION = "template-v2"
-
-
-class CaptionInputError(UgdataError, ValueError):
-    """Caption requests (or a captioner option) are invalid."""
-
-
-class CaptionerConfigError(UgdataError, ValueError):
-    """A captioner cannot be configured (missing API key, bad limits)."""
 
 
 # ----------------------------------------------------------------------------------------------- requests
@@ -155,10 +148,13 @@ def build_caption_requests(
     max_places
         Nearest named places per image kept for the template captioner.
     """
-    missing = [c for c in ("image_id", "path") if c not in images.columns]
-    if missing:
-        msg = f"images is missing column(s) {missing}; pass the images manifest (image_id, path, scene_facts)"
-        raise CaptionInputError(msg)
+    require_columns(
+        images,
+        ("image_id", "path"),
+        table="images",
+        fix="Pass the images manifest (image_id, path, scene_facts).",
+        error=CaptionInputError,
+    )
     if isinstance(descriptions, pd.DataFrame):
         descriptions = dict(zip(descriptions["image_id"].astype(str), descriptions["description"], strict=True))
     frame = images
@@ -292,8 +288,7 @@ def captions_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _pick(options: Sequence[str], seed: int, image_id: str, slot: str) -> str:
     """A deterministic choice among ``options`` for (seed, image, slot); stable across processes."""
-    digest = hashlib.sha256(f"{seed}\x1f{image_id}\x1f{slot}".encode()).digest()
-    return options[int.from_bytes(digest[:8], "big") % len(options)]
+    return stable_choice(options, seed, image_id, slot)
 
 
 #: Phrasings of each template sentence; ``{placeholders}`` are filled from the scene facts and the subgraph.

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
-import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.context.subgraph import SubgraphInputError, SubgraphTables, UnknownSubgraphError
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.text import compass_word, distance_phrase
+from ugdata_pipeline.tables import require_columns
 
 _TEMPLATE_FILE = "subgraph_description.txt"
 _TEMPLATE_KEYS = (
@@ -194,11 +195,11 @@ def describe_subgraph(
         Missing columns, no centre node, or an out-of-range option.
     """
     _check_options(max_places=max_places, near_m=near_m, max_chars=max_chars)
-    missing = [c for c in _NODE_FIELDS if c not in nodes_df.columns]
-    missing += [f"edges.{c}" for c in ("src", "dst", "kind") if c not in edges_df.columns]
-    if missing:
-        msg = f"describe_subgraph is missing column(s) {missing}; pass the rows of subgraph_for(tables, image_id)"
-        raise SubgraphInputError(msg)
+    fix = "Pass the rows of subgraph_for(tables, image_id)."
+    require_columns(nodes_df, _NODE_FIELDS, table="describe_subgraph nodes", fix=fix, error=SubgraphInputError)
+    require_columns(
+        edges_df, ("src", "dst", "kind"), table="describe_subgraph edges", fix=fix, error=SubgraphInputError
+    )
     columns = [*_NODE_FIELDS, *(c for c in ("rank", "lon", "lat") if c in nodes_df.columns)]
     records = [dict(zip(columns, row, strict=True)) for row in nodes_df[columns].itertuples(index=False, name=None)]
     edges = list(edges_df[["src", "dst", "kind"]].itertuples(index=False, name=None))
@@ -408,7 +409,8 @@ def describe_subgraphs(
     Parameters
     ----------
     tables
-        The subgraph tables (``summary`` may be empty when rebuilt from stored ``nodes`` / ``edges``).
+        The subgraph tables (``summary`` may be None or empty when rebuilt from stored ``nodes`` / ``edges``);
+        each image's node rows are read by ``rank`` (:class:`~ugdata_pipeline.context.subgraph_tables.SubgraphIndex`).
     images
         The anchored images table; when given, its rows set the order and supply ``compass_angle`` /
         ``street_node`` per image, and every ``image_id`` must have a subgraph. When omitted, every image of
@@ -430,42 +432,32 @@ def describe_subgraphs(
     """
     _check_options(max_places=max_places, near_m=near_m, max_chars=max_chars)
     nodes, edges = tables.nodes, tables.edges
-    missing = [c for c in ("image_id", *_NODE_FIELDS) if c not in nodes.columns]
-    missing += [f"edges.{c}" for c in ("image_id", "src", "dst", "kind") if c not in edges.columns]
-    if missing:
-        msg = f"describe_subgraphs is missing column(s) {missing}; pass the tables from build_subgraphs"
-        raise SubgraphInputError(msg)
+    fix = "Pass the tables from build_subgraphs."
+    node_columns, edge_columns = ("image_id", *_NODE_FIELDS), ("image_id", "src", "dst", "kind")
+    require_columns(nodes, node_columns, table="describe_subgraphs nodes", fix=fix, error=SubgraphInputError)
+    require_columns(edges, edge_columns, table="describe_subgraphs edges", fix=fix, error=SubgraphInputError)
     columns = [*_NODE_FIELDS, *(c for c in ("rank", "lon", "lat") if c in nodes.columns)]
-    node_values = {c: nodes[c].to_numpy(dtype=object) for c in columns}
-    edge_values = [edges[c].to_numpy(dtype=object) for c in ("src", "dst", "kind")]
-    node_groups = _group_rows(nodes["image_id"])
-    edge_groups = _group_rows(edges["image_id"])
+    index = tables.index  # one image's rows are one slice of index.nodes / index.edges
+    node_values = {c: index.nodes[c].to_numpy(dtype=object) for c in columns}
+    edge_values = [index.edges[c].to_numpy(dtype=object) for c in ("src", "dst", "kind")]
     if images is None:
-        wanted = [(image_id, None) for image_id in node_groups]
+        wanted = [(str(image_id), None) for image_id in pd.unique(nodes["image_id"].astype(str))]
     else:
         wanted = [(str(row["image_id"]), row) for row in images.to_dict("records")]
     out = []
     for image_id, image_row in wanted:
-        rows = node_groups.get(image_id)
-        if rows is None:
+        if image_id not in index:
             msg = (
-                f"no subgraph for image_id {image_id!r} ({len(node_groups):,} subgraphs held); build subgraphs "
+                f"no subgraph for image_id {image_id!r} ({len(index):,} subgraphs held); build subgraphs "
                 "for the same images table"
             )
             raise UnknownSubgraphError(msg)
+        rows = slice(*index.node_rows(image_id))
         picked = [node_values[c][rows].tolist() for c in columns]
         records = [dict(zip(columns, values, strict=True)) for values in zip(*picked, strict=True)]
-        erows = edge_groups.get(image_id, np.empty(0, dtype=np.int64))
+        erows = slice(*index.edge_rows(image_id))
         edge_rows = list(zip(*(values[erows].tolist() for values in edge_values), strict=True))
         out.append(_describe(records, edge_rows, image_row, max_places=max_places, near_m=near_m, max_chars=max_chars))
     return pd.DataFrame(
         {"image_id": pd.Series([w[0] for w in wanted], dtype=object), "description": pd.Series(out, dtype=object)}
     )
-
-
-def _group_rows(image_ids: pd.Series) -> dict[str, np.ndarray]:
-    """Row positions per image id, in table order."""
-    codes, uniques = pd.factorize(image_ids.astype(str), sort=False)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(uniques)))])
-    return {str(u): order[bounds[k] : bounds[k + 1]] for k, u in enumerate(uniques)}

@@ -32,14 +32,103 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_text_atomic
-from ugdata_pipeline.context.subgraph import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS, SubgraphInputError
-from ugdata_pipeline.grouping import key_runs
+from ugdata_pipeline.context.subgraph_tables import (
+    SUBGRAPH_EDGE_COLUMNS,
+    SUBGRAPH_NODE_COLUMNS,
+    SubgraphIndex,
+)
+from ugdata_pipeline.errors import GraphJsonError, SubgraphInputError
+from ugdata_pipeline.tables import require_columns
 
 #: Optional node fields copied from / to the node table when present (besides node_id, coords, node_text).
 NODE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "name", "category", "dx_m", "dy_m", "distance_m", "rank")
 #: Optional edge fields copied from / to the edge table when present (besides source and target).
 EDGE_EXTRA_FIELDS: tuple[str, ...] = ("kind", "distance_m", "bearing_deg", "street_name")
 _FLOAT_FIELDS = {"dx_m", "dy_m", "distance_m", "bearing_deg", "lon", "lat"}
+
+
+def _node_id_like(value: object) -> bool:
+    """A node id as graph JSON holds it: a string or an integer (never a bool, list or float)."""
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def validate_graph_json(graph: object, *, where: str = "graph JSON") -> None:
+    """
+    Check a graph JSON object against the reference format: the one check, used by every reader and exporter.
+
+    Parameters
+    ----------
+    graph
+        The parsed JSON (normally a dict).
+    where
+        What the graph is, for the messages (e.g. ``"graph of image 'abc'"``).
+
+    Raises
+    ------
+    GraphJsonError
+        ``graph`` is not an object; ``nodes`` / ``edges`` / ``center_node`` are missing or ``nodes`` / ``edges``
+        are not lists; a node is not an object, lacks ``node_id`` / ``coords`` / ``node_text``, has a ``node_id``
+        that is not a string or integer or that repeats, or ``coords`` that are not ``[lon, lat]`` numbers (or
+        nulls); an edge lacks ``source`` / ``target``; an edge end or the centre is not a node (ids compared as
+        given: ``1`` and ``"1"`` differ).
+    """
+    if not isinstance(graph, Mapping):
+        msg = f"{where} must be an object (dict), got {type(graph).__name__}"
+        raise GraphJsonError(msg)
+    missing = [k for k in ("nodes", "edges", "center_node") if k not in graph]
+    if missing:
+        msg = (
+            f"{where} is missing key(s) {missing}; expected keys nodes, edges, center_node, it has "
+            f"{sorted(map(str, graph))}"
+        )
+        raise GraphJsonError(msg)
+    for key in ("nodes", "edges"):
+        if not isinstance(graph[key], list | tuple):
+            msg = f"{where}: {key} must be a list, got {type(graph[key]).__name__}"
+            raise GraphJsonError(msg)
+    ids: set[object] = set()
+    for i, node in enumerate(graph["nodes"]):
+        if not isinstance(node, Mapping):
+            msg = f"{where}: node {i} must be an object, got {type(node).__name__}: {str(node)[:120]}"
+            raise GraphJsonError(msg)
+        absent = [k for k in ("node_id", "coords", "node_text") if k not in node]
+        if absent:
+            msg = (
+                f"{where}: node {i} lacks {absent}; every node needs node_id, coords ([lon, lat]) and node_text: "
+                f"{str(node)[:120]}"
+            )
+            raise GraphJsonError(msg)
+        node_id, coords = node["node_id"], node["coords"]
+        if not _node_id_like(node_id):
+            msg = f"{where}: node {i} node_id must be a string or an integer, got {node_id!r}"
+            raise GraphJsonError(msg)
+        if (
+            not isinstance(coords, list | tuple)
+            or len(coords) != 2
+            or not all(c is None or (isinstance(c, int | float) and not isinstance(c, bool)) for c in coords)
+        ):
+            msg = f"{where}: node {i} ({node_id!r}) coords must be [lon, lat] numbers, got {coords!r}"
+            raise GraphJsonError(msg)
+        if node_id in ids:
+            msg = f"{where}: node {i} repeats node_id {node_id!r}; node ids must be unique within a graph"
+            raise GraphJsonError(msg)
+        ids.add(node_id)
+    dangling = []
+    for i, edge in enumerate(graph["edges"]):
+        if not isinstance(edge, Mapping) or "source" not in edge or "target" not in edge:
+            keys = sorted(map(str, edge)) if isinstance(edge, Mapping) else type(edge).__name__
+            msg = f"{where}: edge {i} lacks source/target, got keys {keys}: {str(edge)[:120]}"
+            raise GraphJsonError(msg)
+        ends = (edge["source"], edge["target"])
+        if not all(_node_id_like(end) and end in ids for end in ends):
+            dangling.append(f"{ends[0]!r} -> {ends[1]!r}")
+    center = graph["center_node"]
+    if not (_node_id_like(center) and center in ids):
+        msg = f"{where}: center_node {center!r} is not one of the graph's nodes ({len(ids)} nodes)"
+        raise GraphJsonError(msg)
+    if dangling:
+        msg = f"{where}: {len(dangling)} edge(s) name a node that is not in the graph, e.g. {dangling[:3]}"
+        raise GraphJsonError(msg)
 
 
 def _plain(value: object) -> object:
@@ -68,42 +157,28 @@ def _column(values: pd.Series) -> list[object]:
     return [_plain(v) for v in values.astype(object).tolist()]
 
 
-class _GroupedColumns:
-    """A table's columns as JSON-ready lists, sorted stably by ``key`` once, with each key's row range."""
+class _Columns:
+    """A table's columns as JSON-ready lists, converted once; a graph is a row range of them."""
 
-    def __init__(self, table: pd.DataFrame, columns: list[str], key: str | None) -> None:
-        if key is not None and key in table.columns and len(table):
-            self.ranges = key_runs(table[key].astype(str).to_numpy())
-            if sum(b - a for a, b in self.ranges.values()) != len(table):  # a key in two runs: sort
-                table = table.sort_values(key, kind="stable")
-                self.ranges = key_runs(table[key].astype(str).to_numpy())
-        else:
-            self.ranges = {}
+    def __init__(self, table: pd.DataFrame, columns: list[str]) -> None:
         self.all = (0, len(table))
         self.columns = {c: _column(table[c]) for c in columns}
 
-    def rows(self, group: str | None) -> tuple[int, int]:
-        return self.all if group is None else self.ranges.get(group, (0, 0))
-
 
 def _node_and_edge_columns(nodes_df: pd.DataFrame, edges_df: pd.DataFrame) -> tuple[list[str], list[str]]:
-    missing = [c for c in ("node_id", "lon", "lat", "node_text") if c not in nodes_df.columns]
-    missing += [f"edges.{c}" for c in ("src", "dst") if c not in edges_df.columns]
-    if missing:
-        msg = (
-            f"to_graph_json needs node columns node_id, lon, lat, node_text and edge columns src, dst; "
-            f"missing {missing}"
-        )
-        raise SubgraphInputError(msg)
+    fix = "to_graph_json needs node columns node_id, lon, lat, node_text and edge columns src, dst."
+    node_needs = ("node_id", "lon", "lat", "node_text")
+    require_columns(nodes_df, node_needs, table="to_graph_json nodes", fix=fix, error=SubgraphInputError)
+    require_columns(edges_df, ("src", "dst"), table="to_graph_json edges", fix=fix, error=SubgraphInputError)
     node_columns = ["node_id", "lon", "lat", "node_text", *(c for c in NODE_EXTRA_FIELDS if c in nodes_df.columns)]
     edge_columns = ["src", "dst", *(c for c in EDGE_EXTRA_FIELDS if c in edges_df.columns)]
     return node_columns, edge_columns
 
 
 def _assemble(
-    nodes: _GroupedColumns,
+    nodes: _Columns,
     node_rows: tuple[int, int],
-    edges: _GroupedColumns,
+    edges: _Columns,
     edge_rows: tuple[int, int],
     center_node: str,
     image_id: str | None,
@@ -169,8 +244,8 @@ def to_graph_json(nodes_df: pd.DataFrame, edges_df: pd.DataFrame, center_node: s
         Missing columns, a centre or an edge endpoint that is not a node.
     """
     node_columns, edge_columns = _node_and_edge_columns(nodes_df, edges_df)
-    nodes = _GroupedColumns(nodes_df, node_columns, key=None)
-    edges = _GroupedColumns(edges_df, edge_columns, key=None)
+    nodes = _Columns(nodes_df, node_columns)
+    edges = _Columns(edges_df, edge_columns)
     image_id = None
     if "image_id" in nodes_df.columns and nodes_df["image_id"].nunique() == 1:
         image_id = str(nodes_df["image_id"].iloc[0])
@@ -182,22 +257,19 @@ def graph_json_by_image(nodes_df: pd.DataFrame, edges_df: pd.DataFrame) -> Calla
     ``render(image_id, center_node)`` for every image of the long subgraph tables (``image_id`` columns).
 
     The tables are converted once, so rendering all of a city's graphs costs one pass over them rather than one
-    pandas conversion per image. Each graph equals :func:`to_graph_json` of that image's rows.
+    pandas conversion per image. Each graph equals :func:`to_graph_json` of that image's rows as
+    :class:`~ugdata_pipeline.context.subgraph_tables.SubgraphIndex` orders them (nodes by ``rank``).
     """
-    for table, name in ((nodes_df, "nodes"), (edges_df, "edges")):
-        if "image_id" not in table.columns:
-            msg = f"graph_json_by_image needs an image_id column in the subgraph {name} table"
-            raise SubgraphInputError(msg)
     node_columns, edge_columns = _node_and_edge_columns(nodes_df, edges_df)
-    nodes = _GroupedColumns(nodes_df, node_columns, key="image_id")
-    edges = _GroupedColumns(edges_df, edge_columns, key="image_id")
+    index = SubgraphIndex(nodes_df, edges_df)
+    nodes = _Columns(index.nodes, node_columns)
+    edges = _Columns(index.edges, edge_columns)
 
     def render(image_id: str, center_node: str) -> dict[str, Any]:
-        rows = nodes.rows(str(image_id))
-        if rows[1] == rows[0]:
+        if image_id not in index:
             msg = f"image {image_id!r} has no rows in the subgraph nodes table"
             raise SubgraphInputError(msg)
-        return _assemble(nodes, rows, edges, edges.rows(str(image_id)), center_node, str(image_id))
+        return _assemble(nodes, index.node_rows(image_id), edges, index.edge_rows(image_id), center_node, str(image_id))
 
     return render
 
@@ -221,34 +293,19 @@ def from_graph_json(graph: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
 
     Raises
     ------
-    SubgraphInputError
-        A missing key, bad ``coords``, or a centre / edge endpoint that is not a node.
+    GraphJsonError
+        Whatever :func:`validate_graph_json` finds (a missing key, bad ``coords``, a centre or edge end that is
+        not a node, ...).
     """
-    if not isinstance(graph, Mapping):
-        msg = f"graph JSON must be an object (dict), got {type(graph).__name__}"
-        raise SubgraphInputError(msg)
-    missing = [k for k in ("nodes", "edges", "center_node") if k not in graph]
-    if missing:
-        msg = f"graph JSON is missing key(s) {missing}; it has {sorted(graph)}"
-        raise SubgraphInputError(msg)
+    validate_graph_json(graph)
     rows: list[dict[str, object]] = []
-    for i, node in enumerate(graph["nodes"]):
-        absent = [k for k in ("node_id", "coords", "node_text") if k not in node]
-        coords = node.get("coords")
-        if absent or not isinstance(coords, list | tuple) or len(coords) != 2:
-            msg = (
-                f"graph JSON node {i} needs node_id, coords ([lon, lat]) and node_text; missing {absent}, "
-                f"coords={coords!r}"
-            )
-            raise SubgraphInputError(msg)
+    for node in graph["nodes"]:
+        coords = node["coords"]
         row = {"node_id": str(node["node_id"]), "lon": coords[0], "lat": coords[1], "node_text": node["node_text"]}
         row.update({k: node[k] for k in NODE_EXTRA_FIELDS if k in node})
         rows.append(row)
     edge_rows: list[dict[str, object]] = []
-    for i, edge in enumerate(graph["edges"]):
-        if "source" not in edge or "target" not in edge:
-            msg = f"graph JSON edge {i} needs 'source' and 'target', got keys {sorted(edge)}"
-            raise SubgraphInputError(msg)
+    for edge in graph["edges"]:
         row = {"src": str(edge["source"]), "dst": str(edge["target"])}
         row.update({k: edge[k] for k in EDGE_EXTRA_FIELDS if k in edge})
         edge_rows.append(row)
@@ -265,16 +322,6 @@ def from_graph_json(graph: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
         edges_df = edges_df[[c for c in SUBGRAPH_EDGE_COLUMNS if c in edges_df.columns]]
 
     center = str(graph["center_node"])
-    ids = set(nodes_df["node_id"])
-    if center not in ids:
-        msg = f"graph JSON center_node {center!r} is not among its {len(ids)} nodes"
-        raise SubgraphInputError(msg)
-    dangling = [
-        f"{s}->{d}" for s, d in zip(edges_df["src"], edges_df["dst"], strict=True) if s not in ids or d not in ids
-    ]
-    if dangling:
-        msg = f"graph JSON has {len(dangling)} edge(s) whose ends are not nodes, e.g. {dangling[:3]}"
-        raise SubgraphInputError(msg)
     return nodes_df, edges_df, center
 
 

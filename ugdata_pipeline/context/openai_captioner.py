@@ -34,18 +34,12 @@ from ugdata_pipeline.context.caption_prompt import (
     FORMAT_REMINDER,
     FORMAT_REMINDER_JSON,
     SYSTEM_MESSAGE,
-    CaptionFormatError,
     build_prompt,
     parse_answer,
     prompt_hash,
 )
-from ugdata_pipeline.context.captioners import (
-    CaptionerConfigError,
-    CaptionRequest,
-    CaptionRunStats,
-    captions_frame,
-    validate_requests,
-)
+from ugdata_pipeline.context.captioners import CaptionRequest, CaptionRunStats, captions_frame, validate_requests
+from ugdata_pipeline.errors import CaptionerConfigError, CaptionFormatError
 from ugdata_pipeline.throttle import AsyncTokenBucket, CircuitBreaker, RetryPolicy, parse_retry_after, redact
 
 logger = logging.getLogger(__name__)
@@ -118,6 +112,8 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 CIRCUIT_OPEN = "circuit open"
 
 
+# Private control flow: caught in this module and recorded as a failed caption (never raised to callers), so it stays
+# here rather than in errors.py.
 class _UnreadableAnswerError(Exception):
     """A 200 answer that is not a chat completion with a message (a proxy's page, a truncated or foreign body)."""
 

@@ -31,7 +31,6 @@ Scaling
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from dataclasses import dataclass, field
@@ -41,61 +40,60 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import shapely
-from matplotlib.figure import Figure
 from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.context.subgraph_tables import (
+    SUBGRAPH_EDGE_COLUMNS,
+    SUBGRAPH_NODE_COLUMNS,
+    SUBGRAPH_SUMMARY_COLUMNS,
+    SubgraphTables,
+    subgraph_for,
+)
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.imagery.anchor import image_node_ids
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
-#: Columns of the ``subgraph_nodes`` long table (one row per (image, node)).
-SUBGRAPH_NODE_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "node_id",
-    "kind",
-    "name",
-    "category",
-    "node_text",
-    "lon",
-    "lat",
-    "dx_m",
-    "dy_m",
-    "distance_m",
-    "rank",
-)
-#: Columns of the ``subgraph_edges`` long table (one row per (image, edge)).
-SUBGRAPH_EDGE_COLUMNS: tuple[str, ...] = ("image_id", "src", "dst", "kind", "distance_m", "bearing_deg", "street_name")
-#: Columns of the ``subgraphs`` table (one row per image).
-SUBGRAPH_SUMMARY_COLUMNS: tuple[str, ...] = ("image_id", "center_node", "n_nodes", "n_edges", "truncated")
+# The subgraph model (tables, per-image index, errors) lives in context.subgraph_tables; its names are re-exported
+# here so that ``from ugdata_pipeline.context.subgraph import ...`` keeps working.
+__all__ = [
+    "SUBGRAPH_EDGE_COLUMNS",
+    "SUBGRAPH_NODE_COLUMNS",
+    "SUBGRAPH_SUMMARY_COLUMNS",
+    "SubgraphConfig",
+    "SubgraphInputError",
+    "SubgraphTables",
+    "UnknownSubgraphError",
+    "build_subgraphs",
+    "subgraph_for",
+    "subgraph_size_outcome",
+]
 
 _NODE_INPUT_COLUMNS = ("node_id", "kind", "name", "category", "node_text", "lon", "lat", "geometry")
 _IMAGE_INPUT_COLUMNS = ("image_id", "source", "lon", "lat")
 _MM_PER_M = 1000.0  # distances are compared in whole millimetres: closer than that is a tie
 
 
-class SubgraphInputError(UgdataError, ValueError):
-    """The graph, images or options given to the subgraph stage are invalid."""
-
-
-class UnknownSubgraphError(UgdataError, KeyError):
-    """An image id that the subgraph tables do not hold."""
-
-    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
-        return str(self.args[0]) if self.args else ""
-
-
 @dataclass(frozen=True, slots=True)
 class SubgraphConfig:
     """Options of :func:`build_subgraphs`."""
 
-    radius_m: float = 700.0  # a node is in when its geometry is within this many metres of the image
-    max_nodes: int = 256  # cap on nodes per subgraph, the centre (image) node included; nearest kept
-    images_per_chunk: int = 4096  # images processed together; bounds peak memory, not the result
+    # Each field's "doc" is its description in the Dagster launchpad too (assets/_config.py derives the run config).
+    radius_m: float = field(
+        default=700.0, metadata={"doc": "A node is in when its geometry is within this many metres of the image."}
+    )
+    max_nodes: int = field(
+        default=256, metadata={"doc": "Cap on nodes per subgraph, the image node included; the nearest are kept."}
+    )
+    images_per_chunk: int = field(
+        default=4096, metadata={"doc": "Images processed together; bounds peak memory, not the result."}
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.radius_m, int | float) or not math.isfinite(self.radius_m) or self.radius_m <= 0:
@@ -111,113 +109,18 @@ class SubgraphConfig:
             raise SubgraphInputError(msg)
 
 
-class _GroupIndex:
-    """Row positions of each image's rows in a long table, built once (stable: keeps the table's order)."""
-
-    def __init__(self, image_ids: pd.Series) -> None:
-        codes, uniques = pd.factorize(image_ids.astype(str), sort=False)
-        self._lookup = pd.Index(uniques)
-        self._order = np.argsort(codes, kind="stable")
-        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-        self._starts = np.concatenate([[0], np.cumsum(counts)])
-
-    def rows(self, image_id: str) -> npt.NDArray[np.int64] | None:
-        position = self._lookup.get_indexer([image_id])[0]
-        if position < 0:
-            return None
-        return self._order[self._starts[position] : self._starts[position + 1]]
-
-
-@dataclass(slots=True)
-class SubgraphTables:
-    """
-    The subgraphs of a set of images.
-
-    Attributes
-    ----------
-    nodes
-        ``subgraph_nodes`` (columns :data:`SUBGRAPH_NODE_COLUMNS`), grouped by image, ``rank`` ascending.
-    edges
-        ``subgraph_edges`` (columns :data:`SUBGRAPH_EDGE_COLUMNS`), grouped by image.
-    summary
-        ``subgraphs`` (columns :data:`SUBGRAPH_SUMMARY_COLUMNS`), one row per image in input order.
-    counts
-        Figures for metadata: images, rows, truncated subgraphs, node-count quantiles, radius and cap.
-    """
-
-    nodes: pd.DataFrame
-    edges: pd.DataFrame
-    summary: pd.DataFrame
-    counts: dict[str, int | float] = field(default_factory=dict)
-    _index: tuple[_GroupIndex, _GroupIndex] | None = field(default=None, init=False, repr=False, compare=False)
-
-
-def subgraph_for(tables: SubgraphTables, image_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """
-    The node and edge rows of one image's subgraph.
-
-    The first call builds a group index over both long tables (O(rows)); later calls cost O(subgraph size).
-
-    Parameters
-    ----------
-    tables
-        From :func:`build_subgraphs`, or rebuilt from stored tables with ``SubgraphTables(nodes, edges,
-        summary)``.
-    image_id
-        The image's ``image_id`` (not its node id).
-
-    Returns
-    -------
-    nodes, edges
-        The rows of that image (fresh 0..n-1 index), nodes by ``rank``; ``edges`` may be empty.
-
-    Raises
-    ------
-    UnknownSubgraphError
-        The tables hold no subgraph for ``image_id``.
-    """
-    if tables._index is None:
-        tables._index = (_GroupIndex(tables.nodes["image_id"]), _GroupIndex(tables.edges["image_id"]))
-    node_index, edge_index = tables._index
-    key = str(image_id)
-    node_rows = node_index.rows(key)
-    if node_rows is None:
-        msg = (
-            f"no subgraph for image_id {image_id!r} ({tables.summary.shape[0]:,} subgraphs held); pass an "
-            "image_id of the images table given to build_subgraphs, not its 'image:<source>:<id>' node id"
-        )
-        raise UnknownSubgraphError(msg)
-    nodes = tables.nodes.iloc[node_rows]
-    if "rank" in nodes.columns:
-        nodes = nodes.sort_values("rank", kind="stable")
-    edge_rows = edge_index.rows(key)
-    edges = tables.edges.iloc[edge_rows if edge_rows is not None else []]
-    return nodes.reset_index(drop=True), edges.reset_index(drop=True)
-
-
 # --- validation ----------------------------------------------------------------------------------------------
-
-
-def _require_columns(table: object, columns: tuple[str, ...], what: str, fix: str) -> None:
-    if not isinstance(table, pd.DataFrame):
-        msg = f"{what} must be a pandas DataFrame, got {type(table).__name__}; {fix}"
-        raise SubgraphInputError(msg)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        msg = f"{what} is missing column(s) {missing}; it has {list(table.columns)}. {fix}"
-        raise SubgraphInputError(msg)
 
 
 def _validate(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, images: pd.DataFrame) -> None:
     graph_fix = "Pass the graph's tables with the anchored image nodes and edges concatenated"
-    _require_columns(nodes, _NODE_INPUT_COLUMNS, "nodes", graph_fix)
+    require_columns(nodes, _NODE_INPUT_COLUMNS, table="nodes", fix=graph_fix, error=SubgraphInputError)
     if not isinstance(nodes, gpd.GeoDataFrame) or nodes.crs is None:
         msg = "nodes must be a GeoDataFrame with a CRS (EPSG:4326, as built by build_urban_graph)"
         raise SubgraphInputError(msg)
-    _require_columns(edges, EDGE_COLUMNS, "edges", graph_fix)
-    _require_columns(
-        images, _IMAGE_INPUT_COLUMNS, "images", "Pass AnchorResult.images from ugdata_pipeline.imagery.anchor_images"
-    )
+    require_columns(edges, EDGE_COLUMNS, table="edges", fix=graph_fix, error=SubgraphInputError)
+    images_fix = "Pass AnchorResult.images from ugdata_pipeline.imagery.anchor_images"
+    require_columns(images, _IMAGE_INPUT_COLUMNS, table="images", fix=images_fix, error=SubgraphInputError)
     duplicated = nodes["node_id"].duplicated()
     if duplicated.any():
         examples = sorted({str(v) for v in nodes.loc[duplicated, "node_id"]})[:5]
@@ -514,8 +417,8 @@ def build_subgraphs(
     edges: pd.DataFrame,
     images: pd.DataFrame,
     *,
+    crs_metric: str,
     config: SubgraphConfig | None = None,
-    crs_metric: str | None = None,
 ) -> SubgraphTables:
     """
     Build the radius subgraph of every image (see the module docstring for the rules).
@@ -535,8 +438,7 @@ def build_subgraphs(
         Radius (metres), cap (nodes per subgraph, centre included) and chunk size; :class:`SubgraphConfig`
         by default.
     crs_metric
-        The metric CRS of the city (``UrbanGraph.crs_metric``, e.g. ``"EPSG:32635"``); estimated from the
-        images (UTM) when omitted.
+        The metric CRS of the city (``UrbanGraph.crs_metric``, e.g. ``"EPSG:32635"``).
 
     Returns
     -------
@@ -549,6 +451,7 @@ def build_subgraphs(
         Missing columns, duplicate ids, edges or images whose nodes are not in ``nodes``, bad coordinates.
     """
     config = config or SubgraphConfig()
+    crs = metric_crs(crs_metric, needed_by="build_subgraphs")
     _validate(nodes, edges, images)
     if images.empty:
         return _empty_tables(config)
@@ -571,10 +474,6 @@ def build_subgraphs(
 
     lon = images["lon"].to_numpy(dtype=float)
     lat = images["lat"].to_numpy(dtype=float)
-    if crs_metric is None:
-        crs = CRS.from_user_input(gpd.GeoSeries(shapely.points(lon, lat), crs="EPSG:4326").estimate_utm_crs())
-    else:
-        crs = CRS.from_user_input(crs_metric)
     graph = _prepare_graph(nodes, edges, crs)
     to_metric = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
@@ -663,7 +562,7 @@ def _assemble(
     return SubgraphTables(sub_nodes, sub_edges, summary)
 
 
-# --- checks and figures --------------------------------------------------------------------------------------
+# --- checks --------------------------------------------------------------------------------------
 
 
 def subgraph_size_outcome(summary: pd.DataFrame, *, min_nodes: int = 2, max_nodes: int = 256) -> CheckOutcome:
@@ -689,37 +588,3 @@ def subgraph_size_outcome(summary: pd.DataFrame, *, min_nodes: int = 2, max_node
     examples = [f"{i} ({n} nodes)" for i, n in zip(summary.loc[bad, "image_id"], n_nodes[bad], strict=True)]
     expected = f"0 subgraphs with fewer than {min_nodes} or more than {max_nodes} nodes"
     return CheckOutcome(not bad.any(), int(bad.sum()), expected, examples)
-
-
-def size_histogram_png(summary: pd.DataFrame, *, dpi: int = 100) -> bytes:
-    """
-    Histogram of nodes per subgraph (truncated subgraphs stacked in another colour), as a PNG.
-
-    Parameters
-    ----------
-    summary
-        The ``subgraphs`` table (``n_nodes``, ``truncated``).
-    """
-    fig = Figure(figsize=(6.0, 3.6))
-    ax = fig.subplots()
-    n_nodes = summary["n_nodes"].to_numpy(dtype=float)
-    if len(n_nodes):
-        truncated = summary["truncated"].to_numpy(dtype=bool)
-        bins = np.linspace(0, max(n_nodes.max(), 1.0) + 1, min(40, int(n_nodes.max()) + 2))
-        ax.hist(
-            [n_nodes[~truncated], n_nodes[truncated]],
-            bins=bins,
-            stacked=True,
-            color=["#4c72b0", "#dd8452"],
-            label=["complete", "truncated at the cap"],
-        )
-        ax.legend(loc="upper left", fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no subgraphs", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("nodes per subgraph (image node included)")
-    ax.set_ylabel("images")
-    ax.set_title(f"Subgraph sizes ({len(n_nodes):,} images)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()

@@ -1,19 +1,17 @@
 """Training and benchmark records built from UGData, and their exports (Parquet, ms-swift JSONL, graph JSON)."""
 
+from ugdata_pipeline.context.graph_json import validate_graph_json
 from ugdata_pipeline.dataset.export import (
     MS_SWIFT_PAIR_TYPES,
     MsSwiftExport,
-    MsSwiftFormatError,
     export_ms_swift,
     read_ms_swift,
     subgraph_json_from_tables,
-    validate_graph_json,
 )
 from ugdata_pipeline.dataset.records import (
     INSTRUCTIONS,
     PAIR_TYPES,
     TRAINING_RECORD_COLUMNS,
-    DatasetInputError,
     build_training_records,
     negatives_within_split,
     path_positive,
@@ -26,9 +24,7 @@ __all__ = [
     "MS_SWIFT_PAIR_TYPES",
     "PAIR_TYPES",
     "TRAINING_RECORD_COLUMNS",
-    "DatasetInputError",
     "MsSwiftExport",
-    "MsSwiftFormatError",
     "build_training_records",
     "export_ms_swift",
     "negatives_within_split",

@@ -20,7 +20,8 @@ One JSON object per record (reference §7.3, plus ms-swift's ``negative_messages
 
 Graph JSON follows the reference: ``{"nodes": [{"node_id", "coords", "node_text"}], "edges": [{"source",
 "target"}], "center_node"}``; it is produced by the caller's ``subgraph_json`` callable (normally
-:func:`subgraph_json_from_tables`, which uses the one graph-JSON writer in ``context.graph_json``).
+:func:`subgraph_json_from_tables`, which uses the one graph-JSON writer in ``context.graph_json``) and checked with
+the one graph-JSON validator there (``validate_graph_json``, re-exported here).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ from typing import Any, Literal
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_text_atomic
-from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS, DatasetInputError
+from ugdata_pipeline.context.graph_json import graph_json_by_image, validate_graph_json
+from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS
+from ugdata_pipeline.errors import DatasetInputError, GraphJsonError, MsSwiftFormatError
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +61,6 @@ _QUERY_PREFIX: dict[int, str] = {1: "<image>", 2: "<graph><image>"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 SubgraphJson = Callable[[str], Mapping[str, Any]]
-
-
-class MsSwiftFormatError(DatasetInputError):
-    """A JSONL line or a graph JSON does not follow the ms-swift / reference format."""
 
 
 @dataclass(frozen=True)
@@ -102,45 +102,6 @@ def _place_image(source: Path, target: Path, link: str) -> None:
     tmp.replace(target)
 
 
-def validate_graph_json(graph: Mapping[str, Any], *, where: str = "graph") -> None:
-    """
-    Check a graph JSON object against the reference format.
-
-    Raises
-    ------
-    MsSwiftFormatError
-        When ``nodes`` / ``edges`` / ``center_node`` are missing, a node lacks ``node_id`` / ``coords`` /
-        ``node_text``, an edge lacks ``source`` / ``target`` or names an unknown node, or the centre is not a node.
-    """
-    if not isinstance(graph, Mapping):
-        msg = f"{where}: graph JSON must be an object, got {type(graph).__name__}"
-        raise MsSwiftFormatError(msg)
-    missing = [k for k in ("nodes", "edges", "center_node") if k not in graph]
-    if missing:
-        msg = f"{where}: graph JSON lacks {missing}; expected keys nodes, edges, center_node"
-        raise MsSwiftFormatError(msg)
-    ids = set()
-    for node in graph["nodes"]:
-        absent = [k for k in ("node_id", "coords", "node_text") if k not in node]
-        if absent:
-            msg = f"{where}: a node lacks {absent}: {str(node)[:120]}"
-            raise MsSwiftFormatError(msg)
-        if len(node["coords"]) != 2:
-            msg = f"{where}: node {node['node_id']!r} coords must be [lon, lat], got {node['coords']!r}"
-            raise MsSwiftFormatError(msg)
-        ids.add(node["node_id"])
-    for edge in graph["edges"]:
-        if "source" not in edge or "target" not in edge:
-            msg = f"{where}: an edge lacks source/target: {str(edge)[:120]}"
-            raise MsSwiftFormatError(msg)
-        if edge["source"] not in ids or edge["target"] not in ids:
-            msg = f"{where}: edge {edge['source']!r} -> {edge['target']!r} names a node that is not in the graph"
-            raise MsSwiftFormatError(msg)
-    if graph["center_node"] not in ids:
-        msg = f"{where}: center_node {graph['center_node']!r} is not one of the graph's nodes"
-        raise MsSwiftFormatError(msg)
-
-
 def subgraph_json_from_tables(
     subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame, subgraphs: pd.DataFrame
 ) -> SubgraphJson:
@@ -149,8 +110,6 @@ def subgraph_json_from_tables(
 
     Tables are converted once (``context.graph_json.graph_json_by_image``); each call renders one image's graph.
     """
-    from ugdata_pipeline.context.graph_json import graph_json_by_image  # the one graph-JSON writer
-
     by_image = graph_json_by_image(subgraph_nodes, subgraph_edges)
     centres = dict(zip(subgraphs["image_id"].astype(str), subgraphs["center_node"], strict=True))
 
@@ -205,10 +164,13 @@ def export_ms_swift(
     export
         :class:`MsSwiftExport` with the JSONL path of each split.
     """
-    missing = [c for c in TRAINING_RECORD_COLUMNS if c not in records.columns]
-    if missing:
-        msg = f"records is missing column(s) {missing}; pass the output of build_training_records"
-        raise DatasetInputError(msg)
+    require_columns(
+        records,
+        TRAINING_RECORD_COLUMNS,
+        table="records",
+        fix="Pass the output of build_training_records.",
+        error=DatasetInputError,
+    )
     if link not in ("hardlink", "symlink", "copy"):
         msg = f"`link` must be 'hardlink', 'symlink' or 'copy', got {link!r}"
         raise DatasetInputError(msg)
@@ -242,7 +204,10 @@ def export_ms_swift(
         assert subgraph_json is not None
         for image_id in records["image_id"].astype(str).unique():
             graph = subgraph_json(image_id)
-            validate_graph_json(graph, where=f"graph of image {image_id!r}")
+            try:
+                validate_graph_json(graph, where=f"graph of image {image_id!r}")
+            except GraphJsonError as exc:  # the export's callers handle format errors as MsSwiftFormatError
+                raise MsSwiftFormatError(str(exc)) from exc
             rel = f"graphs/{_SAFE_NAME.sub('_', image_id)}.json"
             write_text_atomic(out_dir / rel, json.dumps(graph, ensure_ascii=False))
             graph_rel[image_id] = rel

@@ -22,7 +22,6 @@ than :data:`MAX_DROPPED_SHARE` of its records go.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,11 +31,13 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from ugdata_pipeline.errors import IncompleteResultError, UgdataError
+from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.errors import DatasetInputError, IncompleteResultError
 from ugdata_pipeline.graph.geodesy import distance_m
-from ugdata_pipeline.graph.validate import CheckOutcome
 from ugdata_pipeline.reasoning.mentions import mentions_name
 from ugdata_pipeline.reasoning.text import MASKED_SENTENCE_NAME
+from ugdata_pipeline.seeding import stable_choice, stable_rng
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +139,6 @@ INSTRUCTIONS: Mapping[int, Mapping[str, tuple[str, ...]]] = {
 }
 
 
-class DatasetInputError(UgdataError, ValueError):
-    """An input table or option of the training-record builders is invalid."""
-
-
 @dataclass(frozen=True, slots=True)
 class TrainingRecords:
     """The records of one build, and the records that per-record rules dropped (:data:`DROPPED_RECORD_COLUMNS`)."""
@@ -151,18 +148,11 @@ class TrainingRecords:
 
 
 def _require(frame: pd.DataFrame, name: str, columns: tuple[str, ...], hint: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        msg = f"{name} must be a pandas DataFrame, got {type(frame).__name__}; {hint}"
-        raise DatasetInputError(msg)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        msg = f"{name} is missing column(s) {missing}; it has {list(frame.columns)}. {hint}"
-        raise DatasetInputError(msg)
+    require_columns(frame, columns, table=name, fix=hint, error=DatasetInputError)
 
 
 def _pick(options: tuple[str, ...], seed: int, *key: object) -> str:
-    digest = hashlib.sha256("\x1f".join(str(k) for k in (seed, *key)).encode()).digest()
-    return options[int.from_bytes(digest[:8], "big") % len(options)]
+    return stable_choice(options, seed, *key)
 
 
 def _text(value: object) -> str | None:
@@ -289,9 +279,7 @@ def _hard_negatives(
         neighbours = ring[k]
         if len(neighbours) == 0:
             continue
-        rng = np.random.default_rng(
-            int.from_bytes(hashlib.sha256(f"{seed}\x1f{record_id}".encode()).digest()[:8], "big")
-        )
+        rng = stable_rng(seed, record_id)
         # A seeded sample of the ring (a few times more than needed, in case some lack this kind of text);
         # dense cities have thousands of images in the ring, and taking every text would be quadratic.
         sample = rng.choice(len(neighbours), size=min(len(neighbours), 4 * n_negatives), replace=False)

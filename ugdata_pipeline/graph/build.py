@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -33,6 +33,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ugdata_pipeline.errors import EmptyAreaError
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
 from ugdata_pipeline.graph.text import render_node_text
@@ -49,12 +50,21 @@ _STREET_RANK = {"motorway": 0, "major_road": 1, "residential": 2, "service_road"
 class GraphConfig:
     """Thresholds of the graph build; all distances in metres."""
 
-    crossing_merge_m: float = 15.0  # street junction points closer than this become one crossing
-    street_gap_merge_m: float = 30.0  # same-named stretches this close are one street (dual carriageways)
-    nearest_max_m: float = 100.0  # POI/AOI -> street attachment radius
-    bounds_buffer_m: float = 15.0  # half-width of the band around an AOI boundary
-    bounds_min_overlap_m: float = 25.0  # street length inside that band to count as bounding
-    bounds_min_share: float = 0.3  # ... or this share of the street's length
+    # Each field's "doc" is its description in the Dagster launchpad too (assets/_config.py derives the run config).
+    crossing_merge_m: float = field(
+        default=15.0, metadata={"doc": "Street junction points closer than this (m) are one crossing."}
+    )
+    street_gap_merge_m: float = field(
+        default=30.0, metadata={"doc": "Same-named stretches this close (m) are one street (dual carriageways)."}
+    )
+    nearest_max_m: float = field(default=100.0, metadata={"doc": "POI/AOI -> nearest street attachment radius (m)."})
+    bounds_buffer_m: float = field(default=15.0, metadata={"doc": "Half-width (m) of the band around an AOI boundary."})
+    bounds_min_overlap_m: float = field(
+        default=25.0, metadata={"doc": "Street length (m) inside that band to count as bounding the AOI."}
+    )
+    bounds_min_share: float = field(
+        default=0.3, metadata={"doc": "... or this share of the street's length inside the band, in (0, 1]."}
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -449,7 +459,7 @@ def build_urban_graph(
             "check the extract covers a built-up area, or choose a larger one"
         )
         raise EmptyAreaError(msg)
-    crs = named.estimate_utm_crs()
+    crs = CRS.from_user_input(city_metric_crs(extract.streets, where=where))
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
 
     streets = _merge_streets(extract.streets, crs, config)

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.errors import GraphIntegrityError
 
 MIN_POI_ATTACHED_SHARE = 0.95
-
-
-class GraphIntegrityError(UgdataError, ValueError):
-    """A graph table breaks an invariant that every later stage relies on (e.g. duplicate node ids)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CheckOutcome:
-    """Result of one invariant: whether it holds, what was observed, what was expected, and examples."""
-
-    passed: bool
-    observed: float | int
-    expected: str
-    examples: list[str] = field(default_factory=list)
-
-    def metadata(self) -> dict[str, object]:
-        out: dict[str, object] = {"observed": self.observed, "expected": self.expected}
-        if self.examples:
-            out["examples"] = ", ".join(self.examples[:5])
-        return out
 
 
 def node_ids_unique(nodes: pd.DataFrame) -> CheckOutcome:

@@ -3,7 +3,8 @@
 Plain Python on DataFrames; never imports Dagster.
 """
 
-from ugdata_pipeline.imagery.anchor import AnchorResult, ImageryInputError, anchor_images, validate_images
+from ugdata_pipeline.errors import ImageryInputError
+from ugdata_pipeline.imagery.anchor import AnchorResult, anchor_images, validate_images
 from ugdata_pipeline.imagery.splits import (
     CELL_SIZE_M,
     EXCLUDED,

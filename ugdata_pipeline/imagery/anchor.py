@@ -18,12 +18,14 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import Transformer
 
 from ugdata_pipeline.errors import ImageryInputError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
 from ugdata_pipeline.graph.text import render_node_text
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +88,9 @@ def validate_images(images: pd.DataFrame, *, required: tuple[str, ...] = IMAGE_R
     if not isinstance(images, pd.DataFrame):
         msg = f"images must be a pandas DataFrame, got {type(images).__name__}; build one with pd.DataFrame(...)"
         raise ImageryInputError(msg)
-    missing = [c for c in required if c not in images.columns]
-    if missing:
-        msg = (
-            f"images is missing column(s) {missing}; it has {list(images.columns)}. "
-            f"Every images table needs {list(required)}"
-        )
-        raise ImageryInputError(msg)
+    require_columns(
+        images, required, table="images", fix=f"Every images table needs {list(required)}.", error=ImageryInputError
+    )
     for column, limit in (("lon", 180.0), ("lat", 90.0)):
         values = pd.to_numeric(images[column], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values) | (np.abs(values) > limit)
@@ -121,10 +119,13 @@ def _streets_of(graph_nodes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             "pass graph.nodes from build_urban_graph"
         )
         raise ImageryInputError(msg)
-    missing = [c for c in ("node_id", "kind", "name", "geometry") if c not in graph_nodes.columns]
-    if missing:
-        msg = f"graph_nodes is missing column(s) {missing}; pass graph.nodes from build_urban_graph"
-        raise ImageryInputError(msg)
+    require_columns(
+        graph_nodes,
+        ("node_id", "kind", "name", "geometry"),
+        table="graph_nodes",
+        fix="Pass graph.nodes from build_urban_graph.",
+        error=ImageryInputError,
+    )
     streets = graph_nodes[(graph_nodes["kind"] == "street") & graph_nodes.geometry.notna()]
     if streets.empty:
         msg = (
@@ -144,6 +145,7 @@ def anchor_images(
     *,
     city_name: str,
     country: str,
+    crs_metric: str,
     max_snap_m: float = 50.0,
     source_label: str | None = None,
 ) -> AnchorResult:
@@ -159,6 +161,8 @@ def anchor_images(
         The graph's node table (``UrbanGraph.nodes``, EPSG:4326); only ``kind == "street"`` rows are used.
     city_name, country
         Display name and country of the city, used in the image nodes' ``node_text``.
+    crs_metric
+        The city's metric CRS (``UrbanGraph.crs_metric``); snap distances are measured in it.
     max_snap_m
         Largest distance in metres from an image to a street; images farther away are dropped.
     source_label
@@ -197,9 +201,9 @@ def anchor_images(
     if images["source"].isna().any():
         msg = "images.source has missing values; set it to 'mapillary' or 'render' (or pass source_label=...)"
         raise ImageryInputError(msg)
+    crs = metric_crs(crs_metric, needed_by="anchor_images")
     streets = _streets_of(graph_nodes)
 
-    crs = CRS.from_user_input(streets.estimate_utm_crs())
     streets_utm = streets.to_crs(crs)
     to_utm = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)

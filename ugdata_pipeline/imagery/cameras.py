@@ -24,9 +24,10 @@ import pandas as pd
 import shapely
 from pyproj import CRS, Transformer
 
+from ugdata_pipeline.errors import SceneInputError
 from ugdata_pipeline.graph.build import slugify
 from ugdata_pipeline.graph.geodesy import bearing_deg
-from ugdata_pipeline.imagery.scene import SceneInputError, stable_hash
+from ugdata_pipeline.seeding import stable_hash
 
 #: Columns of :func:`sample_cameras`' result. ``x_m``, ``y_m`` (metric CRS) and ``heading_deg`` (clockwise from
 #: grid north of the metric CRS) are what the renderer uses; ``compass_angle`` is from true north.
@@ -52,9 +53,10 @@ SEQUENCE_STRETCH_M = 200.0
 
 def _camera_id(city: str, street: str, part: int, direction: str, index: int, offset_deg: float = 0.0) -> str:
     """The view's id; a forward view (offset 0) has the id it had before offsets existed."""
-    if offset_deg == 0.0:
-        return f"r{stable_hash('camera', city, street, part, direction, index):016x}"[:11]
-    return f"r{stable_hash('camera', city, street, part, direction, index, 'offset', repr(offset_deg)):016x}"[:11]
+    parts: tuple[object, ...] = ("camera", city, street, part, direction, index)
+    if offset_deg != 0.0:
+        parts = (*parts, "offset", repr(offset_deg))
+    return f"r{stable_hash(*parts, scheme='sha1-le'):016x}"[:11]
 
 
 def normalize_offsets(view_offsets_deg: object) -> tuple[float, ...]:
@@ -184,7 +186,9 @@ def sample_cameras(
                     for offset in offsets:
                         camera_id = _camera_id(city_slug, str(name), part_index, direction, k, offset)
                         # the jitter's RNG hangs on the view's id, so the forward views keep today's headings
-                        rng = np.random.default_rng([seed & 0xFFFFFFFF, stable_hash(camera_id) & 0xFFFFFFFF])
+                        rng = np.random.default_rng(
+                            [seed & 0xFFFFFFFF, stable_hash(camera_id, scheme="sha1-le") & 0xFFFFFFFF]
+                        )
                         h = travel_deg + offset
                         h += rng.uniform(-heading_jitter_deg, heading_jitter_deg) if heading_jitter_deg else 0.0
                         rows["camera_id"].append(camera_id)

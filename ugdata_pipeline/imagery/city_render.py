@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_file_atomic
+from ugdata_pipeline.errors import RenderInputError
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.lighting import sequence_lighting
 from ugdata_pipeline.imagery.render import (
@@ -29,14 +30,12 @@ from ugdata_pipeline.imagery.render import (
     IMAGE_COLUMNS,
     SOURCE,
     RenderConfig,
-    RenderInputError,
-    encode_image,
-    read_image_facts,
     render_view,
     sequence_weather,
     view_rng,
 )
 from ugdata_pipeline.imagery.scene import Scene, build_scene
+from ugdata_pipeline.imagery.view_files import encode_image, read_image_facts
 from ugdata_pipeline.osm.schema import OsmExtract
 
 logger = logging.getLogger(__name__)
@@ -163,7 +162,7 @@ def render_city(
     root: Path,
     config: RenderConfig | None = None,
     max_views: int | None = None,
-    crs_metric: str | None = None,
+    crs_metric: str,
     progress: Callable[[int, int], None] | None = None,
     cameras: pd.DataFrame | None = None,
     workers: int | None = None,
@@ -184,7 +183,7 @@ def render_city(
     max_views
         Cap on views (overrides ``config.max_views``); cameras are thinned evenly along the camera order.
     crs_metric
-        Metric CRS; by default the UTM zone estimated from the streets.
+        The city's metric CRS (``UrbanGraph.crs_metric``; ``city_metric_crs(extract.streets)``).
     progress
         Called as ``progress(done, total)`` after each view.
     cameras
@@ -218,8 +217,6 @@ def render_city(
         raise RenderInputError(msg)
     root = Path(root)
     streets = extract.streets
-    if crs_metric is None and len(streets):
-        crs_metric = streets.estimate_utm_crs().to_string()
     scene = build_scene(
         extract,
         crs_metric=crs_metric,

@@ -26,7 +26,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ugdata_pipeline.imagery.scene import (
+from ugdata_pipeline.errors import SceneInputError
+from ugdata_pipeline.imagery.palette import (
     CEMETERY,
     FIELD,
     FOREST,
@@ -39,9 +40,8 @@ from ugdata_pipeline.imagery.scene import (
     PITCH,
     RESIDENTIAL,
     WATER,
-    SceneInputError,
-    stable_hash,
 )
+from ugdata_pipeline.seeding import stable_hash
 
 #: Seasons, in the order :func:`sequence_lighting` picks them from the hash.
 SEASONS: tuple[str, ...] = ("spring", "summer", "autumn", "winter")
@@ -238,13 +238,13 @@ def make_lighting(sun_azimuth_deg: float, sun_elevation_deg: float, season: str 
 
 def _unit(*parts: object) -> float:
     """A deterministic number in ``[0, 1)`` from ``parts``."""
-    return (stable_hash(*parts) % 1_000_003) / 1_000_003
+    return (stable_hash(*parts, scheme="sha1-le") % 1_000_003) / 1_000_003
 
 
 def _hashed_lighting(seed: int, key: str, season: str | None) -> Lighting:
     """Sun azimuth, season (unless given) and elevation within the season's range, each from its own hash."""
     if season is None:
-        season = SEASONS[stable_hash("season", seed, key) % len(SEASONS)]
+        season = SEASONS[stable_hash("season", seed, key, scheme="sha1-le") % len(SEASONS)]
     low, high = SUN_ELEVATION_DEG[season]
     elevation = low + (high - low) * _unit("sun-elevation", seed, key)
     return make_lighting(360.0 * _unit("sun-azimuth", seed, key), elevation, season)

@@ -50,7 +50,7 @@ import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
 from ugdata_pipeline.atomic_files import write_file_atomic
-from ugdata_pipeline.errors import ImageryInputError, UgdataError
+from ugdata_pipeline.errors import ImageryInputError, MapillaryAuthError, MapillaryError
 from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS  # re-exported: the failures file's columns
 from ugdata_pipeline.throttle import AsyncTokenBucket, RetryPolicy, parse_retry_after, redact
 
@@ -132,14 +132,6 @@ _FIX_TOKEN = (
 )
 
 
-class MapillaryError(UgdataError, RuntimeError):
-    """The Mapillary API answered in a way the pipeline cannot work with."""
-
-
-class MapillaryAuthError(UgdataError, PermissionError):
-    """The Mapillary access token is missing, malformed or rejected (the message names ``MAPILLARY_ACCESS_TOKEN``)."""
-
-
 def token_from_env(environ: Mapping[str, str] | None = None) -> str:
     """
     Read the Mapillary access token from ``MAPILLARY_ACCESS_TOKEN``.
@@ -171,6 +163,9 @@ def token_from_env(environ: Mapping[str, str] | None = None) -> str:
 # HTTP plumbing
 
 
+# The three signals below are private control flow of the Mapillary client (a request or an image gave up, the
+# budget is spent): mapillary_discovery and mapillary_download catch them and record failure rows or raise an
+# IncompleteResultError; they never reach callers of the package, so they stay here rather than in errors.py.
 class _GaveUpError(Exception):
     """A request still failed after every retry (message already redacted)."""
 

@@ -54,6 +54,7 @@ from ugdata_pipeline.imagery.mapillary import (
     _write_atomic,
 )
 from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS, failures_frame
+from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.throttle import redact
 
 if TYPE_CHECKING:
@@ -431,13 +432,13 @@ def _validate_download_input(images_df: pd.DataFrame, city_slug: str, size: str)
         msg = f"images_df must be a pandas DataFrame (DiscoveryResult.images), got {type(images_df).__name__}"
         raise ImageryInputError(msg)
     required = [c for c in DISCOVERY_COLUMNS if c != "source"]
-    missing = [c for c in required if c not in images_df.columns]
-    if missing:
-        msg = (
-            f"images_df is missing column(s) {missing}; it has {list(images_df.columns)}. Pass "
-            "DiscoveryResult.images (or a thinned copy of it)"
-        )
-        raise ImageryInputError(msg)
+    require_columns(
+        images_df,
+        required,
+        table="images_df",
+        fix="Pass DiscoveryResult.images (or a thinned copy of it).",
+        error=ImageryInputError,
+    )
     if not isinstance(city_slug, str) or not _SLUG_PATTERN.match(city_slug):
         msg = f"`city_slug` must be lower-case letters, digits, '_' or '-', got {city_slug!r}"
         raise ImageryInputError(msg)

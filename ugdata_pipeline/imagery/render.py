@@ -29,32 +29,22 @@ inside each file, the ``images`` manifest) is :func:`ugdata_pipeline.imagery.cit
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import shapely
-from PIL import Image, PngImagePlugin
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import RenderInputError, SceneInputError
 from ugdata_pipeline.imagery.cameras import normalize_offsets
 from ugdata_pipeline.imagery.lighting import Lighting, place_lighting
-from ugdata_pipeline.imagery.scene import (
-    FLOOR_HEIGHT_M,
-    GREEN_CLASSES,
-    GROUND_PALETTE,
-    ROAD_CLASSES,
-    SIGN_HALF_WIDTH_M,
-    Scene,
-    SceneInputError,
-    stable_hash,
-)
+from ugdata_pipeline.imagery.palette import GROUND_PALETTE
+from ugdata_pipeline.imagery.scene import FLOOR_HEIGHT_M, SIGN_HALF_WIDTH_M, Scene
+from ugdata_pipeline.imagery.view_facts import view_facts
+from ugdata_pipeline.seeding import stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +70,7 @@ IMAGE_COLUMNS: tuple[str, ...] = (
     "creator",
     "scene_facts",
 )
-#: At most this many entries in ``scene_facts["visible"]``.
-MAX_VISIBLE = 20
-_FACTS_KEY = "ugdata:scene_facts"
-_FINGERPRINT_KEY = "ugdata:render"
 _NEAR_M = 0.3
-_MIN_PIXELS = 6  # fewer pixels than this do not make a thing "visible"
-_AHEAD_DEG = 15.0  # things within this angle of the view axis are "ahead"
 _TREE_RANGE_M = 150.0
 _HAZE = np.array([196, 204, 212], dtype=np.float32)
 _SKY_TOP = np.array([84, 134, 196], dtype=np.float32)
@@ -98,10 +82,6 @@ _WINDOW_TINTS = np.array(
 _GLASS = np.array([120, 150, 168], dtype=np.float32)
 _TRUNK = np.array([88, 66, 48], dtype=np.float32)
 _POST = np.array([70, 72, 76], dtype=np.float32)
-
-
-class RenderInputError(UgdataError, ValueError):
-    """A render option or input is invalid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,24 +242,6 @@ def _camera(size: int, fov_deg: float, eye_m: float, reach_m: float, noise: floa
     )
 
 
-def _side(u: float) -> str:
-    angle = math.degrees(math.atan(u))
-    if abs(angle) <= _AHEAD_DEG:
-        return "ahead"
-    return "right" if angle > 0 else "left"
-
-
-def _entry(osm_id: object, name: object, category: object, kind: str, distance: float, u: float) -> dict:
-    return {
-        "osm_id": None if osm_id is None else str(osm_id),
-        "name": None if name is None or (isinstance(name, float) and math.isnan(name)) else str(name),
-        "category": str(category),
-        "kind": kind,
-        "distance_m": round(float(distance), 1),
-        "side": _side(u),
-    }
-
-
 def _to_u8(colour: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(colour), 0, 255).astype(np.uint8)
 
@@ -418,8 +380,8 @@ def render_view(
     -------
     image, facts
         ``(size, size, 3)`` uint8 RGB, and the ``scene_facts`` dict of the data contract (``visible`` nearest
-        first, at most :data:`MAX_VISIBLE`; ``*_fraction`` shares of the image's pixels; the light's
-        ``sun_azimuth_deg``, ``sun_elevation_deg`` and ``season``).
+        first, at most :data:`~ugdata_pipeline.imagery.view_facts.MAX_VISIBLE`; ``*_fraction`` shares of the
+        image's pixels; the light's ``sun_azimuth_deg``, ``sun_elevation_deg`` and ``season``).
     """
     size = config.size
     eye, reach = float(config.eye_height_m), float(config.max_distance_m)
@@ -548,7 +510,7 @@ def render_view(
     for channel in range(3):
         image[..., channel] = channels[..., channel]
 
-    facts = _facts(
+    facts = view_facts(
         scene,
         index,
         (walls_start, billboards_start),
@@ -560,7 +522,7 @@ def render_view(
         ground_class,
         (iy, ix),
         u,
-        cam,
+        (cam.horizon_row, cam.secant, cam.ground_depth),
         drawn,
         street_name,
         (x, y),
@@ -680,241 +642,11 @@ def _draw_billboard(
     return pixels, _pack((colours * (1 - fog) + haze * fog) * light)
 
 
-_GREEN_LUT = np.isin(np.arange(len(GROUND_PALETTE)), GREEN_CLASSES)
-_ROAD_LUT = np.isin(np.arange(len(GROUND_PALETTE)), ROAD_CLASSES)
-
-
-def _facts(
-    scene: Scene,
-    index: np.ndarray,
-    starts: tuple[int, int],
-    building: np.ndarray,
-    depth: np.ndarray,
-    hit: np.ndarray,
-    sign_poi: np.ndarray,
-    band_pixels: np.ndarray,
-    ground_class: np.ndarray,
-    ground_cell: tuple[np.ndarray, ...],
-    u: np.ndarray,
-    cam: _Camera,
-    drawn: list[tuple[str, int, int, float, float]],
-    street_name: str | None,
-    origin: tuple[float, float],
-) -> dict:
-    """The ``scene_facts`` of one view from its palette-index image (index ranges are labels) and column hits."""
-    walls_start, billboards_start = starts
-    total = float(index.size)
-    horizon = cam.horizon_row
-    wall_mask = (index >= walls_start) & (index < billboards_start)
-    visible_ground = index[horizon:] < walls_start  # below the horizon, lower indices are ground colours
-    tree_pixels = sum(p for kind, _, p, _, _ in drawn if kind == "tree")
-    green_ground = int(np.count_nonzero(visible_ground & _GREEN_LUT[ground_class]))
-    road_ground = int(np.count_nonzero(visible_ground & _ROAD_LUT[ground_class]))
-    wall_pixels = wall_mask.sum(axis=0)
-    wall_count = int(wall_pixels.sum())
-    sky_count = int(np.count_nonzero(index[:horizon] < horizon))
-    entries: list[dict] = []
-    heights: list[float] = []
-
-    seen_columns = np.flatnonzero(hit & (wall_pixels > 0))
-    if seen_columns.size:
-        ids, inverse = np.unique(building[seen_columns], return_inverse=True)
-        pixels = np.bincount(inverse, weights=wall_pixels[seen_columns])
-        distance = depth[seen_columns] * cam.secant[seen_columns]
-        nearest = np.full(len(ids), np.inf)
-        np.minimum.at(nearest, inverse, distance)
-        mean_u = np.bincount(inverse, weights=u[seen_columns]) / np.bincount(inverse)
-        for k, b in enumerate(ids):
-            if pixels[k] >= _MIN_PIXELS:
-                entries.append(
-                    _entry(
-                        scene.building_osm_id[b],
-                        scene.building_name[b],
-                        scene.building_category[b],
-                        "building",
-                        nearest[k],
-                        mean_u[k],
-                    )
-                )
-                heights.append(float(scene.building_height_m[b]))
-    signed = np.flatnonzero(band_pixels > 0)
-    if signed.size:
-        ids, inverse = np.unique(sign_poi[signed], return_inverse=True)
-        pixels = np.bincount(inverse, weights=band_pixels[signed])
-        mean_u = np.bincount(inverse, weights=u[signed]) / np.bincount(inverse)
-        for k, q in enumerate(ids):
-            if pixels[k] >= 2:
-                gap = math.hypot(*(scene.poi_xy[q] - origin))
-                entries.append(
-                    _entry(scene.poi_osm_id[q], scene.poi_name[q], scene.poi_category[q], "poi", gap, mean_u[k])
-                )
-    for kind, index, pixels_drawn, distance, across_u in drawn:
-        if pixels_drawn < _MIN_PIXELS // 2:
-            continue
-        if kind == "tree":
-            entries.append(_entry(scene.tree_osm_id[index], None, "tree", "tree", distance, across_u))
-        else:
-            entries.append(
-                _entry(
-                    scene.poi_osm_id[index], scene.poi_name[index], scene.poi_category[index], "poi", distance, across_u
-                )
-            )
-    # areas on the ground, from every 2nd row and 4th column (each sample stands for 8 pixels)
-    iy, ix = ground_cell
-    sample = visible_ground[::2, ::4]
-    areas = scene.ground_area[iy[::2, ::4][sample], ix[::2, ::4][sample]]
-    on_area = areas >= 0
-    if on_area.any():
-        rows_sampled = np.broadcast_to(cam.ground_depth[::2], sample.shape)[sample][on_area]
-        cols_sampled = np.broadcast_to(np.arange(0, len(u), 4)[None, :], sample.shape)[sample][on_area]
-        areas = areas[on_area]
-        ids, inverse, counts = np.unique(areas, return_inverse=True, return_counts=True)
-        distance = rows_sampled * cam.secant[cols_sampled]
-        nearest = np.full(len(ids), np.inf)
-        np.minimum.at(nearest, inverse, distance)
-        mean_u = np.bincount(inverse, weights=u[cols_sampled]) / counts
-        for k, a in enumerate(ids):
-            if counts[k] * 8 >= 4 * _MIN_PIXELS:
-                entries.append(
-                    _entry(
-                        scene.area_osm_id[a], scene.area_name[a], scene.area_category[a], "area", nearest[k], mean_u[k]
-                    )
-                )
-    entries.sort(key=lambda e: (e["distance_m"], e["kind"], e["osm_id"] or ""))
-    return {
-        "visible": entries[:MAX_VISIBLE],
-        "building_fraction": round(wall_count / total, 4),
-        "green_fraction": round((tree_pixels + green_ground) / total, 4),
-        "sky_fraction": round(sky_count / total, 4),
-        "road_fraction": round(road_ground / total, 4),
-        "tree_count": sum(1 for kind, _, p, _, _ in drawn if kind == "tree" and p >= _MIN_PIXELS // 2),
-        "mean_building_height_m": round(float(np.mean(heights)), 1) if heights else None,
-        "street_name": street_name,
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# files
-
-
-def encode_image(image: np.ndarray, facts: dict, *, image_format: str = "png", fingerprint: str = "") -> bytes:
-    """
-    Encode a view as PNG or JPEG bytes with its scene facts and render fingerprint inside the file.
-
-    PNG keeps them in text chunks (``ugdata:scene_facts``, ``ugdata:render``), JPEG in its comment, so a
-    finished file alone is enough to list the view in the manifest again (:func:`read_image_facts`).
-    """
-    facts_json = json.dumps(facts, ensure_ascii=False, separators=(",", ":"))
-    buffer = io.BytesIO()
-    picture = Image.fromarray(image, mode="RGB")
-    if image_format == "png":
-        info = PngImagePlugin.PngInfo()
-        info.add_itxt(_FINGERPRINT_KEY, fingerprint)
-        info.add_itxt(_FACTS_KEY, facts_json)
-        # pixel noise makes stronger compression cost 2-4x the time for ~10% smaller files
-        picture.save(buffer, format="PNG", pnginfo=info, compress_level=1)
-    else:
-        comment = json.dumps({"render": fingerprint, "scene_facts": facts}, ensure_ascii=False)
-        picture.save(buffer, format="JPEG", quality=90, comment=comment.encode("utf-8"))
-    return buffer.getvalue()
-
-
-def read_image_facts(path: Path) -> tuple[str, dict] | None:
-    """
-    The render fingerprint and scene facts stored in a rendered image, or ``None`` when the file is not a
-    complete rendered image (missing, truncated, or written by something else).
-    """
-    try:
-        with Image.open(path) as picture:
-            picture.verify()
-        with Image.open(path) as picture:
-            info = dict(picture.info)
-    except (OSError, SyntaxError, ValueError):
-        return None
-    try:
-        if _FACTS_KEY in info:
-            return str(info.get(_FINGERPRINT_KEY, "")), json.loads(info[_FACTS_KEY])
-        if "comment" in info:
-            stored = json.loads(bytes(info["comment"]).decode("utf-8"))
-            return str(stored["render"]), dict(stored["scene_facts"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    return None
-
-
 def view_rng(seed: int, image_id: str) -> np.random.Generator:
     """The RNG of one view: a function of the config seed and the image id only, never of render order."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, stable_hash("view", image_id) & 0xFFFFFFFF])
+    return np.random.default_rng([seed & 0xFFFFFFFF, stable_hash("view", image_id, scheme="sha1-le") & 0xFFFFFFFF])
 
 
 def sequence_weather(seed: int, sequence_id: str) -> float:
     """Cloud cover of a sequence (one capture session), in ``[0, 0.3]``, from the config seed."""
-    return 0.3 * (stable_hash("weather", seed, sequence_id) % 10_007) / 10_007
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# helpers for checks and metadata
-
-
-def image_distance(first: np.ndarray, second: np.ndarray, *, grid: int | None = 16) -> float:
-    """
-    Mean absolute difference of two same-shape uint8 images, in 0..255 (0: identical).
-
-    With ``grid`` (the default), both images are first reduced to ``grid x grid`` block means (a "tiny image"
-    distance), so pixel noise and shifts of a pixel or two barely count while a different street scene does;
-    ``grid=None`` compares raw pixels. The renderer's spatial properties are stated in this distance.
-    """
-    if first.shape != second.shape:
-        msg = f"images must have the same shape to be compared, got {first.shape} and {second.shape}"
-        raise RenderInputError(msg)
-    a, b = first.astype(np.float32), second.astype(np.float32)
-    if grid is not None:
-        if not isinstance(grid, int) or grid < 1 or first.shape[0] % grid or first.shape[1] % grid:
-            msg = f"`grid` must be a positive integer that divides the image size {first.shape[:2]}, got {grid!r}"
-            raise RenderInputError(msg)
-        h, w = first.shape[0] // grid, first.shape[1] // grid
-        a = a.reshape(grid, h, grid, w, -1).mean(axis=(1, 3))
-        b = b.reshape(grid, h, grid, w, -1).mean(axis=(1, 3))
-    return float(np.abs(a - b).mean())
-
-
-def contact_sheet(images: Sequence[np.ndarray | str | Path], *, ncols: int = 4, tile_px: int = 128) -> bytes:
-    """
-    A PNG grid of views for asset metadata.
-
-    Parameters
-    ----------
-    images
-        uint8 RGB arrays or image file paths (any number; none gives a single blank tile).
-    ncols
-        Tiles per row (>= 1).
-    tile_px
-        Each view is resized to ``tile_px x tile_px``.
-
-    Returns
-    -------
-    png
-        The sheet as PNG bytes, with a 2 px white gutter.
-    """
-    if not isinstance(ncols, int) or ncols < 1 or not isinstance(tile_px, int) or tile_px < 8:
-        msg = f"`ncols` must be an integer >= 1 and `tile_px` >= 8, got {ncols!r} and {tile_px!r}"
-        raise RenderInputError(msg)
-    tiles = []
-    for item in images:
-        if isinstance(item, np.ndarray):
-            picture = Image.fromarray(item.astype(np.uint8), mode="RGB")
-        else:
-            with Image.open(item) as opened:
-                picture = opened.convert("RGB")
-        tiles.append(picture.resize((tile_px, tile_px), Image.Resampling.BILINEAR))
-    count = max(1, len(tiles))
-    cols = min(ncols, count)
-    rows = math.ceil(count / cols)
-    gutter = 2
-    sheet = Image.new("RGB", (cols * (tile_px + gutter) + gutter, rows * (tile_px + gutter) + gutter), "white")
-    for k, tile in enumerate(tiles):
-        r, c = divmod(k, cols)
-        sheet.paste(tile, (gutter + c * (tile_px + gutter), gutter + r * (tile_px + gutter)))
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return 0.3 * (stable_hash("weather", seed, sequence_id, scheme="sha1-le") % 10_007) / 10_007

@@ -38,14 +38,28 @@ import shapely
 from PIL import Image, ImageDraw
 from pyproj import CRS
 
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.errors import SceneInputError
+from ugdata_pipeline.graph.crs import metric_crs
+from ugdata_pipeline.imagery.palette import (
+    AREA_CATEGORY_GROUND,
+    AREA_TAG_GROUND,
+    DEFAULT_SIGN,
+    FACADE_BY_CATEGORY,
+    GROUND_DEFAULT,
+    HOUSE_TYPES,
+    LOW_BUILDINGS_M,
+    PLASTER,
+    RESIDENTIAL,
+    ROAD_MINOR,
+    SIGN_CATEGORIES,
+    SIGN_COLORS,
+    STREET_GROUND,
+    WOODEN,
+)
 from ugdata_pipeline.osm.schema import OsmExtract
+from ugdata_pipeline.seeding import stable_hash
 
 logger = logging.getLogger(__name__)
-
-
-class SceneInputError(UgdataError, ValueError):
-    """An option of the scene builder is invalid."""
 
 
 #: Storey height used for the window grid and for default heights (the same 3.2 m as ``osm.tags``).
@@ -59,167 +73,10 @@ MIN_FOOTPRINT_M2 = 1.0
 #: Largest ground raster, in cells; bigger cities get coarser cells.
 MAX_RASTER_CELLS = 16_000_000
 
-# Low building types, with the default height (metres) used when the tags give none.
-_LOW_BUILDINGS_M: dict[str, float] = {
-    "house": 6.5,
-    "detached": 6.5,
-    "semidetached_house": 6.5,
-    "terrace": 7.5,
-    "bungalow": 4.5,
-    "cabin": 4.0,
-    "hut": 3.0,
-    "garage": 3.0,
-    "garages": 3.0,
-    "carport": 2.8,
-    "shed": 2.8,
-    "roof": 4.0,
-    "kiosk": 3.0,
-    "farm_auxiliary": 5.0,
-    "barn": 6.0,
-    "greenhouse": 3.5,
-    "service": 3.5,
-    "toilets": 3.0,
-}
-_HOUSE_TYPES = frozenset({"house", "detached", "semidetached_house", "bungalow", "cabin", "hut", "terrace"})
-
-# Façade colours (RGB 0..255) by building category; "building" picks from the plaster palette by id.
-_FACADE_BY_CATEGORY: dict[str, tuple[int, int, int]] = {
-    "education": (168, 86, 64),
-    "healthcare": (226, 230, 232),
-    "financial": (150, 148, 156),
-    "culture": (204, 172, 124),
-    "religious": (232, 226, 210),
-    "emergency": (178, 70, 58),
-    "government": (214, 204, 184),
-    "transport": (152, 154, 158),
-    "accommodation": (196, 160, 134),
-    "commercial": (128, 160, 186),
-    "business": (118, 136, 158),
-    "food": (204, 150, 104),
-    "historic": (186, 150, 110),
-    "leisure": (150, 176, 160),
-    "sport": (160, 170, 182),
-    "amenity": (186, 180, 168),
-}
-_PLASTER = np.array(
-    [
-        (222, 206, 170),
-        (201, 182, 152),
-        (178, 122, 92),
-        (230, 226, 216),
-        (190, 194, 198),
-        (160, 96, 76),
-        (236, 214, 158),
-        (152, 150, 144),
-        (214, 190, 196),
-        (176, 186, 164),
-    ],
-    dtype=np.float32,
-)
-_WOODEN = np.array([(150, 44, 36), (226, 196, 118), (214, 212, 202), (118, 138, 158), (96, 120, 90)], np.float32)
-
-#: Sign colours by POI category (RGB 0..255).
-SIGN_COLORS: dict[str, tuple[int, int, int]] = {
-    "food": (196, 36, 40),
-    "commercial": (238, 176, 24),
-    "financial": (24, 58, 148),
-    "healthcare": (24, 150, 64),
-    "business": (84, 88, 112),
-    "transport": (28, 92, 200),
-    "accommodation": (118, 40, 120),
-    "culture": (150, 32, 92),
-    "tourism": (230, 118, 24),
-    "education": (36, 120, 160),
-    "amenity": (120, 124, 128),
-    "religious": (176, 156, 60),
-    "government": (54, 58, 64),
-    "historic": (118, 88, 58),
-    "leisure": (56, 160, 138),
-    "sport": (56, 140, 90),
-    "craft": (140, 98, 58),
-    "emergency": (210, 30, 30),
-    "park": (60, 140, 60),
-}
-_DEFAULT_SIGN = (200, 200, 200)
-#: POI categories that show a sign even without a name (shops, cafés, banks, stops...).
-SIGN_CATEGORIES = frozenset(SIGN_COLORS) - {"park", "historic", "amenity"}
-
-# Ground classes of the land-cover raster; GREEN_CLASSES and ROAD_CLASSES feed the scene facts.
-GROUND_DEFAULT, ROAD_MAJOR, ROAD_MINOR, PAVED, PATH = 0, 1, 2, 3, 4
-GRASS, PARK, FOREST, WATER, RESIDENTIAL, INDUSTRIAL, PARKING, CEMETERY, FIELD, PITCH = range(5, 15)
-GROUND_PALETTE = np.array(
-    [
-        (150, 146, 136),  # default: urban ground, kerbs and yards
-        (70, 72, 76),  # major road asphalt
-        (92, 94, 98),  # minor road asphalt
-        (170, 160, 146),  # paved pedestrian area
-        (178, 160, 122),  # gravel path
-        (104, 150, 70),  # grass
-        (86, 140, 62),  # park lawn
-        (48, 92, 44),  # forest / wood / scrub
-        (62, 100, 140),  # water
-        (140, 146, 118),  # residential land use (gardens)
-        (136, 132, 128),  # industrial / commercial / retail land use
-        (110, 110, 112),  # parking
-        (96, 128, 76),  # cemetery
-        (168, 158, 100),  # farmland, meadow
-        (120, 156, 96),  # pitch
-    ],
-    dtype=np.float32,
-)
-GREEN_CLASSES = np.array([GRASS, PARK, FOREST, CEMETERY, FIELD, PITCH])
-ROAD_CLASSES = np.array([ROAD_MAJOR, ROAD_MINOR, PAVED])
-
-_STREET_GROUND: dict[str, tuple[int, float]] = {  # street category -> (ground class, drawn width in metres)
-    "motorway": (ROAD_MAJOR, 16.0),
-    "major_road": (ROAD_MAJOR, 11.0),
-    "residential": (ROAD_MINOR, 7.0),
-    "service_road": (ROAD_MINOR, 4.5),
-    "pedestrian": (PAVED, 4.0),
-    "path": (PATH, 2.5),
-}
-_AREA_TAG_GROUND: dict[str, int] = {
-    "landuse=grass": GRASS,
-    "landuse=meadow": FIELD,
-    "landuse=farmland": FIELD,
-    "landuse=farmyard": FIELD,
-    "landuse=forest": FOREST,
-    "natural=wood": FOREST,
-    "natural=scrub": FOREST,
-    "natural=heath": GRASS,
-    "natural=grassland": GRASS,
-    "natural=water": WATER,
-    "landuse=basin": WATER,
-    "landuse=reservoir": WATER,
-    "landuse=pond": WATER,
-    "natural=wetland": GRASS,
-    "natural=beach": FIELD,
-    "natural=sand": FIELD,
-    "landuse=residential": RESIDENTIAL,
-    "landuse=industrial": INDUSTRIAL,
-    "landuse=commercial": INDUSTRIAL,
-    "landuse=retail": INDUSTRIAL,
-    "landuse=construction": INDUSTRIAL,
-    "landuse=railway": INDUSTRIAL,
-    "landuse=cemetery": CEMETERY,
-    "amenity=grave_yard": CEMETERY,
-    "leisure=pitch": PITCH,
-    "amenity=parking": PARKING,
-    "landuse=garages": PARKING,
-    "public_transport=platform": PAVED,
-}
-_AREA_CATEGORY_GROUND: dict[str, int] = {"park": PARK, "green": GRASS, "funeral": CEMETERY, "sport": PITCH}
-
-
-def stable_hash(*parts: object) -> int:
-    """A 64-bit integer hash of ``parts`` that is the same in every process (unlike ``hash``)."""
-    digest = hashlib.sha1("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
-
 
 def _unit(key: object, salt: str) -> float:
     """A deterministic number in ``[0, 1)`` for ``key``."""
-    return (stable_hash(salt, key) % 1_000_003) / 1_000_003
+    return (stable_hash(salt, key, scheme="sha1-le") % 1_000_003) / 1_000_003
 
 
 @dataclass(slots=True)
@@ -363,7 +220,7 @@ def _repair_footprints(geoms: np.ndarray) -> tuple[list[np.ndarray], int, int]:
 def _default_height_m(osm_id: str, tag: str | None, default_m: float) -> float:
     """Height of an untagged building: low for houses and sheds, else ``default_m`` varied per building."""
     kind = tag.split("=", 1)[1] if tag and tag.startswith("building=") else None
-    base = _LOW_BUILDINGS_M.get(kind or "")
+    base = LOW_BUILDINGS_M.get(kind or "")
     if base is not None:
         return base * (0.85 + 0.3 * _unit(osm_id, "height"))
     floors = max(1, round(default_m / FLOOR_HEIGHT_M * (0.6 + 0.9 * _unit(osm_id, "height"))))
@@ -372,12 +229,12 @@ def _default_height_m(osm_id: str, tag: str | None, default_m: float) -> float:
 
 def _facade_color(osm_id: str, category: str, tag: str | None) -> np.ndarray:
     kind = tag.split("=", 1)[1] if tag and tag.startswith("building=") else None
-    if kind in _HOUSE_TYPES:
-        base = _WOODEN[stable_hash(osm_id, "facade") % len(_WOODEN)]
-    elif category in _FACADE_BY_CATEGORY:
-        base = np.asarray(_FACADE_BY_CATEGORY[category], dtype=np.float32)
+    if kind in HOUSE_TYPES:
+        base = WOODEN[stable_hash(osm_id, "facade", scheme="sha1-le") % len(WOODEN)]
+    elif category in FACADE_BY_CATEGORY:
+        base = np.asarray(FACADE_BY_CATEGORY[category], dtype=np.float32)
     else:
-        base = _PLASTER[stable_hash(osm_id, "facade") % len(_PLASTER)]
+        base = PLASTER[stable_hash(osm_id, "facade", scheme="sha1-le") % len(PLASTER)]
     jitter = 0.9 + 0.2 * _unit(osm_id, "tone")
     return np.clip(base * jitter, 0, 255).astype(np.float32)
 
@@ -420,10 +277,10 @@ def _nearest_on_walls(point: np.ndarray, start: np.ndarray, end: np.ndarray) -> 
 
 
 def _ground_class(tag: str | None, category: str | None) -> int:
-    if tag in _AREA_TAG_GROUND:
-        return _AREA_TAG_GROUND[tag]
-    if category in _AREA_CATEGORY_GROUND:
-        return _AREA_CATEGORY_GROUND[category]
+    if tag in AREA_TAG_GROUND:
+        return AREA_TAG_GROUND[tag]
+    if category in AREA_CATEGORY_GROUND:
+        return AREA_CATEGORY_GROUND[category]
     if tag and tag.startswith("landuse="):
         return RESIDENTIAL if tag == "landuse=allotments" else GROUND_DEFAULT
     return GROUND_DEFAULT
@@ -470,7 +327,7 @@ def _paint_ground(
     road_img = Image.new("L", (cols, rows), 0)
     draw = ImageDraw.Draw(road_img)
     for category, geom in zip(streets["category"], streets.geometry.values, strict=True):
-        ground, width_m = _STREET_GROUND.get(category, (ROAD_MINOR, 5.0))
+        ground, width_m = STREET_GROUND.get(category, (ROAD_MINOR, 5.0))
         for part in shapely.get_parts(geom):
             coords = shapely.get_coordinates(part)
             if len(coords) >= 2:
@@ -483,7 +340,7 @@ def _paint_ground(
 def build_scene(
     extract: OsmExtract,
     *,
-    crs_metric: str | None = None,
+    crs_metric: str,
     default_building_height_m: float = 10.0,
     margin_m: float = 300.0,
 ) -> Scene:
@@ -495,7 +352,7 @@ def build_scene(
     extract
         The city's normalized OSM tables (EPSG:4326); ``trees`` may be empty.
     crs_metric
-        Metric CRS to work in; by default the UTM zone estimated from the streets (or areas).
+        The city's metric CRS (``UrbanGraph.crs_metric``; ``city_metric_crs(extract.streets)``).
     default_building_height_m
         Typical height of a building without ``height`` / ``building:levels`` tags (houses, garages and sheds
         get their own lower defaults); each building varies around it, whole storeys of 3.2 m.
@@ -512,16 +369,14 @@ def build_scene(
     ------
     SceneInputError
         ``default_building_height_m`` or ``margin_m`` is not a positive number of metres.
+    MetricCrsError
+        ``crs_metric`` is missing or not a metric CRS.
     """
     for name, value in (("default_building_height_m", default_building_height_m), ("margin_m", margin_m)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             msg = f"`{name}` must be a positive number of metres, got {value!r}"
             raise SceneInputError(msg)
-    if crs_metric is None:
-        source = next((f for f in (extract.streets, extract.aois, extract.pois) if len(f)), None)
-        crs = CRS.from_user_input(source.estimate_utm_crs()) if source is not None else CRS.from_epsg(32635)
-    else:
-        crs = CRS.from_user_input(crs_metric)
+    crs = metric_crs(crs_metric, needed_by="build_scene")
     streets = _to_metric(extract.streets, crs)
     aois = _to_metric(extract.aois, crs)
     pois = _to_metric(extract.pois, crs)
@@ -547,7 +402,7 @@ def build_scene(
         [_facade_color(i, c, t) for i, c, t in zip(osm_ids, b["category"], b["tag"], strict=True)], dtype=np.float32
     ).reshape(-1, 3)
     bay_m = np.array([2.6 + 1.6 * _unit(i, "bay") for i in osm_ids], dtype=np.float32)
-    texture_seed = np.array([stable_hash(i, "windows") % 1_000_003 for i in osm_ids], dtype=np.int64)
+    texture_seed = np.array([stable_hash(i, "windows", scheme="sha1-le") % 1_000_003 for i in osm_ids], dtype=np.int64)
 
     walls = _wall_segments(polygons)
     wall_building = polygon_building[walls["polygon"]] if len(polygons) else np.empty(0, np.int64)
@@ -585,11 +440,11 @@ def build_scene(
             sign_poi[covered] = q
             sign_along[covered] = centre
             best_gap[covered] = gap[np.isin(same_ring, covered)]
-    poi_colors = np.array([SIGN_COLORS.get(c, _DEFAULT_SIGN) for c in p["category"]], dtype=np.float32)
+    poi_colors = np.array([SIGN_COLORS.get(c, DEFAULT_SIGN) for c in p["category"]], dtype=np.float32)
     # a generic building takes a little of the colour of the first shop or amenity it houses
     for q in np.flatnonzero(poi_building >= 0)[::-1]:  # reversed, so the first POI is applied last and wins
         owner = poi_building[q]
-        house = str(b["tag"].iloc[owner]).removeprefix("building=") in _HOUSE_TYPES
+        house = str(b["tag"].iloc[owner]).removeprefix("building=") in HOUSE_TYPES
         if b["category"].iloc[owner] == "building" and not house:
             colors[owner] = _facade_color(osm_ids[owner], "building", None) * 0.85 + poi_colors[q] * 0.15
 
@@ -606,7 +461,7 @@ def build_scene(
     tree_height = np.array([3.8 + 3.0 * _unit(i, "tree-height") for i in tree_ids], dtype=np.float32)
     greens = np.array([(58, 110, 48), (72, 124, 52), (46, 96, 50), (88, 130, 60)], dtype=np.float32)
     tree_color = (
-        greens[[stable_hash(i, "leaf") % len(greens) for i in tree_ids]]
+        greens[[stable_hash(i, "leaf", scheme="sha1-le") % len(greens) for i in tree_ids]]
         if len(tree_ids)
         else np.empty((0, 3), np.float32)
     )

@@ -13,11 +13,12 @@ Plain Python; never imports Dagster.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from ugdata_pipeline.failures import describe_failures, failure_table
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -28,11 +29,11 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILURE_COLUMNS",
     "SourceOutcome",
+    "describe_source_failures",
     "discovery_shortfall",
     "download_shortfall",
-    "failure_reasons",
-    "failure_summary",
     "failures_frame",
+    "source_failure_table",
 ]
 
 #: Columns of a failures table: the item (an image id, or ``cell:<bbox>`` for a discovery cell), the stage that
@@ -77,25 +78,17 @@ class SourceOutcome:
     shortfall: str | None = None
 
 
-def failure_reasons(failures: pd.DataFrame) -> Counter[str]:
-    """Failures counted by reason, ``"<stage>: <error>"`` with long numbers (ids) replaced by ``#``."""
-    if failures.empty:
-        return Counter()
-    errors = failures["error"].astype(str).str.replace(_LONG_NUMBER, "#", regex=True)
-    reasons = failures["stage"].astype(str) + ": " + errors
-    return Counter(reasons.tolist())
+def source_failure_table(failures: pd.DataFrame) -> pd.DataFrame:
+    """Failures by reason (:func:`ugdata_pipeline.failures.failure_table`); a reason is ``"<stage>: <error>"``
+    with long numbers (ids) replaced by ``#``."""
+    errors = failures["error"].astype(str)
+    reasons = failures["stage"].astype(str) + ": " + errors.str.replace(_LONG_NUMBER, "#", regex=True)
+    return failure_table(reasons, failures["image_id"], errors)
 
 
-def failure_summary(failures: pd.DataFrame, *, top: int = 3) -> str:
-    """``"<n> x <reason>; ..."`` for the ``top`` most common reasons (and how many other reasons there are)."""
-    reasons = failure_reasons(failures)
-    if not reasons:
-        return "no failures recorded"
-    common = reasons.most_common(top)
-    text = "; ".join(f"{count} x {reason}" for reason, count in common)
-    if len(reasons) > top:
-        text += f"; and {len(reasons) - top} other reason(s)"
-    return text
+def describe_source_failures(failures: pd.DataFrame, *, top: int = 3) -> str:
+    """``"<n> x <stage>: <error>, ..."`` for the ``top`` most common reasons (and how many other reasons there are)."""
+    return describe_failures(source_failure_table(failures), top=top, count_first=True, examples=False)
 
 
 def _area_text(area: BaseGeometry) -> str:
@@ -137,7 +130,7 @@ def discovery_shortfall(
         requested = finished + failed + pending
         parts = []
         if failed:
-            parts.append(f"{failed} of {requested} cells failed ({failure_summary(found.failures)})")
+            parts.append(f"{failed} of {requested} cells failed ({describe_source_failures(found.failures)})")
         if pending:
             parts.append(
                 f"{pending} of {requested} cells are pending because the daily request budget "
@@ -201,6 +194,6 @@ def download_shortfall(result: DownloadResult, *, city: str, max_failed_share: f
     return (
         f"Mapillary download for {city} is incomplete: {missing} of {requested} images failed "
         f"({100 * share:.1f} % > max_failed_share {100 * max_failed_share:.1f} %; "
-        f"{failure_summary(result.failures)}). The last image_files of {city} and everything built on it stay "
+        f"{describe_source_failures(result.failures)}). The last image_files of {city} and everything built on it stay "
         f"in place. {retry}"
     )

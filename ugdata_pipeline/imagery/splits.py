@@ -35,15 +35,16 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
-from ugdata_pipeline.graph.validate import CheckOutcome
-from ugdata_pipeline.imagery.anchor import ImageryInputError, validate_images
+from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.errors import ImageryInputError
+from ugdata_pipeline.graph.crs import metric_crs
+from ugdata_pipeline.imagery.anchor import validate_images
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +58,8 @@ MIN_BLOCKS_FOR_BLOCKS = 12
 _PRIORITY = {"test": 0, "val": 1, "train": 2}  # who wins a sequence tie and who keeps images near a border
 
 
-def _utm(lon: np.ndarray, lat: np.ndarray, crs_metric: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Project decimal degrees to metres in ``crs_metric`` (or the UTM zone estimated from the points)."""
-    if crs_metric is None:
-        points = gpd.GeoSeries(gpd.points_from_xy(lon, lat), crs="EPSG:4326")
-        crs = CRS.from_user_input(points.estimate_utm_crs())
-    else:
-        crs = CRS.from_user_input(crs_metric)
+def _metres(lon: np.ndarray, lat: np.ndarray, crs: CRS) -> tuple[np.ndarray, np.ndarray]:
+    """Project decimal degrees to metres in the city's metric CRS."""
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
     return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
@@ -77,9 +73,7 @@ def _check_positive(name: str, value: object, *, allow_zero: bool = False, hint:
     return float(value)  # type: ignore[arg-type]
 
 
-def cell_id(
-    lon: npt.ArrayLike, lat: npt.ArrayLike, *, size_m: float = CELL_SIZE_M, crs_metric: str | None = None
-) -> np.ndarray:
+def cell_id(lon: npt.ArrayLike, lat: npt.ArrayLike, *, crs_metric: str, size_m: float = CELL_SIZE_M) -> np.ndarray:
     """
     Grid cell of each point: ``"<i>_<j>"`` with ``i = floor(x / size_m)``, ``j = floor(y / size_m)``.
 
@@ -87,21 +81,22 @@ def cell_id(
     ----------
     lon, lat
         Decimal degrees (EPSG:4326), equal-length arrays.
+    crs_metric
+        The city's metric CRS (``UrbanGraph.crs_metric``), the grid's frame.
     size_m
         Cell side in metres (35 m, the thinning cell, by default).
-    crs_metric
-        Metric CRS of the grid (e.g. ``UrbanGraph.crs_metric``); by default the UTM zone of the points.
 
     Returns
     -------
     cells
         Object array of cell ids, one per point.
     """
+    crs = metric_crs(crs_metric, needed_by="cell_id")
     size = _check_positive("size_m", size_m, hint="; the thinning cell is 35.0")
     lon_a, lat_a = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
     if lon_a.size == 0:
         return np.empty(0, dtype=object)
-    x, y = _utm(lon_a, lat_a, crs_metric)
+    x, y = _metres(lon_a, lat_a, crs)
     i = np.floor(x / size).astype(np.int64).astype(str)
     j = np.floor(y / size).astype(np.int64).astype(str)
     return np.char.add(np.char.add(i, "_"), j).astype(object)
@@ -175,12 +170,12 @@ def assign_splits(
     images: pd.DataFrame,
     *,
     city_split: Literal["train", "held_out"],
+    crs_metric: str,
     buffer_m: float = 500.0,
     block_m: float | None = None,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     cell_size_m: float = CELL_SIZE_M,
-    crs_metric: str | None = None,
     layout: Literal["auto", "blocks", "sweep"] = "auto",
     val_buffer_m: float | None = None,
 ) -> pd.DataFrame:
@@ -196,6 +191,8 @@ def assign_splits(
         ``sequence_id`` column keeps sequences within one split.
     city_split
         ``"train"`` for a training city, ``"held_out"`` for a city whose images are all test.
+    crs_metric
+        The city's metric CRS (``UrbanGraph.crs_metric``); blocks, buffers and cells are measured in it.
     buffer_m
         Minimum distance in metres between images of different splits.
     block_m
@@ -206,8 +203,6 @@ def assign_splits(
         Seed of the block shuffle; the same seed gives the same splits.
     cell_size_m
         Side in metres of the thinning cell written to ``cell``.
-    crs_metric
-        Metric CRS (e.g. ``UrbanGraph.crs_metric``); by default the UTM zone estimated from the images.
     layout
         ``"blocks"``, ``"sweep"`` or ``"auto"`` (see the module docstring).
     val_buffer_m
@@ -225,6 +220,7 @@ def assign_splits(
         On invalid images (missing columns, bad coordinates, duplicate ids) or options.
     """
     validate_images(images, required=("image_id", "lon", "lat"))
+    crs = metric_crs(crs_metric, needed_by="assign_splits")
     if city_split not in ("train", "held_out"):
         msg = f"city_split must be 'train' or 'held_out' (the city's split in cities.yaml), got {city_split!r}"
         raise ImageryInputError(msg)
@@ -262,7 +258,7 @@ def assign_splits(
         out["split"] = np.full(len(out), "test" if city_split == "held_out" else EXCLUDED, dtype=object)
         return out
 
-    x, y = _utm(lon, lat, crs_metric)
+    x, y = _metres(lon, lat, crs)
     bx = np.floor(x / block).astype(np.int64)
     by = np.floor(y / block).astype(np.int64)
     blocks = pd.MultiIndex.from_arrays([bx, by])
@@ -341,7 +337,7 @@ def _sequence_majority(sequence_id: pd.Series, split: np.ndarray) -> np.ndarray:
     return result
 
 
-def no_test_near_train(images: pd.DataFrame, buffer_m: float, *, crs_metric: str | None = None) -> CheckOutcome:
+def no_test_near_train(images: pd.DataFrame, buffer_m: float, *, crs_metric: str) -> CheckOutcome:
     """
     No ``test`` image lies closer than ``buffer_m`` metres to a ``train`` image (KD-tree in UTM).
 
@@ -352,20 +348,21 @@ def no_test_near_train(images: pd.DataFrame, buffer_m: float, *, crs_metric: str
     buffer_m
         The buffer in metres the splits were made with.
     crs_metric
-        Metric CRS; by default the UTM zone estimated from the images.
+        The city's metric CRS (``UrbanGraph.crs_metric``), the one the splits were made in.
 
     Returns
     -------
     CheckOutcome
         ``observed`` = number of test images closer than ``buffer_m`` to some train image.
     """
+    crs = metric_crs(crs_metric, needed_by="no_test_near_train")
     buffer = _check_positive("buffer_m", buffer_m, allow_zero=True)
     expected = f"0 test images within {buffer:g} m of a train image"
     split = images["split"].to_numpy(dtype=object)
     test, train = split == "test", split == "train"
     if not test.any() or not train.any() or buffer == 0:
         return CheckOutcome(True, 0, expected)
-    x, y = _utm(images["lon"].to_numpy(dtype=float), images["lat"].to_numpy(dtype=float), crs_metric)
+    x, y = _metres(images["lon"].to_numpy(dtype=float), images["lat"].to_numpy(dtype=float), crs)
     xy = np.column_stack([x, y])
     dist, _ = cKDTree(xy[train]).query(xy[test], k=1, distance_upper_bound=buffer)
     near = dist < buffer

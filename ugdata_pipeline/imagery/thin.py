@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.errors import ImageryInputError
+from ugdata_pipeline.tables import require_columns
 
 __all__ = ["H3_RESOLUTION", "MAX_PER_CELL", "ThinResult", "h3_cells", "thin_images"]
 
@@ -82,14 +83,13 @@ def h3_cells(lon: np.ndarray | pd.Series, lat: np.ndarray | pd.Series, resolutio
 
 
 def _validate(images: pd.DataFrame, max_per_cell: int, resolution: int) -> None:
-    if not isinstance(images, pd.DataFrame):
-        msg = f"images must be a pandas DataFrame, got {type(images).__name__}"
-        raise ImageryInputError(msg)
-    missing = [c for c in ("image_id", "lon", "lat") if c not in images.columns]
-    if missing:
-        msg = f"images is missing column(s) {missing}; thinning needs image_id, lon, lat (and uses captured_at, "
-        msg += "sequence_id when present)"
-        raise ImageryInputError(msg)
+    require_columns(
+        images,
+        ("image_id", "lon", "lat"),
+        table="images",
+        fix="Thinning needs image_id, lon, lat (and uses captured_at, sequence_id when present).",
+        error=ImageryInputError,
+    )
     if not isinstance(max_per_cell, int) or isinstance(max_per_cell, bool) or max_per_cell < 1:
         msg = f"`max_per_cell` must be a positive integer, got {max_per_cell!r}"
         raise ImageryInputError(msg)

@@ -1,14 +1,7 @@
 """Spatial reasoning paths (SRP) from street-level images to places, and their text."""
 
-from ugdata_pipeline.reasoning.paths import (
-    MISSING_COLUMNS,
-    SRP_COLUMNS,
-    STEP_COLUMNS,
-    PathConfig,
-    PathResult,
-    ReasoningInputError,
-    build_paths,
-)
+from ugdata_pipeline.reasoning.path_schema import MISSING_COLUMNS, SRP_COLUMNS, STEP_COLUMNS, PathConfig, PathResult
+from ugdata_pipeline.reasoning.paths import build_paths
 from ugdata_pipeline.reasoning.plot import distance_histogram_png, hop_histogram_png
 from ugdata_pipeline.reasoning.validate import (
     every_image_has_path_or_reason,
@@ -23,7 +16,6 @@ __all__ = [
     "STEP_COLUMNS",
     "PathConfig",
     "PathResult",
-    "ReasoningInputError",
     "build_paths",
     "distance_histogram_png",
     "every_image_has_path_or_reason",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.graph.validate import CheckOutcome
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.imagery.anchor import image_node_ids
 from ugdata_pipeline.reasoning.mentions import mentions_name
 

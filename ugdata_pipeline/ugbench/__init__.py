@@ -15,7 +15,6 @@ from ugdata_pipeline.ugbench._records import (
     TASK_MODES,
     TASKS,
     BenchConfig,
-    BenchmarkInputError,
     BuildStats,
     CityInputs,
 )
@@ -24,23 +23,25 @@ from ugdata_pipeline.ugbench.evaluate import RESULT_COLUMNS, Evaluation, compare
 from ugdata_pipeline.ugbench.metrics import (
     HIT_KS,
     METRICS,
-    PairedDifference,
-    SeedPairedDifference,
-    SeedSummary,
     bootstrap_intervals,
     chance_levels,
-    cluster_bootstrap_intervals,
-    paired_differences,
-    paired_differences_over_seeds,
     per_record_metrics,
     rank_counts,
-    seed_summary,
-    spatial_clusters,
 )
 from ugdata_pipeline.ugbench.models import EmbeddingCache, EmbeddingModel, UgeModel
 from ugdata_pipeline.ugbench.perception import perception_measures
 from ugdata_pipeline.ugbench.placepulse import load_place_pulse, place_pulse_levels, place_pulse_scores
 from ugdata_pipeline.ugbench.report import results_metadata, results_table, write_report
+from ugdata_pipeline.ugbench.stats import (
+    PairedDifference,
+    SeedPairedDifference,
+    SeedSummary,
+    cluster_bootstrap_intervals,
+    paired_differences,
+    paired_differences_over_seeds,
+    seed_summary,
+    spatial_clusters,
+)
 from ugdata_pipeline.ugbench.tasks import (
     build_tasks,
     export_jsonl,
@@ -61,7 +62,6 @@ __all__ = [
     "TASK_COLUMNS",
     "TASK_MODES",
     "BenchConfig",
-    "BenchmarkInputError",
     "BuildStats",
     "CityInputs",
     "EmbeddingCache",

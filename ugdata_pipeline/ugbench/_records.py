@@ -14,10 +14,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ugdata_pipeline.errors import UgdataError
-from ugdata_pipeline.grouping import key_runs
+from ugdata_pipeline.context.subgraph_tables import SubgraphIndex
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.imagery.anchor import image_node_ids
-from ugdata_pipeline.ugbench.metrics import group_seed
+from ugdata_pipeline.tables import require_columns
+from ugdata_pipeline.ugbench.stats import group_seed
 
 Task = Literal["geolocation", "retrieval", "perception", "grounding"]
 TASKS: tuple[str, ...] = get_args(Task)
@@ -79,7 +81,7 @@ def fusion_graph_refs(row: object) -> tuple[str | None, list[str]]:
 
     ``own`` records use each image's own subgraph (``"own:<image_id>"``); ``group`` records give the query and
     every candidate the group's shared context graph (``"group:<member ids>"``, members = the record's candidate
-    graph ids). Resolve with :meth:`SubgraphIndex.graph_of`.
+    graph ids). Resolve with :meth:`FusionGraphs.graph_of`.
     """
     kind = getattr(row, "fusion_graph", None) or "own"
     ids = getattr(row, "candidate_graph_ids", None)
@@ -94,10 +96,6 @@ def fusion_graph_refs(row: object) -> tuple[str | None, list[str]]:
 def row_role(task: str, mode: str) -> str:
     """``"graph_reading"`` for rows whose query graph determines the answer, else ``"headline"``."""
     return "graph_reading" if (task, mode) in GRAPH_READING else "headline"
-
-
-class BenchmarkInputError(UgdataError, ValueError):
-    """An input table or an option of the UGBench builders is invalid."""
 
 
 @dataclass(slots=True)
@@ -117,6 +115,8 @@ class CityInputs:
         The city's graph tables (nodes need ``node_id``, ``kind``, ``name``, ``category``, ``lon``, ``lat``).
     subgraph_nodes, subgraph_edges
         The long subgraph tables keyed by ``image_id``.
+    crs_metric
+        The city's metric CRS (``UrbanGraph.crs_metric``); perception measures distances in it.
     osm_aois, osm_pois, osm_trees
         The city's normalised OSM tables (GeoDataFrames in EPSG:4326: areas with ``category``, ``tag``,
         ``height_m``, ``is_building``; POIs with ``category``; tree points). They carry the perception measures;
@@ -130,6 +130,7 @@ class CityInputs:
     edges: pd.DataFrame
     subgraph_nodes: pd.DataFrame
     subgraph_edges: pd.DataFrame
+    crs_metric: str
     osm_aois: pd.DataFrame | None = None
     osm_pois: pd.DataFrame | None = None
     osm_trees: pd.DataFrame | None = None
@@ -139,22 +140,48 @@ class CityInputs:
 class BenchConfig:
     """Options of the benchmark build; distances in metres."""
 
-    seed: int = 0  # every random choice is seeded from (seed, task, city, image, ...)
-    n_distractors: int = 19  # distractors per geolocation / retrieval / grounding record (group size - 1, >= 19)
-    min_distractor_m: float = 100.0  # geolocation / retrieval distractors lie this far from the query at least
-    max_distractor_m: float = 2000.0  # ... and at most this far; also the radius for city-drawn grounding fillers
-    tasks: tuple[str, ...] = TASKS  # which tasks to build
-    grounding_types: tuple[str, ...] = GROUNDING_TYPES  # which grounding types to build
-    max_records_per_task: int | None = None  # per (task, query type, city): a seeded sample of whole groups
-    description_max_places: int = 10  # passed to the description renderer
-    description_near_m: float = 200.0  # passed to the description renderer
-    description_max_chars: int = 1500  # passed to the description renderer
-    cluster_m: float = 250.0  # side of the spatial blocks the bootstrap resamples
-    nearest_margin_m: float = 10.0  # "nearest X" needs the runner-up this much farther, else the record is skipped
-    target_min_m: float = 20.0  # distance-direction targets lie at least this far from the image
-    target_max_m: float = 700.0  # ... and at most this far
-    min_distractor_ratio: float = 1.5  # a distance-direction distractor differs by this distance factor ...
-    min_distractor_angle_deg: float = 45.0  # ... or by at least this angle between compass words (45: another word)
+    # Each field's "doc" is its description in the Dagster launchpad too (assets/_config.py derives the run config).
+    seed: int = field(default=0, metadata={"doc": "Every random choice is seeded from (seed, task, city, image, ...)."})
+    n_distractors: int = field(
+        default=19,
+        metadata={"doc": "Distractors per geolocation / retrieval / grounding record (group size - 1, >= 19)."},
+    )
+    min_distractor_m: float = field(
+        default=100.0, metadata={"doc": "Geolocation / retrieval distractors lie at least this far (m) from the query."}
+    )
+    max_distractor_m: float = field(
+        default=2000.0,
+        metadata={"doc": "... and at most this far (m); also the radius for city-drawn grounding fillers."},
+    )
+    tasks: tuple[str, ...] = field(default=TASKS, metadata={"doc": f"Which tasks to build, of {list(TASKS)}."})
+    grounding_types: tuple[str, ...] = field(
+        default=GROUNDING_TYPES, metadata={"doc": f"Which grounding types to build, of {list(GROUNDING_TYPES)}."}
+    )
+    max_records_per_task: int | None = field(
+        default=None,
+        metadata={"doc": "Records per (task, query type, city) at most: a seeded sample of whole groups (None: all)."},
+    )
+    description_max_places: int = field(default=10, metadata={"doc": "Places the subgraph description names at most."})
+    description_near_m: float = field(
+        default=200.0, metadata={"doc": "Radius (m) of the places the subgraph description lists."}
+    )
+    description_max_chars: int = field(default=1500, metadata={"doc": "Length of a subgraph description at most."})
+    cluster_m: float = field(default=250.0, metadata={"doc": "Side (m) of the spatial blocks the bootstrap resamples."})
+    nearest_margin_m: float = field(
+        default=10.0,
+        metadata={"doc": "'Nearest X' needs the runner-up this much (m) farther, else the record is skipped."},
+    )
+    target_min_m: float = field(
+        default=20.0, metadata={"doc": "Distance-direction targets lie at least this far (m) from the image."}
+    )
+    target_max_m: float = field(default=700.0, metadata={"doc": "... and at most this far (m)."})
+    min_distractor_ratio: float = field(
+        default=1.5, metadata={"doc": "A distance-direction distractor differs by this distance factor ..."}
+    )
+    min_distractor_angle_deg: float = field(
+        default=45.0,
+        metadata={"doc": "... or by at least this angle between compass words (45: another word)."},
+    )
 
     def __post_init__(self) -> None:
         if self.n_distractors < 19:
@@ -409,43 +436,15 @@ def record_split(inputs: CityInputs) -> str:
     return "held_out" if inputs.role == "held_out" else "test"
 
 
-class SubgraphIndex:
+class FusionGraphs(SubgraphIndex):
     """
-    Per-image access to the long subgraph tables without re-filtering them for each image.
-
-    Both tables are sorted once (nodes by image then ``rank``), so one image's rows are a contiguous slice.
+    The graphs of the fusion mode: the per-image index of the subgraph tables, plus the shared context graph of
+    a group of images, both named by a graph reference (:meth:`graph_of`).
     """
 
     def __init__(self, subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame) -> None:
-        # Sorting integer codes of the image ids (factorised in sorted order) gives the order a sort of the id
-        # strings would, at a fraction of the cost on millions of rows.
-        node_codes, node_names = pd.factorize(subgraph_nodes["image_id"].astype(str), sort=True)
-        node_rank = pd.to_numeric(subgraph_nodes["rank"], errors="coerce").to_numpy(dtype=float)
-        order = np.lexsort((node_rank, node_codes))
-        self.nodes = subgraph_nodes.iloc[order].reset_index(drop=True)
-        self._node_slices = key_runs(node_codes[order], node_names)
-        edge_codes, edge_names = pd.factorize(subgraph_edges["image_id"].astype(str), sort=True)
-        order = np.argsort(edge_codes, kind="stable")
-        self.edges = subgraph_edges.iloc[order].reset_index(drop=True)
-        self._edge_slices = key_runs(edge_codes[order], edge_names)
+        super().__init__(subgraph_nodes, subgraph_edges)
         self._graphs: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
-
-    def __contains__(self, image_id: object) -> bool:
-        return str(image_id) in self._node_slices
-
-    def node_rows(self, image_id: object) -> tuple[int, int]:
-        """``(start, stop)`` of the image's rows in :attr:`nodes` (``(0, 0)`` when it has none)."""
-        return self._node_slices.get(str(image_id), (0, 0))
-
-    def nodes_of(self, image_id: object) -> pd.DataFrame:
-        """Subgraph nodes of one image, ordered by ``rank`` (centre first)."""
-        start, stop = self.node_rows(image_id)
-        return self.nodes.iloc[start:stop]
-
-    def edges_of(self, image_id: object) -> pd.DataFrame:
-        """Subgraph edges of one image."""
-        start, stop = self._edge_slices.get(str(image_id), (0, 0))
-        return self.edges.iloc[start:stop]
 
     def graph_of(self, ref: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """
@@ -521,6 +520,7 @@ def validate_city_inputs(inputs: CityInputs) -> None:
     if inputs.role not in ("train", "held_out"):
         msg = f"CityInputs.role for {inputs.city!r} must be 'train' or 'held_out', got {inputs.role!r}"
         raise BenchmarkInputError(msg)
+    metric_crs(inputs.crs_metric, needed_by=f"CityInputs of {inputs.city!r}")
     needs = {
         "images": ("image_id", "source", "lon", "lat", "split", "path", "street_node"),
         "nodes": ("node_id", "kind", "name", "category", "lon", "lat"),
@@ -529,17 +529,14 @@ def validate_city_inputs(inputs: CityInputs) -> None:
         "subgraph_edges": ("image_id", "src", "dst", "kind"),
     }
     for table, columns in needs.items():
-        frame = getattr(inputs, table)
-        if not isinstance(frame, pd.DataFrame):
-            msg = f"CityInputs.{table} of {inputs.city!r} must be a DataFrame, got {type(frame).__name__}"
-            raise BenchmarkInputError(msg)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            msg = (
-                f"CityInputs.{table} of {inputs.city!r} is missing column(s) {missing}; it has "
-                f"{list(frame.columns)}. Pass the {table} table of the data contract (DESIGN.md)"
-            )
-            raise BenchmarkInputError(msg)
+        require_columns(
+            getattr(inputs, table),
+            columns,
+            table=f"CityInputs.{table}",
+            city=inputs.city,
+            fix=f"Pass the {table} table of the data contract (DESIGN.md).",
+            error=BenchmarkInputError,
+        )
     if inputs.role == "held_out":
         other = sorted(set(inputs.images["split"].astype(str)) - {"test", "excluded"})
         if other:

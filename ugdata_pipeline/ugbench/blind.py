@@ -37,7 +37,6 @@ Scores are plain arrays (higher = ranked first); ties are scored at their expect
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import re
 from collections import Counter
@@ -48,7 +47,8 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.graph.text import COMPASS_WORDS, compass_index
-from ugdata_pipeline.ugbench._records import TASK_MODES, SubgraphIndex, fusion_graph_refs, normalize_text, row_role
+from ugdata_pipeline.seeding import stable_hash
+from ugdata_pipeline.ugbench._records import TASK_MODES, FusionGraphs, fusion_graph_refs, normalize_text, row_role
 
 __all__ = [
     "BLIND_SCORERS",
@@ -88,8 +88,7 @@ def _jaccard(a: frozenset[str] | set[str], b: frozenset[str] | set[str]) -> floa
 
 
 def _fold(unit: object) -> int:
-    digest = hashlib.sha256(str(unit).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "little") % LABEL_PRIOR_FOLDS
+    return stable_hash(unit, scheme="sha256-le", bits=32) % LABEL_PRIOR_FOLDS
 
 
 def _label_prior(tasks: pd.DataFrame) -> list[np.ndarray]:
@@ -256,7 +255,7 @@ def blind_scores(
     tasks: pd.DataFrame,
     mode: str,
     *,
-    graphs: SubgraphIndex | None = None,
+    graphs: FusionGraphs | None = None,
     describe: Describe | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """

@@ -28,11 +28,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.ugbench._records import (
     MODES,
     TASK_MODES,
-    BenchmarkInputError,
-    SubgraphIndex,
+    FusionGraphs,
     fusion_graph_refs,
     row_role,
 )
@@ -123,7 +123,7 @@ class _Items:
         payload: str,
         instruction: str | None,
         *,
-        graphs: SubgraphIndex | None = None,
+        graphs: FusionGraphs | None = None,
         graph_ref: str | None = None,
     ) -> str:
         fingerprint = None
@@ -138,7 +138,7 @@ class _Items:
         return key
 
 
-def _graph_fingerprint(index: SubgraphIndex | None, graph_ref: str) -> str:
+def _graph_fingerprint(index: FusionGraphs | None, graph_ref: str) -> str:
     """A hash of the graph reference, its node ids and its edge count, so a rebuilt graph is embedded again."""
     if index is None:
         return graph_ref
@@ -152,7 +152,7 @@ def _embed_all(
     items: _Items,
     cache: EmbeddingCache,
     *,
-    graphs: SubgraphIndex | None,
+    graphs: FusionGraphs | None,
     image_root: Path | None,
     batch_size: int,
 ) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, bool]]:
@@ -225,7 +225,7 @@ def _model_scores(
 
 
 def _gather_items(
-    subset: pd.DataFrame, mode: str, graphs: SubgraphIndex | None
+    subset: pd.DataFrame, mode: str, graphs: FusionGraphs | None
 ) -> tuple[_Items, list[str], list[list[str]]]:
     items = _Items()
     query_keys: list[str] = []
@@ -334,7 +334,7 @@ def evaluate(
             "save_benchmark); pass them or run with modes excluding 'fusion'"
         )
         raise BenchmarkInputError(msg)
-    graphs = SubgraphIndex(subgraph_nodes, subgraph_edges) if fusion_needed else None
+    graphs = FusionGraphs(subgraph_nodes, subgraph_edges) if fusion_needed else None
     if limit_per_group is not None:
         tasks = tasks.groupby(_KEYS, sort=False, group_keys=False).head(limit_per_group)
     root = Path(image_root) if image_root is not None else None

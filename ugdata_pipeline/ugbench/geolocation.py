@@ -22,7 +22,7 @@ fusion query that carries it can be answered by reading the graph, with no image
 description from it ranked the right candidate first every time). A fusion record therefore carries the group's
 **context graph** (``fusion_graph = "group"``): one graph of the area the group covers, centred on the members'
 centroid and the same for every record and candidate of the group
-(:meth:`~._records.SubgraphIndex.context_graph`). It tells a model what lies around the area -- which places,
+(:meth:`~._records.FusionGraphs.context_graph`). It tells a model what lies around the area -- which places,
 where -- but not which member the photo is, so any score from the graph alone ranks a group's shared candidates
 the same way in every record and sits exactly at chance; only the image can place the query within the area.
 """
@@ -35,13 +35,13 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.context.subgraph_tables import SubgraphIndex
 from ugdata_pipeline.graph.geodesy import distance_m
 from ugdata_pipeline.ugbench._records import (
     BenchConfig,
     BuildStats,
     CityInputs,
     Describe,
-    SubgraphIndex,
     finish_record,
     image_side_instructions,
     limit_groups,

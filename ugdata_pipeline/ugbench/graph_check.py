@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.ugbench.evaluate import compare, evaluate
-from ugdata_pipeline.ugbench.metrics import group_seed
 from ugdata_pipeline.ugbench.models import EmbeddingModel
+from ugdata_pipeline.ugbench.stats import group_seed
 
-__all__ = ["graph_dependence"]
+__all__ = ["graph_dependence", "graph_matters_outcome"]
 
 
 def _derange(ids: list[str], seed: int) -> list[str]:
@@ -91,3 +92,36 @@ def graph_dependence(
         per_record.append(result.per_record)
     pooled = pd.concat(per_record, ignore_index=True).assign(query_type="all", city="all", split="all")
     return compare(pooled, [("own", "swapped")], metrics=("mrr", "hit@5"), bootstrap=bootstrap, seed=seed)
+
+
+def graph_matters_outcome(comparison: pd.DataFrame | None) -> CheckOutcome:
+    """
+    The ``graph_matters`` check from :func:`graph_dependence`'s rows: passed when the MRR with own graphs is clearly
+    above the MRR with swapped graphs (the clustered interval of own - swapped above 0). ``None``: there was nothing
+    to check (no stage-2 model, or no fusion mode scored), which passes.
+    """
+    if comparison is None:
+        return CheckOutcome(
+            passed=True,
+            observed=0.0,
+            examples=["no stage-2 model or no fusion mode: nothing to check"],
+            expected="own graphs clearly better than swapped graphs",
+        )
+    mrr = comparison[comparison["metric"] == "mrr"]
+    passed = bool(len(mrr)) and bool((mrr["verdict"] == "a better").all())
+    if len(mrr):
+        row = mrr.iloc[0]
+        detail = (
+            f"MRR with own graphs {100 * row['mean_a']:.1f}, swapped {100 * row['mean_b']:.1f}: difference "
+            f"{100 * row['diff']:+.1f} points [{100 * row['lo']:+.1f}, {100 * row['hi']:+.1f}], "
+            f"{int(row['n'])} records in {int(row['n_clusters'])} clusters"
+        )
+        observed = round(100 * float(row["diff"]), 2)
+    else:
+        detail, observed = "no grounding records to check", 0.0
+    return CheckOutcome(
+        passed=passed,
+        observed=observed,
+        examples=[detail],
+        expected="MRR clearly lower with swapped graphs (the clustered interval of own - swapped above 0)",
+    )

@@ -38,13 +38,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.context.subgraph_tables import SubgraphIndex
 from ugdata_pipeline.graph.geodesy import distance_bearing
 from ugdata_pipeline.graph.text import COMPASS_SECTOR_DEG, COMPASS_WORDS, compass_index, distance_phrase
 from ugdata_pipeline.ugbench._records import (
     BenchConfig,
     BuildStats,
     CityInputs,
-    SubgraphIndex,
     finish_record,
     leakage_reason,
     limit_groups,

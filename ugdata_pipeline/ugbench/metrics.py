@@ -24,15 +24,16 @@ yardstick for blind scorers and models alike.
 seeded from ``seed`` and the group's name, so each group's interval is reproducible on its own) and reports the
 2.5 / 97.5 percentiles. Records are not independent, though: images come in runs along streets, and neighbours
 share scenery, candidates and difficulty (spatial autocorrelation), so the record bootstrap understates the
-uncertainty (2-3x on the splits audited). The functions re-exported from :mod:`.stats` do better:
+uncertainty (2-3x on the splits audited). The functions of :mod:`.stats` do better:
 
-* :func:`spatial_clusters` labels records with ~250 m blocks of a fixed UTM grid;
-* :func:`cluster_bootstrap_intervals` resamples those clusters, not records (same output as
+* :func:`.stats.spatial_clusters` labels records with ~250 m blocks of a fixed UTM grid;
+* :func:`.stats.cluster_bootstrap_intervals` resamples those clusters, not records (same output as
   ``bootstrap_intervals``);
-* :func:`paired_differences` compares two models on the same records by bootstrapping the per-record difference
-  under one cluster draw ("paired": difficulty shared by both models cancels, so consistent small gains show);
-* :func:`paired_differences_over_seeds` and :func:`seed_summary` do the same for models trained with several
-  seeds, reporting the spread across seeds beside the interval.
+* :func:`.stats.paired_differences` compares two models on the same records by bootstrapping the per-record
+  difference under one cluster draw ("paired": difficulty shared by both models cancels, so consistent small gains
+  show);
+* :func:`.stats.paired_differences_over_seeds` and :func:`.stats.seed_summary` do the same for models trained with
+  several seeds, reporting the spread across seeds beside the interval.
 """
 
 from __future__ import annotations
@@ -43,38 +44,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ugdata_pipeline.ugbench.stats import (
-    LOWER_IS_BETTER,
-    PairedDifference,
-    SeedPairedDifference,
-    SeedSummary,
-    cluster_bootstrap_intervals,
-    group_seed,
-    paired_differences,
-    paired_differences_over_seeds,
-    seed_summary,
-    spatial_clusters,
-)
+from ugdata_pipeline.ugbench.stats import group_seed
 
 __all__ = [
     "HIT_KS",
-    "LOWER_IS_BETTER",
     "METRICS",
     "TIE_TOL",
-    "PairedDifference",
     "RankCounts",
-    "SeedPairedDifference",
-    "SeedSummary",
     "bootstrap_intervals",
     "chance_levels",
-    "cluster_bootstrap_intervals",
-    "group_seed",
-    "paired_differences",
-    "paired_differences_over_seeds",
     "per_record_metrics",
     "rank_counts",
-    "seed_summary",
-    "spatial_clusters",
     "summarize",
 ]
 

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from ugdata_pipeline.graph.crs import metric_crs
 from ugdata_pipeline.ugbench._records import (
     BenchConfig,
     BuildStats,
@@ -253,7 +254,7 @@ def perception_measures(inputs: CityInputs) -> pd.DataFrame:
     if images.empty:
         return table
     located = gpd.GeoSeries(gpd.points_from_xy(images["lon"], images["lat"]), crs="EPSG:4326")
-    crs = located.estimate_utm_crs().to_string()
+    crs = metric_crs(inputs.crs_metric, needed_by=f"perception_measures of {inputs.city!r}").to_string()
     points = shapely.get_coordinates(located.to_crs(crs).to_numpy())
     aois = inputs.osm_aois if inputs.osm_aois is not None else pd.DataFrame()
     is_building = aois["is_building"].fillna(False).astype(bool) if "is_building" in aois.columns else None

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ugdata_pipeline.ugbench._records import BenchmarkInputError
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.tables import require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,13 @@ def read_place_pulse_votes(source: Path | str | pd.DataFrame) -> pd.DataFrame:
             msg = f"Place Pulse votes file {str(path)!r} does not exist; pass the votes.csv of Place Pulse 2.0"
             raise FileNotFoundError(msg)
         votes = pd.read_csv(path, dtype={"left_id": str, "right_id": str})
-    missing = [c for c in ("left_id", "right_id", "winner", "category") if c not in votes.columns]
-    if missing:
-        msg = (
-            f"Place Pulse votes are missing column(s) {missing}; they have {list(votes.columns)}. Expected "
-            "left_id, right_id, winner (left|right|equal), category"
-        )
-        raise BenchmarkInputError(msg)
+    require_columns(
+        votes,
+        ("left_id", "right_id", "winner", "category"),
+        table="Place Pulse votes",
+        fix="Expected left_id, right_id, winner (left|right|equal), category.",
+        error=BenchmarkInputError,
+    )
     votes["left_id"] = votes["left_id"].astype(str)
     votes["right_id"] = votes["right_id"].astype(str)
     votes["winner"] = votes["winner"].astype(str).str.strip().str.lower()

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ugdata_pipeline.atomic_files import write_file_atomic
+from ugdata_pipeline.table_files import frame_to_parquet_bytes
 from ugdata_pipeline.ugbench.evaluate import CHANCE, Evaluation, compare
 
 logger = logging.getLogger(__name__)
@@ -199,12 +200,6 @@ def results_metadata(results: pd.DataFrame) -> dict[str, float | int]:
     return meta
 
 
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
 def standard_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
     """The :data:`STANDARD_COMPARISONS` whose models are present, then every model against chance."""
     present = set(models)
@@ -251,9 +246,9 @@ def write_report(
     results = evaluation.results
     models = list(dict.fromkeys(results.loc[results["kind"] == "model", "model"]))
     comparisons = compare(evaluation.per_record, standard_pairs(models), bootstrap=bootstrap, seed=seed)
-    write_file_atomic(out / "results.parquet", _parquet_bytes(results))
-    write_file_atomic(out / "per_record.parquet", _parquet_bytes(evaluation.per_record))
-    write_file_atomic(out / "comparisons.parquet", _parquet_bytes(comparisons))
+    write_file_atomic(out / "results.parquet", frame_to_parquet_bytes(results))
+    write_file_atomic(out / "per_record.parquet", frame_to_parquet_bytes(evaluation.per_record))
+    write_file_atomic(out / "comparisons.parquet", frame_to_parquet_bytes(comparisons))
     seeds = results.loc[results["kind"] == "model"].groupby("model")["n_seeds"].max().to_dict()
     lines = [
         f"# {title}",

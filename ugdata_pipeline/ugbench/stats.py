@@ -30,7 +30,6 @@ per-cluster sums and sizes (1000 resamples over 2,000 records in 100 clusters ta
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,6 +38,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from pyproj import Transformer
+
+from ugdata_pipeline.graph.crs import utm_epsg
+from ugdata_pipeline.seeding import stable_seed
 
 PerRecord = Mapping[str, npt.NDArray[np.float64]]
 Verdict = Literal["a better", "b better", "no difference"]
@@ -51,8 +53,7 @@ _CHUNK_CELLS = 1 << 22
 
 def group_seed(seed: int, *names: object) -> int:
     """A 63-bit seed derived from ``seed`` and a group's name, stable across runs and platforms."""
-    digest = hashlib.sha256(("\x1f".join([str(seed), *map(str, names)])).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return stable_seed(seed, *names, scheme="sha256-le")
 
 
 # --- spatial clusters ---------------------------------------------------------------------------------------------
@@ -113,12 +114,12 @@ def spatial_clusters(lon: npt.ArrayLike, lat: npt.ArrayLike, *, cell_m: float = 
         i = int(np.argmax(out_of_range))
         msg = f"lon/lat out of range (|lon| <= 180, |lat| <= 90) at index {i}: ({x[i]}, {y[i]}); are they swapped?"
         raise ValueError(msg)
-    zone = np.clip(np.floor((x + 180.0) / 6.0).astype(np.int64) + 1, 1, 60)  # lon = 180 belongs to zone 60
-    north = y >= 0
+    epsg = utm_epsg(x, y)
     ids = np.empty(len(x), dtype=object)
-    for z, is_north in {(int(z), bool(n)) for z, n in zip(zone, north, strict=True)}:  # a handful of zones at most
-        sel = np.flatnonzero((zone == z) & (north == is_north))
-        east, northing = _to_utm((32600 if is_north else 32700) + z).transform(x[sel], y[sel])
+    for code in sorted(set(epsg.tolist())):  # a handful of zones at most
+        sel = np.flatnonzero(epsg == code)
+        z, is_north = code % 100, code < 32700
+        east, northing = _to_utm(code).transform(x[sel], y[sel])
         col = np.floor(np.asarray(east) / cell_m)
         row = np.floor(np.asarray(northing) / cell_m)
         if not (np.isfinite(col).all() and np.isfinite(row).all()):

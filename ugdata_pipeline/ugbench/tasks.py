@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.tables import missing_columns
 from ugdata_pipeline.ugbench._records import (
     GROUNDING_TYPES,
     MODES,
@@ -38,7 +40,6 @@ from ugdata_pipeline.ugbench._records import (
     TASK_MODES,
     TASKS,
     BenchConfig,
-    BenchmarkInputError,
     BuildStats,
     CityInputs,
     Describe,
@@ -173,7 +174,7 @@ def validate_tasks(
         Human-readable lines, at most 50, each naming the record.
     """
     config = config or BenchConfig()
-    missing = [c for c in TASK_COLUMNS if c not in tasks.columns]
+    missing = missing_columns(tasks, TASK_COLUMNS)
     if missing:
         return [f"tasks is missing column(s) {missing}"]
     problems: list[str] = []

@@ -9,7 +9,10 @@ Plain Python on tensors and DataFrames; never imports dagster. Modules:
 - :mod:`.compact` -- the offline CPU backbone (bundled MiniLM text tower + small CNN image tower);
 - :mod:`.data` -- training records to batches, subgraph tables to PyG graphs;
 - :mod:`.images` -- decoded and prepared images, cached once per process;
-- :mod:`.train` / :mod:`.checkpoint` -- the accelerate trainer and its checkpoints;
+- :mod:`.train` / :mod:`.loop` / :mod:`.checkpoint` -- the accelerate trainer (one run: inputs, resume, report), its
+  loop around a training state (epochs, steps, validation, best and last checkpoints) and its checkpoints;
+- :mod:`.runs` -- the family's training runs: inputs across cities, fingerprints and reuse, the current-run pointer;
+- :mod:`.launch` -- training out of process (``accelerate launch`` through Dagster Pipes, without Dagster here);
 - :mod:`.embed` -- batched, L2-normalised embeddings from a checkpoint (and a CLI).
 """
 

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ugdata_pipeline.errors import CorruptFileError, UgdataError
+from ugdata_pipeline.errors import CheckpointError, CorruptFileError
 from ugdata_pipeline.uge.backbone import Backbone, build_backbone
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
 
@@ -53,10 +53,6 @@ __all__ = [
     "save_checkpoint",
     "trainable_state_dict",
 ]
-
-
-class CheckpointError(UgdataError, ValueError):
-    """A checkpoint folder that is missing, incomplete or does not fit the model."""
 
 
 @dataclass(slots=True)

@@ -6,6 +6,10 @@ direction, notes §8 B5), edge features are computed per directed edge (the bear
 sign), node-text features come from the backbone's frozen text side once per unique text, and the image's own
 centre node carries no text (its learned node-kind embedding stands for it, so its coordinates or ids never leak
 in as text). A batch of graphs is a PyG ``Batch`` whose ``batch`` vector assigns every node to its own sample.
+
+:func:`build_graphs` is the project's one subgraph -> PyG builder, and :func:`edge_features` its one edge-feature
+convention (the trained models': ``log1p`` metres, bearing sine and cosine, offsets in kilometres); each image's rows
+come from the one per-image index, :class:`~ugdata_pipeline.context.subgraph_tables.SubgraphIndex`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,55 +29,26 @@ from PIL import Image
 from torch import Tensor
 
 from ugdata_pipeline._pyg import Batch, Data
-from ugdata_pipeline.errors import UgdataError
+from ugdata_pipeline.context.subgraph_tables import (
+    SUBGRAPH_EDGE_COLUMNS,
+    SUBGRAPH_NODE_COLUMNS,
+    SubgraphIndex,
+    SubgraphTables,
+)
+from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS
+from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.graph.geodesy import normalize_bearing_deg
 from ugdata_pipeline.graph.schema import NODE_KINDS
-from ugdata_pipeline.grouping import key_runs
+from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.uge.graph_encoder import EDGE_FEATURE_DIM
 from ugdata_pipeline.uge.images import SHARED_IMAGES, load_image
 from ugdata_pipeline.uge.losses import text_ids
 
 logger = logging.getLogger(__name__)
 
-RECORD_COLUMNS: tuple[str, ...] = (
-    "record_id",
-    "stage",
-    "variant",
-    "image_id",
-    "split",
-    "instruction",
-    "image_path",
-    "positive",
-    "pair_type",
-    "hard_negatives",
-)
-SUBGRAPH_NODE_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "node_id",
-    "kind",
-    "name",
-    "category",
-    "node_text",
-    "lon",
-    "lat",
-    "dx_m",
-    "dy_m",
-    "distance_m",
-    "rank",
-)
-SUBGRAPH_EDGE_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "src",
-    "dst",
-    "kind",
-    "distance_m",
-    "bearing_deg",
-    "street_name",
-)
 _KIND_INDEX = {kind: i for i, kind in enumerate(NODE_KINDS)}
 
 __all__ = [
-    "RECORD_COLUMNS",
     "SUBGRAPH_EDGE_COLUMNS",
     "SUBGRAPH_NODE_COLUMNS",
     "ImageStore",
@@ -92,22 +67,10 @@ __all__ = [
 ]
 
 
-class TrainingDataError(UgdataError, ValueError):
-    """Training records, images or subgraph tables that the trainer cannot use."""
-
-
-class SubgraphTables(NamedTuple):
-    """The long subgraph tables of one or more cities (``subgraph_nodes``, ``subgraph_edges``)."""
-
-    nodes: pd.DataFrame
-    edges: pd.DataFrame
-
-
 def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        msg = f"{what} lacks columns {missing}; expected {list(columns)} (DESIGN.md data contracts)."
-        raise TrainingDataError(msg)
+    columns = tuple(columns)
+    fix = f"Expected {list(columns)} (DESIGN.md data contracts)."
+    require_columns(frame, columns, table=what, fix=fix, error=TrainingDataError)
 
 
 def validate_records(records: pd.DataFrame) -> None:
@@ -119,7 +82,7 @@ def validate_records(records: pd.DataFrame) -> None:
     TrainingDataError
         Missing columns, empty or missing positives, instructions or image paths, or duplicate record ids.
     """
-    _require_columns(records, RECORD_COLUMNS, "training_records")
+    _require_columns(records, TRAINING_RECORD_COLUMNS, "training_records")
     for column in ("positive", "image_path", "instruction"):
         values = records[column]
         bad = values.isna() | (values.astype(str).str.strip() == "")
@@ -202,13 +165,11 @@ def build_graphs(
     if max_nodes is not None and max_nodes < 1:
         msg = f"max_nodes must be >= 1 or None, got {max_nodes!r}."
         raise TrainingDataError(msg)
-    nodes = nodes.assign(image_id=nodes["image_id"].astype(str))
-    edges = edges.assign(image_id=edges["image_id"].astype(str))
     wanted = list(dict.fromkeys(str(i) for i in image_ids)) if image_ids is not None else None
     if wanted is not None:
-        nodes = nodes[nodes["image_id"].isin(wanted)]
-        edges = edges[edges["image_id"].isin(wanted)]
-        missing = sorted(set(wanted) - set(nodes["image_id"]))
+        nodes = nodes[nodes["image_id"].astype(str).isin(wanted)]
+        edges = edges[edges["image_id"].astype(str).isin(wanted)]
+        missing = sorted(set(wanted) - set(nodes["image_id"].astype(str)))
         if missing:
             msg = (
                 f"{len(missing)} images have no subgraph (e.g. {missing[:3]}); build subgraphs for every stage-2 "
@@ -219,9 +180,10 @@ def build_graphs(
     if unknown_kinds:
         msg = f"subgraph_nodes has unknown node kinds {unknown_kinds}; allowed: {list(NODE_KINDS)}."
         raise TrainingDataError(msg)
-    nodes = nodes.sort_values(["image_id", "rank"], kind="stable")
+    index = SubgraphIndex(nodes, edges)  # each image's nodes by rank, its edges in table order
     if max_nodes is not None:
-        nodes = nodes.groupby("image_id", sort=False).head(max_nodes)
+        index = index.head(max_nodes)
+    nodes, edges = index.nodes, index.edges
 
     # node-text features: once per unique text; the centre image node gets zeros (its kind embedding stands in)
     is_center = nodes["rank"].to_numpy() == 0
@@ -241,22 +203,20 @@ def build_graphs(
         offsets=nodes[["dx_m", "dy_m"]].to_numpy(dtype=np.float64),
         text_rows=text_rows,
     )
-    edges = edges.sort_values("image_id", kind="stable")
     edge_cols = _EdgeArrays(
         src=edges["src"].astype(str).to_numpy(dtype=object),
         dst=edges["dst"].astype(str).to_numpy(dtype=object),
         distance_m=pd.to_numeric(edges["distance_m"], errors="coerce").to_numpy(dtype=np.float64),
         bearing_deg=pd.to_numeric(edges["bearing_deg"], errors="coerce").to_numpy(dtype=np.float64),
     )
-    edge_runs = key_runs(edges["image_id"].to_numpy(dtype=object))
     graphs: dict[str, Data] = {}
-    for image_id, (start, stop) in key_runs(nodes["image_id"].to_numpy(dtype=object)).items():
+    for image_id in index.image_ids:
         graphs[image_id] = _one_graph(
             image_id,
             node_cols,
-            slice(start, stop),
+            slice(*index.node_rows(image_id)),
             edge_cols,
-            slice(*edge_runs.get(image_id, (0, 0))),
+            slice(*index.edge_rows(image_id)),
             text_matrix,
             text_dim,
         )
@@ -324,7 +284,7 @@ def build_graphs_shared(
     ids = [str(i) for i in image_ids]
     if encoder_identity is None:
         return build_graphs(subgraphs, encode_node_texts, image_ids=ids, max_nodes=max_nodes)
-    digest = hashlib.sha256(table_digest(*subgraphs).encode())
+    digest = hashlib.sha256(table_digest(subgraphs.nodes, subgraphs.edges).encode())
     digest.update("\x1f".join(ids).encode())
     key = f"{encoder_identity}|{max_nodes}|{digest.hexdigest()}"
     if key not in _LAST_BUILD:

@@ -24,9 +24,11 @@ import torch
 from PIL import Image
 
 from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.tables import require_columns
 from ugdata_pipeline.uge.backbone import Backbone
 from ugdata_pipeline.uge.checkpoint import load_checkpoint
-from ugdata_pipeline.uge.data import SubgraphTables, build_graphs, centre_only, collate_graphs
+from ugdata_pipeline.uge.data import build_graphs, centre_only, collate_graphs
 from ugdata_pipeline.uge.images import SHARED_IMAGES
 
 logger = logging.getLogger(__name__)
@@ -216,10 +218,7 @@ def embed_to_parquet(
 
     ``mode`` is ``"fusion"`` when ``subgraphs`` are given (and the checkpoint has a graph encoder), else ``"image"``.
     """
-    for column in ("image_id", "path"):
-        if column not in images.columns:
-            msg = f"the images table lacks column {column!r}; pass the images manifest (image_id, path, ...)."
-            raise ValueError(msg)
+    require_columns(images, ("image_id", "path"), table="images", fix="Pass the images manifest (image_id, path, ...).")
     model = load_model(checkpoint_dir)
     ids = images["image_id"].astype(str).tolist()
     paths = images["path"].astype(str).tolist()

@@ -9,7 +9,6 @@ text (or whose queries share a key) are removed from each other's negatives.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import Tensor
+
+from ugdata_pipeline.seeding import stable_seed
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,7 @@ def text_ids(texts: Sequence[str]) -> Tensor:
     ids
         Shape ``[len(texts)]``, dtype int64. Uses BLAKE2b, so ids are the same in every process and run.
     """
-    ids = [
-        int.from_bytes(hashlib.blake2b(t.strip().encode("utf-8"), digest_size=8).digest(), "little") >> 1 for t in texts
-    ]
+    ids = [stable_seed(t.strip(), scheme="blake2b64-le") for t in texts]
     return torch.tensor(ids, dtype=torch.int64)
 
 

@@ -19,6 +19,10 @@ Every model is trained once per seed. A run lives in ``<root>/models/<name>/seed
 fingerprint hashes the records, the subgraphs (stage 2), the training config and the parent run's fingerprint,
 so an unchanged rerun trains nothing and a killed run resumes. ``<root>/models/<name>/current.json`` points at the
 current run of every seed, with paths **relative to the data root**, so a copied or moved root keeps its models.
+
+:func:`training_inputs` gathers what a model trains on across the training cities; :func:`train_model` trains (or
+reuses) every seed of one model, in this process or through a launcher (:mod:`ugdata_pipeline.uge.launch`), and
+:func:`run_figures` summarises the runs. The Dagster assets only call these and report.
 """
 
 from __future__ import annotations
@@ -29,16 +33,21 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from ugdata_pipeline.atomic_files import write_file_atomic
-from ugdata_pipeline.errors import CorruptFileError
-from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError, table_digest
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.errors import CorruptFileError, TrainingDataError
+from ugdata_pipeline.uge.data import table_digest
 from ugdata_pipeline.uge.family import MODEL_SPECS, ModelSpec, model_spec
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
-from ugdata_pipeline.uge.train import TrainConfig, TrainResult, train
+from ugdata_pipeline.uge.train import TrainConfig, TrainResult, run_finished, select_records, train
+
+if TYPE_CHECKING:
+    from ugdata_pipeline.cities import CityRegistry
+    from ugdata_pipeline.uge.launch import Launch
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +55,15 @@ __all__ = [
     "MODEL_SPECS",
     "ModelSpec",
     "TrainedRun",
+    "TrainingInputs",
     "current_checkpoints",
     "model_spec",
     "run_config",
+    "run_figures",
     "run_fingerprint",
+    "train_model",
     "train_seed",
+    "training_inputs",
 ]
 
 POINTER_FILE = "current.json"
@@ -92,6 +105,11 @@ class TrainedRun:
     fingerprint: str
     checkpoint: Path  # absolute, under the data root
     result: TrainResult
+
+    @property
+    def reused(self) -> bool:
+        """The run had finished earlier with the same fingerprint: nothing was trained."""
+        return self.result.resumed and self.result.samples_per_s == 0
 
 
 def _pointer(root: Path, name: str) -> Path:
@@ -174,6 +192,21 @@ def _write_pointer(
     write_file_atomic(_pointer(root, name), payload)  # the umask's mode, like the tables
 
 
+def _parent_run(spec: ModelSpec, root: Path, seed: int) -> tuple[Path | None, str | None]:
+    """The parent model's current checkpoint and fingerprint for ``seed`` (both None for a model from scratch)."""
+    if spec.parent is None:
+        return None, None
+    checkpoint = current_checkpoints(root, spec.parent, [seed]).get(seed)
+    fingerprint = current_fingerprint(root, spec.parent, seed)
+    if checkpoint is None or fingerprint is None:
+        msg = (
+            f"{spec.name} (seed {seed}) starts from the {spec.parent} model, which has no trained run for this "
+            f"seed; train {spec.parent} first (materialize uge_{spec.parent})"
+        )
+        raise TrainingDataError(msg)
+    return checkpoint, fingerprint
+
+
 def train_seed(
     spec: ModelSpec,
     records: pd.DataFrame,
@@ -184,7 +217,7 @@ def train_seed(
     seed: int,
     cities: Sequence[str],
     subgraphs: SubgraphTables | None = None,
-    launch: Callable[[TrainConfig, Path | None], TrainResult] | None = None,
+    launch: Launch | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainedRun:
     """
@@ -207,44 +240,38 @@ def train_seed(
     subgraphs
         ``subgraph_nodes`` / ``subgraph_edges`` of the training cities (stage 2).
     launch
-        How to train: default :func:`~ugdata_pipeline.uge.train.train` in this process; the Dagster shell passes
-        an out-of-process launcher (Pipes + ``accelerate launch``).
+        How to train: default :func:`~ugdata_pipeline.uge.train.train` in this process; otherwise a
+        :class:`~ugdata_pipeline.uge.launch.Launch` (Pipes + ``accelerate launch``), given the run's own records.
     on_step
         Progress callback of in-process training, ``(step, {"loss": .., "lr": .., ...})`` after every step.
 
     Raises
     ------
     TrainingDataError
-        The parent model has no current run for this seed.
+        The parent model has no current run for this seed, or the records hold none of this model's.
     """
     root = Path(root)
-    parent_checkpoint, parent_fingerprint = None, None
-    if spec.parent is not None:
-        parent_checkpoint = current_checkpoints(root, spec.parent, [seed]).get(seed)
-        parent_fingerprint = current_fingerprint(root, spec.parent, seed)
-        if parent_checkpoint is None or parent_fingerprint is None:
-            msg = (
-                f"{spec.name} (seed {seed}) starts from the {spec.parent} model, which has no trained run for this "
-                f"seed; train {spec.parent} first (materialize uge_{spec.parent})"
-            )
-            raise TrainingDataError(msg)
+    parent_checkpoint, parent_fingerprint = _parent_run(spec, root, seed)
     config = run_config(spec, base, steps=steps, seed=seed)
-    chosen = records[(records["stage"] == spec.stage) & (records["variant"] == spec.variant)].reset_index(drop=True)
-    fingerprint = run_fingerprint(chosen, subgraphs if spec.stage == 2 else None, config, parent_fingerprint)
+    # the model's stage and variant on every split: what the run is keyed by (train() takes its splits from them)
+    chosen = select_records(records, config, splits=None)
+    subgraphs = subgraphs if spec.stage == 2 else None
+    fingerprint = run_fingerprint(chosen, subgraphs, config, parent_fingerprint)
     out_dir = root / "models" / spec.name / f"seed-{seed}" / fingerprint
     config = replace(config, out_dir=str(out_dir))
-    if launch is None:
+    if launch is None or run_finished(out_dir):
+        # a finished run is read back here: no subprocess is started only to find it finished
         result = train(
             chosen,
             root=root,
-            subgraphs=subgraphs if spec.stage == 2 else None,
+            subgraphs=subgraphs,
             config=config,
             init_from=parent_checkpoint,
             progress=False,
             on_step=on_step,
         )
     else:
-        result = launch(config, parent_checkpoint)
+        result = launch(chosen, subgraphs, config, parent_checkpoint)
     _write_pointer(root, spec.name, seed, fingerprint, result.checkpoint_dir, cities)
     logger.info(
         "%s seed %s: %s steps, best %s",
@@ -254,3 +281,106 @@ def train_seed(
         {k: round(v, 4) for k, v in result.best_metrics.items()},
     )
     return TrainedRun(seed=seed, fingerprint=fingerprint, checkpoint=result.checkpoint_dir, result=result)
+
+
+class TableSource(Protocol):
+    """Where per-city tables are read (the Dagster shell's ``StorageResource``, or anything alike)."""
+
+    def has_table(self, city: str, asset: str) -> bool: ...
+
+    def read_table(self, city: str, asset: str) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingInputs:
+    """What the family trains on: the training cities' records, and their subgraph tables for stage 2."""
+
+    cities: list[str]
+    records: pd.DataFrame
+    subgraphs: SubgraphTables | None
+
+
+def training_inputs(registry: CityRegistry, tables: TableSource, *, stage: int) -> TrainingInputs:
+    """
+    ``training_records`` of every registry city with ``split: train`` that has them, concatenated (and, for
+    ``stage`` 2, their ``subgraph_nodes`` / ``subgraph_edges``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No training city has ``training_records``; the message lists the training cities and the job to run.
+    """
+    training = [slug for slug in registry.slugs() if registry.get(slug).split == "train"]
+    cities = [slug for slug in training if tables.has_table(slug, "training_records")]
+    if not cities:
+        msg = (
+            "no training city has training_records yet; run city_dataset_job for a city with split: train "
+            f"(training cities: {training})"
+        )
+        raise FileNotFoundError(msg)
+
+    def concat(asset: str) -> pd.DataFrame:
+        return pd.concat([tables.read_table(slug, asset) for slug in cities], ignore_index=True)
+
+    subgraphs = SubgraphTables(concat("subgraph_nodes"), concat("subgraph_edges")) if stage == 2 else None
+    return TrainingInputs(cities=cities, records=concat("training_records"), subgraphs=subgraphs)
+
+
+def train_model(
+    spec: ModelSpec,
+    inputs: TrainingInputs,
+    *,
+    root: str | Path,
+    base: TrainConfig,
+    steps: int,
+    seeds: Sequence[int],
+    launch: Launch | None = None,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> list[TrainedRun]:
+    """
+    Train (or reuse) every seed of model ``spec`` on ``inputs`` and make each run current (:func:`train_seed`).
+
+    ``on_step`` gets ``(seed, step, figures)``. A stage-2 model checks that its parent has a run for every seed
+    before it trains any, so a missing parent fails before work starts.
+    """
+    root = Path(root)
+    for seed in seeds:
+        _parent_run(spec, root, seed)
+    runs = []
+    for seed in seeds:
+        logger.info("%s: seed %s, %s steps", spec.name, seed, steps * spec.step_factor)
+        runs.append(
+            train_seed(
+                spec,
+                inputs.records,
+                root=root,
+                base=base,
+                steps=steps,
+                seed=seed,
+                cities=inputs.cities,
+                subgraphs=inputs.subgraphs,
+                launch=launch,
+                on_step=(lambda step, figures, _seed=seed: on_step(_seed, step, figures)) if on_step else None,
+            )
+        )
+    return runs
+
+
+def run_figures(runs: Sequence[TrainedRun]) -> dict[str, str | int | float | bool]:
+    """
+    What the runs of one model report: their seeds and fingerprints, and the first seed's budget, reuse,
+    throughput, final training loss (mean of the last 20 steps), parameter counts and best validation figures.
+    """
+    first = runs[0].result
+    history = first.history
+    train_loss = history.loc[history["split"] == "train", "loss"] if "split" in history.columns else pd.Series()
+    return {
+        "seeds": ", ".join(str(r.seed) for r in runs),
+        "steps": first.steps,
+        "fingerprints": ", ".join(r.fingerprint for r in runs),
+        "reused_finished_run": runs[0].reused,
+        "samples_per_s": float(round(first.samples_per_s, 1)),
+        "final_train_loss": float(train_loss.tail(20).mean()) if len(train_loss) else float("nan"),
+        **{f"params/{k}": v for k, v in first.params_trained.items()},
+        **{f"val/{k}": float(v) for k, v in first.best_metrics.items()},
+    }

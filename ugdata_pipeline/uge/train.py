@@ -12,7 +12,8 @@ Stage 2 resumes stage 1's weights (``init_from``), attaches a fresh graph encode
 trainable (the reference's graph encoder was silently frozen: notes §8 B1).
 
 Outputs in ``out_dir``: ``checkpoints/{last,best}``, ``history.csv`` (per-step loss and lr, per-epoch validation),
-``curve.png``.
+``curve.png``. This module checks the inputs, resumes or starts a run and reports it; the loop itself (the training
+state, one epoch, validation, the checkpoint saves) is :mod:`ugdata_pipeline.uge.loop`.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
 import pandas as pd
 import torch
 
-from ugdata_pipeline.atomic_files import write_file_atomic, write_text_atomic
+from ugdata_pipeline.atomic_files import write_file_atomic
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.uge.backbone import Backbone, build_backbone
 from ugdata_pipeline.uge.checkpoint import (
     STATE_FILE,
     build_model_from_config,
     load_model_weights,
-    load_training_state,
     read_checkpoint_config,
     read_trainer_state,
     save_checkpoint,
@@ -45,8 +46,6 @@ from ugdata_pipeline.uge.checkpoint import (
 from ugdata_pipeline.uge.data import (
     ImageStore,
     RecordBatch,
-    SubgraphTables,
-    TrainingDataError,
     build_graphs_shared,
     centre_only,
     epoch_batches,
@@ -55,7 +54,8 @@ from ugdata_pipeline.uge.data import (
     validate_records,
 )
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
-from ugdata_pipeline.uge.losses import DEFAULT_TEMPERATURE, retrieval_metrics, symmetric_info_nce
+from ugdata_pipeline.uge.loop import RunPlan, start_state, train_one_epoch, write_history
+from ugdata_pipeline.uge.losses import DEFAULT_TEMPERATURE
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ GraphInput = Literal["own", "shuffled", "none"]
 GRAPH_INPUTS: tuple[str, ...] = get_args(GraphInput)
 BEST_METRICS: tuple[str, ...] = ("mrr", "r@1", "r@5", "r@10", "loss")
 
-__all__ = ["PRECISIONS", "VARIANTS", "TrainConfig", "TrainResult", "select_records", "train"]
+__all__ = ["PRECISIONS", "VARIANTS", "TrainConfig", "TrainResult", "run_finished", "select_records", "train"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +173,14 @@ class TrainResult:
     resumed: bool  # True when an earlier run in out_dir was continued or found finished
 
 
-def select_records(records: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
+def select_records(
+    records: pd.DataFrame, config: TrainConfig, *, splits: tuple[str, ...] | None = ("train", "val")
+) -> pd.DataFrame:
     """
-    The records one run trains and validates on: its stage and variant (and pair types), train + val splits.
+    The records one run trains and validates on: its stage and variant (and pair types), on ``splits``.
+
+    ``splits=None`` keeps every split: the rows a run's fingerprint hashes
+    (:func:`~ugdata_pipeline.uge.runs.run_fingerprint`), so a run is keyed by the same selection it trains on.
 
     Raises
     ------
@@ -187,7 +192,8 @@ def select_records(records: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
     keep = (stage == config.stage) & (records["variant"].astype(str) == config.variant)
     if config.pair_types is not None:
         keep &= records["pair_type"].isin(config.pair_types)
-    keep &= records["split"].isin(["train", "val"])
+    if splits is not None:
+        keep &= records["split"].isin(list(splits))
     selected = records[keep].reset_index(drop=True)
     if not bool((selected["split"] == "train").any()):
         available = sorted({(int(s), str(v)) for s, v in zip(stage.fillna(-1), records["variant"], strict=True)})
@@ -198,43 +204,6 @@ def select_records(records: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
         )
         raise TrainingDataError(msg)
     return selected
-
-
-def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def _param_groups(model: Backbone, config: TrainConfig) -> list[dict[str, Any]]:
-    no_decay = ("bias", "norm", "Norm", "embedding")
-
-    def split(params_named: list[tuple[str, torch.nn.Parameter]], lr: float, name: str) -> list[dict[str, Any]]:
-        decay = [p for n, p in params_named if not any(k in n for k in no_decay) and p.ndim > 1]
-        rest = [p for n, p in params_named if any(k in n for k in no_decay) or p.ndim <= 1]
-        groups = [
-            {"params": decay, "lr": lr, "weight_decay": config.weight_decay, "name": f"{name}_decay"},
-            {"params": rest, "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay"},
-        ]
-        return [g for g in groups if g["params"]]
-
-    graph_named = [(n, p) for n, p in model.named_parameters() if n.startswith(model.GRAPH_PREFIXES)]
-    backbone_named = [
-        (n, p) for n, p in model.named_parameters() if not n.startswith(model.GRAPH_PREFIXES) and p.requires_grad
-    ]
-    backbone_lr = config.lr * (config.backbone_lr_scale if config.stage == 2 else 1.0)
-    groups = split(backbone_named, backbone_lr, "backbone")
-    if config.stage == 2:
-        frozen = [n for n, p in graph_named if not p.requires_grad]
-        if not graph_named or frozen:
-            msg = f"stage 2 needs a fully trainable graph encoder; frozen graph parameters: {frozen[:5]}."
-            raise RuntimeError(msg)
-        groups += split(graph_named, config.graph_lr, "graph")
-    return groups
 
 
 def _build_model(config: TrainConfig, init_from: Path | None) -> Backbone:
@@ -288,75 +257,6 @@ def fixed_threads(threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(before_deterministic)
 
 
-def _temperature(model: Backbone, config: TrainConfig) -> torch.Tensor | float:
-    return model.temperature() if config.learn_temperature else config.temperature
-
-
-def _loss(
-    out: Any, batch: RecordBatch, config: TrainConfig, temperature: torch.Tensor | float, *, gather: bool = True
-) -> torch.Tensor:
-    return symmetric_info_nce(
-        out.query,
-        out.positive,
-        temperature=temperature,
-        hard_negatives=out.hard_negatives,
-        positive_ids=batch.positive_ids if config.mask_duplicates else None,
-        query_ids=batch.query_ids if config.mask_duplicates else None,
-        hard_negative_ids=batch.hard_negative_ids if out.hard_negatives is not None else None,
-        gather=gather,
-    )
-
-
-@torch.no_grad()
-def _validate(
-    model: Backbone, val: pd.DataFrame, make: Callable[[pd.DataFrame], RecordBatch], config: TrainConfig
-) -> dict[str, float]:
-    """
-    Val loss, and query -> text retrieval **within each pair type** (averaged over records).
-
-    Within a pair type, because across types a model can tell captions from route texts by the instruction
-    alone: over all val records at once that scored ~3x chance with images that carried no information.
-    ``chance_mrr`` is the MRR of a random ranking of the same groups.
-    """
-    model.eval()
-    queries, positives, ids, losses = [], [], [], []
-    for start in range(0, len(val), config.val_batch_size):
-        batch = make(val.iloc[start : start + config.val_batch_size])
-        out = model(batch.images, batch.instructions, batch.positives, batch.graph, None)
-        queries.append(out.query.float())
-        positives.append(out.positive.float())
-        ids.append(batch.positive_ids)
-        if len(batch) >= 2:
-            # every process validates the whole split, so nothing is gathered here
-            losses.append(float(_loss(out, batch, config, _temperature(model, config), gather=False)) * len(batch))
-    model.train()
-    query, positive, positive_ids = torch.cat(queries), torch.cat(positives), torch.cat(ids)
-    totals: dict[str, float] = {}
-    by_type: dict[str, float] = {}
-    types = val["pair_type"].astype(str).to_numpy()
-    for pair_type in sorted(set(types)):
-        rows = torch.from_numpy(np.flatnonzero(types == pair_type))
-        if len(rows) < 2:
-            continue
-        part = retrieval_metrics(query[rows], positive[rows], positive_ids=positive_ids[rows])
-        part["chance_mrr"] = sum(1.0 / k for k in range(1, len(rows) + 1)) / len(rows)
-        by_type[f"mrr/{pair_type}"] = part["mrr"]
-        for key, value in part.items():
-            totals[key] = totals.get(key, 0.0) + value * len(rows)
-    counted = max(1, sum(int((types == t).sum()) for t in set(types) if int((types == t).sum()) >= 2))
-    metrics = {key: value / counted for key, value in totals.items()} | by_type
-    metrics["loss"] = sum(losses) / max(1, len(val))
-    return metrics
-
-
-def _is_better(metrics: dict[str, float], best: dict[str, float] | None, key: str) -> bool:
-    if best is None:
-        return True
-    if key == "loss":
-        return metrics[key] < best[key]
-    return metrics[key] > best[key]
-
-
 def _curve_png(history: pd.DataFrame, title: str) -> bytes:
     import matplotlib as mpl
 
@@ -386,27 +286,6 @@ def _curve_png(history: pd.DataFrame, title: str) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
-
-
-def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = [
-        "step",
-        "epoch",
-        "split",
-        "loss",
-        "lr",
-        "batch_acc",
-        "temperature",
-        "r@1",
-        "r@5",
-        "r@10",
-        "mrr",
-        "mean_rank",
-        "chance_mrr",
-    ]
-    frame = pd.DataFrame(history, columns=columns)
-    write_text_atomic(out_dir / "history.csv", frame.to_csv(index=False))
-    return frame
 
 
 def _count_params(model: Backbone) -> dict[str, int]:
@@ -464,6 +343,14 @@ def train(
         )
 
 
+def run_finished(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds a finished run, which :func:`train` reuses as it is (training nothing)."""
+    last_dir, best_dir = Path(out_dir) / "checkpoints" / "last", Path(out_dir) / "checkpoints" / "best"
+    if not (last_dir / STATE_FILE).is_file() or not best_dir.is_dir():
+        return False
+    return bool(read_trainer_state(last_dir).get("finished"))
+
+
 def _finished_result(out_dir: Path, best_dir: Path, last_dir: Path, state: dict[str, Any]) -> TrainResult:
     """The :class:`TrainResult` of a run that already finished, read back from its folder."""
     model = build_model_from_config(read_checkpoint_config(last_dir)["model"])
@@ -492,34 +379,22 @@ def _stage2_graphs(graphs: dict[str, Any], config: TrainConfig) -> dict[str, Any
     return graphs
 
 
-def _train(
+def _check_inputs(
     records: pd.DataFrame,
-    *,
-    root: str | Path,
+    root: Path,
     subgraphs: SubgraphTables | None,
     config: TrainConfig,
-    init_from: str | Path | None,
-    progress: bool,
-    on_step: Callable[[int, dict[str, float]], None] | None,
-) -> TrainResult:
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    root = Path(root)
-    out_dir = Path(config.out_dir)
-    subgraphs = SubgraphTables(*subgraphs) if subgraphs is not None else None  # a plain (nodes, edges) works too
-    init_path = Path(init_from) if init_from is not None else None
+    init_path: Path | None,
+) -> pd.DataFrame:
+    """The run's records (:func:`select_records`), after the cheap checks that must fail before any model is built."""
     if config.stage == 2 and subgraphs is None:
         msg = "stage 2 needs `subgraphs` (subgraph_nodes and subgraph_edges tables); pass SubgraphTables(nodes, edges)."
         raise TrainingDataError(msg)
     selected = select_records(records, config)
-    train_rows = selected[selected["split"] == "train"].reset_index(drop=True)
-    val_rows = selected[selected["split"] == "val"].reset_index(drop=True)
-    if len(train_rows) < 2:
-        msg = f"only {len(train_rows)} train record(s) for stage {config.stage}; InfoNCE needs at least 2."
+    n_train = int((selected["split"] == "train").sum())
+    if n_train < 2:
+        msg = f"only {n_train} train record(s) for stage {config.stage}; InfoNCE needs at least 2."
         raise TrainingDataError(msg)
-    saved_config = {**config.to_dict(), "init_from": str(init_path) if init_path else None}
-    # cheap input checks before any model is built
     ImageStore(root, prepare=lambda image: image).check_exists(selected["image_path"].astype(str))
     if subgraphs is not None and config.stage == 2:
         covered = set(subgraphs.nodes["image_id"].astype(str)) if "image_id" in subgraphs.nodes.columns else set()
@@ -532,22 +407,90 @@ def _train(
             raise TrainingDataError(msg)
     if init_path is not None:
         read_checkpoint_config(init_path)  # raises naming what is missing
+    return selected
+
+
+def _resume_point(out_dir: Path, last_dir: Path, saved_config: dict[str, Any]) -> dict[str, Any] | None:
+    """The trainer state of an earlier run in ``out_dir`` (None: start afresh); a run of another config is refused."""
+    if not (last_dir / STATE_FILE).is_file():
+        return None
+    previous = read_checkpoint_config(last_dir)["train"]
+    if _comparable(previous) != _comparable(saved_config):
+        changed = sorted(k for k in _comparable(saved_config) if previous.get(k) != saved_config.get(k))
+        msg = (
+            f"{out_dir} holds a run with a different config (changed: {changed}); choose another out_dir or "
+            "delete the old run to start over."
+        )
+        raise TrainingDataError(msg)
+    return read_trainer_state(last_dir)
+
+
+def _batch_maker(
+    model: Backbone, root: Path, selected: pd.DataFrame, subgraphs: SubgraphTables | None, config: TrainConfig
+) -> Callable[[pd.DataFrame], RecordBatch]:
+    """Rows -> model-ready batches: the images, the stage-2 graphs and the text cache, loaded once per run."""
+    images = ImageStore(root, model.prepare_image, model.prepare_identity())
+    graphs = None
+    if config.stage == 2:
+        assert subgraphs is not None
+        graphs = _stage2_graphs(
+            build_graphs_shared(
+                subgraphs,
+                model.encode_node_texts,
+                encoder_identity=model.node_text_identity(),
+                image_ids=selected["image_id"].astype(str),
+                max_nodes=config.max_nodes,
+            ),
+            config,
+        )
+    texts = [*selected["instruction"].fillna("").astype(str), *selected["positive"].astype(str)]
+    if config.hard_negatives:
+        texts += [t for v in selected["hard_negatives"] if v is not None for t in list(v)[: config.hard_negatives]]
+    model.warm_text_cache(texts)
+
+    def make(rows: pd.DataFrame) -> RecordBatch:
+        return make_batch(
+            rows,
+            images=images,
+            collate_images=model.collate_images,
+            graphs=graphs,
+            max_hard_negatives=config.hard_negatives,
+        )
+
+    return make
+
+
+def _total_steps(n_train: int, config: TrainConfig) -> int:
+    batches_per_epoch = len(epoch_batches(n_train, config.batch_size, seed=config.seed, epoch=0))
+    total_steps = config.steps if config.steps is not None else config.epochs * batches_per_epoch
+    return min(total_steps, config.max_steps) if config.max_steps is not None else total_steps
+
+
+def _train(
+    records: pd.DataFrame,
+    *,
+    root: str | Path,
+    subgraphs: SubgraphTables | None,
+    config: TrainConfig,
+    init_from: str | Path | None,
+    progress: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    out_dir = Path(config.out_dir)
+    subgraphs = SubgraphTables(*subgraphs) if subgraphs is not None else None  # a plain (nodes, edges) works too
+    init_path = Path(init_from) if init_from is not None else None
+    selected = _check_inputs(records, root, subgraphs, config, init_path)
+    train_rows = selected[selected["split"] == "train"].reset_index(drop=True)
+    val_rows = selected[selected["split"] == "val"].reset_index(drop=True)
+    saved_config = {**config.to_dict(), "init_from": str(init_path) if init_path else None}
 
     # ---- resume or start -------------------------------------------------------------------------------------
     last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"
-    resume_state: dict[str, Any] | None = None
-    if (last_dir / STATE_FILE).is_file():
-        previous = read_checkpoint_config(last_dir)["train"]
-        if _comparable(previous) != _comparable(saved_config):
-            changed = sorted(k for k in _comparable(saved_config) if previous.get(k) != saved_config.get(k))
-            msg = (
-                f"{out_dir} holds a run with a different config (changed: {changed}); choose another out_dir or "
-                "delete the old run to start over."
-            )
-            raise TrainingDataError(msg)
-        resume_state = read_trainer_state(last_dir)
+    resume_state = _resume_point(out_dir, last_dir, saved_config)
     out_dir.mkdir(parents=True, exist_ok=True)
-
     if resume_state is not None and resume_state.get("finished") and best_dir.is_dir():
         # a finished run is reused as it is: no data to load, no text cache to fill
         return _finished_result(out_dir, best_dir, last_dir, resume_state)
@@ -561,184 +504,75 @@ def _train(
                 model.logit_scale.fill_(math.log(1.0 / config.temperature))
     model.logit_scale.requires_grad_(config.learn_temperature)
     params_trained = _count_params(model)
-
-    accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.precision)
-    batches_per_epoch = len(epoch_batches(len(train_rows), config.batch_size, seed=config.seed, epoch=0))
-    total_steps = config.steps if config.steps is not None else config.epochs * batches_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    eval_every = config.eval_every_steps or (max(1, total_steps // 5) if config.steps is not None else None)
-    optimizer = torch.optim.AdamW(_param_groups(model, config), foreach=True)  # one fused pass over the params
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total_steps, round(config.warmup_ratio * total_steps))
+    total_steps = _total_steps(len(train_rows), config)
+    history = None
+    if resume_state is not None and (out_dir / "history.csv").is_file():
+        old = pd.read_csv(out_dir / "history.csv")
+        history = old[old["step"] <= int(resume_state["step"])].to_dict("records")
+    state = start_state(
+        model,
+        config,
+        total_steps=total_steps,
+        resume_from=last_dir if resume_state is not None else None,
+        resume_state=resume_state,
+        history=history,
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw_model: Backbone = accelerator.unwrap_model(model)
-
-    history: list[dict[str, Any]] = []
-    step, start_epoch, start_batch = 0, 0, 0
-    best_metrics: dict[str, float] | None = None
     if resume_state is not None:
-        load_training_state(last_dir, optimizer, scheduler)
-        step = int(resume_state["step"])
-        start_epoch, start_batch = int(resume_state["epoch"]), int(resume_state["batch_in_epoch"])
-        best_metrics = resume_state.get("best_metrics")
-        if (out_dir / "history.csv").is_file():
-            old = pd.read_csv(out_dir / "history.csv")
-            history = old[old["step"] <= step].to_dict("records")
-        logger.info("resuming %s at step %d (epoch %d, batch %d)", out_dir, step, start_epoch, start_batch)
-
-    # ---- data -------------------------------------------------------------------------------------------------
-    images = ImageStore(root, raw_model.prepare_image, raw_model.prepare_identity())
-    graphs = None
-    if config.stage == 2:
-        assert subgraphs is not None
-        graphs = _stage2_graphs(
-            build_graphs_shared(
-                subgraphs,
-                raw_model.encode_node_texts,
-                encoder_identity=raw_model.node_text_identity(),
-                image_ids=selected["image_id"].astype(str),
-                max_nodes=config.max_nodes,
-            ),
-            config,
+        logger.info(
+            "resuming %s at step %d (epoch %d, batch %d)", out_dir, state.step, state.epoch, state.batch_in_epoch
         )
-    texts = [*selected["instruction"].fillna("").astype(str), *selected["positive"].astype(str)]
-    if config.hard_negatives:
-        texts += [t for v in selected["hard_negatives"] if v is not None for t in list(v)[: config.hard_negatives]]
-    raw_model.warm_text_cache(texts)
+    plan = RunPlan(
+        config=config,
+        saved_config=saved_config,
+        out_dir=out_dir,
+        train_rows=train_rows,
+        val_rows=val_rows,
+        make=_batch_maker(state.raw_model, root, selected, subgraphs, config),
+        total_steps=total_steps,
+        eval_every=config.eval_every_steps or (max(1, total_steps // 5) if config.steps is not None else None),
+    )
 
-    def make(rows: pd.DataFrame) -> RecordBatch:
-        return make_batch(
-            rows,
-            images=images,
-            collate_images=raw_model.collate_images,
-            graphs=graphs,
-            max_hard_negatives=config.hard_negatives,
-        )
-
-    def state(epoch: int, batch_in_epoch: int, finished: bool) -> dict[str, Any]:
-        return {"epoch": epoch, "batch_in_epoch": batch_in_epoch, "finished": finished, "best_metrics": best_metrics}
-
-    def save_last(epoch: int, batch_in_epoch: int, finished: bool = False) -> None:
-        if accelerator.is_main_process:
-            save_checkpoint(
-                last_dir,
-                raw_model,
-                optimizer,
-                scheduler,
-                step,
-                saved_config,
-                state=state(epoch, batch_in_epoch, finished),
-            )
-            _write_history(out_dir, history)
-
-    def validate_and_keep_best(epoch: int, next_epoch: int, next_batch: int) -> None:
-        nonlocal best_metrics
-        metrics = _validate(raw_model, val_rows, make, config)
-        history.append({"step": step, "epoch": epoch, "split": "val", **metrics})
-        logger.info("epoch %d step %d val %s", epoch, step, {k: round(v, 4) for k, v in metrics.items()})
-        if _is_better(metrics, best_metrics, config.best_metric):
-            best_metrics = metrics
-            if accelerator.is_main_process:
-                save_checkpoint(
-                    best_dir, raw_model, step=step, config=saved_config, state=state(next_epoch, next_batch, False)
-                )
-
-    # ---- loop -------------------------------------------------------------------------------------------------
-    finished = bool(resume_state and resume_state.get("finished"))
-    can_validate = config.eval_every_epoch and len(val_rows) >= 2
-    trained_samples, started = 0, time.perf_counter()
-    model.train()
+    # ---- loop: one epoch at a time until the budget (steps or epochs) is spent --------------------------------
+    state.finished = bool(resume_state and resume_state.get("finished"))
+    started = time.perf_counter()
+    state.model.train()
     bar = tqdm(
         total=total_steps,
-        initial=step,
+        initial=state.step,
         desc=f"stage {config.stage} {config.variant}",
-        disable=not progress or finished or not accelerator.is_main_process,
+        disable=not progress or state.finished or not state.accelerator.is_main_process,
     )
-    epoch = start_epoch
-    while not finished and step < total_steps and (config.steps is not None or epoch < config.epochs):
-        batches = epoch_batches(len(train_rows), config.batch_size, seed=config.seed, epoch=epoch)
-        first = start_batch if epoch == start_epoch else 0
-        saved_at = None
-        for index in range(first, len(batches)):
-            # under DDP each process takes an equal share (all_gather needs equal sizes); the remainder is skipped
-            global_rows = batches[index]
-            global_rows = global_rows[: len(global_rows) - len(global_rows) % accelerator.num_processes]
-            rows = global_rows[accelerator.process_index :: accelerator.num_processes]
-            batch = make(train_rows.iloc[rows])
-            with accelerator.autocast():
-                out = model(
-                    batch.images, batch.instructions, batch.positives, batch.graph, batch.hard_negatives or None
-                )
-                loss = _loss(out, batch, config, _temperature(raw_model, config))
-            accelerator.backward(loss)
-            if config.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            trained_samples += len(batch)
-            with torch.no_grad():
-                scores = out.query.float() @ out.positive.float().T
-                batch_acc = float((scores.argmax(1) == torch.arange(len(batch), device=scores.device)).float().mean())
-            figures = {
-                "loss": float(loss.detach()),
-                "lr": float(scheduler.get_last_lr()[0]),
-                "batch_acc": batch_acc,
-                "temperature": float(torch.as_tensor(_temperature(raw_model, config)).detach()),
-            }
-            history.append({"step": step, "epoch": epoch, "split": "train", **figures})
-            bar.update(1)
-            bar.set_postfix(loss=f"{figures['loss']:.3f}", acc=f"{batch_acc:.2f}")
-            at_end_of_epoch = index + 1 == len(batches)
-            resume_at = (epoch + 1, 0) if at_end_of_epoch else (epoch, index + 1)
-            if can_validate and eval_every is not None and (step % eval_every == 0 or step >= total_steps):
-                validate_and_keep_best(epoch, *resume_at)
-                save_last(*resume_at, finished=step >= total_steps)
-                saved_at = step
-            elif config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and not at_end_of_epoch:
-                save_last(*resume_at)
-            if on_step is not None:
-                on_step(step, figures)
-            if step >= total_steps:
-                break
-        # ---- end of epoch (or of the step budget): validate once per epoch unless validated by steps -------------
-        if can_validate and eval_every is None:
-            validate_and_keep_best(epoch, epoch + 1, 0)
-        done = step >= total_steps or (config.steps is None and epoch + 1 == config.epochs)
-        if saved_at != step:
-            save_last(epoch + 1, 0, finished=done)
-        finished = done
-        epoch += 1
+    while not state.finished and state.step < total_steps and (config.steps is not None or state.epoch < config.epochs):
+        train_one_epoch(state, plan, bar=bar, on_step=on_step)
     bar.close()
     elapsed = time.perf_counter() - started
 
-    if not best_dir.is_dir() or (len(val_rows) < 2 and trained_samples):
+    if not best_dir.is_dir() or (len(val_rows) < 2 and state.trained_samples):
         # no validation split: the last weights are the best we have
-        save_checkpoint(best_dir, raw_model, step=step, config=saved_config, state=state(config.epochs, 0, True))
-    frame = _write_history(out_dir, history)
+        save_checkpoint(
+            best_dir, state.raw_model, step=state.step, config=saved_config, state=state.saved(config.epochs, 0, True)
+        )
+    frame = write_history(out_dir, state.history)
     png = _curve_png(frame, f"UGE stage {config.stage} ({config.variant}, {config.backbone})")
     write_file_atomic(out_dir / "curve.png", png)
-    samples_per_s = trained_samples / elapsed if trained_samples else 0.0
+    samples_per_s = state.trained_samples / elapsed if state.trained_samples else 0.0
     logger.info(
         "trained stage %d (%s): %d steps, %.1f samples/s, best %s",
         config.stage,
         config.variant,
-        step,
+        state.step,
         samples_per_s,
-        {k: round(v, 4) for k, v in (best_metrics or {}).items()},
+        {k: round(v, 4) for k, v in (state.best_metrics or {}).items()},
     )
-    accelerator.free_memory()
+    state.accelerator.free_memory()
     return TrainResult(
         checkpoint_dir=best_dir,
         last_checkpoint_dir=last_dir,
-        best_metrics=dict(best_metrics or {}),
+        best_metrics=dict(state.best_metrics or {}),
         history=frame,
         curve_png=png,
         params_trained=params_trained,
-        steps=step,
+        steps=state.step,
         samples_per_s=samples_per_s,
         resumed=resume_state is not None,
     )

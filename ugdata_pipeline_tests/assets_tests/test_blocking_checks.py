@@ -253,9 +253,7 @@ def bench_tables(correct_idx: int, hit: float) -> Callable[[], dict]:
 
 
 def bench_inputs() -> dict[str, pd.DataFrame]:
-    tables = {name: pd.DataFrame() for name in ugbench_assets._INPUTS}
-    tables["images"] = pd.DataFrame({"image_id": ["a"]})
-    return tables
+    return {"images": pd.DataFrame({"image_id": ["a"]})}
 
 
 CASES = [
@@ -327,7 +325,9 @@ def test_a_failing_blocking_check_stops_the_downstream_asset(case, tmp_path, mon
     # every input the asset declares; those a case leaves out are empty tables (its producer is replaced)
     upstream = sorted({key.to_user_string() for key in case.node.keys_by_input_name.values()})
     # (as GeoDataFrames, which pass the type check of inputs typed DataFrame and of those typed GeoDataFrame)
-    tables = {name: pd.DataFrame() for name in upstream} | case.inputs()
+    # osm_streets always holds the tiny city's streets: the assets take the city's metric CRS from them
+    defaults = {name: tiny_city().streets if name == "osm_streets" else pd.DataFrame() for name in upstream}
+    tables = defaults | case.inputs()
     io = MemoryIOManager({name: gpd.GeoDataFrame(frame) for name, frame in tables.items()})
     sources = [
         dg.SourceAsset(name, io_manager_key="table_io_manager", partitions_def=city_partitions) for name in upstream

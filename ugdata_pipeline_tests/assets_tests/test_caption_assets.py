@@ -12,8 +12,9 @@ import pytest
 
 from ugdata_pipeline.assets.dataset import captions
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.io_managers import ParquetIOManager, read_table, table_path
+from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import CityRegistryResource, OpenAICaptionerResource, StorageResource
+from ugdata_pipeline.table_files import read_table, table_path
 from ugdata_pipeline_tests.context_tests.chat_server import ChatServer, ok, server_error
 
 CITY = "karhula"  # a shipped slug: the partition must exist; no OSM is read

@@ -110,7 +110,7 @@ def test_export_refuses_records_whose_image_file_is_missing(tmp_path):
     result = materialize(tmp_path)
     assert not result.success
     assert failure_message(result).startswith(
-        "ugdata_pipeline.dataset.records.DatasetInputError: ms_swift_export of city 'karhula' (baseline stage 1): "
+        "ugdata_pipeline.errors.DatasetInputError: ms_swift_export of city 'karhula' (baseline stage 1): "
         f"1 image file(s) of the records do not exist under {tmp_path}, e.g. ['{tmp_path / 'img' / 'p1v0.png'}']; "
         "materialize image_files and the tables after it for this city again\n"
     )
@@ -124,7 +124,7 @@ def test_export_refuses_a_stage2_record_without_a_subgraph(tmp_path):
     result = materialize(tmp_path)
     assert not result.success
     assert failure_message(result).startswith(
-        "ugdata_pipeline.dataset.records.DatasetInputError: ms_swift_export of city 'karhula' (ugdata stage 2): "
+        "ugdata_pipeline.errors.DatasetInputError: ms_swift_export of city 'karhula' (ugdata stage 2): "
         "image 'ghost' has no subgraph in the subgraph tables; "
         "build subgraphs before stage 2\n"
     )

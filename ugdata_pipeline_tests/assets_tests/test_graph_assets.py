@@ -7,8 +7,9 @@ import pytest
 
 from ugdata_pipeline.assets.graph import urban_graph
 from ugdata_pipeline.assets.osm import osm_extract
-from ugdata_pipeline.io_managers import ParquetIOManager, read_table, table_path
+from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import CityRegistryResource, OsmSourceResource, StorageResource
+from ugdata_pipeline.table_files import read_table, table_path
 
 OSM_AND_GRAPH = [osm_extract, urban_graph]
 

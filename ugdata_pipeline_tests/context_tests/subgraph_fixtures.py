@@ -10,7 +10,8 @@ import pandas as pd
 import shapely
 from pyproj import Transformer
 
-from ugdata_pipeline.context.subgraph import SubgraphConfig, SubgraphTables, build_subgraphs
+from ugdata_pipeline.context.subgraph import SubgraphConfig, build_subgraphs
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.graph.build import UrbanGraph, build_urban_graph
 from ugdata_pipeline.imagery import anchor_images
 from ugdata_pipeline.osm.schema import POI_COLUMNS, OsmExtract, frame
@@ -56,7 +57,7 @@ def anchor_into(
     graph: UrbanGraph, images: pd.DataFrame, *, city_name: str = "Tinytown", country: str = "Finland"
 ) -> AnchoredCity:
     """Anchor ``images`` into ``graph`` and concatenate the image nodes and edges into the graph tables."""
-    result = anchor_images(images, graph.nodes, city_name=city_name, country=country)
+    result = anchor_images(images, graph.nodes, city_name=city_name, country=country, crs_metric=graph.crs_metric)
     nodes = gpd.GeoDataFrame(pd.concat([graph.nodes, result.image_nodes], ignore_index=True), crs="EPSG:4326")
     edges = pd.concat([graph.edges, result.image_edges], ignore_index=True)
     return AnchoredCity(graph, nodes, edges, result.images)

@@ -10,14 +10,13 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.context.caption_quality import (
+    caption_failure_table,
     failed_share_limit,
     failure_reason,
-    failure_summary,
     require_complete,
 )
-from ugdata_pipeline.context.captioners import CaptionerConfigError
 from ugdata_pipeline.context.openai_captioner import CIRCUIT_OPEN
-from ugdata_pipeline.errors import IncompleteResultError
+from ugdata_pipeline.errors import CaptionerConfigError, IncompleteResultError
 from ugdata_pipeline_tests.context_tests.chat_server import (
     ChatServer,
     hang,
@@ -218,7 +217,7 @@ def test_too_many_failures_raise_incomplete_result_and_the_retry_asks_only_for_t
             requests, cache_dir=cache
         )
         assert frame["status"].tolist() == ["done"] * 2 + ["failed"] * 10
-        summary = failure_summary(frame)
+        summary = caption_failure_table(frame)
         assert summary[["reason", "count"]].values.tolist() == [["circuit open", 8], ["HTTP 500", 2]]
         with pytest.raises(IncompleteResultError) as raised:
             require_complete(frame, city="karhula", max_failed_share=0.02)

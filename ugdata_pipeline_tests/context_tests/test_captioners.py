@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ugdata_pipeline.context.caption_prompt import CaptionFormatError, build_prompt, parse_answer, prompt_hash
+from ugdata_pipeline.context.caption_prompt import build_prompt, parse_answer, prompt_hash
 from ugdata_pipeline.context.caption_quality import (
     both_sections_share,
     find_place_mentions,
@@ -27,14 +27,13 @@ from ugdata_pipeline.context.caption_quality import (
 from ugdata_pipeline.context.captioners import (
     CAPTION_COLUMNS,
     Captioner,
-    CaptionerConfigError,
-    CaptionInputError,
     CaptionPlace,
     CaptionRequest,
     TemplateCaptioner,
     build_caption_requests,
 )
 from ugdata_pipeline.context.openai_captioner import OpenAICompatibleCaptioner
+from ugdata_pipeline.errors import CaptionerConfigError, CaptionFormatError, CaptionInputError
 from ugdata_pipeline.throttle import RetryPolicy
 from ugdata_pipeline_tests.context_tests.chat_server import (
     ChatServer,

@@ -13,7 +13,8 @@ from ugdata_pipeline.context.describe import (
     described_names,
     description_templates,
 )
-from ugdata_pipeline.context.subgraph import SubgraphInputError, SubgraphTables, UnknownSubgraphError, subgraph_for
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables, subgraph_for
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline_tests.context_tests.subgraph_fixtures import AnchoredCity, anchor_into, graph_of, make_images
 from ugdata_pipeline_tests.tiny_city import tiny_city
 

@@ -1,4 +1,4 @@
-"""Radius subgraphs on tiny cities with known answers; graph JSON and PyG round-trips; Helsinki (slow)."""
+"""Radius subgraphs on tiny cities with known answers; graph JSON round-trips; Helsinki (slow)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
@@ -21,20 +20,16 @@ from ugdata_pipeline.context.graph_json import (
     to_graph_json,
     write_graph_json,
 )
-from ugdata_pipeline.context.pyg import EDGE_ATTR_NAMES, from_pyg_data, to_pyg_data
-from ugdata_pipeline.context.subgraph import (
+from ugdata_pipeline.context.plot import size_histogram_png
+from ugdata_pipeline.context.subgraph import SubgraphConfig, build_subgraphs, subgraph_size_outcome
+from ugdata_pipeline.context.subgraph_tables import (
     SUBGRAPH_EDGE_COLUMNS,
     SUBGRAPH_NODE_COLUMNS,
     SUBGRAPH_SUMMARY_COLUMNS,
-    SubgraphConfig,
-    SubgraphInputError,
     SubgraphTables,
-    UnknownSubgraphError,
-    build_subgraphs,
-    size_histogram_png,
     subgraph_for,
-    subgraph_size_outcome,
 )
+from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.build import UrbanGraph
 from ugdata_pipeline.graph.geodesy import distance_m
 from ugdata_pipeline.graph.text import compass_word
@@ -237,9 +232,9 @@ def test_edges_are_exactly_those_among_kept_nodes(tiny: AnchoredCity) -> None:
 
 def test_images_not_in_the_graph_are_refused_with_the_fix(tiny: AnchoredCity) -> None:
     with pytest.raises(SubgraphInputError, match=r"concatenate AnchorResult\.image_nodes"):
-        build_subgraphs(tiny.graph.nodes, tiny.graph.edges, tiny.images)
+        build_subgraphs(tiny.graph.nodes, tiny.graph.edges, tiny.images, crs_metric=tiny.graph.crs_metric)
     with pytest.raises(SubgraphInputError, match="missing column"):
-        build_subgraphs(tiny.nodes, tiny.edges, tiny.images.drop(columns="lat"))
+        build_subgraphs(tiny.nodes, tiny.edges, tiny.images.drop(columns="lat"), crs_metric=tiny.graph.crs_metric)
     with pytest.raises(SubgraphInputError, match="radius_m"):
         SubgraphConfig(radius_m=0)
     with pytest.raises(SubgraphInputError, match="max_nodes"):
@@ -249,7 +244,7 @@ def test_images_not_in_the_graph_are_refused_with_the_fix(tiny: AnchoredCity) ->
 
 
 def test_no_images_gives_empty_tables_with_the_contract_columns(tiny: AnchoredCity) -> None:
-    tables = build_subgraphs(tiny.nodes, tiny.edges, tiny.images.iloc[:0])
+    tables = build_subgraphs(tiny.nodes, tiny.edges, tiny.images.iloc[:0], crs_metric=tiny.graph.crs_metric)
     assert tuple(tables.nodes.columns) == SUBGRAPH_NODE_COLUMNS and tables.nodes.empty
     assert tuple(tables.summary.columns) == SUBGRAPH_SUMMARY_COLUMNS and tables.counts["images"] == 0
 
@@ -304,14 +299,9 @@ def test_graph_json_by_image_equals_one_graph_at_a_time_in_any_row_order(tiny: A
         render = graph_json_by_image(nodes, edges)
         for image_id, graph in expected.items():
             got = render(image_id, f"image:render:{image_id}")
-            if nodes is not tables.nodes:  # shuffled rows come back in the order they were given
-                got["nodes"].sort(key=lambda n: n["node_id"])
-                got["edges"].sort(key=lambda e: (e["source"], e["target"]))
-                graph = {
-                    **graph,
-                    "nodes": sorted(graph["nodes"], key=lambda n: n["node_id"]),
-                    "edges": sorted(graph["edges"], key=lambda e: (e["source"], e["target"])),
-                }
+            if nodes is not tables.nodes:  # nodes come back by rank, edges in the order they were given
+                got["edges"].sort(key=lambda e: (e["source"], e["target"], e["kind"]))
+                graph = {**graph, "edges": sorted(graph["edges"], key=lambda e: (e["source"], e["target"], e["kind"]))}
             assert json.dumps(got, allow_nan=False) == json.dumps(graph, allow_nan=False)
     with pytest.raises(SubgraphInputError, match="'zzz' has no rows"):
         graph_json_by_image(tables.nodes, tables.edges)("zzz", "image:render:zzz")
@@ -384,73 +374,6 @@ def test_graph_json_round_trip_property(node_rows, edge_rows) -> None:
     pd.testing.assert_frame_equal(back_nodes, nodes)
     pd.testing.assert_frame_equal(back_edges, edges, check_index_type=False)
     assert centre == "n0"
-
-
-# --- PyG -------------------------------------------------------------------------------------------------
-
-
-def test_pyg_data_has_both_directions_and_the_specified_edge_features(tiny: AnchoredCity) -> None:
-    nodes, edges = subgraph_for(tiny.build(), "b")
-    data = to_pyg_data(nodes, edges)
-    e, n = len(edges), len(nodes)
-    assert data.num_nodes == n and data.node_ids == ids(nodes)
-    assert data.edge_index.shape == (2, 2 * e) and data.edge_index.dtype == torch.long
-    assert torch.equal(data.edge_index[:, e:], data.edge_index[:, :e].flip(0))
-    assert data.edge_attr.shape == (2 * e, len(EDGE_ATTR_NAMES)) and data.edge_attr.dtype == torch.float32
-    assert int(data.center_index[0]) == 0 and data.node_ids[0] == "image:render:b"
-    assert data.pos.shape == (n, 2)
-    k = int(np.flatnonzero((edges["src"] == "poi:n2") & (edges["kind"] == "within"))[0])  # Bank Two -> park
-    row = edges.iloc[k]
-    bearing = math.radians(row["bearing_deg"])
-    i, j = ids(nodes).index("poi:n2"), ids(nodes).index("aoi:w900")
-    dx, dy = nodes["dx_m"].to_numpy(), nodes["dy_m"].to_numpy()
-    forward = [row["distance_m"], math.sin(bearing), math.cos(bearing), dx[j] - dx[i], dy[j] - dy[i]]
-    assert data.edge_attr[k].tolist() == pytest.approx(forward, rel=1e-5, abs=1e-4)
-    reverse = [forward[0], -forward[1], -forward[2], -forward[3], -forward[4]]
-    assert data.edge_attr[e + k].tolist() == pytest.approx(reverse, rel=1e-5, abs=1e-4)
-    assert data.edge_index[:, k].tolist() == [i, j] and data.edge_index[:, e + k].tolist() == [j, i]
-    features = torch.randn(n, 3)
-    assert torch.equal(to_pyg_data(nodes, edges, node_features=features).x, features)
-    with pytest.raises(SubgraphInputError, match="node_features"):
-        to_pyg_data(nodes, edges, node_features=torch.zeros(n + 1, 3))
-
-
-def test_pyg_round_trip(tiny: AnchoredCity) -> None:
-    nodes, edges = subgraph_for(tiny.build(), "a")
-    back_nodes, back_edges, centre = from_pyg_data(to_pyg_data(nodes, edges))
-    assert centre == "image:render:a"
-    assert back_nodes["node_id"].tolist() == ids(nodes)
-    assert back_nodes["kind"].tolist() == nodes["kind"].tolist()
-    np.testing.assert_allclose(back_nodes[["dx_m", "dy_m"]], nodes[["dx_m", "dy_m"]], atol=1e-3)
-    assert back_edges[["src", "dst", "kind"]].values.tolist() == edges[["src", "dst", "kind"]].values.tolist()
-    assert back_edges["street_name"].tolist() == edges["street_name"].tolist()
-    np.testing.assert_allclose(back_edges["distance_m"], edges["distance_m"], rtol=1e-6)
-    np.testing.assert_allclose(back_edges["bearing_deg"], edges["bearing_deg"], atol=1e-3)
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.floats(0.0, 360.0, exclude_max=True), st.floats(0.5, 2000.0))
-def test_pyg_bearing_round_trip_property(bearing_deg: float, length_m: float) -> None:
-    nodes = pd.DataFrame(
-        {"node_id": ["c", "p"], "kind": ["image", "poi"], "rank": [0, 1], "dx_m": [0.0, length_m], "dy_m": [0.0, 0.0]}
-    )
-    edges = pd.DataFrame(
-        {
-            "src": ["c"],
-            "dst": ["p"],
-            "kind": ["nearest"],
-            "distance_m": [length_m],
-            "bearing_deg": [bearing_deg],
-            "street_name": [None],
-        }
-    )
-    data = to_pyg_data(nodes, edges)
-    _, back, _ = from_pyg_data(data)
-    difference = (back["bearing_deg"].iloc[0] - bearing_deg + 180.0) % 360.0 - 180.0
-    assert abs(difference) < 1e-3
-    assert 0.0 <= back["bearing_deg"].iloc[0] < 360.0
-    reverse_deg = math.degrees(math.atan2(data.edge_attr[1, 1].item(), data.edge_attr[1, 2].item())) % 360.0
-    assert abs(((reverse_deg - bearing_deg - 180.0) + 180.0) % 360.0 - 180.0) < 1e-3
 
 
 # --- a real city -----------------------------------------------------------------------------------------

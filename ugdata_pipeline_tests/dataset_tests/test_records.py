@@ -13,8 +13,6 @@ import pytest
 from ugdata_pipeline.dataset import (
     INSTRUCTIONS,
     TRAINING_RECORD_COLUMNS,
-    DatasetInputError,
-    MsSwiftFormatError,
     build_training_records,
     export_ms_swift,
     negatives_within_split,
@@ -23,6 +21,7 @@ from ugdata_pipeline.dataset import (
     records_summary,
     validate_graph_json,
 )
+from ugdata_pipeline.errors import DatasetInputError, GraphJsonError, MsSwiftFormatError
 from ugdata_pipeline.graph.geodesy import distance_m
 
 LAT0, LON0 = 60.17, 24.94
@@ -337,7 +336,7 @@ def test_reader_rejects_lines_that_break_the_format(tmp_path):
         path.write_text(json.dumps(line) + "\n")
         with pytest.raises(MsSwiftFormatError, match=message):
             read_ms_swift(path)
-    with pytest.raises(MsSwiftFormatError, match="not one of the graph's nodes"):
+    with pytest.raises(GraphJsonError, match="not one of the graph's nodes"):  # the one validator, from context
         validate_graph_json({**graph_for("a"), "center_node": "nope"})
 
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from pyproj import Transformer
 
 from ugdata_pipeline.graph.build import UrbanGraph
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
@@ -21,8 +22,8 @@ from ugdata_pipeline.imagery import (
     no_sequence_spans_splits,
     no_test_near_train,
 )
-from ugdata_pipeline.imagery.splits import SPLITS, _block_counts, _enforce_buffer, _sweep, _utm
-from ugdata_pipeline_tests.tiny_city import lonlat
+from ugdata_pipeline.imagery.splits import SPLITS, _block_counts, _enforce_buffer, _sweep
+from ugdata_pipeline_tests.tiny_city import CRS_METRIC, lonlat
 
 
 def make_images(points: dict[str, tuple[float, float]], source: str = "render") -> pd.DataFrame:
@@ -41,7 +42,9 @@ def make_images(points: dict[str, tuple[float, float]], source: str = "render") 
 
 
 def anchor(images: pd.DataFrame, graph: UrbanGraph, **kwargs):
-    return anchor_images(images, graph.nodes, city_name="Tinytown", country="Finland", **kwargs)
+    return anchor_images(
+        images, graph.nodes, city_name="Tinytown", country="Finland", crs_metric=graph.crs_metric, **kwargs
+    )
 
 
 # --- anchoring -----------------------------------------------------------------------------------------------
@@ -155,19 +158,21 @@ def line_city(length_m: float = 3000.0, step_m: float = 20.0, sequence_every: in
 
 
 def test_held_out_city_is_all_test() -> None:
-    out = assign_splits(line_city(500.0), city_split="held_out")
+    out = assign_splits(line_city(500.0), city_split="held_out", crs_metric=CRS_METRIC)
     assert set(out["split"]) == {"test"}
     assert out["cell"].notna().all()
 
 
 def test_training_city_has_disjoint_buffered_splits() -> None:
     images = line_city()
-    out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0, layout="blocks")
+    out = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=0, layout="blocks"
+    )
     counts = out["split"].value_counts()
     assert all(counts.get(s, 0) > 0 for s in ("train", "val", "test"))
     assert counts["train"] > counts["test"]
     assert len(out) == len(images) and list(out["image_id"]) == list(images["image_id"])
-    assert no_test_near_train(out, 100.0).passed
+    assert no_test_near_train(out, 100.0, crs_metric=CRS_METRIC).passed
     # every pair of splits is buffered, not only train/test
     xy = np.column_stack([np.arange(len(out)) * 20.0])
     for a, b in (("val", "test"), ("train", "val"), ("train", "test")):
@@ -177,17 +182,17 @@ def test_training_city_has_disjoint_buffered_splits() -> None:
 
 
 def test_default_options_on_the_line_city() -> None:
-    out = assign_splits(line_city(), city_split="train")  # 500 m buffer, 1 km blocks
-    assert no_test_near_train(out, 500.0).passed
+    out = assign_splits(line_city(), city_split="train", crs_metric=CRS_METRIC)  # 500 m buffer, 1 km blocks
+    assert no_test_near_train(out, 500.0, crs_metric=CRS_METRIC).passed
     assert (out["split"] == "test").any()
 
 
 def test_validator_detects_a_planted_violation() -> None:
-    out = assign_splits(line_city(), city_split="train", buffer_m=100.0, block_m=250.0, seed=0)
+    out = assign_splits(line_city(), city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=0)
     test_pos = np.flatnonzero(out["split"].to_numpy() == "test")[0]
     planted = out.copy()
     planted.loc[planted.index[test_pos + 1], "split"] = "train"  # 20 m from a test image
-    outcome = no_test_near_train(planted, 100.0)
+    outcome = no_test_near_train(planted, 100.0, crs_metric=CRS_METRIC)
     assert not outcome.passed
     assert outcome.observed >= 1
     assert out["image_id"].iloc[test_pos] in outcome.examples
@@ -195,9 +200,9 @@ def test_validator_detects_a_planted_violation() -> None:
 
 def test_same_seed_same_splits_other_seed_differs() -> None:
     images = line_city()
-    first = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=7)
-    again = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=7)
-    other = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=8)
+    first = assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=7)
+    again = assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=7)
+    other = assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=8)
     assert first["split"].tolist() == again["split"].tolist()
     assert first["split"].tolist() != other["split"].tolist()
 
@@ -205,10 +210,10 @@ def test_same_seed_same_splits_other_seed_differs() -> None:
 def test_sequences_never_span_splits() -> None:
     images = line_city(sequence_every=17)  # 340 m sequences straddle the 250 m blocks
     for seed in range(5):
-        out = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=seed)
+        out = assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=seed)
         clean = no_sequence_spans_splits(out)
         assert (clean.passed, clean.observed, clean.expected) == (True, 0, "0 sequences spanning splits")
-        assert no_test_near_train(out, 100.0).passed
+        assert no_test_near_train(out, 100.0, crs_metric=CRS_METRIC).passed
     spanning = out.copy()
     spanning.loc[spanning.index[:2], "split"] = ["train", "test"]
     outcome = no_sequence_spans_splits(spanning)
@@ -217,10 +222,10 @@ def test_sequences_never_span_splits() -> None:
 
 def test_cell_is_the_35_m_grid_cell() -> None:
     lon, lat = zip(*(lonlat(x, 10.0) for x in (0.0, 1.0, 40.0)), strict=True)
-    cells = cell_id(lon, lat, crs_metric="EPSG:32635")
+    cells = cell_id(lon, lat, crs_metric=CRS_METRIC)
     # layout origin (385000, 6672000) is in cell (11000, 190628) of the 35 m grid
     assert cells.tolist() == ["11000_190628", "11000_190628", "11001_190628"]
-    out = assign_splits(line_city(100.0), city_split="held_out", crs_metric="EPSG:32635")
+    out = assign_splits(line_city(100.0), city_split="held_out", crs_metric=CRS_METRIC)
     assert out["cell"].iloc[0] == "11000_190628"
 
 
@@ -235,13 +240,13 @@ def test_cell_is_the_35_m_grid_cell() -> None:
 )
 def test_bad_split_options_are_rejected(kwargs, match) -> None:
     with pytest.raises(ImageryInputError, match=match):
-        assign_splits(line_city(100.0), **kwargs)
+        assign_splits(line_city(100.0), crs_metric=CRS_METRIC, **kwargs)
 
 
 def test_splits_reject_bad_images() -> None:
     images = line_city(100.0).drop(columns="lat")
     with pytest.raises(ImageryInputError, match=r"missing column.*lat"):
-        assign_splits(images, city_split="train")
+        assign_splits(images, city_split="train", crs_metric=CRS_METRIC)
 
 
 def grid_city(width_m: float, height_m: float, step_m: float = 25.0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -254,7 +259,9 @@ def grid_city(width_m: float, height_m: float, step_m: float = 25.0) -> tuple[pd
 
 def test_small_city_uses_the_sweep_layout_with_buffered_bands() -> None:
     images, y = grid_city(1000.0, 1650.0)
-    out = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=0)
+    out = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=0
+    )
     share = out["split"].value_counts(normalize=True)
     split = out["split"].to_numpy()
     # test is the far end along the longer (north-south) axis and holds its share of the images
@@ -265,35 +272,48 @@ def test_small_city_uses_the_sweep_layout_with_buffered_bands() -> None:
     # only the two buffer bands are lost
     assert share[EXCLUDED] == pytest.approx(750.0 / 1650.0, abs=0.04)
     assert share["train"] > 0.25 and share["val"] > 0.03
-    assert no_test_near_train(out, 500.0).passed
+    assert no_test_near_train(out, 500.0, crs_metric=CRS_METRIC).passed
     # val is buffered from train too (checkpoint selection must not see train's neighbours)
     val_only = out.assign(split=out["split"].replace({"val": "test", "test": EXCLUDED}))
-    assert no_test_near_train(val_only, 250.0).passed
-    wider = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), val_buffer_m=400.0)
+    assert no_test_near_train(val_only, 250.0, crs_metric=CRS_METRIC).passed
+    wider = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=500.0, fractions=(0.7, 0.1, 0.2), val_buffer_m=400.0
+    )
     assert (wider["split"] == "train").sum() < (split == "train").sum()
-    other = assign_splits(images, city_split="train", buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=1)
+    other = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=500.0, fractions=(0.7, 0.1, 0.2), seed=1
+    )
     assert y[other["split"] == "test"].max() < y[other["split"] == "train"].min()  # an odd seed takes the other end
 
 
 def test_layouts_can_be_forced_and_auto_uses_sweep_for_few_blocks() -> None:
     images = line_city(3000.0)  # 13 blocks of 250 m
-    forced = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, layout="blocks")
-    swept = assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, layout="sweep")
+    forced = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, layout="blocks"
+    )
+    swept = assign_splits(
+        images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, layout="sweep"
+    )
     assert not swept["split"].equals(forced["split"])
-    assert no_test_near_train(swept, 100.0).passed and no_test_near_train(forced, 100.0).passed
+    assert (
+        no_test_near_train(swept, 100.0, crs_metric=CRS_METRIC).passed
+        and no_test_near_train(forced, 100.0, crs_metric=CRS_METRIC).passed
+    )
     small = line_city(1000.0)  # 5 blocks: too few to deal, whatever they would keep
     pd.testing.assert_frame_equal(
-        assign_splits(small, city_split="train", buffer_m=100.0, block_m=250.0),
-        assign_splits(small, city_split="train", buffer_m=100.0, block_m=250.0, layout="sweep"),
+        assign_splits(small, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0),
+        assign_splits(small, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, layout="sweep"),
     )
     with pytest.raises(ImageryInputError, match="layout must be"):
-        assign_splits(images, city_split="train", layout="rings")
+        assign_splits(images, city_split="train", crs_metric=CRS_METRIC, layout="rings")
 
 
 def test_auto_layout_keeps_the_layout_that_trains_on_more_images() -> None:
     images = line_city(3000.0)
     by = {
-        layout: assign_splits(images, city_split="train", buffer_m=100.0, block_m=250.0, seed=0, layout=layout)
+        layout: assign_splits(
+            images, city_split="train", crs_metric=CRS_METRIC, buffer_m=100.0, block_m=250.0, seed=0, layout=layout
+        )
         for layout in ("auto", "blocks", "sweep")
     }
     train = {layout: int((out["split"] == "train").sum()) for layout, out in by.items()}
@@ -371,12 +391,16 @@ def test_buffer_excludes_val_near_test_then_train_near_either_and_keeps_exactly_
 
 def test_split_defaults_and_the_columns_it_needs() -> None:
     images = line_city(1500.0)[["image_id", "lon", "lat"]]  # no other column is needed
-    default = assign_splits(images, city_split="train", crs_metric="EPSG:32635")
-    assert default.equals(assign_splits(images, city_split="train", crs_metric="EPSG:32635", buffer_m=500.0, seed=0))
-    assert not default.equals(assign_splits(images, city_split="train", crs_metric="EPSG:32635", seed=1))
+    default = assign_splits(images, city_split="train", crs_metric=CRS_METRIC)
+    assert default.equals(assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=500.0, seed=0))
+    assert not default.equals(assign_splits(images, city_split="train", crs_metric=CRS_METRIC, seed=1))
     # a zero buffer (and a zero val buffer) are allowed; sub-metre distances are distances
-    assert set(assign_splits(images, city_split="train", buffer_m=0.0, val_buffer_m=0.0)["split"]) <= set(SPLITS)
-    assert len(assign_splits(images, city_split="train", buffer_m=0.5, block_m=0.5, layout="blocks")) == len(images)
+    assert set(
+        assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=0.0, val_buffer_m=0.0)["split"]
+    ) <= set(SPLITS)
+    assert len(
+        assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=0.5, block_m=0.5, layout="blocks")
+    ) == len(images)
 
 
 @pytest.mark.parametrize(
@@ -411,30 +435,30 @@ def test_split_defaults_and_the_columns_it_needs() -> None:
 )
 def test_split_option_errors_are_exact(kwargs, message) -> None:
     with pytest.raises(ImageryInputError) as caught:
-        assign_splits(line_city(100.0), city_split="train", **kwargs)
+        assign_splits(line_city(100.0), city_split="train", crs_metric=CRS_METRIC, **kwargs)
     assert str(caught.value) == message
 
 
 def test_zero_val_fraction_is_allowed() -> None:
-    out = assign_splits(line_city(3000.0), city_split="train", fractions=(0.9, 0.0, 0.1), crs_metric="EPSG:32635")
+    out = assign_splits(line_city(3000.0), city_split="train", fractions=(0.9, 0.0, 0.1), crs_metric=CRS_METRIC)
     assert set(out["split"]) == {"train", "test", EXCLUDED}
 
 
 def test_cells_of_one_point_none_and_a_given_crs() -> None:
     assert cell_id([0.0, 0.001], [0.0, 0.0], crs_metric="EPSG:3857").tolist() == ["0_0", "3_0"]  # 111.3 m east
-    one = cell_id([24.94], [60.17])
+    one = cell_id([24.94], [60.17], crs_metric=CRS_METRIC)
     assert one.shape == (1,) and isinstance(one[0], str)
-    empty = cell_id([], [])
+    empty = cell_id([], [], crs_metric=CRS_METRIC)
     assert empty.shape == (0,) and empty.dtype == object
     with pytest.raises(ImageryInputError) as caught:
-        cell_id([0.0], [0.0], size_m=0)
+        cell_id([0.0], [0.0], crs_metric=CRS_METRIC, size_m=0)
     assert str(caught.value) == "size_m must be a finite distance > 0 in metres, got 0; the thinning cell is 35.0"
 
 
 def test_no_test_near_train_counts_and_names_exactly() -> None:
     images = make_images({"t": (0.0, 0.0), "near": (100.0, 0.0), "edge": (1000.0, 0.0), "tr": (1499.0, 0.0)})
     images["split"] = ["test", "train", "test", "train"]
-    outcome = no_test_near_train(images, 500.0, crs_metric="EPSG:32635")
+    outcome = no_test_near_train(images, 500.0, crs_metric=CRS_METRIC)
     # t is 100 m from a train image; edge is 499 m from one: both count
     assert (outcome.passed, outcome.observed, outcome.expected) == (
         False,
@@ -442,11 +466,14 @@ def test_no_test_near_train_counts_and_names_exactly() -> None:
         "0 test images within 500 m of a train image",
     )
     assert outcome.examples == ["t", "edge"]
-    assert no_test_near_train(images, 0.0).observed == 0  # no buffer, nothing to break
+    assert no_test_near_train(images, 0.0, crs_metric=CRS_METRIC).observed == 0  # no buffer, nothing to break
     alone = images.assign(split=["test", "val", "test", "val"])  # no train image
-    assert (no_test_near_train(alone, 500.0).passed, no_test_near_train(alone, 500.0).observed) == (True, 0)
+    assert (
+        no_test_near_train(alone, 500.0, crs_metric=CRS_METRIC).passed,
+        no_test_near_train(alone, 500.0, crs_metric=CRS_METRIC).observed,
+    ) == (True, 0)
     with pytest.raises(ImageryInputError) as caught:
-        no_test_near_train(images, -1.0)
+        no_test_near_train(images, -1.0, crs_metric=CRS_METRIC)
     assert str(caught.value) == "buffer_m must be a finite distance >= 0 in metres, got -1.0"
 
 
@@ -461,10 +488,12 @@ def test_blocks_layout_deals_whole_blocks_and_auto_takes_it_when_it_trains_more(
     # points at 12.5, 37.5, ... m: none on a block border (where projection round-off would pick the side)
     steps = np.arange(12.5, 1000.0, 25.0)
     images = make_images({f"g{i}_{j}": (float(a), float(b)) for i, a in enumerate(steps) for j, b in enumerate(steps)})
-    options = {"city_split": "train", "buffer_m": 0.0, "block_m": 250.0, "crs_metric": "EPSG:32635"}
+    options = {"city_split": "train", "buffer_m": 0.0, "block_m": 250.0, "crs_metric": CRS_METRIC}
     blocks = assign_splits(images, layout="blocks", **options)
-    x, y = _utm(images["lon"].to_numpy(), images["lat"].to_numpy(), "EPSG:32635")
-    block = pd.Series(list(zip(np.floor(x / 250.0).astype(int), np.floor(y / 250.0).astype(int), strict=True)))
+    x, y = Transformer.from_crs("EPSG:4326", CRS_METRIC, always_xy=True).transform(images["lon"], images["lat"])
+    block = pd.Series(
+        list(zip(np.floor(np.asarray(x) / 250.0).astype(int), np.floor(np.asarray(y) / 250.0).astype(int), strict=True))
+    )
     per_block = blocks.groupby(block.to_numpy())["split"].agg(set)
     assert len(per_block) == 16 and all(len(s) == 1 for s in per_block)  # every block has one split
     assert pd.Series([next(iter(s)) for s in per_block]).value_counts().to_dict() == {"train": 13, "val": 2, "test": 1}
@@ -478,6 +507,6 @@ def test_cells_follow_the_given_crs_and_cell_size() -> None:
     # the metric CRS also measures the splits: web-mercator metres at 60 N are half as long, so a 500 m buffer is
     # a quarter of a kilometre on the ground and fewer images are excluded
     city = line_city(3000.0)
-    utm = assign_splits(city, city_split="train", crs_metric="EPSG:32635")
+    utm = assign_splits(city, city_split="train", crs_metric=CRS_METRIC)
     mercator = assign_splits(city, city_split="train", crs_metric="EPSG:3857")
     assert (mercator["split"] == EXCLUDED).sum() < (utm["split"] == EXCLUDED).sum()

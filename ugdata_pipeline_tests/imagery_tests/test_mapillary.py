@@ -19,18 +19,17 @@ import shapely
 from PIL import Image
 from shapely.geometry import Polygon, box
 
-from ugdata_pipeline.errors import ImageryInputError, UgdataError
+from ugdata_pipeline.errors import ImageryInputError, MapillaryAuthError, UgdataError
 from ugdata_pipeline.imagery.mapillary import (
     DISCOVERY_COLUMNS,
-    FAILURE_COLUMNS,
     FAILURES_FILENAME,
     MANIFEST_COLUMNS,
-    MapillaryAuthError,
     MapillaryClient,
     discover_images,
     download_images,
     token_from_env,
 )
+from ugdata_pipeline.imagery.source_outcome import FAILURE_COLUMNS
 from ugdata_pipeline.throttle import RetryPolicy
 from ugdata_pipeline_tests.imagery_tests.mapillary_server import FakeImage, Fault, MapillaryServer, jpeg_bytes
 

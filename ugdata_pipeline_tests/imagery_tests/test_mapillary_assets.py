@@ -18,8 +18,9 @@ import pytest
 from ugdata_pipeline.assets.imagery import image_candidates, image_files
 from ugdata_pipeline.assets.osm import osm_extract
 from ugdata_pipeline.imagery.mapillary_discovery import FAILED_CELLS_FILENAME
-from ugdata_pipeline.io_managers import ParquetIOManager, read_table, table_path
+from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import CityRegistryResource, MapillaryResource, OsmSourceResource, StorageResource
+from ugdata_pipeline.table_files import read_table, table_path
 from ugdata_pipeline_tests.imagery_tests.mapillary_server import FakeImage, Fault, MapillaryServer
 from ugdata_pipeline_tests.tiny_city import tiny_city, write_tiny_city
 
@@ -217,7 +218,7 @@ def test_run_config_overrides_a_setting_and_the_token_still_comes_from_the_envir
 
 
 def test_without_the_environment_variable_the_resource_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ugdata_pipeline.imagery.mapillary import MapillaryAuthError
+    from ugdata_pipeline.errors import MapillaryAuthError
 
     monkeypatch.delenv("MAPILLARY_ACCESS_TOKEN", raising=False)
     with pytest.raises(MapillaryAuthError, match="MAPILLARY_ACCESS_TOKEN is not set"):

@@ -15,6 +15,8 @@ from PIL import Image
 from pyproj import Transformer
 
 from ugdata_pipeline.cities import load_registry
+from ugdata_pipeline.errors import RenderInputError
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.cameras import CAMERA_COLUMNS, sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import make_lighting
@@ -22,15 +24,12 @@ from ugdata_pipeline.imagery.render import (
     CREATOR,
     IMAGE_COLUMNS,
     RenderConfig,
-    RenderInputError,
     cast_walls,
-    contact_sheet,
-    image_distance,
-    read_image_facts,
     render_view,
     view_rng,
 )
 from ugdata_pipeline.imagery.scene import build_scene
+from ugdata_pipeline.imagery.view_files import contact_sheet, image_distance, read_image_facts
 from ugdata_pipeline.osm import load_city_osm
 from ugdata_pipeline.osm.schema import AOI_COLUMNS, POI_COLUMNS, TREE_COLUMNS, OsmExtract, frame
 from ugdata_pipeline_tests.tiny_city import ORIGIN_E, ORIGIN_N, lonlat, street_table, tiny_city
@@ -149,7 +148,9 @@ def view(scene, x, y, heading, *, config=CONFIG, key="v"):
 
 def test_render_city_draws_the_cameras_it_is_given(long_street_extract, tmp_path):
     config = RenderConfig(size=64, spacing_m=60.0)
-    sampled = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, max_views=5)
+    sampled = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "a", config=config, max_views=5
+    )
     cameras = sample_cameras(
         long_street_extract.streets,
         crs_metric=CRS,
@@ -159,19 +160,34 @@ def test_render_city_draws_the_cameras_it_is_given(long_street_extract, tmp_path
         city_slug="longtown",
     )
     given = render_city(
-        long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, max_views=5, cameras=cameras
+        long_street_extract,
+        city_slug="longtown",
+        crs_metric=CRS,
+        root=tmp_path / "b",
+        config=config,
+        max_views=5,
+        cameras=cameras,
     )
     pd.testing.assert_frame_equal(sampled.images, given.images)
     only_two = render_city(
-        long_street_extract, city_slug="longtown", root=tmp_path / "c", config=config, cameras=cameras.head(2)
+        long_street_extract,
+        city_slug="longtown",
+        crs_metric=CRS,
+        root=tmp_path / "c",
+        config=config,
+        cameras=cameras.head(2),
     )
     assert list(only_two.images["image_id"]) == list(cameras["camera_id"].head(2))
 
 
 def test_render_city_is_deterministic_and_resumable(long_street_extract, tmp_path):
     config = RenderConfig(size=96, spacing_m=60.0)
-    first = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, max_views=8)
-    second = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, max_views=8)
+    first = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "a", config=config, max_views=8
+    )
+    second = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "b", config=config, max_views=8
+    )
     assert list(first.images.columns) == list(IMAGE_COLUMNS)
     assert len(first.images) == 8 and first.counts["cameras"] > 8
     pd.testing.assert_frame_equal(first.images, second.images)
@@ -188,7 +204,9 @@ def test_render_city_is_deterministic_and_resumable(long_street_extract, tmp_pat
     (tmp_path / "a" / first.images["path"].iloc[1]).unlink()
     broken = tmp_path / "a" / first.images["path"].iloc[2]
     broken.write_bytes(broken.read_bytes()[:200])
-    again = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, max_views=8)
+    again = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "a", config=config, max_views=8
+    )
     assert (again.counts["rendered"], again.counts["reused"]) == (2, 6)
     pd.testing.assert_frame_equal(again.images, first.images)
 
@@ -196,6 +214,7 @@ def test_render_city_is_deterministic_and_resumable(long_street_extract, tmp_pat
     reseeded = render_city(
         long_street_extract,
         city_slug="longtown",
+        crs_metric=CRS,
         root=tmp_path / "a",
         config=RenderConfig(size=96, spacing_m=60.0, seed=1),
         max_views=8,
@@ -217,11 +236,11 @@ def test_render_view_same_rng_same_pixels_other_rng_other_pixels(long_street_ext
 
 def test_jpeg_images_carry_their_facts(front_back_extract, tmp_path):
     config = RenderConfig(size=64, image_format="jpeg", spacing_m=100.0)
-    result = render_city(front_back_extract, city_slug="fb", root=tmp_path, config=config)
+    result = render_city(front_back_extract, city_slug="fb", crs_metric=CRS, root=tmp_path, config=config)
     assert result.images["path"].str.endswith(".jpg").all()
     stored = read_image_facts(tmp_path / result.images["path"].iloc[0])
     assert stored is not None and stored[1] == json.loads(result.images["scene_facts"].iloc[0])
-    rerun = render_city(front_back_extract, city_slug="fb", root=tmp_path, config=config)
+    rerun = render_city(front_back_extract, city_slug="fb", crs_metric=CRS, root=tmp_path, config=config)
     assert rerun.counts["rendered"] == 0
 
 
@@ -245,7 +264,7 @@ def test_views_far_apart_differ_and_nearby_headings_agree_on_a_built_city(long_s
 @pytest.fixture(scope="module")
 def karhula():
     extract = load_city_osm(load_registry().get("karhula"))
-    return extract, build_scene(extract)
+    return extract, build_scene(extract, crs_metric=city_metric_crs(extract.streets))
 
 
 def test_views_far_apart_differ_and_nearby_headings_agree_in_karhula(karhula):
@@ -313,12 +332,14 @@ def test_empty_area_renders_sky_and_ground(tmp_path):
     assert facts["visible"] == [] and facts["building_fraction"] == 0.0
     assert facts["sky_fraction"] == 0.5 and facts["mean_building_height_m"] is None
     assert image[:32].mean(axis=(0, 1))[2] > image[32:].mean(axis=(0, 1))[2]  # blue sky over grey ground
-    result = render_city(nothing, city_slug="nowhere", root=tmp_path)
+    result = render_city(nothing, city_slug="nowhere", crs_metric=CRS, root=tmp_path)
     assert result.images.empty and list(result.images.columns) == list(IMAGE_COLUMNS)
     assert result.counts["views"] == 0
 
     streets_only = OsmExtract(empty.streets, empty.pois.iloc[:0], empty.aois.iloc[:0], source="streets only")
-    drawn = render_city(streets_only, city_slug="bare", root=tmp_path, config=RenderConfig(size=64), max_views=4)
+    drawn = render_city(
+        streets_only, city_slug="bare", crs_metric=CRS, root=tmp_path, config=RenderConfig(size=64), max_views=4
+    )
     assert len(drawn.images) == 4
     for facts_json in drawn.images["scene_facts"]:
         facts = json.loads(facts_json)
@@ -435,13 +456,15 @@ def test_cameras_every_spacing_both_ways_along_the_street():
 )
 def test_bad_options_are_refused_before_work(front_back_extract, tmp_path, option, value, message):
     with pytest.raises(RenderInputError, match=message):
-        render_city(front_back_extract, city_slug="fb", root=tmp_path, config=RenderConfig(**{option: value}))
+        render_city(
+            front_back_extract, city_slug="fb", crs_metric=CRS, root=tmp_path, config=RenderConfig(**{option: value})
+        )
     assert not (tmp_path / "fb").exists()
 
 
 def test_bad_city_slug_is_refused(front_back_extract, tmp_path):
     with pytest.raises(RenderInputError, match=r"`city_slug` must be a plain folder name"):
-        render_city(front_back_extract, city_slug="../up", root=tmp_path)
+        render_city(front_back_extract, city_slug="../up", crs_metric=CRS, root=tmp_path)
 
 
 def test_contact_sheet_tiles_views(tmp_path):

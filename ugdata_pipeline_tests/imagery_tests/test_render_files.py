@@ -9,7 +9,7 @@ import pytest
 
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.render import RenderConfig
-from ugdata_pipeline_tests.imagery_tests.test_render import make_extract
+from ugdata_pipeline_tests.imagery_tests.test_render import CRS, make_extract
 from ugdata_pipeline_tests.tiny_city import street_table
 
 
@@ -30,7 +30,9 @@ def plain_mode(folder) -> int:
 
 def test_rendered_images_follow_the_umask(tmp_path, umask):
     extract = make_extract([], streets=street_table([(1, "East Road", "residential", [1, 2], [(0, 0), (300, 0)])]))
-    result = render_city(extract, city_slug="town", root=tmp_path, config=RenderConfig(size=32, spacing_m=100.0))
+    result = render_city(
+        extract, city_slug="town", crs_metric=CRS, root=tmp_path, config=RenderConfig(size=32, spacing_m=100.0)
+    )
     assert len(result.images) >= 3
     modes = {stat.S_IMODE((tmp_path / path).stat().st_mode) for path in result.images["path"]}
     assert modes == {plain_mode(tmp_path)} == {0o666 & ~umask}

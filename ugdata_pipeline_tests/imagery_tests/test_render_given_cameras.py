@@ -11,7 +11,7 @@ from pyproj import Transformer
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.render import RenderConfig
-from ugdata_pipeline.io_managers import frame_to_parquet_bytes
+from ugdata_pipeline.table_files import frame_to_parquet_bytes
 from ugdata_pipeline_tests.imagery_tests.test_render import CRS, long_street_extract  # noqa: F401 (fixture)
 
 
@@ -40,10 +40,20 @@ def test_a_moved_camera_read_back_from_parquet_is_drawn_where_it_now_stands(long
     moved["lon"], moved["lat"] = lon, lat
 
     original = render_city(
-        long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, cameras=_through_parquet(picked)
+        long_street_extract,
+        city_slug="longtown",
+        crs_metric=CRS,
+        root=tmp_path / "a",
+        config=config,
+        cameras=_through_parquet(picked),
     )
     shifted = render_city(
-        long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, cameras=_through_parquet(moved)
+        long_street_extract,
+        city_slug="longtown",
+        crs_metric=CRS,
+        root=tmp_path / "b",
+        config=config,
+        cameras=_through_parquet(moved),
     )
     row = shifted.images.iloc[0]
     assert row["image_id"] == picked["camera_id"].iloc[0]
@@ -66,17 +76,23 @@ def test_a_rerun_redraws_a_moved_camera_and_a_changed_city_and_reuses_the_rest(l
         heading_jitter_deg=config.heading_jitter_deg,
         city_slug="longtown",
     ).head(4)
-    first = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config, cameras=cameras)
-    again = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config, cameras=cameras)
+    first = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path, config=config, cameras=cameras
+    )
+    again = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path, config=config, cameras=cameras
+    )
     assert (first.counts["rendered"], again.counts["rendered"], again.counts["reused"]) == (4, 0, 4)
 
     moved = cameras.copy()
     moved.loc[moved.index[1], "x_m"] += 25.0  # same id, another place: its stored view is stale
-    redrawn = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config, cameras=moved)
+    redrawn = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path, config=config, cameras=moved
+    )
     assert (redrawn.counts["rendered"], redrawn.counts["reused"]) == (1, 3)
 
     # a refresh brought new OSM data: the buildings changed, so every view is drawn again
     fewer = long_street_extract.aois.iloc[: len(long_street_extract.aois) // 2]  # buildings and areas
     changed = dataclasses.replace(long_street_extract, aois=fewer)
-    refreshed = render_city(changed, city_slug="longtown", root=tmp_path, config=config, cameras=moved)
+    refreshed = render_city(changed, city_slug="longtown", crs_metric=CRS, root=tmp_path, config=config, cameras=moved)
     assert refreshed.counts["rendered"] == 4

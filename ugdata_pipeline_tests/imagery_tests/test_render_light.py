@@ -11,19 +11,20 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.cities import City, CitySource, load_registry
+from ugdata_pipeline.errors import RenderInputError, SceneInputError
+from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import SEASONS, make_lighting, sequence_lighting
 from ugdata_pipeline.imagery.render import (
     RENDER_VERSION,
     RenderConfig,
-    RenderInputError,
     cast_walls,
     render_view,
     sequence_weather,
     view_rng,
 )
-from ugdata_pipeline.imagery.scene import SceneInputError, build_scene
+from ugdata_pipeline.imagery.scene import build_scene
 from ugdata_pipeline.osm import load_city_osm
 from ugdata_pipeline.resources import RenderedImagesResource
 from ugdata_pipeline_tests.imagery_tests.test_render import CRS, box, make_extract
@@ -60,7 +61,7 @@ def test_sequence_light_is_deterministic_and_varies_between_sequences():
 
 def test_render_city_lights_each_sequence_once(long_street_extract, tmp_path):
     config = RenderConfig(size=32, spacing_m=60.0, view_offsets_deg=(0.0, 90.0))
-    result = render_city(long_street_extract, city_slug="longtown", root=tmp_path, config=config)
+    result = render_city(long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path, config=config)
     facts = pd.DataFrame([json.loads(f) for f in result.images["scene_facts"]])
     facts["sequence_id"] = result.images["sequence_id"].to_numpy()
     per_sequence = facts.groupby("sequence_id")[list(_LIGHT_KEYS)].nunique()
@@ -81,9 +82,13 @@ def test_same_seed_and_camera_give_the_same_bytes_whatever_else_is_drawn(long_st
         city_slug="longtown",
         view_offsets_deg=config.view_offsets_deg,
     )
-    every = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, cameras=cameras)
+    every = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "a", config=config, cameras=cameras
+    )
     picked = cameras.iloc[[3, len(cameras) // 2, len(cameras) - 1]]
-    some = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, cameras=picked)
+    some = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "b", config=config, cameras=picked
+    )
     for rel in some.images["path"]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     pd.testing.assert_frame_equal(
@@ -98,10 +103,13 @@ def test_views_drawn_in_worker_processes_are_the_views_drawn_here(long_street_ex
     monkeypatch.setattr(render, "MIN_VIEWS_PER_WORKER", 4)  # this small city is enough to start two workers
     config = RenderConfig(size=32, spacing_m=90.0, view_offsets_deg=(0.0,))
     seen: list[tuple[int, int]] = []
-    here = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "a", config=config, workers=1)
+    here = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "a", config=config, workers=1
+    )
     pooled = render_city(
         long_street_extract,
         city_slug="longtown",
+        crs_metric=CRS,
         root=tmp_path / "b",
         config=config,
         workers=2,
@@ -112,7 +120,9 @@ def test_views_drawn_in_worker_processes_are_the_views_drawn_here(long_street_ex
     for rel in here.images["path"]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     assert seen == [(k, len(here.images)) for k in range(1, len(here.images) + 1)]
-    again = render_city(long_street_extract, city_slug="longtown", root=tmp_path / "b", config=config, workers=2)
+    again = render_city(
+        long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "b", config=config, workers=2
+    )
     assert again.counts["reused"] == len(here.images) and again.counts["rendered"] == 0
 
 
@@ -123,7 +133,7 @@ def test_views_drawn_in_worker_processes_are_the_views_drawn_here(long_street_ex
 def karhula_views():
     """Karhula's scene and one camera of each of its sequences, looking in a random direction."""
     extract = load_city_osm(load_registry().get("karhula"))
-    scene = build_scene(extract)
+    scene = build_scene(extract, crs_metric=city_metric_crs(extract.streets))
     cameras = sample_cameras(extract.streets, crs_metric=scene.crs_metric, city_slug="karhula")
     views = cameras.drop_duplicates("sequence_id").reset_index(drop=True)
     views["heading_deg"] = np.random.default_rng(1).uniform(0.0, 360.0, len(views))
@@ -302,7 +312,9 @@ def test_side_views_see_the_side_they_face(long_street_extract, tmp_path):
         view_offsets_deg=config.view_offsets_deg,
     )
     cameras = cameras[cameras["street_name"] == "East Road"]
-    result = render_city(long_street_extract, city_slug="t", root=tmp_path, config=config, cameras=cameras)
+    result = render_city(
+        long_street_extract, city_slug="t", crs_metric=CRS, root=tmp_path, config=config, cameras=cameras
+    )
     facts = [json.loads(f) for f in result.images["scene_facts"]]
     forward_sides: dict[tuple[str, str], str] = {}
     for camera, fact in zip(cameras.itertuples(), facts, strict=True):
@@ -335,10 +347,11 @@ def test_view_offsets_reach_the_resource_and_do_not_redraw_the_forward_views(lon
     assert resource._config(dense).view_offsets_deg == (0.0, 180.0) and resource._config(dense).spacing_m == 20.0
     assert RENDER_VERSION >= 2
     forward = RenderConfig(size=32, spacing_m=100.0)
-    first = render_city(long_street_extract, city_slug="t", root=tmp_path, config=forward)
+    first = render_city(long_street_extract, city_slug="t", crs_metric=CRS, root=tmp_path, config=forward)
     sides = render_city(
         long_street_extract,
         city_slug="t",
+        crs_metric=CRS,
         root=tmp_path,
         config=RenderConfig(size=32, spacing_m=100.0, view_offsets_deg=(0.0, 90.0)),
     )

@@ -27,7 +27,7 @@ class Anchored:
 
 
 def anchored(graph: UrbanGraph, images: pd.DataFrame, splits: list[str], city_name: str = "Tinytown") -> Anchored:
-    result = anchor_images(images, graph.nodes, city_name=city_name, country="Finland")
+    result = anchor_images(images, graph.nodes, city_name=city_name, country="Finland", crs_metric=graph.crs_metric)
     kept = result.images.copy()
     kept["split"] = [splits[list(images["image_id"]).index(i)] for i in kept["image_id"]]
     nodes = gpd.GeoDataFrame(pd.concat([graph.nodes, result.image_nodes], ignore_index=True), crs="EPSG:4326")

@@ -12,6 +12,7 @@ import shapely
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ugdata_pipeline.errors import ReasoningInputError
 from ugdata_pipeline.graph.build import build_urban_graph
 from ugdata_pipeline.graph.geodesy import distance_m, normalize_bearing_deg
 from ugdata_pipeline.graph.text import DISTANCE_BANDS_M
@@ -21,7 +22,6 @@ from ugdata_pipeline.reasoning import (
     SRP_COLUMNS,
     STEP_COLUMNS,
     PathConfig,
-    ReasoningInputError,
     build_paths,
     distance_histogram_png,
     every_image_has_path_or_reason,
@@ -31,7 +31,12 @@ from ugdata_pipeline.reasoning import (
     paths_stay_with_their_image,
 )
 from ugdata_pipeline.reasoning.mentions import is_weak_name, mentions_name
-from ugdata_pipeline.reasoning.paths import REASON_ALL_LEAK, REASON_EXCLUDED, REASON_NO_TARGET, REASON_NOT_ANCHORED
+from ugdata_pipeline.reasoning.path_schema import (
+    REASON_ALL_LEAK,
+    REASON_EXCLUDED,
+    REASON_NO_TARGET,
+    REASON_NOT_ANCHORED,
+)
 from ugdata_pipeline.reasoning.text import view_direction
 from ugdata_pipeline_tests.pictures import assert_drawn_png
 from ugdata_pipeline_tests.reasoning_tests.conftest import Anchored, anchored, image_rows

@@ -336,7 +336,9 @@ def build_city(
             raw["x_m"] >= test_from_x_m, "test", np.where(raw["x_m"] < test_from_x_m - 200, "train", "excluded")
         )
     raw["cell"] = raw["image_id"]
-    anchored = anchor_images(raw.drop(columns="x_m"), graph.nodes, city_name=city.title(), country="Finland")
+    anchored = anchor_images(
+        raw.drop(columns="x_m"), graph.nodes, city_name=city.title(), country="Finland", crs_metric=graph.crs_metric
+    )
     nodes = pd.concat([graph.nodes, anchored.image_nodes], ignore_index=True)
     edges = pd.concat([graph.edges, anchored.image_edges], ignore_index=True)
     tables = build_subgraphs(nodes, edges, anchored.images, crs_metric=graph.crs_metric)
@@ -349,6 +351,7 @@ def build_city(
         edges=graph.edges,
         subgraph_nodes=tables.nodes,
         subgraph_edges=tables.edges,
+        crs_metric=graph.crs_metric,
         osm_aois=aois,
         osm_pois=pois,
         osm_trees=trees,

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ugdata_pipeline.ugbench import BLIND_SCORERS, BenchmarkInputError, blind_scores, evaluate, shortcut_problems
-from ugdata_pipeline.ugbench._records import SubgraphIndex, fusion_graph_refs
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.ugbench import BLIND_SCORERS, blind_scores, evaluate, shortcut_problems
+from ugdata_pipeline.ugbench._records import FusionGraphs, fusion_graph_refs
 from ugdata_pipeline.ugbench.blind import CANDIDATE_ONLY, GRAPH_ONLY
 
 GROUPED = ("geolocation", "retrieval", "grounding")
@@ -171,8 +172,8 @@ def test_graph_scorers_need_the_subgraph_index(bench):
 
 
 @pytest.fixture(scope="module")
-def index(bench) -> SubgraphIndex:
-    return SubgraphIndex(bench.train.subgraph_nodes, bench.train.subgraph_edges)
+def index(bench) -> FusionGraphs:
+    return FusionGraphs(bench.train.subgraph_nodes, bench.train.subgraph_edges)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from ugdata_pipeline.context.describe import describe_subgraph
-from ugdata_pipeline.ugbench import TASK_COLUMNS, BenchConfig, BenchmarkInputError, BuildStats, build_tasks
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.ugbench import TASK_COLUMNS, BenchConfig, BuildStats, build_tasks
 from ugdata_pipeline.ugbench.geolocation import build_location_records
 from ugdata_pipeline_tests.ugbench_tests.bench_city import build_city
 from ugdata_pipeline_tests.ugbench_tests.test_tasks import replace

@@ -9,16 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ugdata_pipeline.ugbench import (
-    METRICS,
-    RESULT_COLUMNS,
-    BenchmarkInputError,
-    EmbeddingModel,
-    cli,
-    compare,
-    evaluate,
-    save_benchmark,
-)
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.ugbench import METRICS, RESULT_COLUMNS, EmbeddingModel, cli, compare, evaluate, save_benchmark
 from ugdata_pipeline.ugbench.evaluate import CHANCE, PER_RECORD_COLUMNS
 from ugdata_pipeline_tests.ugbench_tests.fake_models import (
     ConstantModel,

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from ugdata_pipeline.ugbench.metrics import (
     bootstrap_intervals,
     chance_levels,
-    group_seed,
     per_record_metrics,
     rank_counts,
     summarize,
 )
+from ugdata_pipeline.ugbench.stats import group_seed
 
 
 def metrics_of(scores, correct, **kwargs):

@@ -11,14 +11,8 @@ import pandas as pd
 import pytest
 import shapely
 
-from ugdata_pipeline.ugbench import (
-    BenchConfig,
-    BenchmarkInputError,
-    CityInputs,
-    build_tasks,
-    load_place_pulse,
-    place_pulse_levels,
-)
+from ugdata_pipeline.errors import BenchmarkInputError
+from ugdata_pipeline.ugbench import BenchConfig, CityInputs, build_tasks, load_place_pulse, place_pulse_levels
 from ugdata_pipeline.ugbench._records import normalize_text
 from ugdata_pipeline.ugbench.perception import (
     BOUNDARY_MARGIN,
@@ -28,7 +22,7 @@ from ugdata_pipeline.ugbench.perception import (
     perception_measures,
     plausible_levels,
 )
-from ugdata_pipeline_tests.tiny_city import lonlat
+from ugdata_pipeline_tests.tiny_city import CRS_METRIC, lonlat
 
 STATEMENT_OF = {s: (dim, level, k) for (dim, level), phrasings in STATEMENTS.items() for k, s in enumerate(phrasings)}
 PERCEPTION = BenchConfig(seed=7, tasks=("perception",), max_records_per_task=40)
@@ -148,6 +142,7 @@ def tiny_inputs(*, with_aois: bool = True) -> CityInputs:
         edges=pd.DataFrame(),
         subgraph_nodes=subgraph,
         subgraph_edges=pd.DataFrame(),
+        crs_metric=CRS_METRIC,
         osm_aois=aois if with_aois else None,
         osm_pois=pois,
         osm_trees=trees,

@@ -16,13 +16,15 @@ from ugdata_pipeline.ugbench.metrics import (
     RankCounts,
     bootstrap_intervals,
     chance_levels,
+    per_record_metrics,
+    summarize,
+)
+from ugdata_pipeline.ugbench.stats import (
     cluster_bootstrap_intervals,
     paired_differences,
     paired_differences_over_seeds,
-    per_record_metrics,
     seed_summary,
     spatial_clusters,
-    summarize,
 )
 
 N_CAND = 20

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.context.describe import describe_subgraph
+from ugdata_pipeline.errors import BenchmarkInputError
 from ugdata_pipeline.graph.geodesy import distance_bearing, distance_m
 from ugdata_pipeline.graph.text import COMPASS_WORDS, compass_word, distance_phrase
 from ugdata_pipeline.ugbench import (
     TASKS,
     BenchConfig,
-    BenchmarkInputError,
     CityInputs,
     build_tasks,
     export_jsonl,

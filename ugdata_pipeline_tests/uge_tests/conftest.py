@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ugdata_pipeline.uge.data import SubgraphTables
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, train
 from ugdata_pipeline_tests.uge_tests.synthetic import make_dataset
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ugdata_pipeline.uge.data import SubgraphTables
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 
 COLOURS = {
     "red": (200, 40, 40),

@@ -1,6 +1,6 @@
 """Which weights a run keeps: the best validation epoch (by MRR or by loss), across a resume, and without a val split.
 
-Validation is scripted (``_validate`` replaced) so the best epoch is known and is neither the first nor the last:
+Validation is scripted (``loop.evaluate`` replaced) so the best epoch is known and is neither the first nor the last:
 keeping the last weights, or overwriting the best with every epoch, fails these tests.
 """
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from ugdata_pipeline.uge import train as train_module
+from ugdata_pipeline.uge import loop
 from ugdata_pipeline.uge.checkpoint import WEIGHTS_FILE, load_checkpoint
 from ugdata_pipeline.uge.train import TrainConfig, train
 from ugdata_pipeline_tests.uge_tests.conftest import SMALL_COMPACT
@@ -47,7 +47,7 @@ def _saved_step(result_dir: Path) -> int:
 def test_the_best_epoch_is_kept_not_the_last(synthetic, tmp_path, monkeypatch, best_metric, best_epoch) -> None:
     root, records, _ = synthetic
     # MRR peaks at epoch 1, loss bottoms at epoch 2; both get worse after
-    monkeypatch.setattr(train_module, "_validate", ScriptedValidation([0.2, 0.6, 0.4, 0.3], [2.0, 1.5, 1.2, 1.8]))
+    monkeypatch.setattr(loop, "evaluate", ScriptedValidation([0.2, 0.6, 0.4, 0.3], [2.0, 1.5, 1.2, 1.8]))
     result = train(records, root=root, config=_config(tmp_path / "run", best_metric=best_metric), progress=False)
     assert result.best_metrics["mrr"] == [0.2, 0.6, 0.4, 0.3][best_epoch]
     assert _saved_step(result.checkpoint_dir) == (best_epoch + 1) * STEPS_PER_EPOCH
@@ -60,11 +60,11 @@ def test_best_survives_a_resume(synthetic, tmp_path, monkeypatch) -> None:
     root, records, _ = synthetic
     out = tmp_path / "run"
     # killed while validating epoch 2, after epoch 1 (the best) was saved
-    monkeypatch.setattr(train_module, "_validate", ScriptedValidation([0.2, 0.6], [2.0, 1.5], fail_at=2))
+    monkeypatch.setattr(loop, "evaluate", ScriptedValidation([0.2, 0.6], [2.0, 1.5], fail_at=2))
     with pytest.raises(KeyboardInterrupt):
         train(records, root=root, config=_config(out), progress=False)
     # the resumed run validates epochs 2 and 3 worse than epoch 1: the best stays epoch 1, with its figures
-    monkeypatch.setattr(train_module, "_validate", ScriptedValidation([0.4, 0.3], [1.2, 1.8]))
+    monkeypatch.setattr(loop, "evaluate", ScriptedValidation([0.4, 0.3], [1.2, 1.8]))
     result = train(records, root=root, config=_config(out), progress=False)
     assert result.resumed
     assert result.best_metrics["mrr"] == 0.6
@@ -76,7 +76,7 @@ def test_best_survives_a_resume(synthetic, tmp_path, monkeypatch) -> None:
 def test_without_a_validation_split_the_last_weights_are_kept(synthetic, tmp_path, monkeypatch) -> None:
     root, records, _ = synthetic
     calls = ScriptedValidation([], [])
-    monkeypatch.setattr(train_module, "_validate", calls)
+    monkeypatch.setattr(loop, "evaluate", calls)
     train_only = records[records["split"] == "train"]
     result = train(train_only, root=root, config=_config(tmp_path / "run", epochs=3), progress=False)
     assert calls.calls == 0 and result.best_metrics == {}

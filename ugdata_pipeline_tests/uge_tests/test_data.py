@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.uge.data import (
     ImageStore,
-    SubgraphTables,
-    TrainingDataError,
     build_graphs,
     build_graphs_shared,
     epoch_batches,
@@ -89,7 +89,7 @@ def test_build_graphs_errors_name_the_problem() -> None:
     no_centre = SubgraphTables(tables.nodes.assign(rank=tables.nodes["rank"] + 1), tables.edges)
     with pytest.raises(TrainingDataError, match="rank-0"):
         build_graphs(no_centre, fake_text_encoder)
-    with pytest.raises(TrainingDataError, match="lacks columns"):
+    with pytest.raises(TrainingDataError, match=r"subgraph_nodes is missing column\(s\) \['dx_m'\]"):
         build_graphs(SubgraphTables(tables.nodes.drop(columns=["dx_m"]), tables.edges), fake_text_encoder)
 
 
@@ -98,7 +98,7 @@ def test_validate_records(tmp_path: Path) -> None:
     validate_records(records)
     with pytest.raises(TrainingDataError, match="empty 'positive'"):
         validate_records(records.assign(positive=""))
-    with pytest.raises(TrainingDataError, match="lacks columns"):
+    with pytest.raises(TrainingDataError, match=r"training_records is missing column\(s\) \['image_path'\]"):
         validate_records(records.drop(columns=["image_path"]))
     with pytest.raises(TrainingDataError, match="duplicate record_id"):
         validate_records(records.assign(record_id="same"))

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ugdata_pipeline.uge.data import SubgraphTables, collate_graphs
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.uge.data import collate_graphs
 from ugdata_pipeline.uge.embed import build_model_graphs, embed_fusion, embed_images, embed_texts, load_model, main
 from ugdata_pipeline.uge.train import TrainResult
 

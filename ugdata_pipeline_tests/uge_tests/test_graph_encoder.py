@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ugdata_pipeline.uge.data import SubgraphTables, build_graphs, collate_graphs
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.uge.data import build_graphs, collate_graphs
 from ugdata_pipeline.uge.graph_encoder import (
     EDGE_FEATURE_DIM,
     GraphEncoder,

@@ -13,25 +13,15 @@ import torch
 from PIL import Image
 
 from ugdata_pipeline._pyg import Batch, Data  # PyG's names, imported with its import-time warning silenced
+from ugdata_pipeline.errors import HFVLMError
 from ugdata_pipeline.uge.backbone import build_backbone
 from ugdata_pipeline.uge.graph_encoder import GraphEncoderConfig
-from ugdata_pipeline.uge.hf_vlm import (
-    IM_END,
-    IM_START,
-    IMAGE_PAD,
-    QWEN2_5_VL_7B_SIZES,
-    VISION_END,
-    VISION_START,
-    GraphTokenProjector,
-    HFVLMBackbone,
-    HfVlmBackbone,
-    HFVLMConfig,
-    HFVLMError,
-    PreparedImage,
-    VLMSizes,
-    tiny_qwen2_vl,
-)
+from ugdata_pipeline.uge.hf_vlm import GraphTokenProjector, HFVLMBackbone, HfVlmBackbone
+from ugdata_pipeline.uge.hf_vlm_config import HFVLMConfig
+from ugdata_pipeline.uge.hf_vlm_inputs import PreparedImage
+from ugdata_pipeline.uge.hf_vlm_tiny import REAL_SIZES, VLMSizes, tiny_vlm
 from ugdata_pipeline.uge.losses import symmetric_info_nce
+from ugdata_pipeline.uge.vlm_adapters.qwen import IM_END, IM_START, IMAGE_PAD, VISION_END, VISION_START
 
 HIDDEN = VLMSizes().hidden_size
 GRAPH_CONFIG = GraphEncoderConfig(hidden_dim=32, edge_dim=8, heads=2)
@@ -161,10 +151,10 @@ def test_prompt_layout_places_graph_then_image_then_text() -> None:
     )
     suffix = tok(f"{IM_END}\n{IM_START}assistant\n", add_special_tokens=False)["input_ids"]
     assert row == prefix["input_ids"] + body + suffix
-    assert inputs.image_grid_thw.tolist() == [[1, 4, 6]]
-    assert inputs.pixel_values.shape[0] == 24  # one row per 4 x 4 patch, before merging
+    assert inputs.image_inputs["image_grid_thw"].tolist() == [[1, 4, 6]]
+    assert inputs.image_inputs["pixel_values"].shape[0] == 24  # one row per 4 x 4 patch, before merging
     # image tokens and graph tokens are flagged exactly where they are
-    assert inputs.mm_token_type_ids.sum().item() == 6
+    assert inputs.image_token_mask.sum().item() == 6
     assert inputs.graph_token_mask.sum(1).tolist() == [2, 0]
     # the pooled token is each row's final "\n" after "assistant", row 1 being right-padded
     last = inputs.last_token_index
@@ -269,7 +259,9 @@ def test_frozen_vision_tower_stays_outside_autograd() -> None:
     backbone.set_gradient_checkpointing(True)
     backbone.train()
     inputs = backbone.prepare(["x"], street_images(1))
-    features = backbone._core.get_image_features(inputs.pixel_values, inputs.image_grid_thw).pooler_output[0]
+    features = backbone._core.get_image_features(
+        inputs.image_inputs["pixel_values"], inputs.image_inputs["image_grid_thw"]
+    ).pooler_output[0]
     assert not features.requires_grad
     assert backbone._core.language_model.layers[0].gradient_checkpointing
 
@@ -306,11 +298,13 @@ def test_graph_tokens_land_at_graph_positions() -> None:
     torch.testing.assert_close(embeds[inputs.graph_token_mask], expected)
     # text tokens keep their embeddings; image placeholders hold the vision features
     table = backbone.token_embeddings.weight.detach()
-    text_rows = inputs.attention_mask.bool() & ~inputs.graph_token_mask & (inputs.mm_token_type_ids == 0)
+    text_rows = inputs.attention_mask.bool() & ~inputs.graph_token_mask & ~inputs.image_token_mask
     torch.testing.assert_close(embeds[text_rows], table[inputs.input_ids[text_rows]])
     with torch.no_grad():
-        vision = backbone._core.get_image_features(inputs.pixel_values, inputs.image_grid_thw).pooler_output
-    torch.testing.assert_close(embeds[inputs.mm_token_type_ids.bool()], torch.cat(vision))
+        vision = backbone._core.get_image_features(
+            inputs.image_inputs["pixel_values"], inputs.image_inputs["image_grid_thw"]
+        ).pooler_output
+    torch.testing.assert_close(embeds[inputs.image_token_mask], torch.cat(vision))
     # the graph tokens are scaled to the token-embedding RMS
     assert isinstance(backbone.graph_fusion, GraphTokenProjector)
     token_rms = float(table.pow(2).mean().sqrt())
@@ -407,7 +401,7 @@ def test_adapter_saves_and_reloads_to_identical_embeddings(tmp_path: Path) -> No
     assert not any(p.requires_grad for p in fresh.parameters())
 
     # plain peft loads it onto a fresh base model, with the same LoRA weights
-    base = tiny_qwen2_vl(0).model
+    base = tiny_vlm(0).model
     loaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
     got = {n: p for n, p in loaded.named_parameters() if "lora_" in n}
     assert got.keys() == lora_state(backbone).keys()
@@ -420,11 +414,9 @@ def test_adapter_saves_and_reloads_to_identical_embeddings(tmp_path: Path) -> No
 
 
 def test_missing_graph_token_is_added_to_the_tokenizer() -> None:
-    model, tokenizer, image_processor = tiny_qwen2_vl(0)
+    model, tokenizer, processor = tiny_vlm(0)
     size = len(tokenizer)
-    backbone = HfVlmBackbone(
-        HFVLMConfig(dtype="float32", graph_token="<|graph_pad|>"), model, tokenizer, image_processor
-    )
+    backbone = HfVlmBackbone(HFVLMConfig(dtype="float32", graph_token="<|graph_pad|>"), model, tokenizer, processor)
     assert len(tokenizer) == size + 1
     assert backbone.graph_token_id == tokenizer.convert_tokens_to_ids("<|graph_pad|>") == size
     assert tokenizer("a<|graph_pad|>b", add_special_tokens=False)["input_ids"][1] == size  # one special token
@@ -434,12 +426,12 @@ def test_missing_graph_token_is_added_to_the_tokenizer() -> None:
 
 def test_seven_billion_sizes_are_refused_on_cpu() -> None:
     with pytest.raises(HFVLMError, match=r"refusing to build a 8\.2 B-parameter random model on the CPU"):
-        tiny_qwen2_vl(0, sizes=QWEN2_5_VL_7B_SIZES)
+        tiny_vlm(0, sizes=REAL_SIZES["qwen2_5_vl"])
 
 
 def test_loads_a_saved_model_directory_offline(tmp_path: Path) -> None:
-    model, tokenizer, image_processor = tiny_qwen2_vl(0)
-    for part in (model, tokenizer, image_processor):
+    model, tokenizer, processor = tiny_vlm(0)
+    for part in (model, tokenizer, processor):
         part.save_pretrained(tmp_path)
     config = {"dtype": "float32", "local_files_only": True, "image_min_pixels": 16 * 16, "image_max_pixels": 32 * 32}
     loaded = build_backbone("hf_vlm", {"model_name_or_path": str(tmp_path), **config})

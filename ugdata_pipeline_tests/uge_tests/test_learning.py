@@ -13,12 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.uge.backbone import MAX_LOGIT_SCALE, build_backbone
 from ugdata_pipeline.uge.checkpoint import WEIGHTS_FILE
 from ugdata_pipeline.uge.compact import FrozenSentenceEncoder, minilm_model_dir
-from ugdata_pipeline.uge.data import SubgraphTables, TrainingDataError, build_graphs, centre_only, shuffle_graphs
+from ugdata_pipeline.uge.data import build_graphs, centre_only, shuffle_graphs
+from ugdata_pipeline.uge.family import MODEL_SPECS, model_spec
 from ugdata_pipeline.uge.losses import symmetric_info_nce
-from ugdata_pipeline.uge.runs import MODEL_SPECS, current_checkpoints, model_spec, run_config, train_seed
+from ugdata_pipeline.uge.runs import current_checkpoints, run_config, train_seed
 from ugdata_pipeline.uge.train import TrainConfig, train
 from ugdata_pipeline_tests.uge_tests.conftest import SMALL_COMPACT, SMALL_GRAPH, run_with_threads
 

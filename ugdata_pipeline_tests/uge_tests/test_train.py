@@ -10,9 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.uge.backbone import build_backbone
 from ugdata_pipeline.uge.checkpoint import OPTIMIZER_FILE, WEIGHTS_FILE, load_checkpoint
-from ugdata_pipeline.uge.data import ImageStore, SubgraphTables, TrainingDataError, build_graphs, make_batch
+from ugdata_pipeline.uge.data import ImageStore, build_graphs, make_batch
 from ugdata_pipeline.uge.embed import embed_images, embed_texts
 from ugdata_pipeline.uge.losses import retrieval_metrics, symmetric_info_nce
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, _build_model, select_records, train
@@ -202,7 +204,7 @@ def test_bad_inputs_fail_before_any_model_is_built(synthetic: Synthetic, tmp_pat
     partial = SubgraphTables(subgraphs.nodes[subgraphs.nodes["image_id"] != "p0v0"], subgraphs.edges)
     with pytest.raises(TrainingDataError, match=r"1 stage-2 images have no subgraph \(e.g. \['p0v0'\]\)"):
         train(records, root=root, subgraphs=partial, config=config, progress=False)
-    from ugdata_pipeline.uge.checkpoint import CheckpointError
+    from ugdata_pipeline.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"lacks config\.json"):
         train(records, root=root, subgraphs=subgraphs, config=config, init_from=tmp_path, progress=False)
