@@ -466,7 +466,12 @@ def test_no_test_near_train_counts_and_names_exactly() -> None:
         "0 test images within 500 m of a train image",
     )
     assert outcome.examples == ["t", "edge"]
-    assert no_test_near_train(images, 0.0, crs_metric=CRS_METRIC).observed == 0  # no buffer, nothing to break
+    unbuffered = no_test_near_train(images, 0.0, crs_metric=CRS_METRIC)  # no buffer, nothing to break
+    assert (unbuffered.passed, unbuffered.observed, unbuffered.expected) == (
+        True,
+        0,
+        "0 test images within 0 m of a train image",
+    )
     alone = images.assign(split=["test", "val", "test", "val"])  # no train image
     assert (
         no_test_near_train(alone, 500.0, crs_metric=CRS_METRIC).passed,
@@ -498,6 +503,11 @@ def test_blocks_layout_deals_whole_blocks_and_auto_takes_it_when_it_trains_more(
     assert len(per_block) == 16 and all(len(s) == 1 for s in per_block)  # every block has one split
     assert pd.Series([next(iter(s)) for s in per_block]).value_counts().to_dict() == {"train": 13, "val": 2, "test": 1}
     assert assign_splits(images, **options)["split"].tolist() == blocks["split"].tolist()  # auto: more train
+    # the default block is max(2 x buffer, 250 m): 250 m for a 125 m buffer
+    default = {**options, "buffer_m": 125.0}
+    del default["block_m"]
+    explicit = assign_splits(images, layout="blocks", **default, block_m=250.0)
+    assert assign_splits(images, layout="blocks", **default)["split"].tolist() == explicit["split"].tolist()
 
 
 def test_cells_follow_the_given_crs_and_cell_size() -> None:
