@@ -332,17 +332,20 @@ def test_a_failing_blocking_check_stops_the_downstream_asset(case, tmp_path, mon
     sources = [
         dg.SourceAsset(name, io_manager_key="table_io_manager", partitions_def=city_partitions) for name in upstream
     ]
-    result = dg.materialize(
-        [case.node, downstream, *sources],
-        partition_key=CITY,
-        raise_on_error=False,
-        resources={
-            "table_io_manager": io,
-            "memory": io,
-            "storage": StorageResource(root=str(tmp_path)),
-            "cities": CityRegistryResource(),
-        },
-    )
+    # an instance disposed here removes its temporary folder (left to the GC, it warns in a later test)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            [case.node, downstream, *sources],
+            partition_key=CITY,
+            raise_on_error=False,
+            instance=instance,
+            resources={
+                "table_io_manager": io,
+                "memory": io,
+                "storage": StorageResource(root=str(tmp_path)),
+                "cities": CityRegistryResource(),
+            },
+        )
     assert not result.success
     assert ran == [] and "downstream" not in io.stored
     assert not [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("downstream")]

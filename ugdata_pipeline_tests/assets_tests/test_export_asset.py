@@ -40,12 +40,18 @@ def materialize(root: Path) -> dg.ExecuteInJobResult:
     sources = [
         dg.SourceAsset(name, io_manager_key="table_io_manager", partitions_def=city_partitions) for name in UPSTREAM
     ]
-    return dg.materialize(
-        [ms_swift_export, *sources],
-        partition_key=CITY,
-        raise_on_error=False,
-        resources={"table_io_manager": ParquetIOManager(root=str(root)), "storage": StorageResource(root=str(root))},
-    )
+    # an instance disposed here removes its temporary folder (left to the GC, it warns in a later test)
+    with dg.DagsterInstance.ephemeral() as instance:
+        return dg.materialize(
+            [ms_swift_export, *sources],
+            partition_key=CITY,
+            raise_on_error=False,
+            instance=instance,
+            resources={
+                "table_io_manager": ParquetIOManager(root=str(root)),
+                "storage": StorageResource(root=str(root)),
+            },
+        )
 
 
 def failure_message(result: dg.ExecuteInJobResult) -> str:
