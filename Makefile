@@ -92,7 +92,7 @@ dev: install home
 bench: install
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-## make mutation: mutation testing (mutmut) of the core's metrics, splits, reasoning paths and losses against the
+## make mutation: mutation testing (mutmut) of the core's metrics, splits, reasoning path search and place graph, and losses against the
 ## tests that reach them; not part of `make test` (minutes). Lists the surviving mutants; `mutmut show <name>`.
 mutation: install
 	$(PY) -m pip install --quiet "mutmut>=3.8,<4"

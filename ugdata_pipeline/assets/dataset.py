@@ -19,6 +19,7 @@ from ugdata_pipeline.context.caption_quality import (
 from ugdata_pipeline.context.captioners import build_caption_requests, names_by_image
 from ugdata_pipeline.dataset.export import export_ms_swift, subgraph_json_from_tables
 from ugdata_pipeline.dataset.records import assemble_training_records, negatives_within_split, query_leaks
+from ugdata_pipeline.errors import DatasetInputError
 from ugdata_pipeline.failures import describe_failures
 from ugdata_pipeline.resources import CaptionerResource, CityRegistryResource, StorageResource
 
@@ -198,6 +199,12 @@ def ms_swift_export(
     written = {}
     for (stage, variant), records in training_records.groupby(["stage", "variant"]):
         out_dir = storage.local_dir(context.partition_key, "export", f"{variant}_stage{stage}")
-        export = export_ms_swift(records, root=root, out_dir=out_dir, subgraph_json=graph_json if stage == 2 else None)
+        try:
+            export = export_ms_swift(
+                records, root=root, out_dir=out_dir, subgraph_json=graph_json if stage == 2 else None
+            )
+        except DatasetInputError as exc:  # the core does not know the city; the user needs it to act
+            msg = f"ms_swift_export of city {context.partition_key!r} ({variant} stage {stage}): {exc}"
+            raise DatasetInputError(msg) from exc
         written[f"{variant}_stage{stage}"] = export.metadata()
     return dg.MaterializeResult(metadata={"exports": dg.MetadataValue.json(written)})

@@ -187,7 +187,10 @@ def export_ms_swift(
     sources = {p: root / p for p in records["image_path"].astype(str).unique()}
     absent = [str(v) for v in sources.values() if not v.is_file()]
     if absent:
-        msg = f"{len(absent)} image file(s) of the records do not exist under {root}, e.g. {absent[:3]}"
+        msg = (
+            f"{len(absent)} image file(s) of the records do not exist under {root}, e.g. {absent[:3]}; "
+            "materialize image_files and the tables after it for this city again"
+        )
         raise DatasetInputError(msg)
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,10 @@ Each request names its image through a tag ``[img:<tag>]`` that the test puts in
 the prompt). A *script* ``(tag, call_number, request_json) -> Reply`` decides what each call gets; every call is
 recorded in :attr:`ChatServer.calls`.
 
+A call whose reply is delayed and whose client closes the connection before the reply is due is recorded in
+:attr:`ChatServer.abandoned`: so a test tells a client that gave up at its timeout from one that waited the hang
+out by what the client did, not by wall-clock gaps that a loaded machine stretches.
+
 Run standalone (for the benchmark, so server and client do not share a GIL)::
 
     python -m ugdata_pipeline_tests.context_tests.chat_server --latency 0.2
@@ -63,8 +67,9 @@ def server_error(status: int = 500) -> Reply:
     return Reply(status)
 
 
-def hang(seconds: float) -> Reply:
-    """Reply only after ``seconds`` (longer than the client's timeout: the client gives up first)."""
+def hang(seconds: float = 120.0) -> Reply:
+    """Reply only after ``seconds``: far longer than the client's timeout, so the client gives up first and the
+    server records the call in :attr:`ChatServer.abandoned` (a client that waited it out would get a 200)."""
     return Reply(200, None, seconds)
 
 
@@ -115,6 +120,14 @@ class Call:
     at: float
 
 
+@dataclass(frozen=True)
+class Abandoned:
+    """A delayed call whose client closed the connection before the reply was sent."""
+
+    call: Call
+    after_s: float  # from the server's receipt of the request to the client's close
+
+
 Script = Callable[[str, int, dict[str, Any]], Reply]
 
 
@@ -125,6 +138,7 @@ class ChatServer:
         self.script: Script = script or (lambda tag, number, body: ok())
         self.latency_s = latency_s
         self.calls: list[Call] = []
+        self.abandoned: list[Abandoned] = []
         self._counts: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
         self._port = port
@@ -140,6 +154,10 @@ class ChatServer:
     def calls_for(self, tag: str) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if c.tag == tag]
+
+    def abandoned_for(self, tag: str) -> list[Abandoned]:
+        with self._lock:
+            return [a for a in self.abandoned if a.call.tag == tag]
 
     def tags_called(self) -> set[str]:
         with self._lock:
@@ -190,9 +208,12 @@ class ChatServer:
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                status, payload, extra, delay, content_type = self._respond(lines[0], headers, body)
-                if delay:
-                    await asyncio.sleep(delay)
+                status, payload, extra, delay, content_type, call = self._respond(lines[0], headers, body)
+                if delay and await self._closed_within(reader, delay):
+                    if call is not None:
+                        with self._lock:
+                            self.abandoned.append(Abandoned(call, time.monotonic() - call.at))
+                    return
                 data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
                 extra_lines = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(
@@ -208,11 +229,22 @@ class ChatServer:
         finally:
             writer.close()
 
+    @staticmethod
+    async def _closed_within(reader: asyncio.StreamReader, delay: float) -> bool:
+        """Wait ``delay`` seconds; True as soon as the client closes its end (it gave up on this call)."""
+        try:
+            # a client waiting for its answer sends nothing more on this connection; b"" is its close
+            return await asyncio.wait_for(reader.read(1), delay) == b""
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+
     def _respond(
         self, request_line: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, dict[str, Any] | str, dict[str, str], float, str]:
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str], float, str, Call | None]:
         if "/chat/completions" not in request_line:
-            return 404, {"error": {"message": "not found"}}, {}, 0.0, "application/json"
+            return 404, {"error": {"message": "not found"}}, {}, 0.0, "application/json", None
         request = json.loads(body)
         text = json.dumps(request["messages"])
         match = TAG.search(text)
@@ -237,9 +269,9 @@ class ChatServer:
         delay = self.latency_s + reply.delay_s
         if reply.status != 200:
             error = {"error": {"message": f"scripted {reply.status}", "type": "test"}}
-            return reply.status, error, reply.headers, delay, "application/json"
+            return reply.status, error, reply.headers, delay, "application/json", call
         if reply.raw_body is not None:
-            return 200, reply.raw_body, reply.headers, delay, reply.content_type
+            return 200, reply.raw_body, reply.headers, delay, reply.content_type, call
         content = reply.content if reply.content is not None else well_formed_answer(tag, as_json=json_mode)
         payload = {
             "id": f"chatcmpl-{tag}-{number}",
@@ -249,7 +281,7 @@ class ChatServer:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
         }
-        return 200, payload, reply.headers, delay, reply.content_type
+        return 200, payload, reply.headers, delay, reply.content_type, call
 
 
 def main(argv: list[str] | None = None) -> None:

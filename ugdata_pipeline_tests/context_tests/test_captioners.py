@@ -61,11 +61,12 @@ def make_requests(folder: Path, tags: list[str]) -> list[CaptionRequest]:
 
 
 def fast_captioner(base_url: str, **kwargs) -> OpenAICompatibleCaptioner:
-    # 2 s: long enough that a loaded CI machine never times out a healthy answer, short enough for the hang tests
+    # A healthy loopback answer takes milliseconds; 30 s never times one out, however loaded the machine. Tests that
+    # script a hang pass a shorter timeout and check the abandoned call on the server (ChatServer.abandoned).
     options = {
         "concurrency": 4,
         "requests_per_minute": None,
-        "timeout_s": 2.0,
+        "timeout_s": 30.0,
         "retry_policy": RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=2.0),
     }
     options.update(kwargs)
@@ -150,11 +151,14 @@ def test_prompt_carries_description_and_both_markers_and_hash_tracks_the_text():
 # ----------------------------------------------------------------------------------------------- online captioner
 
 
+TIMEOUT_S = 5.0
+
+
 def test_retries_reask_and_recorded_failures_then_rerun_retries_only_the_failures(tmp_path, caplog):
     plan = {
         "a": [rate_limited("0.3"), ok()],
         "b": [server_error(500), ok()],
-        "c": [hang(5.0), ok()],
+        "c": [hang(), ok()],
         "d": [malformed(), ok()],
         "e": [server_error(503)] * 3,
         "f": [malformed(), malformed()],
@@ -171,7 +175,8 @@ def test_retries_reask_and_recorded_failures_then_rerun_retries_only_the_failure
     cache = tmp_path / "cache"
     ticks = []
     with caplog.at_level(logging.DEBUG, logger="ugdata_pipeline"), ChatServer(script) as server:
-        captioner = fast_captioner(server.base_url)
+        # the hang is abandoned at the timeout: 5 s is a wide margin over a healthy answer's milliseconds
+        captioner = fast_captioner(server.base_url, timeout_s=TIMEOUT_S)
         first = captioner.caption_all(requests, cache_dir=cache, progress=lambda n, total: ticks.append((n, total)))
         stats = captioner.last_stats
 
@@ -189,6 +194,8 @@ def test_retries_reask_and_recorded_failures_then_rerun_retries_only_the_failure
             "i": "done",
         }
         assert by_id["attempts"].to_dict() == {"a": 2, "b": 2, "c": 2, "d": 2, "e": 3, "f": 2, "g": 1, "h": 1, "i": 2}
+        # ... and the server received exactly those calls
+        assert {tag: len(server.calls_for(tag)) for tag in plan} == by_id["attempts"].to_dict()
         assert "unreadable response" in "".join(r.message for r in caplog.records if "caption i" in r.message)
         assert "429" in "".join(r.message for r in caplog.records if "caption a" in r.message)
         assert "HTTP 503" in by_id.loc["e", "error"]
@@ -203,9 +210,13 @@ def test_retries_reask_and_recorded_failures_then_rerun_retries_only_the_failure
         # Retry-After honoured: the retry of a came at least 0.3 s after the 429
         calls_a = server.calls_for("a")
         assert calls_a[0].status == 429 and calls_a[1].at - calls_a[0].at >= 0.3
-        # the timeout was abandoned by the client (2 s), not waited out (5 s)
+        # the client gave up on the hung call at its timeout (not before) and asked again; a client that waited
+        # the hang out would have got its answer and left nothing abandoned
+        assert [(a.call.tag, a.call.number) for a in server.abandoned] == [("c", 1)]
+        (abandoned,) = server.abandoned_for("c")
+        assert abandoned.after_s >= TIMEOUT_S - 0.5  # the client's clock starts before the server's receipt
         calls_c = server.calls_for("c")
-        assert calls_c[1].at - calls_c[0].at < 4.5
+        assert calls_c[1].at >= calls_c[0].at + abandoned.after_s
         # the re-ask continues the conversation with the model's answer and a format reminder
         calls_d = server.calls_for("d")
         assert [(c.n_messages, c.reminder) for c in calls_d] == [(2, False), (4, True)]

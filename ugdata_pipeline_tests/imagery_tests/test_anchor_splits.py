@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from pyproj import Transformer
 
 from ugdata_pipeline.graph.build import UrbanGraph
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
@@ -21,6 +22,7 @@ from ugdata_pipeline.imagery import (
     no_sequence_spans_splits,
     no_test_near_train,
 )
+from ugdata_pipeline.imagery.splits import SPLITS, _block_counts, _enforce_buffer, _sweep
 from ugdata_pipeline_tests.tiny_city import CRS_METRIC, lonlat
 
 
@@ -328,3 +330,193 @@ def test_a_sequence_takes_the_split_most_of_its_images_hold_ties_going_to_test_t
     got = _sequence_majority(sequences, split)
     assert got.tolist() == ["train", "train", "train", "test", "test", "train", "val", "val", "excluded"]
     assert split.tolist()[2] == "test"  # the input is left as it was
+
+
+# --- surviving mutants of make mutation: the split arithmetic with known values ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n_blocks", "fractions", "counts"),
+    [
+        (10, (0.8, 0.1, 0.1), [8, 1, 1]),
+        (7, (0.5, 0.25, 0.25), [3, 2, 2]),  # largest remainders (0.75, 0.75) win, not train's 0.5
+        (3, (0.8, 0.1, 0.1), [1, 1, 1]),  # val and test each take a block from train
+        (2, (0.8, 0.1, 0.1), [1, 1, 0]),  # train keeps its last block
+        (5, (0.9, 0.0, 0.1), [4, 0, 1]),  # a zero fraction gets nothing
+    ],
+)
+def test_blocks_are_dealt_by_largest_remainders_with_one_per_positive_share(n_blocks, fractions, counts) -> None:
+    assert _block_counts(n_blocks, fractions).tolist() == counts
+
+
+def test_sweep_bands_on_a_line_with_a_point_exactly_at_the_buffer() -> None:
+    # 17 points 100 m apart on x; test = the east end (2 of 17); 1400 is 100 m from test (dropped from the bands),
+    # 1300 exactly 200 m (kept: the buffer is "closer than"); val = round(0.2 / 0.9 * 14) = 3 points past it
+    x, y = np.arange(17) * 100.0, np.zeros(17)
+    split = _sweep(x, y, (0.7, 0.2, 0.1), 0, 200.0)
+    assert split.tolist() == ["train"] * 11 + ["val"] * 3 + ["train"] + ["test"] * 2
+    # no buffer: val = round(0.3 / 0.8 * 16) = 6 of the 16 left
+    split = _sweep(np.arange(20) * 100.0, np.zeros(20), (0.5, 0.3, 0.2), 0, 0.0)
+    assert split.tolist() == ["train"] * 10 + ["val"] * 6 + ["test"] * 4
+    # no val share: no val image
+    assert "val" not in set(_sweep(np.arange(20) * 100.0, np.zeros(20), (0.9, 0.0, 0.1), 0, 0.0))
+    # an odd seed puts test at the other end
+    assert _sweep(x, y, (0.7, 0.2, 0.1), 1, 200.0).tolist()[:2] == ["test", "test"]
+
+
+def test_sweep_runs_along_x_when_both_axes_are_as_long() -> None:
+    # (0, 100) and (100, 0): equal extents; along x, the east point is the test end
+    assert _sweep(np.array([0.0, 100.0]), np.array([100.0, 0.0]), (0.5, 0.0, 0.5), 0, 0.0).tolist() == [
+        "train",
+        "test",
+    ]
+    # a north-south line runs along y
+    assert _sweep(np.zeros(4), np.arange(4) * 100.0, (0.75, 0.0, 0.25), 0, 0.0).tolist() == ["train"] * 3 + ["test"]
+
+
+def test_buffer_excludes_val_near_test_then_train_near_either_and_keeps_exactly_the_distance() -> None:
+    x = np.array([0.0, 100.0, 200.0, 300.0, 2000.0, 2100.0, 2200.0])
+    split = np.array(["test", "val", "train", "train", "val", "train", "train"], dtype=object)
+    out = _enforce_buffer(split, x, np.zeros(7), 200.0, 150.0)
+    # val at 100 m from test goes; train at exactly 200 m stays; train 100 m from the val at 2000 goes
+    assert out.tolist() == ["test", EXCLUDED, "train", "train", "val", EXCLUDED, "train"]
+    # without any val image only the test buffer applies
+    no_val = np.array(["test", "train", "train"], dtype=object)
+    assert _enforce_buffer(no_val, np.array([0.0, 100.0, 500.0]), np.zeros(3), 200.0, 150.0).tolist() == [
+        "test",
+        EXCLUDED,
+        "train",
+    ]
+
+
+def test_split_defaults_and_the_columns_it_needs() -> None:
+    images = line_city(1500.0)[["image_id", "lon", "lat"]]  # no other column is needed
+    default = assign_splits(images, city_split="train", crs_metric=CRS_METRIC)
+    assert default.equals(assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=500.0, seed=0))
+    assert not default.equals(assign_splits(images, city_split="train", crs_metric=CRS_METRIC, seed=1))
+    # a zero buffer (and a zero val buffer) are allowed; sub-metre distances are distances
+    assert set(
+        assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=0.0, val_buffer_m=0.0)["split"]
+    ) <= set(SPLITS)
+    assert len(
+        assign_splits(images, city_split="train", crs_metric=CRS_METRIC, buffer_m=0.5, block_m=0.5, layout="blocks")
+    ) == len(images)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"buffer_m": float("inf")},
+            "buffer_m must be a finite distance >= 0 in metres, got inf; the default is 500.0",
+        ),
+        ({"buffer_m": True}, "buffer_m must be a finite distance >= 0 in metres, got True; the default is 500.0"),
+        (
+            {"val_buffer_m": -1.0},
+            "val_buffer_m must be a finite distance >= 0 in metres, got -1.0; leave it out for the default",
+        ),
+        (
+            {"block_m": 0.0},
+            "block_m must be a finite distance > 0 in metres, got 0.0; leave it out for max(2 * buffer_m, 250)",
+        ),
+        (
+            {"fractions": (0.8, 0.3)},
+            "fractions must be three shares >= 0 for (train, val, test) summing to 1, got (0.8, 0.3); "
+            "e.g. (0.8, 0.1, 0.1)",
+        ),
+        (
+            {"fractions": (1.2, -0.1, -0.1)},
+            "fractions must be three shares >= 0 for (train, val, test) summing to 1, got (1.2, -0.1, -0.1); "
+            "e.g. (0.8, 0.1, 0.1)",
+        ),
+        ({"seed": True}, "seed must be an integer, got True"),
+        ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+    ],
+)
+def test_split_option_errors_are_exact(kwargs, message) -> None:
+    with pytest.raises(ImageryInputError) as caught:
+        assign_splits(line_city(100.0), city_split="train", crs_metric=CRS_METRIC, **kwargs)
+    assert str(caught.value) == message
+
+
+def test_zero_val_fraction_is_allowed() -> None:
+    out = assign_splits(line_city(3000.0), city_split="train", fractions=(0.9, 0.0, 0.1), crs_metric=CRS_METRIC)
+    assert set(out["split"]) == {"train", "test", EXCLUDED}
+
+
+def test_cells_of_one_point_none_and_a_given_crs() -> None:
+    assert cell_id([0.0, 0.001], [0.0, 0.0], crs_metric="EPSG:3857").tolist() == ["0_0", "3_0"]  # 111.3 m east
+    one = cell_id([24.94], [60.17], crs_metric=CRS_METRIC)
+    assert one.shape == (1,) and isinstance(one[0], str)
+    empty = cell_id([], [], crs_metric=CRS_METRIC)
+    assert empty.shape == (0,) and empty.dtype == object
+    with pytest.raises(ImageryInputError) as caught:
+        cell_id([0.0], [0.0], crs_metric=CRS_METRIC, size_m=0)
+    assert str(caught.value) == "size_m must be a finite distance > 0 in metres, got 0; the thinning cell is 35.0"
+
+
+def test_no_test_near_train_counts_and_names_exactly() -> None:
+    images = make_images({"t": (0.0, 0.0), "near": (100.0, 0.0), "edge": (1000.0, 0.0), "tr": (1499.0, 0.0)})
+    images["split"] = ["test", "train", "test", "train"]
+    outcome = no_test_near_train(images, 500.0, crs_metric=CRS_METRIC)
+    # t is 100 m from a train image; edge is 499 m from one: both count
+    assert (outcome.passed, outcome.observed, outcome.expected) == (
+        False,
+        2,
+        "0 test images within 500 m of a train image",
+    )
+    assert outcome.examples == ["t", "edge"]
+    unbuffered = no_test_near_train(images, 0.0, crs_metric=CRS_METRIC)  # no buffer, nothing to break
+    assert (unbuffered.passed, unbuffered.observed, unbuffered.expected) == (
+        True,
+        0,
+        "0 test images within 0 m of a train image",
+    )
+    alone = images.assign(split=["test", "val", "test", "val"])  # no train image
+    assert (
+        no_test_near_train(alone, 500.0, crs_metric=CRS_METRIC).passed,
+        no_test_near_train(alone, 500.0, crs_metric=CRS_METRIC).observed,
+    ) == (True, 0)
+    with pytest.raises(ImageryInputError) as caught:
+        no_test_near_train(images, -1.0, crs_metric=CRS_METRIC)
+    assert str(caught.value) == "buffer_m must be a finite distance >= 0 in metres, got -1.0"
+
+
+def test_no_sequence_spans_splits_without_sequences_passes_with_zero() -> None:
+    images = make_images({"a": (0.0, 0.0)}).assign(split="train")
+    outcome = no_sequence_spans_splits(images)
+    assert (outcome.passed, outcome.observed, outcome.expected) == (True, 0, "0 sequences spanning splits")
+
+
+def test_blocks_layout_deals_whole_blocks_and_auto_takes_it_when_it_trains_more() -> None:
+    # a 1 km square in 16 blocks of 250 m, no buffer: blocks deal 13 / 2 / 1 blocks (81 % train), the sweep 80 %
+    # points at 12.5, 37.5, ... m: none on a block border (where projection round-off would pick the side)
+    steps = np.arange(12.5, 1000.0, 25.0)
+    images = make_images({f"g{i}_{j}": (float(a), float(b)) for i, a in enumerate(steps) for j, b in enumerate(steps)})
+    options = {"city_split": "train", "buffer_m": 0.0, "block_m": 250.0, "crs_metric": CRS_METRIC}
+    blocks = assign_splits(images, layout="blocks", **options)
+    x, y = Transformer.from_crs("EPSG:4326", CRS_METRIC, always_xy=True).transform(images["lon"], images["lat"])
+    block = pd.Series(
+        list(zip(np.floor(np.asarray(x) / 250.0).astype(int), np.floor(np.asarray(y) / 250.0).astype(int), strict=True))
+    )
+    per_block = blocks.groupby(block.to_numpy())["split"].agg(set)
+    assert len(per_block) == 16 and all(len(s) == 1 for s in per_block)  # every block has one split
+    assert pd.Series([next(iter(s)) for s in per_block]).value_counts().to_dict() == {"train": 13, "val": 2, "test": 1}
+    assert assign_splits(images, **options)["split"].tolist() == blocks["split"].tolist()  # auto: more train
+    # the default block is max(2 x buffer, 250 m): 250 m for a 125 m buffer
+    default = {**options, "buffer_m": 125.0}
+    del default["block_m"]
+    explicit = assign_splits(images, layout="blocks", **default, block_m=250.0)
+    assert assign_splits(images, layout="blocks", **default)["split"].tolist() == explicit["split"].tolist()
+
+
+def test_cells_follow_the_given_crs_and_cell_size() -> None:
+    images = line_city(200.0)
+    out = assign_splits(images, city_split="held_out", crs_metric="EPSG:3857", cell_size_m=100.0)
+    assert out["cell"].tolist() == cell_id(images["lon"], images["lat"], size_m=100.0, crs_metric="EPSG:3857").tolist()
+    # the metric CRS also measures the splits: web-mercator metres at 60 N are half as long, so a 500 m buffer is
+    # a quarter of a kilometre on the ground and fewer images are excluded
+    city = line_city(3000.0)
+    utm = assign_splits(city, city_split="train", crs_metric=CRS_METRIC)
+    mercator = assign_splits(city, city_split="train", crs_metric="EPSG:3857")
+    assert (mercator["split"] == EXCLUDED).sum() < (utm["split"] == EXCLUDED).sum()

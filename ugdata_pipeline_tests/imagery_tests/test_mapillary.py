@@ -554,9 +554,11 @@ def test_only_images_inside_a_street_buffer_are_kept_not_its_bounding_box(tmp_pa
 def test_a_tile_that_hangs_past_the_timeout_is_retried_and_the_area_completes(tmp_path: Path) -> None:
     images = grid_images(9)
     with MapillaryServer(images) as server:
-        empty = Fault(200, b"", {"Content-Type": "application/x-protobuf"}, delay_s=1.5)  # after the client gave up
+        # answers only long after the client gave up; the 2 s timeout leaves a loaded machine room for the retry's
+        # healthy answer (milliseconds) — a client that waited the hang out would get an empty tile, not all nine
+        empty = Fault(200, b"", {"Content-Type": "application/x-protobuf"}, delay_s=30.0)
         server.inject(AREA_TILES[1], empty)
-        client = client_for(server, timeout_s=0.4)
+        client = client_for(server, timeout_s=2.0)
         found = discover_images(client, AREA, cache_dir=tmp_path / "cache")
         assert found.complete and set(found.images["image_id"]) == {i.image_id for i in images}
         assert server.count(AREA_TILES[1]) == 2  # the hung request and its retry; the late empty answer was not used

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ugdata_pipeline.ugbench.metrics import bootstrap_intervals, per_record_metrics, rank_counts, summarize
+from ugdata_pipeline.ugbench.metrics import (
+    bootstrap_intervals,
+    chance_levels,
+    per_record_metrics,
+    rank_counts,
+    summarize,
+)
 from ugdata_pipeline.ugbench.stats import group_seed
 
 
@@ -132,3 +138,98 @@ def test_bootstrap_draws_every_record_and_names_every_metric() -> None:
     for bad in (0.0, 1.0):
         with pytest.raises(ValueError, match=rf"level must be in \(0, 1\), got {bad}"):
             bootstrap_intervals(per_record, level=bad)
+
+
+# --- surviving mutants of make mutation (rank_counts, per_record_metrics, chance_levels, bootstrap_intervals) ------
+
+
+def test_a_candidate_at_exactly_the_tolerance_ties_and_is_not_higher():
+    # |0.75 - 0.5| = 0.25 = tie_tol (exact in binary): a tie, so rank 1 or 2 with equal chance, never 2 for sure
+    m = metrics_of([[0.75, 0.5]], [1], tie_tol=0.25)
+    assert (m["hit@1"][0], m["rank"][0]) == (0.5, 1.5)
+    # equal scores tie at tie_tol=0 too
+    m = metrics_of([[0.5, 0.5, 0.0]], [1], tie_tol=0.0)
+    assert (m["hit@1"][0], m["rank"][0], m["rr"][0]) == (0.5, 1.5, 0.75)
+
+
+def test_rank_counts_report_valid_candidates_per_record_and_take_a_column_of_float_indices():
+    # correct_idx as a pandas-style float column [[1.0], [0.0]] (ints that went through NaN-capable storage)
+    counts = rank_counts(
+        np.array([[0.9, 0.5, 0.1], [0.2, 0.7, 0.3]]), np.array([[1.0], [0.0]]), valid=[[1, 1, 1], [1, 1, 0]]
+    )
+    assert counts.higher.tolist() == [1, 1] and counts.ties.tolist() == [0, 0]
+    assert counts.n_candidates.tolist() == [3, 2]  # what chance levels are computed from
+    assert counts.n_candidates.dtype == np.int64
+
+
+def test_no_records_give_empty_metrics():
+    counts = rank_counts(np.zeros((0, 4)), np.zeros(0, dtype=int))
+    m = per_record_metrics(counts)
+    assert set(m) == {"hit@1", "hit@3", "hit@5", "hit@10", "rr", "rank"}
+    assert all(v.shape == (0,) for v in m.values())
+
+
+def test_rank_count_errors_name_the_problem_exactly():
+    cases = [
+        (
+            {"scores": np.zeros((2, 3)), "correct_idx": [0, 1, 2]},
+            "correct_idx must hold one index per record (2), got shape (3,)",
+        ),
+        (
+            {"scores": np.zeros((1, 3)), "correct_idx": [0], "valid": [[True, True]]},
+            "valid must have the shape of scores (1, 3), got (1, 2)",
+        ),
+        ({"scores": np.zeros((1, 3)), "correct_idx": [0], "tie_tol": -1.0}, "tie_tol must be >= 0, got -1.0"),
+        ({"scores": np.zeros((1, 3)), "correct_idx": [7]}, "correct_idx must lie in [0, 3), got values [7]"),
+        (
+            {"scores": np.zeros((1, 2)), "correct_idx": [1], "valid": [[True, False]]},
+            "correct_idx points at padding (valid == False) in some records; fix the candidate mask",
+        ),
+        (
+            {"scores": np.array([[np.nan, 0.0]]), "correct_idx": [1]},
+            "scores hold NaN for valid candidates; check the embeddings (a NaN vector scores NaN)",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as caught:
+            rank_counts(**kwargs)
+        assert str(caught.value) == message
+    with pytest.raises(ValueError) as caught:
+        rank_counts(np.zeros((1, 8)), [9])
+    assert str(caught.value) == "correct_idx must lie in [0, 8), got values [9]"
+    many = np.arange(8, 16)
+    with pytest.raises(ValueError) as caught:
+        rank_counts(np.zeros((8, 8)), many)
+    assert str(caught.value) == "correct_idx must lie in [0, 8), got values [8, 9, 10, 11, 12]"  # the first five
+
+
+def test_chance_levels_take_whole_floats_and_refuse_fractions():
+    assert chance_levels(np.array([3.0, 20.0])) == chance_levels(np.array([3, 20]))
+    with pytest.raises(ValueError) as caught:
+        chance_levels(np.array([2.5, 20.0]))
+    assert str(caught.value) == "n_candidates must be whole numbers of candidates"
+
+
+def test_bootstrap_defaults_and_edge_cases():
+    rng = np.random.default_rng(0)
+    per_record = metrics_of(rng.normal(size=(60, 20)), rng.integers(0, 20, size=60))
+    # the documented defaults: 1000 resamples, seed 0 (reports are reproducible without naming them)
+    assert bootstrap_intervals(per_record) == bootstrap_intervals(per_record, n_resamples=1000, seed=0)
+    assert bootstrap_intervals(per_record) != bootstrap_intervals(per_record, n_resamples=1000, seed=1)
+    assert bootstrap_intervals(per_record) != bootstrap_intervals(per_record, n_resamples=1001, seed=0)
+    # one record: every resample is that record, a zero-width interval at its value (not NaN)
+    one = {"hit@1": np.array([1.0]), "rr": np.array([1.0]), "rank": np.array([1.0])}
+    assert bootstrap_intervals(one) == {"hit@1": (1.0, 1.0), "mrr": (1.0, 1.0), "mean_rank": (1.0, 1.0)}
+    with pytest.raises(ValueError) as caught:
+        bootstrap_intervals(per_record, n_resamples=-1)
+    assert str(caught.value) == "n_resamples must be >= 0, got -1"
+
+
+def test_bootstrap_interval_is_the_central_level_of_the_resampled_means():
+    # two records 0 and 1: a resample's mean is 0, 0.5 or 1 with chances 1/4, 1/2, 1/4. The central 40 % (the
+    # 30th to 70th percentiles) is 0.5 on both ends; a wider tail cut (say the 20th to 80th) reaches 0 and 1.
+    per_record = {"hit@1": np.array([0.0, 1.0]), "rr": np.array([0.0, 1.0]), "rank": np.array([1.0, 2.0])}
+    intervals = bootstrap_intervals(per_record, n_resamples=4000, seed=0, level=0.4)
+    assert intervals == {"hit@1": (0.5, 0.5), "mrr": (0.5, 0.5), "mean_rank": (1.5, 1.5)}
+    wide = bootstrap_intervals(per_record, n_resamples=4000, seed=0, level=0.95)
+    assert wide == {"hit@1": (0.0, 1.0), "mrr": (0.0, 1.0), "mean_rank": (1.0, 2.0)}

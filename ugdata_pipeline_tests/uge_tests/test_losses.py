@@ -193,3 +193,96 @@ def test_info_nce_equals_its_definition_with_masks_and_hard_negatives(gather: bo
         q, d, t=0.3, pos_ids=pos_ids.tolist(), query_ids=query_ids.tolist(), hard=hard, hard_ids=hard_ids
     )
     assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+# --- surviving mutants of make mutation ----------------------------------------------------------------------------
+
+
+def test_a_learned_temperature_tensor_gives_the_float_loss_and_gets_its_gradient() -> None:
+    gen = torch.Generator().manual_seed(5)
+    q, d = torch.randn(4, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    # as the trainer passes it: 1 / exp(logit_scale), a 0-d tensor that requires grad (no scalar-conversion warning)
+    logit_scale = torch.tensor(math.log(1 / 0.3), requires_grad=True)
+    loss = symmetric_info_nce(q, d, temperature=1.0 / logit_scale.exp())
+    assert float(loss.detach()) == pytest.approx(float(symmetric_info_nce(q, d, temperature=0.3)), rel=1e-6)
+    loss.backward()
+    assert logit_scale.grad is not None and float(logit_scale.grad) != 0.0
+    with pytest.raises(ValueError) as caught:
+        symmetric_info_nce(q, d, temperature=torch.tensor(-0.5))
+    assert str(caught.value) == "temperature must be > 0, got -0.5; the default is 0.07."
+
+
+def test_shape_errors_name_the_argument_exactly() -> None:
+    q = torch.eye(2)
+    cases = [
+        ({"query_ids": torch.zeros(3, dtype=torch.long)}, "query_ids must have shape [2] (one id per row), got (3,)."),
+        ({"hard_negatives": torch.randn(3, 4, 2)}, "hard_negatives [B, K, D] must have B=2, got (3, 4, 2)."),
+        ({"hard_negatives": torch.randn(2)}, "hard_negatives must be [B, K, D] or [M, D], got (2,)."),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as caught:
+            symmetric_info_nce(q, q, **kwargs)
+        assert str(caught.value) == message
+
+
+def test_hard_negatives_with_positive_ids_but_no_hard_negative_ids_mask_nothing_among_them() -> None:
+    gen = torch.Generator().manual_seed(4)
+    q, d = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
+    hard = torch.randn(3, 2, 4, generator=gen)
+    pos_ids, query_ids = torch.tensor([1, 2, 1]), torch.tensor([7, 8, 9])
+    got = symmetric_info_nce(q, d, temperature=0.3, hard_negatives=hard, positive_ids=pos_ids, query_ids=query_ids)
+    no_match = torch.full((3, 2), -1)  # ids equal to no positive: every hard negative stays
+    want = _reference_info_nce(
+        q, d, t=0.3, pos_ids=pos_ids.tolist(), query_ids=query_ids.tolist(), hard=hard, hard_ids=no_match
+    )
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_retrieval_metrics_normalise_each_query_row() -> None:
+    # q0 points at d0 (rank 1) whatever its length; q1 = 100 x (1, 0) also prefers d0, so its own d1 is at rank 2.
+    # Normalising over the queries instead (per feature) would turn q0 towards (0, 1), i.e. to d1.
+    query = torch.tensor([[1.0, 0.8], [100.0, 0.0]])
+    document = torch.tensor([[1.0, 0.5], [0.5, 1.0]])
+    metrics = retrieval_metrics(query, document, ks=(1,))
+    assert metrics == {"r@1": 0.5, "mrr": 0.75, "mean_rank": 1.5}
+
+
+def _ddp_ids_worker(rank: int, world: int, init_file: str, result_dir: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        query_all, document_all, pos_ids, query_ids = _ids_batch()
+        per_rank = len(query_all) // world
+        rows = slice(per_rank * rank, per_rank * (rank + 1))
+        loss = symmetric_info_nce(
+            query_all[rows], document_all[rows], temperature=0.3, positive_ids=pos_ids[rows], query_ids=query_ids[rows]
+        )
+        torch.save({"loss": loss.detach()}, f"{result_dir}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _ids_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    query_all, document_all = torch.randn(4, 3, generator=generator), torch.randn(4, 3, generator=generator)
+    # rows 0 and 3 (different ranks under 2 processes) share a positive text; rows 1 and 2 share a query
+    return query_all, document_all, torch.tensor([10, 11, 12, 10]), torch.tensor([20, 21, 21, 23])
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_ids_are_gathered_across_processes_and_mask_remote_duplicates(tmp_path: Path, world: int) -> None:
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        _ddp_ids_worker,
+        args=(world, str(tmp_path / "init"), str(tmp_path)),
+        nprocs=world,
+        join=True,
+        start_method="fork",
+    )
+    query_all, document_all, pos_ids, query_ids = _ids_batch()
+    full = symmetric_info_nce(query_all, document_all, temperature=0.3, positive_ids=pos_ids, query_ids=query_ids)
+    want = _reference_info_nce(query_all, document_all, t=0.3, pos_ids=pos_ids.tolist(), query_ids=query_ids.tolist())
+    assert float(full) == pytest.approx(want, rel=1e-5)
+    parts = [torch.load(tmp_path / f"rank{r}.pt")["loss"] for r in range(world)]
+    # each process scores its rows against every process's candidates, masked by the gathered ids
+    assert float(sum(parts) / world) == pytest.approx(want, rel=1e-5)
