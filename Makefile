@@ -19,16 +19,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The instance template lives in deploy/ (a dagster.yaml in the project root makes `dagster dev` warn that it is unused).
+INSTANCE_TEMPLATE := deploy/dagster-local.yaml
+
 home: $(DAGSTER_HOME)/dagster.yaml
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
+$(DAGSTER_HOME)/dagster.yaml: $(INSTANCE_TEMPLATE) $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	cp $(INSTANCE_TEMPLATE) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster instance concurrency set gpu 1 >/dev/null
 
 ## make run: every stage for the bundled cities on the offline twins (dataset per city, the UGE model family with
 ## one training seed, the benchmark), then the benchmark table. A second `make run` with no change does nothing.
-RUN_INPUTS := $(shell git ls-files ugdata_pipeline cities.yaml cities-study.yaml dagster.yaml pyproject.toml 2>/dev/null)
+RUN_INPUTS := $(shell git ls-files ugdata_pipeline cities.yaml cities-study.yaml $(INSTANCE_TEMPLATE) pyproject.toml 2>/dev/null)
 EXECUTE := $(VENV)/bin/dagster job execute -m ugdata_pipeline.definitions
 
 # The whole sample run: every offline city of $(UGDATA_CITIES), then training_job, then benchmark_job; each run's

@@ -219,7 +219,7 @@ def test_sample_run_end_to_end_with_dagster_job_execute(tmp_path):
     """What `make run` does, on a reduced configuration: both bundled cities, three models, the benchmark."""
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((PACKAGE.parent / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((PACKAGE.parent / "deploy" / "dagster-local.yaml").read_text())
     data = tmp_path / "data"
     env = {
         **os.environ,
