@@ -10,17 +10,32 @@ import dagster as dg
 import pytest
 from dagster._core.instance.config import dagster_instance_config
 
-from ugdata_pipeline.definitions import executor_for
+from ugdata_pipeline.definitions import LOCAL_EXECUTOR, defs, executor_for
 from ugdata_pipeline.resources import StorageResource
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 
 def test_executor_names() -> None:
-    assert executor_for(None).name == executor_for("multiprocess").name == "multiprocess"
-    assert executor_for("in_process") is dg.in_process_executor
-    with pytest.raises(ValueError, match=r"UGDATA_EXECUTOR='spark' is unknown; use multiprocess, in_process, k8s"):
+    assert executor_for(None) is executor_for("multiprocess") is LOCAL_EXECUTOR
+    with pytest.raises(ValueError, match=r"UGDATA_EXECUTOR='spark' is unknown; use multiprocess, k8s or celery"):
         executor_for("spark")
+
+
+def test_in_process_execution_is_run_config_not_another_definition() -> None:
+    """The UI and `make run` load one job definition; in-process execution is chosen per run."""
+    from dagster._core.system_config.objects import ResolvedRunConfig
+
+    with pytest.raises(ValueError, match=r"UGDATA_EXECUTOR=in_process is no longer a definitions switch .* unset it"):
+        executor_for("in_process")
+    job = defs.resolve_job_def("city_dataset_job")
+    assert job.executor_def is LOCAL_EXECUTOR
+
+    def engine(run_config: dict) -> dict:
+        return ResolvedRunConfig.build(job, run_config).execution.execution_engine_config
+
+    assert engine({})["multiprocess"]["max_concurrent"] == 2  # a 2-core laptop is not oversubscribed
+    assert list(engine({"execution": {"config": {"in_process": {}}}})) == ["in_process"]
 
 
 @pytest.mark.parametrize(("name", "package"), [("k8s", "dagster_k8s"), ("celery", "dagster_celery")])
