@@ -32,6 +32,7 @@ from dagster._core.origin import JobPythonOrigin
 from dagster._core.remote_representation.external_data import partition_set_snap_name_for_job_name
 from dagster._core.storage.tags import PARTITION_NAME_TAG
 from dagster._utils.hosted_user_process import recon_job_from_origin
+from dagster._utils.interrupts import capture_interrupts
 from dagster.version import __version__ as dagster_version
 from dagster_shared.cli import WorkspaceOpts
 
@@ -116,4 +117,6 @@ def execute_workspace_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> b
     if not isinstance(origin, JobPythonOrigin):
         msg = f"run {run.run_id} has no code origin to execute from; create it with create_workspace_run"
         raise LaunchError(msg)
-    return execute_run(recon_job_from_origin(origin), run, instance).success
+    # as `dagster job execute` and the run worker do: Ctrl-C interrupts the run where Dagster can record its failure
+    with capture_interrupts():
+        return execute_run(recon_job_from_origin(origin), run, instance).success

@@ -209,8 +209,8 @@ def _launch(job: str, env: dict[str, str], *extra: str) -> str:
     return output
 
 
-def _workspace_job_snapshot_id(instance, job: str) -> str:
-    """The snapshot id of `job` in the code location workspace.yaml loads (what `make dev` shows)."""
+def _workspace_job_snapshot_ids(instance, jobs: tuple[str, ...]) -> dict[str, str]:
+    """The snapshot ids of `jobs` in the code location workspace.yaml loads (what `make dev` shows)."""
     from dagster._cli.workspace.cli_target import get_workspace_from_cli_opts
     from dagster.version import __version__
     from dagster_shared.cli import WorkspaceOpts
@@ -219,7 +219,7 @@ def _workspace_job_snapshot_id(instance, job: str) -> str:
     with get_workspace_from_cli_opts(instance, version=__version__, workspace_opts=opts) as context:
         [location] = context.code_location_names
         repo = next(iter(context.get_code_location(location).get_repositories().values()))
-        return repo.get_full_job(job).identifying_job_snapshot_id
+        return {job: repo.get_full_job(job).identifying_job_snapshot_id for job in jobs}
 
 
 def _failed_checks(output: str) -> list[str]:
@@ -263,9 +263,11 @@ def test_sample_run_end_to_end_through_the_workspace(tmp_path, monkeypatch):
         assert sorted(run.tags["dagster/partition"] for run in runs) == ["helsinki", "karhula"]
         assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
         assert location == "__repository__@ugdata_pipeline.definitions"
-        for job in ("city_dataset_job", "training_job", "benchmark_job"):
-            [snapshot_id] = {run.job_snapshot_id for run in instance.get_runs(dg.RunsFilter(job_name=job))}
-            assert snapshot_id == _workspace_job_snapshot_id(instance, job), job
+        jobs = ("city_dataset_job", "training_job", "benchmark_job")
+        run_snapshots = {
+            job: {run.job_snapshot_id for run in instance.get_runs(dg.RunsFilter(job_name=job))} for job in jobs
+        }
+        assert run_snapshots == {job: {id_} for job, id_ in _workspace_job_snapshot_ids(instance, jobs).items()}
 
     nodes = read_table(table_path(str(data), "nodes", "karhula"))
     assert set(nodes["kind"]) >= {"street", "crossing", "poi"}

@@ -89,4 +89,5 @@ def test_the_instance_template_validates_and_turns_off_telemetry_and_the_first_u
         assert instance.nux_enabled is False  # the UI's shouldShowNux reads this
         assert instance.telemetry_enabled is False
         assert instance.run_monitoring_enabled is True
+        assert instance.wait_for_local_code_server_processes_on_shutdown is True
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
