@@ -19,17 +19,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The instance template lives in deploy/ (a dagster.yaml in the project root makes `dagster dev` warn that it is unused).
+INSTANCE_TEMPLATE := deploy/dagster-local.yaml
+
 home: $(DAGSTER_HOME)/dagster.yaml
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
+$(DAGSTER_HOME)/dagster.yaml: $(INSTANCE_TEMPLATE) $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	cp $(INSTANCE_TEMPLATE) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster instance concurrency set gpu 1 >/dev/null
 
 ## make run: every stage for the bundled cities on the offline twins (dataset per city, the UGE model family with
 ## one training seed, the benchmark), then the benchmark table. A second `make run` with no change does nothing.
-RUN_INPUTS := $(shell git ls-files ugdata_pipeline cities.yaml cities-study.yaml dagster.yaml pyproject.toml 2>/dev/null)
-EXECUTE := $(VENV)/bin/dagster job execute -m ugdata_pipeline.definitions
+RUN_INPUTS := $(shell git ls-files ugdata_pipeline cities.yaml cities-study.yaml $(INSTANCE_TEMPLATE) pyproject.toml 2>/dev/null)
+# Every run is launched through workspace.yaml's code location, as the UI launches runs, so the jobs' Runs tabs, the
+# Overview timeline and run-status sensors see it; `launch` executes it here, waits, and fails when the run fails.
+# One process per run (EXECUTION=in_process, run config): on a laptop, spawning a process per step costs more than
+# the parallelism gains. EXECUTION=multiprocess runs each step in its own process.
+EXECUTION ?= in_process
+LAUNCH = $(PY) -m ugdata_pipeline.cli launch $(if $(filter in_process,$(EXECUTION)),--in-process)
 
 # The whole sample run: every offline city of $(UGDATA_CITIES), then training_job, then benchmark_job; each run's
 # log goes to $(DAGSTER_HOME)/last_run_*.log and is shown when it fails. Runs killed earlier are released first
@@ -39,18 +47,16 @@ define PIPELINE
 	@$(PY) -m ugdata_pipeline.cli release-dead-runs
 	@for city in $$($(PY) -m ugdata_pipeline.cli cities --offline); do \
 		echo "== dataset: $$city"; \
-		$(EXECUTE) -j city_dataset_job --tags "{\"dagster/partition\": \"$$city\"}" \
-			> $(DAGSTER_HOME)/last_run_$$city.log 2>&1 || { tail -40 $(DAGSTER_HOME)/last_run_$$city.log; exit 1; }; \
+		$(LAUNCH) city_dataset_job --partition $$city > $(DAGSTER_HOME)/last_run_$$city.log 2>&1 \
+			|| { tail -40 $(DAGSTER_HOME)/last_run_$$city.log; exit 1; }; \
 	done
 	@for job in training_job benchmark_job; do \
 		echo "== $$job"; \
-		$(EXECUTE) -j $$job > $(DAGSTER_HOME)/last_run_$$job.log 2>&1 \
+		$(LAUNCH) $$job > $(DAGSTER_HOME)/last_run_$$job.log 2>&1 \
 			|| { tail -40 $(DAGSTER_HOME)/last_run_$$job.log; exit 1; }; \
 	done
 endef
 
-# One process per run: on a laptop, spawning a process per step costs more than the parallelism gains.
-run: export UGDATA_EXECUTOR ?= in_process
 run: install home $(UGDATA_ROOT)/.make-run-stamp
 	@$(PY) -m ugdata_pipeline.cli summary
 
@@ -62,7 +68,6 @@ $(UGDATA_ROOT)/.make-run-stamp: $(RUN_INPUTS)
 ## Karhula held out), three training seeds and a longer budget, the full report with the matched control and the
 ## graph ablations. Data under data-study/ (or UGDATA_STUDY_ROOT).
 STUDY_ROOT ?= $(CURDIR)/data-study
-study: export UGDATA_EXECUTOR ?= in_process
 study: export UGDATA_CITIES = $(CURDIR)/cities-study.yaml
 study: export UGDATA_ROOT = $(STUDY_ROOT)
 study: export UGDATA_SEEDS ?= 0,1,2
@@ -75,7 +80,7 @@ $(STUDY_ROOT)/.make-study-stamp: $(RUN_INPUTS)
 	$(PIPELINE)
 	@touch $@
 
-## make test: lint (ruff check, ruff format --check), then the whole test suite (includes a `dagster job execute` smoke run).
+## make test: lint (ruff check, ruff format --check), then the whole test suite (includes a reduced sample run).
 test: install home
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ugdata_pipeline.cli {cities,summary,release-dead-runs}`` (used by ``make run``)."""
+"""Command line: ``python -m ugdata_pipeline.cli {cities,summary,release-dead-runs,launch}`` (used by ``make run``)."""
 
 from __future__ import annotations
 
@@ -139,6 +139,33 @@ def cmd_release_dead_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    import click
+    import dagster as dg
+
+    from ugdata_pipeline.errors import LaunchError
+    from ugdata_pipeline.launch import WORKSPACE, create_workspace_run, execute_workspace_run, run_config_for
+
+    with dg.DagsterInstance.get() as instance:
+        try:
+            run = create_workspace_run(
+                instance,
+                args.job,
+                workspace=Path(args.workspace) if args.workspace else WORKSPACE,
+                partition=args.partition,
+                run_config=run_config_for(args.config, in_process=args.in_process),
+            )
+        except (LaunchError, click.UsageError) as error:  # bad input: say what, start nothing
+            print(f"ugdata launch: {error}", file=sys.stderr)
+            return 2
+        origin = run.remote_job_origin.repository_origin
+        print(f"run {run.run_id} of {args.job} in code location {origin.code_location_origin.location_name}")
+        if not execute_workspace_run(instance, run):
+            print(f"run {run.run_id} of {args.job} failed; its events are in the UI (make dev) under Runs")
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ugdata", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +180,16 @@ def main(argv: list[str] | None = None) -> int:
         help="mark runs whose process was killed as failed and free their pool slots (DAGSTER_HOME's instance)",
     )
     release.set_defaults(func=cmd_release_dead_runs)
+    launch = sub.add_parser(
+        "launch",
+        help="run a job through workspace.yaml's code location (seen by the UI and sensors) and wait for it",
+    )
+    launch.add_argument("job", help="job name, e.g. city_dataset_job")
+    launch.add_argument("--partition", default=None, help="city partition of a partitioned job")
+    launch.add_argument("-c", "--config", action="append", default=[], help="run config YAML file (repeatable)")
+    launch.add_argument("--in-process", action="store_true", help="execute every step in this one process")
+    launch.add_argument("--workspace", default=None, help="workspace file (default the project's workspace.yaml)")
+    launch.set_defaults(func=cmd_launch)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

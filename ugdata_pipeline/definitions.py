@@ -90,13 +90,29 @@ def _int_env(name: str) -> int | None:
         raise ValueError(msg) from None
 
 
+# The local executor: multiprocess (at most 2 step processes, so a 2-core laptop is not oversubscribed; pools
+# throttle across runs only) or in-process, chosen per run by run config (`execution: {config: {in_process: {}}}`),
+# so every run carries the job snapshot the UI loads.
+LOCAL_EXECUTOR = dg.multi_or_in_process_executor.configured(
+    lambda config: config,
+    config_schema=dg.Field(
+        dg.multi_or_in_process_executor.config_schema.as_field().config_type,
+        default_value={"multiprocess": {"max_concurrent": 2}},
+    ),
+)
+
+
 def executor_for(name: str | None) -> dg.ExecutorDefinition:
-    """``UGDATA_EXECUTOR``: multiprocess (default), ``k8s`` (one pod per step) or ``celery`` (worker fleet)."""
+    """``UGDATA_EXECUTOR``: local (multiprocess or in-process by run config), ``k8s`` (pod per step), ``celery``."""
     if name in (None, "", "multiprocess"):
-        # Pools throttle across runs only; inside a run, cap processes so a 2-core laptop is not oversubscribed.
-        return dg.multiprocess_executor.configured({"max_concurrent": 2})
+        return LOCAL_EXECUTOR
     if name == "in_process":
-        return dg.in_process_executor
+        msg = (
+            "UGDATA_EXECUTOR=in_process is no longer a definitions switch (it gave the runs another job snapshot "
+            "than the UI loads); unset it and choose in-process execution per run with the run config "
+            "`execution: {config: {in_process: {}}}` (`python -m ugdata_pipeline.cli launch JOB --in-process`)"
+        )
+        raise ValueError(msg)
     try:
         if name == "k8s":
             from dagster_k8s import k8s_job_executor
@@ -109,7 +125,7 @@ def executor_for(name: str | None) -> dg.ExecutorDefinition:
     except ImportError as error:
         msg = f"UGDATA_EXECUTOR={name} needs the package {error.name}; pip install dagster-k8s / dagster-celery"
         raise ValueError(msg) from error
-    msg = f"UGDATA_EXECUTOR={name!r} is unknown; use multiprocess, in_process, k8s or celery"
+    msg = f"UGDATA_EXECUTOR={name!r} is unknown; use multiprocess, k8s or celery"
     raise ValueError(msg)
 
 

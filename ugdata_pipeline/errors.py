@@ -138,3 +138,7 @@ class CheckpointError(UgdataError, ValueError):
 
 class BenchmarkInputError(UgdataError, ValueError):
     """An input table or an option of the UGBench builders is invalid."""
+
+
+class LaunchError(UgdataError, ValueError):
+    """A run cannot be launched as asked: a missing workspace or config file, an unknown partition, clashing config."""

@@ -1,7 +1,8 @@
 """A run killed while it holds the ``gpu`` pool slot must not block the next run (issue 13, item 1).
 
-Real processes: ``dagster job execute`` of a one-asset job in the ``gpu`` pool, killed with SIGKILL while its step
-holds the slot, then the release command ``make run`` calls first, then the next execution of the same job.
+Real processes: a one-asset job in the ``gpu`` pool, started the way ``make run`` starts runs (``ugdata launch``
+through a workspace) or with ``dagster job execute``, killed with SIGKILL while its step holds the slot, then the
+release command ``make run`` calls first, then the next execution of the same job.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def home(tmp_path: Path) -> Path:
     home.mkdir()
     (home / "dagster.yaml").write_text(textwrap.dedent(INSTANCE.format(home=home)), encoding="utf-8")
     (tmp_path / "gpu_defs.py").write_text(DEFINITIONS, encoding="utf-8")
+    (tmp_path / "workspace.yaml").write_text("load_from:\n  - python_file: gpu_defs.py\n", encoding="utf-8")
     return home
 
 
@@ -61,11 +63,27 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(home), **extra}
 
 
-def _execute(home: Path, log: Path, **env: str) -> subprocess.Popen:
+def _command(home: Path, launcher: str) -> list[str]:
+    if launcher == "launch":  # make run: through the workspace's code location, executed in the launching process
+        workspace = home.parent / "workspace.yaml"
+        return [
+            sys.executable,
+            "-m",
+            "ugdata_pipeline.cli",
+            "launch",
+            "gpu_job",
+            "--in-process",
+            "--workspace",
+            str(workspace),
+        ]
     dagster = Path(sys.executable).with_name("dagster")
+    return [str(dagster), "job", "execute", "-f", str(home.parent / "gpu_defs.py"), "-j", "gpu_job"]
+
+
+def _execute(home: Path, log: Path, launcher: str, **env: str) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
-            [str(dagster), "job", "execute", "-f", str(home.parent / "gpu_defs.py"), "-j", "gpu_job"],
+            _command(home, launcher),
             env=_env(home, **env),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -89,9 +107,10 @@ def _wait_for_claim(instance: dg.DagsterInstance, process: subprocess.Popen, tim
 
 
 @pytest.mark.timeout(300)
-def test_a_killed_run_releases_its_gpu_slot_and_the_next_run_finishes(home: Path) -> None:
+@pytest.mark.parametrize("launcher", ["launch", "dagster job execute"])
+def test_a_killed_run_releases_its_gpu_slot_and_the_next_run_finishes(home: Path, launcher: str) -> None:
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        victim = _execute(home, home / "victim.log", GPU_STEP_SLEEP_S="600")
+        victim = _execute(home, home / "victim.log", launcher, GPU_STEP_SLEEP_S="600")
         try:
             run_id = _wait_for_claim(instance, victim)
             # alive: a running run is never released
@@ -118,7 +137,7 @@ def test_a_killed_run_releases_its_gpu_slot_and_the_next_run_finishes(home: Path
         failed = instance.get_run_by_id(run_id)
         assert failed.status == dg.DagsterRunStatus.FAILURE
 
-        nxt = _execute(home, home / "next.log")
+        nxt = _execute(home, home / "next.log", launcher)
         assert nxt.wait(timeout=180) == 0, (home / "next.log").read_text()
         runs = instance.get_runs(dg.RunsFilter(job_name="gpu_job"))
         assert sorted(r.status.value for r in runs) == ["FAILURE", "SUCCESS"]

@@ -1,5 +1,5 @@
-"""The Dagster shell: definitions load, jobs resolve, the core never imports dagster, and a real
-`dagster job execute` run builds a bundled city."""
+"""The Dagster shell: definitions load, jobs resolve, the core never imports dagster, and real runs launched as
+`make run` launches them (through workspace.yaml) build the bundled cities, visible to the UI as runs of their jobs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 
@@ -193,10 +194,10 @@ def test_check_outcome_is_imported_from_its_neutral_module():
     assert imports == {"ugdata_pipeline.checks"}
 
 
-def _execute(job: str, env: dict[str, str], *extra: str) -> str:
-    dagster = Path(sys.executable).parent / "dagster"
+def _launch(job: str, env: dict[str, str], *extra: str) -> str:
+    """One run as `make run` starts it: through workspace.yaml's code location, executed in process."""
     result = subprocess.run(
-        [str(dagster), "job", "execute", "-m", "ugdata_pipeline.definitions", "-j", job, *extra],
+        [sys.executable, "-m", "ugdata_pipeline.cli", "launch", job, "--in-process", *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -208,6 +209,19 @@ def _execute(job: str, env: dict[str, str], *extra: str) -> str:
     return output
 
 
+def _workspace_job_snapshot_ids(instance, jobs: tuple[str, ...]) -> dict[str, str]:
+    """The snapshot ids of `jobs` in the code location workspace.yaml loads (what `make dev` shows)."""
+    from dagster._cli.workspace.cli_target import get_workspace_from_cli_opts
+    from dagster.version import __version__
+    from dagster_shared.cli import WorkspaceOpts
+
+    opts = WorkspaceOpts(workspace=[str(PACKAGE.parent / "workspace.yaml")])
+    with get_workspace_from_cli_opts(instance, version=__version__, workspace_opts=opts) as context:
+        [location] = context.code_location_names
+        repo = next(iter(context.get_code_location(location).get_repositories().values()))
+        return {job: repo.get_full_job(job).identifying_job_snapshot_id for job in jobs}
+
+
 def _failed_checks(output: str) -> list[str]:
     """Names of asset checks Dagster reports as not passed ("Asset check 'x' on asset 'y' did not pass")."""
     return re.findall(r"Asset check '([\w]+)'[^\n]*did not pass", output)
@@ -215,33 +229,45 @@ def _failed_checks(output: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(4 * 900)  # four job subprocesses of up to 900 s each: the default 600 s would cut it short
-def test_sample_run_end_to_end_with_dagster_job_execute(tmp_path):
+def test_sample_run_end_to_end_through_the_workspace(tmp_path, monkeypatch):
     """What `make run` does, on a reduced configuration: both bundled cities, three models, the benchmark."""
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((PACKAGE.parent / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((PACKAGE.parent / "deploy" / "dagster-local.yaml").read_text())
     data = tmp_path / "data"
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "UGDATA_ROOT": str(data),
-        "UGDATA_EXECUTOR": "in_process",
         "UGDATA_MAX_VIEWS": "150",
         "UGDATA_TRAIN_STEPS": "3",
         "OMP_NUM_THREADS": "2",
     }
-    outputs = [
-        _execute("city_dataset_job", env, "--tags", json.dumps({"dagster/partition": city}))
-        for city in ("helsinki", "karhula")
-    ]
-    outputs.append(_execute("training_job", env))
+    outputs = [_launch("city_dataset_job", env, "--partition", city) for city in ("helsinki", "karhula")]
+    outputs.append(_launch("training_job", env))
     config = tmp_path / "bench.yaml"
     config.write_text("ops:\n  benchmark_results:\n    config: {bootstrap: 20, limit_per_group: 15}\n")
-    outputs.append(_execute("benchmark_job", env, "-c", str(config)))
+    outputs.append(_launch("benchmark_job", env, "-c", str(config)))
     failed = [name for output in outputs for name in _failed_checks(output)]
     # three optimizer steps cannot teach stage 2 to read its graph: that check must run, and may say so
     assert [name for name in failed if name != "graph_matters"] == [], failed
     assert "graph_matters" in outputs[-1]
+
+    # the runs are the jobs' runs in the UI: labelled with their code location, carrying the job snapshot the
+    # workspace loads under the same environment (the executor is run config, not part of the definitions)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [location] = {run.remote_job_origin.repository_origin.get_label() for run in instance.get_runs()}
+        runs = instance.get_runs(dg.RunsFilter(job_name="city_dataset_job", tags={".dagster/repository": location}))
+        assert sorted(run.tags["dagster/partition"] for run in runs) == ["helsinki", "karhula"]
+        assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
+        assert location == "__repository__@ugdata_pipeline.definitions"
+        jobs = ("city_dataset_job", "training_job", "benchmark_job")
+        run_snapshots = {
+            job: {run.job_snapshot_id for run in instance.get_runs(dg.RunsFilter(job_name=job))} for job in jobs
+        }
+        assert run_snapshots == {job: {id_} for job, id_ in _workspace_job_snapshot_ids(instance, jobs).items()}
 
     nodes = read_table(table_path(str(data), "nodes", "karhula"))
     assert set(nodes["kind"]) >= {"street", "crossing", "poi"}
