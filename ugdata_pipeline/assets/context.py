@@ -78,17 +78,16 @@ def spatial_subgraphs(
         tables.nodes,
         "subgraph_nodes",
         metadata={
-            "count": len(tables.nodes),
             "preview": preview(
                 tables.nodes, columns=["image_id", "node_id", "kind", "name", "dx_m", "dy_m", "distance_m", "rank"]
             ),
         },
     )
-    yield dg.Output(tables.edges, "subgraph_edges", metadata={"count": len(tables.edges)})
+    yield dg.Output(tables.edges, "subgraph_edges")
     yield dg.Output(
         tables.summary,
         "subgraphs",
-        metadata={"count": len(tables.summary), **figures, "preview": preview(tables.summary), **chart},
+        metadata={**figures, "preview": preview(tables.summary), **chart},
     )
     outcome = subgraph_size_outcome(tables.summary, max_nodes=config.max_nodes)
     yield check_result("subgraph_sizes", outcome, asset_key="subgraphs")
@@ -111,7 +110,6 @@ def subgraph_descriptions(
     return dg.Output(
         frame,
         metadata={
-            "count": len(frame),
             "chars_median": float(lengths.median()) if len(frame) else 0.0,
             "example": dg.MetadataValue.md(frame["description"].iloc[0] if len(frame) else "no images"),
         },

@@ -78,11 +78,10 @@ def captions(
     yield dg.Output(
         frame,
         metadata={
-            "count": len(frame),
             "model": writer.model,
             "done": len(frame) - failed,
             "failed": failed,
-            "failure_reasons": dg.MetadataValue.md(failures.to_markdown(index=False) if failed else "no failures"),
+            "failure_reasons": preview(failures, rows=20),
             "prompt_tokens": int(frame["prompt_tokens"].fillna(0).sum()),
             "completion_tokens": int(frame["completion_tokens"].fillna(0).sum()),
             **({f"run/{k}": v for k, v in stats.as_dict().items()} if stats is not None else {}),
@@ -162,7 +161,6 @@ def training_records(
     yield dg.Output(
         records,
         metadata={
-            "count": len(records),
             "dropped_records": len(dropped),
             "dropped_examples": preview(dropped, columns=["record_id", "rule", "detail"]),
             "by_stage_variant_split": dg.MetadataValue.json({"/".join(map(str, k)): int(v) for k, v in counts.items()}),

@@ -76,7 +76,6 @@ def urban_graph(
         nodes,
         "nodes",
         metadata={
-            "count": len(nodes),
             "crs_metric": graph.crs_metric,
             **{k.split("/")[1]: v for k, v in counts.items() if k.startswith("nodes/")},
             "preview": preview(nodes, columns=["node_id", "kind", "name", "category", "lon", "lat", "node_text"]),
@@ -87,7 +86,6 @@ def urban_graph(
         edges,
         "edges",
         metadata={
-            "count": len(edges),
             **{k.split("/")[1]: v for k, v in counts.items() if k.startswith("edges/")},
             "preview": preview(edges),
         },

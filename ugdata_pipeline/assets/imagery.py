@@ -54,7 +54,7 @@ def _checked_failures(context: dg.AssetExecutionContext, outcome: SourceOutcome,
         "failures_by_reason": dg.MetadataValue.json(
             {row.reason: int(row.count) for row in source_failure_table(failures).head(20).itertuples()}
         ),
-        "failures": preview(failures) if len(failures) else "none",
+        "failures": preview(failures),
     }
 
 
@@ -92,7 +92,6 @@ def image_candidates(
         frame,
         metadata={
             "source": images.label(),
-            "count": len(frame),
             **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
             **failures,
             "preview": preview(frame),
@@ -138,7 +137,6 @@ def image_files(
         manifest,
         metadata={
             "source": images.label(),
-            "count": len(manifest),
             **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
             **failures,
             "preview": preview(manifest, columns=["image_id", "source", "lon", "lat", "compass_angle", "path"]),
@@ -205,15 +203,14 @@ def image_anchoring(
         result.images,
         "anchored_images",
         metadata={
-            "count": kept,
             "dropped": result.dropped,
             "snapped_share": round(share, 4),
             "snap_distance_m_median": float(result.images["snap_distance_m"].median()) if kept else 0.0,
             "preview": preview(result.images, columns=["image_id", "street_node", "snap_distance_m", "compass_angle"]),
         },
     )
-    yield dg.Output(result.image_nodes, "image_nodes", metadata={"count": len(result.image_nodes)})
-    yield dg.Output(result.image_edges, "image_edges", metadata={"count": len(result.image_edges)})
+    yield dg.Output(result.image_nodes, "image_nodes")
+    yield dg.Output(result.image_edges, "image_edges")
     outcome = CheckOutcome(
         passed=share >= 0.8 or not len(image_files),
         observed=round(share, 4),
@@ -276,7 +273,6 @@ def images(
     yield dg.Output(
         split,
         metadata={
-            "count": len(split),
             "by_split": dg.MetadataValue.json({str(k): int(v) for k, v in by_split.items()}),
             "buffer_m": config.buffer_m,
             "city_split": city.split,

@@ -78,7 +78,6 @@ def spatial_reasoning_paths(
         paths,
         "srp",
         metadata={
-            "count": len(paths),
             "images_with_paths": int(paths["image_id"].nunique()) if len(paths) else 0,
             **{k: v for k, v in result.counts.items() if isinstance(v, int | float)},
             "examples": dg.MetadataValue.md(examples or "no paths"),
@@ -92,7 +91,6 @@ def spatial_reasoning_paths(
         missing,
         "srp_missing",
         metadata={
-            "count": len(missing),
             "by_reason": dg.MetadataValue.json({str(k): int(v) for k, v in missing["reason"].value_counts().items()}),
         },
     )

@@ -44,11 +44,17 @@ def test_materialize_helsinki(tmp_path):
     nodes_meta = materializations["nodes"]
     assert nodes_meta["street"].value > 80
     assert nodes_meta["crossing"].value > 100
-    assert "data:image/png;base64," in nodes_meta["map"].value
+    # the map: a thumbnail short enough that Dagster shows it unfolded, the full-size PNG linked by path
+    assert nodes_meta["map"].value.startswith("![map](data:image/png;base64,") and len(nodes_meta["map"].value) <= 1000
+    assert nodes_meta["map_path"].value == str(tmp_path / "helsinki" / "previews" / "graph_map.png")
     assert materializations["osm_streets"]["osm_snapshot"].value.startswith("2019-04")
     stored = read_table(table_path(str(tmp_path), "nodes", "helsinki"))
     assert stored.crs.to_epsg() == 4326
-    assert len(stored) == nodes_meta["count"].value
+    assert len(stored) == nodes_meta["dagster/row_count"].value
+    schema = {column.name: column.type for column in nodes_meta["dagster/column_schema"].schema.columns}
+    assert list(schema) == list(stored.columns) and schema["geometry"] == "geometry" and schema["node_id"] == "string"
+    rows = [record.data for record in nodes_meta["preview"].records]
+    assert len(rows) == 8 and all(isinstance(row["node_id"], str) for row in rows)
     assert (tmp_path / "helsinki" / "previews" / "graph_map.png").exists()
 
 
