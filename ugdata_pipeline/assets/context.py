@@ -8,7 +8,7 @@ import pandas as pd
 
 from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.context import subgraph
 from ugdata_pipeline.context.describe import describe_subgraphs
 from ugdata_pipeline.context.plot import size_histogram_png
@@ -41,7 +41,7 @@ SubgraphConfig = dagster_config(subgraph.SubgraphConfig)
     partitions_def=city_partitions,
     group_name="context",
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "subgraph_sizes",
             asset="subgraphs",
             blocking=True,

@@ -7,7 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.context.caption_quality import (
     both_sections_share,
     caption_failure_table,
@@ -36,8 +36,7 @@ _GATES = (
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec(name, asset="captions", blocking=blocking, description=text)
-        for name, blocking, text in _GATES
+        city_check(name, asset="captions", blocking=blocking, description=text) for name, blocking, text in _GATES
     ],
 )
 def captions(
@@ -112,13 +111,13 @@ class RecordsConfig(dg.Config):
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "no_query_contains_target",
             asset="training_records",
             blocking=True,
             description="No query text contains its positive's target place.",
         ),
-        dg.AssetCheckSpec(
+        city_check(
             "negatives_within_split",
             asset="training_records",
             blocking=True,

@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.graph.crs import city_metric_crs
@@ -171,7 +171,7 @@ class AnchorConfig(dg.Config):
     partitions_def=city_partitions,
     group_name="imagery",
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "images_snapped",
             asset="anchored_images",
             blocking=False,
@@ -233,13 +233,13 @@ class SplitConfig(dg.Config):
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "no_test_near_train",
             asset="images",
             blocking=True,
             description="No test image lies within the buffer of a train image.",
         ),
-        dg.AssetCheckSpec(
+        city_check(
             "no_sequence_spans_splits", asset="images", blocking=True, description="Every sequence lies in one split."
         ),
     ],

@@ -7,3 +7,13 @@ import dagster as dg
 from ugdata_pipeline.cities import load_registry
 
 city_partitions = dg.StaticPartitionsDefinition(load_registry().slugs())
+
+
+def city_check(name: str, *, asset: str, blocking: bool, description: str) -> dg.AssetCheckSpec:
+    """
+    A check on a city-partitioned asset, partitioned by city too: each city's result is recorded under its partition
+    and stands on its own (an unpartitioned spec records partition "—" and the last city overwrites the others).
+    """
+    return dg.AssetCheckSpec(
+        name, asset=asset, blocking=blocking, description=description, partitions_def=city_partitions
+    )
