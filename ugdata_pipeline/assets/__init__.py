@@ -1,10 +1,13 @@
 """Dagster assets and asset checks: thin wrappers over the core, one module per stage.
 
 Every asset gets, here and once, what the UI shows about it: the project's owner, a ``stage`` tag (its group), a
-``gpu`` tag where it runs in the ``gpu`` pool, and a reference to the source line of its function. There is no
+``gpu`` tag where it runs in the ``gpu`` pool, and a reference to the source line of its function (a local file;
+:func:`linked_to_git` turns it into a link to the repository). There is no
 ``city`` tag: the city is the partition (``dagster/partition``) of the city assets, and the assets that are not
 partitioned (training, benchmark) read every city.
 """
+
+from pathlib import Path
 
 import dagster as dg
 
@@ -51,3 +54,18 @@ ALL_ASSETS: list[dg.AssetsDefinition] = dg.with_source_code_references(
         )
     ]
 )
+
+
+def linked_to_git(assets: list[dg.AssetsDefinition], git_url: str | None, git_branch: str) -> list[dg.AssetsDefinition]:
+    """
+    The assets with their code references pointing at ``git_url`` (the project root is the repository root) on
+    ``git_branch``, so a deployed UI links to the hosted source; without a URL the local references stay.
+    """
+    if not git_url:
+        return assets
+    mapping = dg.AnchorBasedFilePathMapping(
+        local_file_anchor=Path(__file__).resolve().parents[2], file_anchor_path_in_repository=""
+    )
+    return list(
+        dg.link_code_references_to_git(assets, git_url=git_url, git_branch=git_branch, file_path_mapping=mapping)
+    )

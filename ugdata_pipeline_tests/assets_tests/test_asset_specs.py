@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ugdata_pipeline.assets import ALL_ASSETS, OWNER
+from ugdata_pipeline.assets import ALL_ASSETS, OWNER, linked_to_git
 
 
 def test_every_asset_has_the_owner_and_its_stage_tag():
@@ -35,3 +35,17 @@ def test_every_asset_links_the_source_line_of_its_function():
             assert line.lstrip().startswith(("def ", "@")), (spec.key, line)
             source, first = inspect.getsourcelines(asset.op.compute_fn.decorated_fn)
             assert first <= reference.line_number < first + len(source), spec.key
+
+
+def test_code_references_link_to_the_repository_when_a_git_url_is_given():
+    url = "https://github.com/example/ugdata-pipeline"
+    assert linked_to_git(ALL_ASSETS, None, "main") is ALL_ASSETS
+    linked = {spec.key: spec for asset in linked_to_git(ALL_ASSETS, url, "dev") for spec in asset.specs}
+    local = {spec.key: spec for asset in ALL_ASSETS for spec in asset.specs}
+    assert linked.keys() == local.keys()
+    for key, spec in linked.items():
+        [reference] = spec.metadata["dagster/code_references"].code_references
+        [source] = local[key].metadata["dagster/code_references"].code_references
+        relative = Path(source.file_path).relative_to(Path(__file__).resolve().parents[2]).as_posix()
+        assert isinstance(reference, dg.UrlCodeReference), key
+        assert reference.url == f"{url}/tree/dev/{relative}#L{source.line_number}", key
