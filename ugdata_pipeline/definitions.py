@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ugdata_pipeline.assets import ALL_ASSETS
+from ugdata_pipeline.assets import ALL_ASSETS, linked_to_git
 from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.jobs import ALL_JOBS
 from ugdata_pipeline.resources import (
@@ -132,7 +132,7 @@ def executor_for(name: str | None) -> dg.ExecutorDefinition:
 DEPLOYMENT = os.environ.get("UGDATA_DEPLOYMENT", "local")
 
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
+    assets=linked_to_git(ALL_ASSETS, os.environ.get("UGDATA_GIT_URL"), os.environ.get("UGDATA_GIT_BRANCH", "main")),
     jobs=ALL_JOBS,
     schedules=ALL_SCHEDULES,
     sensors=ALL_SENSORS,

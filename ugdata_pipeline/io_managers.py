@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 from upath import UPath
 
+from ugdata_pipeline.assets._metadata import table_metadata
 from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.table_files import (
     frame_to_parquet_bytes,
@@ -59,7 +60,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 )
                 raise IncompleteResultError(msg)
         write_bytes_atomic(path, frame_to_parquet_bytes(obj))
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "rows": len(obj)})
+        # the standard keys (Dagster shows them as the row count and the Columns tab) for every table asset, here once
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), **table_metadata(obj)})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         path = self._path(context)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.context import subgraph
 from ugdata_pipeline.context.describe import describe_subgraphs
 from ugdata_pipeline.context.plot import size_histogram_png
@@ -41,7 +41,7 @@ SubgraphConfig = dagster_config(subgraph.SubgraphConfig)
     partitions_def=city_partitions,
     group_name="context",
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "subgraph_sizes",
             asset="subgraphs",
             blocking=True,
@@ -78,17 +78,16 @@ def spatial_subgraphs(
         tables.nodes,
         "subgraph_nodes",
         metadata={
-            "count": len(tables.nodes),
             "preview": preview(
                 tables.nodes, columns=["image_id", "node_id", "kind", "name", "dx_m", "dy_m", "distance_m", "rank"]
             ),
         },
     )
-    yield dg.Output(tables.edges, "subgraph_edges", metadata={"count": len(tables.edges)})
+    yield dg.Output(tables.edges, "subgraph_edges")
     yield dg.Output(
         tables.summary,
         "subgraphs",
-        metadata={"count": len(tables.summary), **figures, "preview": preview(tables.summary), **chart},
+        metadata={**figures, "preview": preview(tables.summary), **chart},
     )
     outcome = subgraph_size_outcome(tables.summary, max_nodes=config.max_nodes)
     yield check_result("subgraph_sizes", outcome, asset_key="subgraphs")
@@ -111,7 +110,6 @@ def subgraph_descriptions(
     return dg.Output(
         frame,
         metadata={
-            "count": len(frame),
             "chars_median": float(lengths.median()) if len(frame) else 0.0,
             "example": dg.MetadataValue.md(frame["description"].iloc[0] if len(frame) else "no images"),
         },

@@ -7,7 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.context.caption_quality import (
     both_sections_share,
     caption_failure_table,
@@ -37,8 +37,7 @@ _GATES = (
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec(name, asset="captions", blocking=blocking, description=text)
-        for name, blocking, text in _GATES
+        city_check(name, asset="captions", blocking=blocking, description=text) for name, blocking, text in _GATES
     ],
 )
 def captions(
@@ -79,11 +78,10 @@ def captions(
     yield dg.Output(
         frame,
         metadata={
-            "count": len(frame),
             "model": writer.model,
             "done": len(frame) - failed,
             "failed": failed,
-            "failure_reasons": dg.MetadataValue.md(failures.to_markdown(index=False) if failed else "no failures"),
+            "failure_reasons": preview(failures, rows=20),
             "prompt_tokens": int(frame["prompt_tokens"].fillna(0).sum()),
             "completion_tokens": int(frame["completion_tokens"].fillna(0).sum()),
             **({f"run/{k}": v for k, v in stats.as_dict().items()} if stats is not None else {}),
@@ -114,13 +112,13 @@ class RecordsConfig(dg.Config):
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "no_query_contains_target",
             asset="training_records",
             blocking=True,
             description="No query text contains its positive's target place.",
         ),
-        dg.AssetCheckSpec(
+        city_check(
             "negatives_within_split",
             asset="training_records",
             blocking=True,
@@ -163,7 +161,6 @@ def training_records(
     yield dg.Output(
         records,
         metadata={
-            "count": len(records),
             "dropped_records": len(dropped),
             "dropped_examples": preview(dropped, columns=["record_id", "rule", "detail"]),
             "by_stage_variant_split": dg.MetadataValue.json({"/".join(map(str, k)): int(v) for k, v in counts.items()}),

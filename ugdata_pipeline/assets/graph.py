@@ -7,7 +7,7 @@ import geopandas as gpd
 
 from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.graph import build, validate
 from ugdata_pipeline.graph.build import build_urban_graph
 from ugdata_pipeline.graph.plot import graph_map_png
@@ -44,8 +44,7 @@ _CHECKS = (
     partitions_def=city_partitions,
     group_name="graph",
     check_specs=[
-        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=text)
-        for name, asset, blocking, text in _CHECKS
+        city_check(name, asset=asset, blocking=blocking, description=text) for name, asset, blocking, text in _CHECKS
     ],
 )
 def urban_graph(
@@ -76,7 +75,6 @@ def urban_graph(
         nodes,
         "nodes",
         metadata={
-            "count": len(nodes),
             "crs_metric": graph.crs_metric,
             **{k.split("/")[1]: v for k, v in counts.items() if k.startswith("nodes/")},
             "preview": preview(nodes, columns=["node_id", "kind", "name", "category", "lon", "lat", "node_text"]),
@@ -87,7 +85,6 @@ def urban_graph(
         edges,
         "edges",
         metadata={
-            "count": len(edges),
             **{k.split("/")[1]: v for k, v in counts.items() if k.startswith("edges/")},
             "preview": preview(edges),
         },

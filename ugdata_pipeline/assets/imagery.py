@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from ugdata_pipeline.assets._metadata import check_result, png, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.graph.crs import city_metric_crs
@@ -54,7 +54,7 @@ def _checked_failures(context: dg.AssetExecutionContext, outcome: SourceOutcome,
         "failures_by_reason": dg.MetadataValue.json(
             {row.reason: int(row.count) for row in source_failure_table(failures).head(20).itertuples()}
         ),
-        "failures": preview(failures) if len(failures) else "none",
+        "failures": preview(failures),
     }
 
 
@@ -92,7 +92,6 @@ def image_candidates(
         frame,
         metadata={
             "source": images.label(),
-            "count": len(frame),
             **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
             **failures,
             "preview": preview(frame),
@@ -138,7 +137,6 @@ def image_files(
         manifest,
         metadata={
             "source": images.label(),
-            "count": len(manifest),
             **{k: v for k, v in outcome.counts.items() if isinstance(v, int | float | str | bool)},
             **failures,
             "preview": preview(manifest, columns=["image_id", "source", "lon", "lat", "compass_angle", "path"]),
@@ -173,7 +171,7 @@ class AnchorConfig(dg.Config):
     partitions_def=city_partitions,
     group_name="imagery",
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "images_snapped",
             asset="anchored_images",
             blocking=False,
@@ -205,15 +203,14 @@ def image_anchoring(
         result.images,
         "anchored_images",
         metadata={
-            "count": kept,
             "dropped": result.dropped,
             "snapped_share": round(share, 4),
             "snap_distance_m_median": float(result.images["snap_distance_m"].median()) if kept else 0.0,
             "preview": preview(result.images, columns=["image_id", "street_node", "snap_distance_m", "compass_angle"]),
         },
     )
-    yield dg.Output(result.image_nodes, "image_nodes", metadata={"count": len(result.image_nodes)})
-    yield dg.Output(result.image_edges, "image_edges", metadata={"count": len(result.image_edges)})
+    yield dg.Output(result.image_nodes, "image_nodes")
+    yield dg.Output(result.image_edges, "image_edges")
     outcome = CheckOutcome(
         passed=share >= 0.8 or not len(image_files),
         observed=round(share, 4),
@@ -236,13 +233,13 @@ class SplitConfig(dg.Config):
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "no_test_near_train",
             asset="images",
             blocking=True,
             description="No test image lies within the buffer of a train image.",
         ),
-        dg.AssetCheckSpec(
+        city_check(
             "no_sequence_spans_splits", asset="images", blocking=True, description="Every sequence lies in one split."
         ),
     ],
@@ -276,7 +273,6 @@ def images(
     yield dg.Output(
         split,
         metadata={
-            "count": len(split),
             "by_split": dg.MetadataValue.json({str(k): int(v) for k, v in by_split.items()}),
             "buffer_m": config.buffer_m,
             "city_split": city.split,

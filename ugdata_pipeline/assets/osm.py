@@ -41,7 +41,7 @@ def osm_extract(
     }
     for name, frame in tables.items():
         if name == "osm_trees":
-            yield dg.Output(frame, name, metadata={**shared, "count": len(frame)})
+            yield dg.Output(frame, name, metadata=shared)
             continue
         counts = frame["category"].value_counts().head(12)
         yield dg.Output(
@@ -49,7 +49,6 @@ def osm_extract(
             name,
             metadata={
                 **shared,
-                "count": len(frame),
                 "named": int(frame["name"].notna().sum()),
                 "by_category": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
                 "preview": preview(frame),

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.imagery.anchor import anchored_graph
 from ugdata_pipeline.reasoning import path_schema, validate
 from ugdata_pipeline.reasoning.paths import build_paths
@@ -41,7 +41,7 @@ _CHECKS = (
     partitions_def=city_partitions,
     group_name="reasoning",
     check_specs=[
-        dg.AssetCheckSpec(name, asset="srp", blocking=blocking, description=text) for name, blocking, text in _CHECKS
+        city_check(name, asset="srp", blocking=blocking, description=text) for name, blocking, text in _CHECKS
     ],
 )
 def spatial_reasoning_paths(
@@ -78,7 +78,6 @@ def spatial_reasoning_paths(
         paths,
         "srp",
         metadata={
-            "count": len(paths),
             "images_with_paths": int(paths["image_id"].nunique()) if len(paths) else 0,
             **{k: v for k, v in result.counts.items() if isinstance(v, int | float)},
             "examples": dg.MetadataValue.md(examples or "no paths"),
@@ -92,7 +91,6 @@ def spatial_reasoning_paths(
         missing,
         "srp_missing",
         metadata={
-            "count": len(missing),
             "by_reason": dg.MetadataValue.json({str(k): int(v) for k, v in missing["reason"].value_counts().items()}),
         },
     )

@@ -8,8 +8,8 @@ import pandas as pd
 from pydantic import Field
 
 from ugdata_pipeline.assets._config import dagster_config
-from ugdata_pipeline.assets._metadata import check_result, png_file, preview
-from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.assets._metadata import check_result, png_file, preview, table_metadata
+from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
@@ -44,14 +44,14 @@ BenchConfig = dagster_config(_records.BenchConfig, run_defaults={"max_records_pe
     io_manager_key="table_io_manager",
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec(
+        city_check(
             "benchmark_records_valid",
             asset="benchmark_tasks",
             blocking=True,
             description="One correct candidate, groups that share one candidate set, distractors in "
             "the distance band, no query-answer leakage, records only from this city.",
         ),
-        dg.AssetCheckSpec(
+        city_check(
             "no_blind_shortcut",
             asset="benchmark_tasks",
             blocking=True,
@@ -101,7 +101,6 @@ def benchmark_tasks(
     yield dg.Output(
         tasks,
         metadata={
-            "dagster/row_count": len(tasks),
             "by_task": dg.MetadataValue.json(task_summary(tasks)),
             "skipped": dg.MetadataValue.json({k: v for k, v in stats.as_metadata().items() if k.startswith("skipped")}),
             "clusters": int(tasks["cluster"].nunique()) if len(tasks) else 0,
@@ -193,6 +192,7 @@ def benchmark_results(
     results = evaluation.results
     yield dg.MaterializeResult(
         metadata={
+            **table_metadata(results),
             **results_metadata(results),
             "cities": ", ".join(inputs.cities),
             "models": ", ".join(models),

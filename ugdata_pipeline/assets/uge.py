@@ -55,7 +55,8 @@ def _train_model(spec: ModelSpec):
             launch=launch,
             on_step=_step_logger(context, spec.name),
         )
-        curve = storage.city_path("models", spec.name, "loss_curve.png")
+        # pictures of assets that span cities go under reports/ (a city's go under <city>/previews/)
+        curve = storage.city_path("reports", "uge", f"{spec.name}_loss_curve.png")
         return dg.MaterializeResult(
             metadata={
                 "cities": ", ".join(inputs.cities),

@@ -193,7 +193,7 @@ def results_metadata(results: pd.DataFrame) -> dict[str, float | int]:
     """Plottable figures for asset metadata: each model's mean headline metric per task, over headline rows."""
     # a record runs in up to two modes: count it once
     records = int(results.groupby(_KEYS[:4])["n"].max().sum()) if len(results) else 0
-    meta: dict[str, float | int] = {"rows": len(results), "records_scored": records}
+    meta: dict[str, float | int] = {"records_scored": records}
     heads = results[(results["role"] == "headline") & (results["kind"] == "model")]
     for (task, model), group in heads.groupby(["task", "model"]):
         meta[f"{headline_metric(str(task))}/{task}/{model}"] = round(float(group[headline_metric(str(task))].mean()), 4)

@@ -127,7 +127,7 @@ def test_failing_captioner_keeps_the_previous_captions_table_and_reports_why(tmp
         table = read_table(stored)
         assert (table["status"] == "done").all() and len(table) == 10
         meta = second.asset_materializations_for_node("captions")[0].metadata
-        assert (meta["done"].value, meta["failed"].value, meta["failure_reasons"].value) == (10, 0, "no failures")
+        assert (meta["done"].value, meta["failed"].value, meta["failure_reasons"].value.records) == (10, 0, [])
 
         # a run against a dead endpoint (another model: nothing cached) fails and leaves the stored table as it was
         server.script = lambda tag, number, body: server_error(500)
@@ -148,9 +148,9 @@ def test_failures_under_the_threshold_are_stored_and_reported_in_metadata(tmp_pa
     assert table.loc["c07", "status"] == "failed" and (table.drop(index="c07")["status"] == "done").all()
     meta = result.asset_materializations_for_node("captions")[0].metadata
     assert (meta["done"].value, meta["failed"].value) == (9, 1)
-    reasons = meta["failure_reasons"].value.splitlines()
-    assert reasons[0].split("|")[1:3] == [" reason   ", "   count "]
-    assert reasons[2].startswith("| HTTP 503 |       1 | c07: HTTP 503: Error code: 503 - scripted 503")
+    [reason] = [record.data for record in meta["failure_reasons"].value.records]
+    assert (reason["reason"], reason["count"]) == ("HTTP 503", 1)
+    assert reason["examples"].startswith("c07: HTTP 503: Error code: 503 - scripted 503")
 
 
 @pytest.mark.parametrize("share", [-0.1, 2.0])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from ugdata_pipeline.assets.graph import urban_graph
 from ugdata_pipeline.assets.osm import osm_extract
@@ -44,11 +46,17 @@ def test_materialize_helsinki(tmp_path):
     nodes_meta = materializations["nodes"]
     assert nodes_meta["street"].value > 80
     assert nodes_meta["crossing"].value > 100
-    assert "data:image/png;base64," in nodes_meta["map"].value
+    # the map: a thumbnail short enough that Dagster shows it unfolded, the full-size PNG linked by path
+    assert nodes_meta["map"].value.startswith("![map](data:image/png;base64,") and len(nodes_meta["map"].value) <= 1000
+    assert nodes_meta["map_path"].value == str(tmp_path / "helsinki" / "previews" / "graph_map.png")
     assert materializations["osm_streets"]["osm_snapshot"].value.startswith("2019-04")
     stored = read_table(table_path(str(tmp_path), "nodes", "helsinki"))
     assert stored.crs.to_epsg() == 4326
-    assert len(stored) == nodes_meta["count"].value
+    assert len(stored) == nodes_meta["dagster/row_count"].value
+    schema = {column.name: column.type for column in nodes_meta["dagster/column_schema"].schema.columns}
+    assert list(schema) == list(stored.columns) and schema["geometry"] == "geometry" and schema["node_id"] == "string"
+    rows = [record.data for record in nodes_meta["preview"].records]
+    assert len(rows) == 8 and all(isinstance(row["node_id"], str) for row in rows)
     assert (tmp_path / "helsinki" / "previews" / "graph_map.png").exists()
 
 
@@ -123,3 +131,49 @@ def test_duplicate_node_ids_fail_the_step_by_name_before_the_map_is_drawn(tmp_pa
         )
     assert not (tmp_path / "data" / "karhula" / "nodes.parquet").exists()
     assert not (tmp_path / "data" / "karhula" / "previews" / "graph_map.png").exists()
+
+
+def test_each_city_keeps_its_own_check_results(tmp_path, write_registry):
+    """A check on a partitioned asset is recorded per city: two cities, two results, neither overwrites the other."""
+    from ugdata_pipeline_tests.tiny_city import write_tiny_city
+
+    write_tiny_city(tmp_path)
+    # the two shipped slugs (the partitions), both pointing at the tiny city
+    registry = write_registry(
+        "cities:\n"
+        + "".join(
+            f"  {slug}:\n    name: Tinytown\n    country: Finland\n    split: train\n"
+            "    source: {kind: file, path: tiny.osm}\n"
+            for slug in ("helsinki", "karhula")
+        ),
+        name="reg.yaml",
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    for city in ("helsinki", "karhula"):
+        result = dg.materialize(
+            OSM_AND_GRAPH,
+            partition_key=city,
+            instance=instance,
+            resources=resources(str(tmp_path / "data"), str(registry)),
+        )
+        assert result.success
+    key = dg.AssetCheckKey(dg.AssetKey("nodes"), "node_ids_unique")
+    history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+    assert sorted(record.partition for record in history) == ["helsinki", "karhula"]
+    for city in ("helsinki", "karhula"):
+        [record] = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=10, partition_filter=PartitionKeyFilter(key=city)
+        )
+        assert record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+        assert record.event.dagster_event.event_specific_data.partition == city
+
+
+def test_every_check_of_a_partitioned_asset_is_partitioned_like_it():
+    from ugdata_pipeline.assets import ALL_ASSETS
+
+    checked = 0
+    for asset in ALL_ASSETS:
+        for spec in asset.check_specs:
+            assert spec.partitions_def == asset.partitions_def, (asset.key, spec.name)
+            checked += asset.partitions_def is not None
+    assert checked >= 18

@@ -109,6 +109,11 @@ def test_an_unchanged_rematerialization_trains_nothing_and_the_pointer_follows_n
     root, first = first_run
     assert first["reused_finished_run"] is False and first["steps"] == 2 and first["samples_per_s"] > 0
     assert first["cities"] == CITY and first["seeds"] == "0"
+    # figures a user plots are floats; the loss curve is a file under reports/, the event holds a thumbnail only
+    assert all(isinstance(first[key], float) for key in ("samples_per_s", "final_train_loss", "val/mrr"))
+    curve = root / "reports" / "uge" / "stage1_loss_curve.png"
+    assert first["loss_curve_path"] == str(curve) and curve.read_bytes()[:4] == b"\x89PNG"
+    assert first["loss_curve"].startswith("![loss_curve](data:image/png;base64,") and len(first["loss_curve"]) <= 1000
     fingerprint = first["fingerprints"]
     run = f"models/stage1/seed-0/{fingerprint}"
     assert pointer(root, "stage1") == {

@@ -110,6 +110,6 @@ def test_training_records_asset_reports_dropped_records():
     expected = sum(mentions_name(text, NAME) for text in own["instruction"])
     assert expected >= 2
     assert output.metadata["dropped_records"].value == expected
-    assert f"s1-ugdata-{hit[0]}-path-0" in output.metadata["dropped_examples"].value
-    assert "instruction names the path's target" in output.metadata["dropped_examples"].value
-    assert output.metadata["count"].value == len(output.value)
+    examples = [record.data for record in output.metadata["dropped_examples"].value.records]
+    assert f"s1-ugdata-{hit[0]}-path-0" in {row["record_id"] for row in examples}
+    assert {row["rule"] for row in examples} == {"instruction names the path's target"}

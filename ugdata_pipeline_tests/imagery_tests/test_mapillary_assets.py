@@ -219,7 +219,7 @@ def test_run_config_overrides_a_setting_and_the_token_still_comes_from_the_envir
         assert [r.path for r in graph if "creator" in r.query.get("fields", "")] == [f"/{kept[0]}"]
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["image_candidates"]]
     metadata = event.event_specific_data.materialization.metadata
-    assert metadata["count"].value == 1 and metadata["thin_dropped_cell_full"].value == 1
+    assert metadata["dagster/row_count"].value == 1 and metadata["thin_dropped_cell_full"].value == 1
     run = instance.get_run_by_id(result.run_id)
     metadata_values = [
         str(value.value)

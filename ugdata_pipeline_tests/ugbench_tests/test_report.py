@@ -66,7 +66,8 @@ def test_results_metadata_reads_the_headline_metric_per_task(evaluation):
     assert not any("blind:" in key for key in meta)
     # perception holds 36 records per city
     assert meta["records_scored"] == 14 * 40 - 2 * 4  # each record once, whatever the modes it runs in
-    assert meta["rows"] == len(evaluation.results)
+    # every figure a float, so the UI can plot it across materializations
+    assert all(isinstance(value, float) for key, value in meta.items() if key != "records_scored"), meta
 
 
 def test_write_report_writes_markdown_charts_and_tables(evaluation, tmp_path):
