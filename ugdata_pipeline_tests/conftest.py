@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from ugdata_pipeline.graph.build import UrbanGraph, build_urban_graph
@@ -19,6 +21,14 @@ def tiny_extract() -> OsmExtract:
 @pytest.fixture
 def tiny_graph(tiny_extract: OsmExtract) -> UrbanGraph:
     return build_urban_graph(tiny_extract, city_name="Tinytown", country="Finland")
+
+
+@pytest.fixture
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    """An ephemeral instance, disposed after the test: one left to the GC removes its temporary folder with a
+    ResourceWarning, which fails whichever later test happens to be running."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
 
 
 @pytest.fixture

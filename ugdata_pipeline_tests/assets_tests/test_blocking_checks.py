@@ -9,6 +9,7 @@ IO manager, so no earlier stage runs.
 from __future__ import annotations
 
 import importlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 import ugdata_pipeline.assets.context as context_assets
 import ugdata_pipeline.assets.dataset as dataset_assets
@@ -26,7 +28,7 @@ import ugdata_pipeline.assets.imagery as imagery_assets
 import ugdata_pipeline.assets.reasoning as reasoning_assets
 import ugdata_pipeline.assets.ugbench as ugbench_assets
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.context.subgraph import SubgraphTables
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS, TrainingRecords
 from ugdata_pipeline.definitions import defs
 from ugdata_pipeline.graph.build import build_urban_graph
@@ -38,7 +40,15 @@ from ugdata_pipeline_tests.tiny_city import tiny_city
 evaluate_module = importlib.import_module("ugdata_pipeline.ugbench.evaluate")
 
 CITY = "karhula"  # a shipped slug: the partition must exist; the inputs come from memory
-PNG = b"\x89PNG\r\n\x1a\n"  # previews are not under test; any bytes are stored
+
+
+def _tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG = _tiny_png()  # previews are not under test; any small picture will do (the thumbnailer decodes it)
 
 
 class MemoryIOManager(dg.IOManager):

@@ -10,8 +10,9 @@ import pandas as pd
 
 from ugdata_pipeline.assets.dataset import ms_swift_export
 from ugdata_pipeline.assets.partitions import city_partitions
-from ugdata_pipeline.io_managers import ParquetIOManager, table_path
+from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import StorageResource
+from ugdata_pipeline.table_files import table_path
 from ugdata_pipeline_tests.uge_tests.synthetic import make_dataset
 
 CITY = "karhula"  # a shipped slug: the partition must exist; no OSM is read

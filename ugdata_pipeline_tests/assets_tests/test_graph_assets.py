@@ -133,7 +133,7 @@ def test_duplicate_node_ids_fail_the_step_by_name_before_the_map_is_drawn(tmp_pa
     assert not (tmp_path / "data" / "karhula" / "previews" / "graph_map.png").exists()
 
 
-def test_each_city_keeps_its_own_check_results(tmp_path, write_registry):
+def test_each_city_keeps_its_own_check_results(tmp_path, write_registry, dagster_instance: dg.DagsterInstance):
     """A check on a partitioned asset is recorded per city: two cities, two results, neither overwrites the other."""
     from ugdata_pipeline_tests.tiny_city import write_tiny_city
 
@@ -148,7 +148,7 @@ def test_each_city_keeps_its_own_check_results(tmp_path, write_registry):
         ),
         name="reg.yaml",
     )
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     for city in ("helsinki", "karhula"):
         result = dg.materialize(
             OSM_AND_GRAPH,

@@ -98,11 +98,11 @@ def logs(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> lis
 
 
 def test_an_outage_fails_the_step_and_keeps_the_last_tables_then_a_retry_redoes_only_the_failures(
-    city_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    city_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, dagster_instance: dg.DagsterInstance
 ) -> None:
     root, registry = city_root
     monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", TOKEN)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     images = street_images()
     with MapillaryServer(images) as server:
         good = materialize(root, registry, resource(server.url), instance)
@@ -141,14 +141,12 @@ def test_an_outage_fails_the_step_and_keeps_the_last_tables_then_a_retry_redoes_
 
 
 def test_a_complete_discovery_without_images_fails_with_the_filters_to_check(
-    city_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    city_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, dagster_instance: dg.DagsterInstance
 ) -> None:
     root, registry = city_root
     monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", TOKEN)
     with MapillaryServer(street_images()) as server:  # every image was captured in 2020
-        result = materialize(
-            root, registry, resource(server.url, start_date="2024-01-01"), dg.DagsterInstance.ephemeral()
-        )
+        result = materialize(root, registry, resource(server.url, start_date="2024-01-01"), dagster_instance)
     assert not result.success
     message = failure_message(result)
     assert f"Mapillary has no imagery for {CITY} in lon " in message
@@ -159,11 +157,11 @@ def test_a_complete_discovery_without_images_fails_with_the_filters_to_check(
 
 
 def test_a_download_over_the_failure_threshold_fails_and_under_it_warns(
-    city_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    city_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, dagster_instance: dg.DagsterInstance
 ) -> None:
     root, registry = city_root
     monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", TOKEN)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     images = street_images()
     broken = images[0].image_id
     with MapillaryServer(images) as server:
@@ -192,7 +190,7 @@ def test_a_download_over_the_failure_threshold_fails_and_under_it_warns(
 
 
 def test_run_config_overrides_a_setting_and_the_token_still_comes_from_the_environment(
-    city_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    city_root: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, dagster_instance: dg.DagsterInstance
 ) -> None:
     from ugdata_pipeline.definitions import resources_for
 
@@ -203,7 +201,7 @@ def test_run_config_overrides_a_setting_and_the_token_still_comes_from_the_envir
     # Two images in one ~35 m H3 cell: max_per_cell 1 (run config) keeps one, the default 2 keeps both.
     base = street_images()[0]
     images = [base, FakeImage("a2", base.lon + 0.00001, base.lat, sequence="seqx")]
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     run_config = {"resources": {"images": {"config": {"max_per_cell": 1, "graph_url": "", "concurrency": 2}}}}
     with MapillaryServer(images) as server:
         run_config["resources"]["images"]["config"]["graph_url"] = server.url

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ugdata_pipeline._pyg import Batch
-from ugdata_pipeline.uge.data import SubgraphTables
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.uge.embed import build_model_graphs, embed_fusion, embed_images, embed_texts, load_model
 from ugdata_pipeline.uge.losses import retrieval_metrics, symmetric_info_nce
 from ugdata_pipeline.uge.train import TrainConfig, TrainResult, train
