@@ -22,6 +22,7 @@ import contextlib
 import io
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -485,7 +486,10 @@ def _train(
     selected = _check_inputs(records, root, subgraphs, config, init_path)
     train_rows = selected[selected["split"] == "train"].reset_index(drop=True)
     val_rows = selected[selected["split"] == "val"].reset_index(drop=True)
-    saved_config = {**config.to_dict(), "init_from": str(init_path) if init_path else None}
+    # checkpoints record where the parent lies relative to the run, never absolute: a data root moved or copied
+    # elsewhere still names its parent (the run folder itself is where the checkpoint is, so it is not stored)
+    parent = os.path.relpath(init_path, out_dir) if init_path else None
+    saved_config = {**config.to_dict(), "out_dir": ".", "init_from": Path(parent).as_posix() if parent else None}
 
     # ---- resume or start -------------------------------------------------------------------------------------
     last_dir, best_dir = out_dir / "checkpoints" / "last", out_dir / "checkpoints" / "best"

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.errors import TrainingDataError
 from ugdata_pipeline.uge.backbone import build_backbone
-from ugdata_pipeline.uge.checkpoint import OPTIMIZER_FILE, WEIGHTS_FILE, load_checkpoint
+from ugdata_pipeline.uge.checkpoint import OPTIMIZER_FILE, WEIGHTS_FILE, load_checkpoint, read_checkpoint_config
 from ugdata_pipeline.uge.data import ImageStore, build_graphs, make_batch
 from ugdata_pipeline.uge.embed import embed_images, embed_texts
 from ugdata_pipeline.uge.losses import retrieval_metrics, symmetric_info_nce
@@ -150,6 +150,11 @@ def test_stage2_trains_graph_encoder_and_lora_at_lower_rate(synthetic: Synthetic
     lrs = {g["name"]: g["initial_lr"] for g in groups}
     assert lrs["backbone_decay"] == pytest.approx(lr * 0.1) and lrs["graph_decay"] == pytest.approx(graph_lr)
     assert result.params_trained["graph"] == sum(before[n].numel() for n in graph_names)
+    # the checkpoint names its parent relative to its own run folder: a copied data root still finds it
+    saved = read_checkpoint_config(result.last_checkpoint_dir)["train"]
+    assert saved["out_dir"] == "."
+    assert (Path(config.out_dir) / saved["init_from"]).resolve() == Path(stage1.checkpoint_dir).resolve()
+    assert not Path(saved["init_from"]).is_absolute()
 
 
 def test_resume_reproduces_the_next_step_exactly(synthetic: Synthetic, tmp_path: Path) -> None:
