@@ -101,7 +101,9 @@ def test_city_dataset_job_on_postgres_and_two_celery_workers_equals_the_in_proce
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         with dg.DagsterInstance.from_config(str(home)) as instance:
+            # the whole deployment instance loads: PostgreSQL storage and the queued run coordinator
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
             [run] = instance.get_runs()
             assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == CITY
             events = [
