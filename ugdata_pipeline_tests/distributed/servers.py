@@ -8,6 +8,7 @@ are missing. No test is skipped for a missing server: the harness fails saying w
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pwd
 import secrets
@@ -18,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Where Debian puts PostgreSQL's server programs (not on PATH): /usr/lib/postgresql/<major>/bin
@@ -46,6 +48,15 @@ def find_server_binary(name: str, *, path: str | None = None, debian_root: str =
             return folder / name
     msg = f"{name} was not found on PATH or in {root}/*/bin; {INSTALL_HINT}"
     raise RuntimeError(msg)
+
+
+def require(module: str) -> types.ModuleType:
+    """Import a client package the harness needs, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        msg = f"{module} is not installed; run make install (pip install -e '.[dev]' includes the distributed extra)"
+        raise RuntimeError(msg) from error
 
 
 def free_port() -> int:
@@ -101,8 +112,8 @@ class Postgres:
     host: str
     port: int
     user: str
-    password: str
-    database: str
+    password: str = field(repr=False)  # a throw-away password, still kept out of reprs and logs
+    database: str = "dagster"
 
     def env(self) -> dict[str, str]:
         """The variables deploy/dagster-celery.yaml reads (the password only ever travels this way)."""
@@ -129,8 +140,7 @@ def _server_user() -> pwd.struct_passwd | None:
 @contextlib.contextmanager
 def postgres_server(database: str = "dagster") -> Iterator[Postgres]:
     """A throw-away PostgreSQL cluster on 127.0.0.1 with password authentication and an empty ``database``."""
-    import psycopg2
-
+    psycopg2 = require("psycopg2")
     initdb, postgres = find_server_binary("initdb"), find_server_binary("postgres")
     user = _server_user()
     # not under pytest's tmp_path: that folder is private to root, and the server runs as another user
@@ -199,8 +209,7 @@ def postgres_server(database: str = "dagster") -> Iterator[Postgres]:
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """A throw-away Redis on 127.0.0.1 with no persistence; yields its URL (``redis://127.0.0.1:PORT``)."""
-    import redis
-
+    redis = require("redis")
     binary = find_server_binary("redis-server")
     base = Path(tempfile.mkdtemp(prefix="ugdata-redis-"))
     port = free_port()
@@ -242,6 +251,7 @@ def celery_workers(
 
     Each worker runs in its own process group, so stopping it also stops the pool process that runs the steps.
     """
+    require("dagster_celery")
     from dagster_celery.cli import get_validated_config
     from dagster_celery.executor import CeleryExecutor
     from dagster_celery.make_app import make_app

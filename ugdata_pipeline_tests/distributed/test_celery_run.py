@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psutil
 import pytest
 
 from ugdata_pipeline_tests.distributed.servers import celery_workers, postgres_server, redis_server
@@ -84,6 +85,7 @@ def test_city_dataset_job_on_postgres_and_two_celery_workers_equals_the_in_proce
     shutil.copy(DEPLOY / "dagster-celery.yaml", home / "dagster.yaml")  # the deployment's instance, unchanged
     logs = tmp_path / "logs"
     logs.mkdir()
+    children_before = {p.pid for p in psutil.Process().children(recursive=True)}
     with postgres_server() as postgres, redis_server() as redis_url:
         env = {
             **_base_env(tmp_path),
@@ -110,6 +112,10 @@ def test_city_dataset_job_on_postgres_and_two_celery_workers_equals_the_in_proce
                 record.event_log_entry.dagster_event for record in instance.get_records_for_run(run.run_id).records
             ]
             events = [event for event in events if event is not None]
+
+    # the servers and workers (with their pool processes) are gone
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in children_before]
+    assert left == [], [" ".join(p.cmdline()) for p in left]
 
     # every step ran in a worker, both workers ran steps, and none ran in the process that launched the run
     [launcher_pid] = {e.pid for e in events if e.event_type == dg.DagsterEventType.RUN_START}

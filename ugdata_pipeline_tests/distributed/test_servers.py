@@ -38,3 +38,11 @@ def test_a_program_on_path_comes_first(tmp_path) -> None:
     _program(tmp_path / "debian" / "15" / "bin" / "redis-server")
     found = find_server_binary("redis-server", path=str(tmp_path / "bin"), debian_root=str(tmp_path / "debian"))
     assert found == on_path
+
+
+def test_a_missing_client_package_names_the_install_command() -> None:
+    from ugdata_pipeline_tests.distributed.servers import require
+
+    with pytest.raises(RuntimeError, match=r"^no_such_client is not installed; run make install \(pip install -e"):
+        require("no_such_client")
+    assert require("redis").__name__ == "redis"
