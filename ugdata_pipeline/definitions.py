@@ -123,7 +123,7 @@ def executor_for(name: str | None) -> dg.ExecutorDefinition:
 
             return celery_executor
     except ImportError as error:
-        msg = f"UGDATA_EXECUTOR={name} needs the package {error.name}; pip install dagster-k8s / dagster-celery"
+        msg = f"UGDATA_EXECUTOR={name} needs the package {error.name}; pip install -e '.[distributed]'"
         raise ValueError(msg) from error
     msg = f"UGDATA_EXECUTOR={name!r} is unknown; use multiprocess, k8s or celery"
     raise ValueError(msg)

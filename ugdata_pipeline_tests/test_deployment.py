@@ -50,7 +50,9 @@ def test_cluster_executors_name_their_missing_package(name: str, package: str, m
         return real_import(module, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", without)
-    with pytest.raises(ValueError, match=f"UGDATA_EXECUTOR={name} needs the package {package}; pip install"):
+    with pytest.raises(
+        ValueError, match=rf"UGDATA_EXECUTOR={name} needs the package {package}; pip install -e '\.\[distributed\]'$"
+    ):
         executor_for(name)
 
 
