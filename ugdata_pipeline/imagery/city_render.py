@@ -25,9 +25,9 @@ from ugdata_pipeline.atomic_files import write_file_atomic
 from ugdata_pipeline.errors import RenderInputError
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.lighting import sequence_lighting
+from ugdata_pipeline.imagery.manifest import MANIFEST_COLUMNS
 from ugdata_pipeline.imagery.render import (
     CREATOR,
-    IMAGE_COLUMNS,
     SOURCE,
     RenderConfig,
     render_view,
@@ -51,7 +51,7 @@ class RenderResult:
     Attributes
     ----------
     images
-        The ``images`` manifest (:data:`IMAGE_COLUMNS`), one row per view, in camera order.
+        The ``images`` manifest (:data:`MANIFEST_COLUMNS`), one row per view, in camera order.
     counts
         ``views``, ``rendered`` (drawn this run), ``reused`` (finished files kept), ``cameras`` (before the
         ``max_views`` cap), the scene's counts (``buildings``, ``invalid_geometry_repaired``, ...), and mean
@@ -71,7 +71,7 @@ def _empty_manifest() -> pd.DataFrame:
         "height": "int64",
         "is_pano": "bool",
     }
-    return pd.DataFrame({c: pd.Series(dtype=types.get(c, "object")) for c in IMAGE_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype=types.get(c, "object")) for c in MANIFEST_COLUMNS})
 
 
 def _captured_at(extract: OsmExtract) -> str:
@@ -293,7 +293,7 @@ def render_city(
                 "creator": CREATOR,
                 "scene_facts": facts_out,
             }
-        )[list(IMAGE_COLUMNS)]
+        )[list(MANIFEST_COLUMNS)]
     else:
         images = _empty_manifest()
     views = len(images)

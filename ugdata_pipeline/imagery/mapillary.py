@@ -69,7 +69,6 @@ __all__ = [
     "FAILURES_FILENAME",
     "FAILURE_COLUMNS",
     "GRAPH_URL",
-    "MANIFEST_COLUMNS",
     "THUMBNAIL_SIZES",
     "TILES_URL",
     "TOKEN_ENV_VAR",
@@ -105,22 +104,6 @@ DISCOVERY_COLUMNS: tuple[str, ...] = (
     "sequence_id",
     "is_pano",
     "creator",
-)
-#: Columns of the ``images`` manifest (data contract shared with the offline renderer).
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "source",
-    "lon",
-    "lat",
-    "compass_angle",
-    "captured_at",
-    "sequence_id",
-    "path",
-    "width",
-    "height",
-    "is_pano",
-    "creator",
-    "scene_facts",
 )
 #: Failures of the last download run, in the city folder; the next run retries them.
 FAILURES_FILENAME = "mapillary_failures.json"

@@ -34,6 +34,7 @@ import pandas as pd
 from PIL import Image
 
 from ugdata_pipeline.errors import ImageryInputError
+from ugdata_pipeline.imagery.manifest import MANIFEST_COLUMNS
 from ugdata_pipeline.imagery.mapillary import (
     _EXPIRED_URL_STATUSES,
     _ID_PATTERN,
@@ -41,7 +42,6 @@ from ugdata_pipeline.imagery.mapillary import (
     _SLUG_PATTERN,
     DISCOVERY_COLUMNS,
     FAILURES_FILENAME,
-    MANIFEST_COLUMNS,
     SOURCE,
     THUMBNAIL_SIZES,
     _describe,

@@ -54,22 +54,6 @@ RENDER_VERSION = 2
 #: The ``creator`` of every rendered image (the offline twin of Mapillary).
 CREATOR = "ugdata-render (offline twin)"
 SOURCE = "render"
-#: Columns of the ``images`` manifest (shared with the Mapillary source).
-IMAGE_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "source",
-    "lon",
-    "lat",
-    "compass_angle",
-    "captured_at",
-    "sequence_id",
-    "path",
-    "width",
-    "height",
-    "is_pano",
-    "creator",
-    "scene_facts",
-)
 _NEAR_M = 0.3
 _TREE_RANGE_M = 150.0
 _HAZE = np.array([196, 204, 212], dtype=np.float32)

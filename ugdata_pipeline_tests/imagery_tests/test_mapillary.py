@@ -21,10 +21,10 @@ from shapely.geometry import Polygon, box
 
 from ugdata_pipeline.errors import ImageryInputError, MapillaryAuthError, UgdataError
 from ugdata_pipeline.imagery.coverage_tiles import tiles_covering
+from ugdata_pipeline.imagery.manifest import MANIFEST_COLUMNS
 from ugdata_pipeline.imagery.mapillary import (
     DISCOVERY_COLUMNS,
     FAILURES_FILENAME,
-    MANIFEST_COLUMNS,
     MapillaryClient,
     discover_images,
     download_images,

@@ -20,9 +20,9 @@ from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.cameras import CAMERA_COLUMNS, sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import make_lighting
+from ugdata_pipeline.imagery.manifest import MANIFEST_COLUMNS
 from ugdata_pipeline.imagery.render import (
     CREATOR,
-    IMAGE_COLUMNS,
     RenderConfig,
     cast_walls,
     render_view,
@@ -188,7 +188,7 @@ def test_render_city_is_deterministic_and_resumable(long_street_extract, tmp_pat
     second = render_city(
         long_street_extract, city_slug="longtown", crs_metric=CRS, root=tmp_path / "b", config=config, max_views=8
     )
-    assert list(first.images.columns) == list(IMAGE_COLUMNS)
+    assert list(first.images.columns) == list(MANIFEST_COLUMNS)
     assert len(first.images) == 8 and first.counts["cameras"] > 8
     pd.testing.assert_frame_equal(first.images, second.images)
     for rel in first.images["path"]:
@@ -333,7 +333,7 @@ def test_empty_area_renders_sky_and_ground(tmp_path):
     assert facts["sky_fraction"] == 0.5 and facts["mean_building_height_m"] is None
     assert image[:32].mean(axis=(0, 1))[2] > image[32:].mean(axis=(0, 1))[2]  # blue sky over grey ground
     result = render_city(nothing, city_slug="nowhere", crs_metric=CRS, root=tmp_path)
-    assert result.images.empty and list(result.images.columns) == list(IMAGE_COLUMNS)
+    assert result.images.empty and list(result.images.columns) == list(MANIFEST_COLUMNS)
     assert result.counts["views"] == 0
 
     streets_only = OsmExtract(empty.streets, empty.pois.iloc[:0], empty.aois.iloc[:0], source="streets only")
