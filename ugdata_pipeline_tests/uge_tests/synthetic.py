@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.context.subgraph_tables import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS, SubgraphTables
+from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS
 
 COLOURS = {
     "red": (200, 40, 40),
@@ -146,37 +147,11 @@ def make_dataset(
             ]
     records = pd.DataFrame(
         rows,
-        columns=[
-            "record_id",
-            "stage",
-            "variant",
-            "image_id",
-            "split",
-            "instruction",
-            "image_path",
-            "positive",
-            "pair_type",
-            "hard_negatives",
-        ],
+        columns=list(TRAINING_RECORD_COLUMNS),
     )
     nodes = pd.DataFrame(
         node_rows,
-        columns=[
-            "image_id",
-            "node_id",
-            "kind",
-            "name",
-            "category",
-            "node_text",
-            "lon",
-            "lat",
-            "dx_m",
-            "dy_m",
-            "distance_m",
-            "rank",
-        ],
+        columns=list(SUBGRAPH_NODE_COLUMNS),
     )
-    edges = pd.DataFrame(
-        edge_rows, columns=["image_id", "src", "dst", "kind", "distance_m", "bearing_deg", "street_name"]
-    )
+    edges = pd.DataFrame(edge_rows, columns=list(SUBGRAPH_EDGE_COLUMNS))
     return records, SubgraphTables(nodes, edges)
