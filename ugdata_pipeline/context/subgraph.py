@@ -389,17 +389,16 @@ def _empty_tables(config: SubgraphConfig) -> SubgraphTables:
     edges = edges.astype({"distance_m": "float64", "bearing_deg": "float64"})
     summary = pd.DataFrame({c: pd.Series(dtype=object) for c in SUBGRAPH_SUMMARY_COLUMNS})
     summary = summary.astype({"n_nodes": "int64", "n_edges": "int64", "truncated": "bool"})
-    return SubgraphTables(nodes, edges, summary, _counts(summary, nodes, edges, config))
+    return SubgraphTables(nodes, edges, summary, _counts(summary, config))
 
 
-def _counts(
-    summary: pd.DataFrame, nodes: pd.DataFrame, edges: pd.DataFrame, config: SubgraphConfig
-) -> dict[str, int | float]:
+def _counts(summary: pd.DataFrame, config: SubgraphConfig) -> dict[str, int | float]:
+    # row counts of the long tables from the summary, so a writer that streams them counts without holding them
     n_nodes = summary["n_nodes"].to_numpy(dtype=float)
     counts: dict[str, int | float] = {
         "images": len(summary),
-        "subgraph_nodes": len(nodes),
-        "subgraph_edges": len(edges),
+        "subgraph_nodes": int(summary["n_nodes"].sum()),
+        "subgraph_edges": int(summary["n_edges"].sum()),
         "truncated": int(summary["truncated"].sum()),
         "radius_m": float(config.radius_m),
         "max_nodes": int(config.max_nodes),
@@ -460,7 +459,7 @@ def build_subgraphs(
     tables = SubgraphTables(
         *(pd.concat([getattr(c, part) for c in chunks], ignore_index=True) for part in ("nodes", "edges", "summary"))
     )
-    tables.counts = _counts(tables.summary, tables.nodes, tables.edges, config)
+    tables.counts = _counts(tables.summary, config)
     logger.info(
         "built %s subgraphs (radius %s m, cap %s): %s node rows, %s edge rows, %s truncated",
         f"{len(images):,}",

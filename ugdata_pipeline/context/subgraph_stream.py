@@ -1,0 +1,199 @@
+"""The long subgraph tables written in bounded chunks and read back lazily, so memory follows a chunk, not the city.
+
+At paper scale (10^5 images x up to 256 nodes) ``subgraph_nodes`` has ~25M rows: built whole, then encoded whole,
+it holds several copies of itself in memory (issue 16). :func:`write_subgraphs` stores the chunks of
+:func:`~ugdata_pipeline.context.subgraph.iter_subgraph_chunks` as they come (one Parquet row group per chunk of
+images, in input order) and keeps only the small per-image ``summary``. Because rows are stored image by image in
+the summary's order, an image range's rows are a row range of the file (offsets from ``n_nodes`` / ``n_edges``):
+:func:`read_image_range` reads just that (polars ``scan_parquet`` + ``slice``, pushed down to the row groups), and
+:func:`read_subgraph_rows` reads the rows of any set of images with one filtered scan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ugdata_pipeline.atomic_files import atomic_writer
+from ugdata_pipeline.context.subgraph import SubgraphConfig, _counts, _empty_tables, iter_subgraph_chunks
+from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.errors import SubgraphInputError
+
+__all__ = ["StreamedSubgraphs", "iter_image_ranges", "read_image_range", "read_subgraph_rows", "write_subgraphs"]
+
+#: The Arrow type of each column of the long tables; text columns are strings even in a chunk where all are null
+#: (inferring per chunk would give a null column and a schema that differs between row groups).
+_ARROW_TYPES = dict.fromkeys(("lon", "lat", "dx_m", "dy_m", "distance_m", "bearing_deg"), pa.float64()) | {
+    "rank": pa.int64()
+}
+
+
+@dataclass(slots=True)
+class StreamedSubgraphs:
+    """What :func:`write_subgraphs` keeps in memory: the per-image summary, the counts and where the rows are."""
+
+    summary: pd.DataFrame
+    counts: dict[str, int | float]
+    nodes_path: Path
+    edges_path: Path
+
+
+def _schema(frame: pd.DataFrame) -> pa.Schema:
+    fields = [pa.field(c, _ARROW_TYPES.get(c, pa.string())) for c in frame.columns]
+    # with the pandas metadata, the stored file reads back with the dtypes of the one-shot table
+    return pa.Table.from_pandas(frame, schema=pa.schema(fields), preserve_index=False).schema
+
+
+def write_subgraphs(
+    nodes: gpd.GeoDataFrame,
+    edges: pd.DataFrame,
+    images: pd.DataFrame,
+    *,
+    crs_metric: str,
+    nodes_path: str | os.PathLike[str],
+    edges_path: str | os.PathLike[str],
+    config: SubgraphConfig | None = None,
+) -> StreamedSubgraphs:
+    """
+    Build the subgraphs of :func:`~ugdata_pipeline.context.subgraph.build_subgraphs` and write ``subgraph_nodes``
+    / ``subgraph_edges`` to ``nodes_path`` / ``edges_path`` chunk by chunk (``config.images_per_chunk`` images
+    per row group); peak memory is one chunk's rows plus the graph.
+
+    The files hold exactly the rows, order and dtypes of ``build_subgraphs`` (read back with
+    :func:`pandas.read_parquet`); each file appears atomically when all chunks are written, and neither is
+    replaced when building fails. Arguments and errors as for ``build_subgraphs``.
+
+    Returns
+    -------
+    StreamedSubgraphs
+        The ``subgraphs`` summary table (one row per image, input order), the counts of ``build_subgraphs``
+        and the two paths.
+    """
+    config = config or SubgraphConfig()
+    nodes_path, edges_path = Path(nodes_path), Path(edges_path)
+    chunks = iter_subgraph_chunks(nodes, edges, images, crs_metric=crs_metric, config=config)
+    summaries = []
+    with ExitStack() as stack:
+        writers: dict[str, pq.ParquetWriter] = {}
+        for chunk in _or_empty(chunks, config):
+            for part, path in (("nodes", nodes_path), ("edges", edges_path)):
+                frame = getattr(chunk, part)
+                if part not in writers:
+                    handle = stack.enter_context(atomic_writer(path, fsync=True))
+                    writers[part] = stack.enter_context(pq.ParquetWriter(handle, _schema(frame)))
+                writers[part].write_table(
+                    pa.Table.from_pandas(frame, schema=writers[part].schema, preserve_index=False)
+                )
+            summaries.append(chunk.summary)
+    summary = pd.concat(summaries, ignore_index=True)
+    return StreamedSubgraphs(summary, _counts(summary, config), nodes_path, edges_path)
+
+
+def _or_empty(chunks: Iterator[SubgraphTables], config: SubgraphConfig) -> Iterator[SubgraphTables]:
+    """The chunks, or the empty tables once when there are none (so empty files with the schema are written)."""
+    seen = False
+    for chunk in chunks:
+        seen = True
+        yield chunk
+    if not seen:
+        yield _empty_tables(config)
+
+
+def iter_image_ranges(summary: pd.DataFrame, images_per_chunk: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` positions of the summary's images, ``images_per_chunk`` at a time."""
+    if images_per_chunk < 1:
+        msg = f"images_per_chunk must be >= 1, got {images_per_chunk!r}"
+        raise SubgraphInputError(msg)
+    for start in range(0, len(summary), images_per_chunk):
+        yield start, min(start + images_per_chunk, len(summary))
+
+
+def read_image_range(path: str | os.PathLike[str], summary: pd.DataFrame, start: int, stop: int) -> pd.DataFrame:
+    """
+    The rows of the summary's images ``start .. stop - 1`` from a long table written by :func:`write_subgraphs`.
+
+    ``path`` is the ``subgraph_nodes`` (counted by ``summary.n_nodes``) or ``subgraph_edges`` (``n_edges``) file;
+    only that row range is read.
+
+    Raises
+    ------
+    SubgraphInputError
+        The file's rows at that range belong to other images (the file and the summary are from different
+        builds, or the file was not written image by image in the summary's order).
+    """
+    column = "n_edges" if _is_edges(path) else "n_nodes"
+    sizes = summary[column].to_numpy(dtype=np.int64)
+    offset = int(sizes[:start].sum())
+    frame = _to_pandas(pl.scan_parquet(path).slice(offset, int(sizes[start:stop].sum())).collect(), path)
+    expected = summary["image_id"].astype(str).to_numpy()[start:stop]
+    if not np.array_equal(frame["image_id"].unique(), expected[sizes[start:stop] > 0]):
+        msg = (
+            f"{path}: rows {offset:,}.. are not the rows of images {start:,}..{stop - 1:,} of the summary; "
+            "read a subgraph file with the summary of the same write_subgraphs build (rebuild both together)"
+        )
+        raise SubgraphInputError(msg)
+    return frame
+
+
+def _is_edges(path: str | os.PathLike[str]) -> bool:
+    return "src" in pq.read_schema(path).names
+
+
+def read_subgraph_rows(path: str | os.PathLike[str], image_ids: Iterable[str]) -> pd.DataFrame:
+    """The rows of ``image_ids`` (in file order) from a long subgraph table, with one filtered scan."""
+    wanted = pl.Series("image_id", [str(i) for i in image_ids], dtype=pl.String)
+    return _to_pandas(pl.scan_parquet(path).filter(pl.col("image_id").is_in(wanted)).collect(), path)
+
+
+def _to_pandas(frame: pl.DataFrame, path: str | os.PathLike[str]) -> pd.DataFrame:
+    """``frame`` with the dtypes the file reads back with in pandas (its stored pandas metadata, as read_table)."""
+    schema = pq.read_schema(path)
+    table = frame.to_arrow().cast(pa.schema([schema.field(name) for name in frame.columns]))
+    return table.replace_schema_metadata(schema.metadata).to_pandas()
+
+
+def describe_streamed(
+    nodes_path: str | os.PathLike[str],
+    edges_path: str | os.PathLike[str],
+    summary: pd.DataFrame,
+    images: pd.DataFrame,
+    *,
+    images_per_chunk: int = 4096,
+) -> pd.DataFrame:
+    """
+    :func:`~ugdata_pipeline.context.describe.describe_subgraphs` of every image, reading one chunk of images'
+    rows at a time; the same table as the one-shot call. ``images`` must be the images the summary was built
+    from, in its order (the ``subgraphs`` table and the images table of one build).
+    """
+    from ugdata_pipeline.context.describe import describe_subgraphs
+
+    if (
+        not summary["image_id"]
+        .astype(str)
+        .reset_index(drop=True)
+        .equals(images["image_id"].astype(str).reset_index(drop=True))
+    ):
+        msg = (
+            "describe_streamed: images and the subgraph summary list different images or orders; pass the "
+            "images table the subgraphs were built from"
+        )
+        raise SubgraphInputError(msg)
+    parts = []
+    for start, stop in iter_image_ranges(summary, images_per_chunk):
+        tables = SubgraphTables(
+            nodes=read_image_range(nodes_path, summary, start, stop),
+            edges=read_image_range(edges_path, summary, start, stop),
+            summary=pd.DataFrame(),
+        )
+        parts.append(describe_subgraphs(tables, images.iloc[start:stop]))
+    return pd.concat(parts, ignore_index=True) if parts else describe_subgraphs(_empty_tables(SubgraphConfig()), images)
