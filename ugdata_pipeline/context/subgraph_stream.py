@@ -12,10 +12,11 @@ the summary's order, an image range's rows are a row range of the file (offsets 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import geopandas as gpd
 import numpy as np
@@ -23,11 +24,16 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
 from ugdata_pipeline.atomic_files import atomic_writer
 from ugdata_pipeline.context.subgraph import SubgraphConfig, _counts, _empty_tables, iter_subgraph_chunks
 from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.errors import SubgraphInputError
+from ugdata_pipeline.table_files import is_local
+
+#: A table file: a local path, or a UPath (local or on an object store).
+TablePath = str | os.PathLike[str] | UPath
 
 __all__ = ["StreamedSubgraphs", "iter_image_ranges", "read_image_range", "read_subgraph_rows", "write_subgraphs"]
 
@@ -118,7 +124,7 @@ def iter_image_ranges(summary: pd.DataFrame, images_per_chunk: int) -> Iterator[
         yield start, min(start + images_per_chunk, len(summary))
 
 
-def read_image_range(path: str | os.PathLike[str], summary: pd.DataFrame, start: int, stop: int) -> pd.DataFrame:
+def read_image_range(path: TablePath, summary: pd.DataFrame, start: int, stop: int) -> pd.DataFrame:
     """
     The rows of the summary's images ``start .. stop - 1`` from a long table written by :func:`write_subgraphs`.
 
@@ -134,7 +140,7 @@ def read_image_range(path: str | os.PathLike[str], summary: pd.DataFrame, start:
     column = "n_edges" if _is_edges(path) else "n_nodes"
     sizes = summary[column].to_numpy(dtype=np.int64)
     offset = int(sizes[:start].sum())
-    frame = _to_pandas(pl.scan_parquet(path).slice(offset, int(sizes[start:stop].sum())).collect(), path)
+    frame = _collect(path, lambda lazy: lazy.slice(offset, int(sizes[start:stop].sum())))
     expected = summary["image_id"].astype(str).to_numpy()[start:stop]
     if not np.array_equal(frame["image_id"].unique(), expected[sizes[start:stop] > 0]):
         msg = (
@@ -145,26 +151,41 @@ def read_image_range(path: str | os.PathLike[str], summary: pd.DataFrame, start:
     return frame
 
 
-def _is_edges(path: str | os.PathLike[str]) -> bool:
-    return "src" in pq.read_schema(path).names
+def _is_edges(path: TablePath) -> bool:
+    with _open(path) as source:
+        return "src" in pq.read_schema(source).names
 
 
-def read_subgraph_rows(path: str | os.PathLike[str], image_ids: Iterable[str]) -> pd.DataFrame:
+def read_subgraph_rows(path: TablePath, image_ids: Iterable[str]) -> pd.DataFrame:
     """The rows of ``image_ids`` (in file order) from a long subgraph table, with one filtered scan."""
     wanted = pl.Series("image_id", [str(i) for i in image_ids], dtype=pl.String)
-    return _to_pandas(pl.scan_parquet(path).filter(pl.col("image_id").is_in(wanted)).collect(), path)
+    return _collect(path, lambda lazy: lazy.filter(pl.col("image_id").is_in(wanted)))
 
 
-def _to_pandas(frame: pl.DataFrame, path: str | os.PathLike[str]) -> pd.DataFrame:
-    """``frame`` with the dtypes the file reads back with in pandas (its stored pandas metadata, as read_table)."""
-    schema = pq.read_schema(path)
+@contextmanager
+def _open(path: TablePath) -> Iterator[str | BinaryIO]:
+    """A source polars and pyarrow read lazily: the local path itself, else an open handle on the object."""
+    upath = path if isinstance(path, UPath) else UPath(os.fspath(path))
+    if is_local(upath):
+        yield upath.path
+        return
+    with upath.open("rb") as handle:
+        yield handle
+
+
+def _collect(path: TablePath, query: Callable[[pl.LazyFrame], pl.LazyFrame]) -> pd.DataFrame:
+    """``query`` on a lazy scan of the file, as pandas with the dtypes the file reads back with (as read_table)."""
+    with _open(path) as source:
+        frame = query(pl.scan_parquet(source)).collect()
+    with _open(path) as source:
+        schema = pq.read_schema(source)
     table = frame.to_arrow().cast(pa.schema([schema.field(name) for name in frame.columns]))
     return table.replace_schema_metadata(schema.metadata).to_pandas()
 
 
 def describe_streamed(
-    nodes_path: str | os.PathLike[str],
-    edges_path: str | os.PathLike[str],
+    nodes_path: TablePath,
+    edges_path: TablePath,
     summary: pd.DataFrame,
     images: pd.DataFrame,
     *,

@@ -19,7 +19,7 @@ from ugdata_pipeline.context.subgraph_stream import (
 )
 from ugdata_pipeline.context.subgraph_tables import SUBGRAPH_EDGE_COLUMNS, SUBGRAPH_NODE_COLUMNS
 from ugdata_pipeline.errors import SubgraphInputError
-from ugdata_pipeline.table_files import frame_to_parquet_bytes
+from ugdata_pipeline.table_files import frame_to_parquet_bytes, local_write_targets, read_table, table_path
 from ugdata_pipeline_tests.context_tests.subgraph_fixtures import AnchoredCity, anchor_into, graph_of, make_images
 from ugdata_pipeline_tests.tiny_city import tiny_city
 
@@ -109,3 +109,26 @@ def test_bad_input_fails_before_any_file_is_written(tiny: AnchoredCity, tmp_path
     # the one-shot function refuses the same input with the same error
     with pytest.raises(SubgraphInputError, match="not in nodes"):
         build_subgraphs(tiny.nodes, tiny.edges, stranger, crs_metric=tiny.graph.crs_metric)
+
+
+def test_an_object_store_root_receives_whole_files_and_reads_back_lazily(tiny: AnchoredCity) -> None:
+    root = "memory://bucket/stream-test"
+    paths = [table_path(root, name, "tiny") for name in ("subgraph_nodes", "subgraph_edges")]
+    reference = tiny.build()
+    with local_write_targets(*paths) as (nodes_file, edges_file):
+        streamed = write_subgraphs(
+            tiny.nodes,
+            tiny.edges,
+            tiny.images,
+            crs_metric=tiny.graph.crs_metric,
+            nodes_path=nodes_file,
+            edges_path=edges_file,
+            config=SubgraphConfig(images_per_chunk=2),
+        )
+        assert not paths[0].exists()  # nothing is sent before the block ends
+    pd.testing.assert_frame_equal(read_table(paths[0]), _stored(reference.nodes))
+    rows = read_image_range(paths[1], streamed.summary, 2, 3)
+    pd.testing.assert_frame_equal(
+        rows, _stored(reference.edges[reference.edges["image_id"] == "c"].reset_index(drop=True))
+    )
+    assert read_subgraph_rows(paths[0], ["b"])["image_id"].unique().tolist() == ["b"]
