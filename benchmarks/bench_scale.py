@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_scale.py                          # 10k, 30k, 100k images, both modes
+    .venv/bin/python benchmarks/bench_scale.py                          # streamed at 10k, 30k, 100k; oneshot to 30k
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000,30000      # quick run
     .venv/bin/python benchmarks/bench_scale.py --sizes 100000 --modes streamed
 
