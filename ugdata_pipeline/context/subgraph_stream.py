@@ -52,6 +52,9 @@ _ARROW_TYPES = dict.fromkeys(("lon", "lat", "dx_m", "dy_m", "distance_m", "beari
 }
 
 
+#: Rows per Parquet row group: pyarrow's default, which the IO manager's one-shot writes use.
+ROW_GROUP_ROWS = 1024 * 1024
+
 #: Images whose rows a chunked reader holds at a time: ~250k node rows at the 256-node cap. Smaller than the
 #: writer's chunk (SubgraphConfig.images_per_chunk): the text a consumer builds per row costs more than the
 #: reading, and measured on 10k images 1024-image slices read faster and with less memory than 4096-image ones.
@@ -87,11 +90,11 @@ def write_subgraphs(
     """
     Build the subgraphs of :func:`~ugdata_pipeline.context.subgraph.build_subgraphs` and write ``subgraph_nodes``
     / ``subgraph_edges`` to ``nodes_path`` / ``edges_path`` chunk by chunk (``config.images_per_chunk`` images
-    per row group); peak memory is one chunk's rows plus the graph.
+    at a time); peak memory is one chunk's rows and one row group plus the graph.
 
-    The files hold exactly the rows, order and dtypes of ``build_subgraphs`` (read back with
-    :func:`pandas.read_parquet`); each file appears atomically when all chunks are written, and neither is
-    replaced when building fails. Arguments and errors as for ``build_subgraphs``.
+    The files are the bytes the IO manager writes for the one-shot tables of ``build_subgraphs`` (same rows,
+    order, dtypes and row groups of :data:`ROW_GROUP_ROWS` rows); each file appears atomically when all chunks
+    are written, and neither is replaced when building fails. Arguments and errors as for ``build_subgraphs``.
 
     Returns
     -------
@@ -104,19 +107,53 @@ def write_subgraphs(
     chunks = iter_subgraph_chunks(nodes, edges, images, crs_metric=crs_metric, config=config)
     summaries = []
     with ExitStack() as stack:
-        writers: dict[str, pq.ParquetWriter] = {}
+        writers: dict[str, _RowGroupWriter] = {}
         for chunk in _or_empty(chunks, config):
             for part, path in (("nodes", nodes_path), ("edges", edges_path)):
                 frame = getattr(chunk, part)
                 if part not in writers:
                     handle = stack.enter_context(atomic_writer(path, fsync=True))
-                    writers[part] = stack.enter_context(pq.ParquetWriter(handle, _schema(frame)))
-                writers[part].write_table(
-                    pa.Table.from_pandas(frame, schema=writers[part].schema, preserve_index=False)
-                )
+                    writers[part] = _RowGroupWriter(stack.enter_context(pq.ParquetWriter(handle, _schema(frame))))
+                writers[part].add(pa.Table.from_pandas(frame, schema=writers[part].schema, preserve_index=False))
             summaries.append(chunk.summary)
+        for writer in writers.values():
+            writer.finish()
     summary = pd.concat(summaries, ignore_index=True)
     return StreamedSubgraphs(summary, _counts(summary, config), nodes_path, edges_path)
+
+
+class _RowGroupWriter:
+    """Writes row groups of exactly ROW_GROUP_ROWS rows (the last one shorter), whatever the chunks' sizes.
+
+    pandas' ``to_parquet`` (the IO manager's one-shot write) cuts a table into row groups of pyarrow's default
+    1,048,576 rows; cutting the streamed rows at the same places makes the file byte-identical to the one-shot
+    file at any size, while holding at most one row group plus one chunk.
+    """
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer = writer
+        self.schema = writer.schema
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+        self.written = False
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += table.num_rows
+        while self.rows >= ROW_GROUP_ROWS:
+            buffered = pa.concat_tables(self.pending)
+            self._write(buffered.slice(0, ROW_GROUP_ROWS))
+            rest = buffered.slice(ROW_GROUP_ROWS)
+            self.pending, self.rows = [rest], rest.num_rows
+
+    def finish(self) -> None:
+        if self.rows or not self.written:  # an empty table still gets its (empty) row group, as pandas writes it
+            self._write(pa.concat_tables(self.pending) if self.pending else self.schema.empty_table())
+        self.pending, self.rows = [], 0
+
+    def _write(self, table: pa.Table) -> None:
+        self.writer.write_table(table.combine_chunks(), row_group_size=ROW_GROUP_ROWS)
+        self.written = True
 
 
 def _or_empty(chunks: Iterator[SubgraphTables], config: SubgraphConfig) -> Iterator[SubgraphTables]:

@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from ugdata_pipeline.context import subgraph_stream
 from ugdata_pipeline.context.describe import describe_subgraphs
 from ugdata_pipeline.context.subgraph import SubgraphConfig, build_subgraphs
 from ugdata_pipeline.context.subgraph_stream import (
@@ -47,8 +48,8 @@ def _write(city: AnchoredCity, tmp_path, images: pd.DataFrame | None = None, **c
     )
 
 
-@pytest.mark.parametrize(("chunk", "row_groups"), [(4096, 1), (2, 2), (1, 3)])
-def test_streamed_files_hold_exactly_the_one_shot_tables(tiny: AnchoredCity, tmp_path, chunk, row_groups) -> None:
+@pytest.mark.parametrize("chunk", [4096, 2, 1])
+def test_streamed_files_hold_exactly_the_one_shot_tables(tiny: AnchoredCity, tmp_path, chunk) -> None:
     reference = tiny.build(max_nodes=7)
     streamed = _write(tiny, tmp_path, max_nodes=7, images_per_chunk=chunk)
     nodes = pd.read_parquet(streamed.nodes_path)
@@ -60,9 +61,20 @@ def test_streamed_files_hold_exactly_the_one_shot_tables(tiny: AnchoredCity, tmp
     assert streamed.counts == reference.counts
     assert streamed.summary["image_id"].tolist() == ["a", "b", "c"]
     assert streamed.counts["subgraph_nodes"] == len(nodes) == 21  # 7 per image: the cap
-    # one row group per chunk of images: a reader holds one chunk at a time
-    assert pq.ParquetFile(streamed.nodes_path).num_row_groups == row_groups
-    assert pq.ParquetFile(streamed.edges_path).num_row_groups == row_groups
+
+
+@pytest.mark.parametrize("chunk", [4096, 2, 1])
+def test_row_groups_are_cut_where_the_one_shot_write_cuts_them(tiny: AnchoredCity, tmp_path, monkeypatch, chunk):
+    """Chunks of 7 or 14 node rows, row groups of 5: every row group mixes chunks, the bytes still match."""
+    monkeypatch.setattr(subgraph_stream, "ROW_GROUP_ROWS", 5)
+    reference = tiny.build(max_nodes=7)
+    streamed = _write(tiny, tmp_path, max_nodes=7, images_per_chunk=chunk)
+    for path, frame in ((streamed.nodes_path, reference.nodes), (streamed.edges_path, reference.edges)):
+        one_shot = io.BytesIO()
+        frame.to_parquet(one_shot, index=False, row_group_size=5)
+        assert path.read_bytes() == one_shot.getvalue()
+        assert pq.ParquetFile(path).num_row_groups == -(-len(frame) // 5)
+    assert pq.ParquetFile(streamed.nodes_path).num_row_groups == 5  # 21 rows
 
 
 def test_an_image_range_reads_only_those_images_rows(tiny: AnchoredCity, tmp_path) -> None:
@@ -132,3 +144,11 @@ def test_an_object_store_root_receives_whole_files_and_reads_back_lazily(tiny: A
         rows, _stored(reference.edges[reference.edges["image_id"] == "c"].reset_index(drop=True))
     )
     assert read_subgraph_rows(paths[0], ["b"])["image_id"].unique().tolist() == ["b"]
+
+
+def test_one_chunk_gives_the_bytes_the_io_manager_writes_for_the_whole_table(tiny: AnchoredCity, tmp_path) -> None:
+    """A city of at most images_per_chunk images (every bundled city) keeps byte-identical subgraph files."""
+    reference = tiny.build()
+    streamed = _write(tiny, tmp_path)
+    assert streamed.nodes_path.read_bytes() == frame_to_parquet_bytes(reference.nodes)
+    assert streamed.edges_path.read_bytes() == frame_to_parquet_bytes(reference.edges)
