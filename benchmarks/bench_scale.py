@@ -18,11 +18,11 @@ What is measured
     the total, and the growth 30k/10k and 100k/30k.
 
 Modes (side by side)
-    ``oneshot``: the tables as the assets build them today: ``build_subgraphs`` returns the whole long tables,
-    each is encoded whole (``frame_to_parquet_bytes``) and every later step reads them whole.
-    ``streamed``: ``write_subgraphs`` writes the subgraph tables in bounded chunks of images (one Parquet row group
-    each), and descriptions, captions and benchmark tasks read only the rows they need (a chunk's row groups, the
-    test images' rows) with polars / pyarrow.
+    ``oneshot``: the tables as the assets built them before issue 16: ``build_subgraphs`` returns the whole long
+    tables, each is encoded whole (``frame_to_parquet_bytes``) and every later step reads them whole.
+    ``streamed``: ``write_subgraphs`` writes the subgraph tables in bounded chunks of images (the same bytes), and
+    descriptions, captions and benchmark tasks read only the rows they need (1024 images' rows at a time, the test
+    images' rows) with polars.
 
 Inputs
     The bundled Helsinki extract built with ``build_urban_graph`` (~1.9k place nodes), tiled as in

@@ -2,10 +2,11 @@
 
 At paper scale (10^5 images x up to 256 nodes) ``subgraph_nodes`` has ~25M rows: built whole, then encoded whole,
 it holds several copies of itself in memory (issue 16). :func:`write_subgraphs` stores the chunks of
-:func:`~ugdata_pipeline.context.subgraph.iter_subgraph_chunks` as they come (one Parquet row group per chunk of
-images, in input order) and keeps only the small per-image ``summary``. Because rows are stored image by image in
-the summary's order, an image range's rows are a row range of the file (offsets from ``n_nodes`` / ``n_edges``):
-:func:`read_image_range` reads just that (polars ``scan_parquet`` + ``slice``, pushed down to the row groups), and
+:func:`~ugdata_pipeline.context.subgraph.iter_subgraph_chunks` as they come (in input order, cut into the row groups
+the one-shot write would make, so the files are byte-identical to it) and keeps only the small per-image
+``summary``. Because rows are stored image by image in the summary's order, an image range's rows are a row range of
+the file (offsets from ``n_nodes`` / ``n_edges``): :func:`read_image_range` reads just that (polars ``scan_parquet``
++ ``slice``, pushed down to the row groups), and
 :func:`read_subgraph_rows` reads the rows of any set of images with one filtered scan.
 """
 
