@@ -153,7 +153,7 @@ class _RowGroupWriter:
         self.pending, self.rows = [], 0
 
     def _write(self, table: pa.Table) -> None:
-        self.writer.write_table(table.combine_chunks(), row_group_size=ROW_GROUP_ROWS)
+        self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self.written = True
 
 
