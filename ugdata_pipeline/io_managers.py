@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
 from ugdata_pipeline.assets._metadata import table_metadata
 from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.table_files import (
+    StoredTable,
     frame_to_parquet_bytes,
     read_table,
     stored_rows,
@@ -40,7 +42,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         partition = context.asset_partition_key if context.has_asset_partitions else None
         return table_path(self.root, name, partition)
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | StoredTable) -> None:
+        if isinstance(obj, StoredTable):
+            self._record_stored(context, obj)
+            return
         if not isinstance(obj, pd.DataFrame):
             msg = (
                 f"asset {context.asset_key.to_user_string()!r} returned {type(obj).__name__}; the Parquet IO "
@@ -62,6 +67,29 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         write_bytes_atomic(path, frame_to_parquet_bytes(obj))
         # the standard keys (Dagster shows them as the row count and the Columns tab) for every table asset, here once
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), **table_metadata(obj)})
+
+    def _record_stored(self, context: dg.OutputContext, obj: StoredTable) -> None:
+        """A table the asset streamed to its path itself: check the path, record the metadata from the footer.
+
+        The emptying guard cannot apply here (the file is already replaced); the asset streams only tables built
+        from upstream tables that passed it (the images of a city).
+        """
+        path = self._path(context)
+        if str(UPath(obj.path)) != str(path):
+            msg = (
+                f"asset {context.asset_key.to_user_string()!r} wrote its table to {obj.path}, but its table lives at "
+                f"{path}; write it to table_path(root, asset, partition) with the IO manager's root"
+            )
+            raise ValueError(msg)
+        rows = stored_rows(path)
+        if rows is None:
+            msg = f"asset {context.asset_key.to_user_string()!r} returned StoredTable({path}), but no table is there"
+            raise FileNotFoundError(msg)
+        with path.open("rb") as handle:
+            empty = pq.read_schema(handle).empty_table().to_pandas()
+        context.add_output_metadata(
+            {"path": dg.MetadataValue.path(str(path)), **table_metadata(empty), "dagster/row_count": rows}
+        )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         path = self._path(context)

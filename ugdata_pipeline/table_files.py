@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
@@ -30,7 +35,7 @@ def table_path(root: str, asset_name: str, partition: str | None) -> UPath:
 def write_bytes_atomic(path: UPath | os.PathLike[str], payload: bytes) -> None:
     """Write ``payload`` to ``path`` (a UPath, or a local path) so readers never see a partial file."""
     path = path if isinstance(path, UPath) else UPath(os.fspath(path))
-    if path.protocol in ("", "file", "local"):
+    if is_local(path):
         # a table is the record of a finished step: on disk before it counts
         write_file_atomic(path.path, payload, fsync=True)
         return
@@ -83,3 +88,40 @@ def stored_rows(path: UPath) -> int | None:
             return pq.ParquetFile(handle).metadata.num_rows
     except (FileNotFoundError, pa.ArrowException, OSError):
         return None
+
+
+def is_local(path: UPath) -> bool:
+    """Whether ``path`` is on the local file system (not an object store)."""
+    return path.protocol in ("", "file", "local")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTable:
+    """
+    A table an asset wrote itself, in chunks, at the path its IO manager would store it (:func:`table_path`).
+
+    An asset whose table is too large to hold whole (the long subgraph tables at paper scale) writes it with a
+    streaming writer through :func:`local_write_targets` and returns this handle; the IO manager checks the path
+    and records the table's metadata instead of encoding a DataFrame. Readers load it like any other table.
+    """
+
+    path: UPath
+
+
+@contextmanager
+def local_write_targets(*paths: UPath) -> Iterator[list[Path]]:
+    """
+    Local files a streaming writer writes ``paths`` through.
+
+    On a local root these are the paths themselves (the writer replaces each atomically). On an object store they
+    are temporary files, each sent with one PUT (:func:`write_bytes_atomic`) when the block ends without an
+    exception; nothing is sent when it raises.
+    """
+    if all(is_local(p) for p in paths):
+        yield [Path(p.path) for p in paths]
+        return
+    with tempfile.TemporaryDirectory(prefix="ugdata-stream-") as tmp:
+        local = [Path(tmp) / f"{k}-{p.name}" for k, p in enumerate(paths)]
+        yield local
+        for path, file in zip(paths, local, strict=True):
+            write_bytes_atomic(path, file.read_bytes())

@@ -10,13 +10,13 @@ from ugdata_pipeline.assets._config import dagster_config
 from ugdata_pipeline.assets._metadata import check_result, png, preview
 from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.context import subgraph
-from ugdata_pipeline.context.describe import describe_subgraphs
 from ugdata_pipeline.context.plot import size_histogram_png
-from ugdata_pipeline.context.subgraph import build_subgraphs, subgraph_size_outcome
-from ugdata_pipeline.context.subgraph_tables import SubgraphTables
+from ugdata_pipeline.context.subgraph_stream import describe_streamed, read_image_range, write_subgraphs
+from ugdata_pipeline.context.subgraph_tables import subgraph_size_outcome
 from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.anchor import anchored_graph
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
+from ugdata_pipeline.table_files import StoredTable, local_write_targets, table_path
 
 SubgraphConfig = dagster_config(subgraph.SubgraphConfig)
 
@@ -61,11 +61,25 @@ def spatial_subgraphs(
     images: pd.DataFrame,
     osm_streets: gpd.GeoDataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Every node whose geometry meets the radius around each image, nearest first, with the edges among them."""
+    """Every node whose geometry meets the radius around each image, nearest first, with the edges among them.
+
+    The long tables (~25M rows for 10^5 images) are written chunk by chunk to their table paths, never held whole;
+    the IO manager records them (``StoredTable``). Only the per-image ``subgraphs`` summary is held.
+    """
     city = cities.city(context.partition_key)
     all_nodes, all_edges = anchored_graph(nodes, edges, image_nodes, image_edges)
     crs_metric = city_metric_crs(osm_streets, where=f"city {city.slug!r}")
-    tables = build_subgraphs(all_nodes, all_edges, images, crs_metric=crs_metric, config=config.to_core())
+    paths = [table_path(storage.root, name, city.slug) for name in ("subgraph_nodes", "subgraph_edges")]
+    with local_write_targets(*paths) as (nodes_file, edges_file):
+        tables = write_subgraphs(
+            all_nodes,
+            all_edges,
+            images,
+            crs_metric=crs_metric,
+            config=config.to_core(),
+            nodes_path=nodes_file,
+            edges_path=edges_file,
+        )
     chart = {}
     if len(tables.summary):
         chart = png(
@@ -74,16 +88,17 @@ def spatial_subgraphs(
             alt="size_histogram",
         )
     figures = {k: v for k, v in tables.counts.items() if isinstance(v, int | float)}
+    first = read_image_range(paths[0], tables.summary, 0, min(len(tables.summary), 8))
     yield dg.Output(
-        tables.nodes,
+        StoredTable(paths[0]),
         "subgraph_nodes",
         metadata={
             "preview": preview(
-                tables.nodes, columns=["image_id", "node_id", "kind", "name", "dx_m", "dy_m", "distance_m", "rank"]
+                first, columns=["image_id", "node_id", "kind", "name", "dx_m", "dy_m", "distance_m", "rank"]
             ),
         },
     )
-    yield dg.Output(tables.edges, "subgraph_edges")
+    yield dg.Output(StoredTable(paths[1]), "subgraph_edges")
     yield dg.Output(
         tables.summary,
         "subgraphs",
@@ -94,18 +109,23 @@ def spatial_subgraphs(
 
 
 @dg.asset(
-    ins={name: dg.AssetIn(name) for name in ("images", "subgraph_nodes", "subgraph_edges")},
+    ins={name: dg.AssetIn(name) for name in ("images", "subgraphs")},
+    # the long tables are read a chunk of images at a time from their table paths, never loaded whole
+    deps=["subgraph_nodes", "subgraph_edges"],
     partitions_def=city_partitions,
     group_name="context",
     io_manager_key="table_io_manager",
     kinds={"pandas"},
 )
 def subgraph_descriptions(
-    images: pd.DataFrame, subgraph_nodes: pd.DataFrame, subgraph_edges: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    images: pd.DataFrame,
+    subgraphs: pd.DataFrame,
 ) -> dg.Output[pd.DataFrame]:
     """The text the captioner reads: the image's street and crossing, places within 200 m, streets around."""
-    tables = SubgraphTables(nodes=subgraph_nodes, edges=subgraph_edges, summary=pd.DataFrame())
-    frame = describe_subgraphs(tables, images)
+    paths = [table_path(storage.root, name, context.partition_key) for name in ("subgraph_nodes", "subgraph_edges")]
+    frame = describe_streamed(*paths, subgraphs, images)
     lengths = frame["description"].str.len()
     return dg.Output(
         frame,

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -43,13 +44,13 @@ import shapely
 from pyproj import CRS, Transformer
 from scipy.spatial import cKDTree
 
-from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.context.subgraph_tables import (
     SUBGRAPH_EDGE_COLUMNS,
     SUBGRAPH_NODE_COLUMNS,
     SUBGRAPH_SUMMARY_COLUMNS,
     SubgraphTables,
     subgraph_for,
+    subgraph_size_outcome,
 )
 from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.crs import metric_crs
@@ -71,6 +72,7 @@ __all__ = [
     "SubgraphTables",
     "UnknownSubgraphError",
     "build_subgraphs",
+    "iter_subgraph_chunks",
     "subgraph_for",
     "subgraph_size_outcome",
 ]
@@ -387,17 +389,16 @@ def _empty_tables(config: SubgraphConfig) -> SubgraphTables:
     edges = edges.astype({"distance_m": "float64", "bearing_deg": "float64"})
     summary = pd.DataFrame({c: pd.Series(dtype=object) for c in SUBGRAPH_SUMMARY_COLUMNS})
     summary = summary.astype({"n_nodes": "int64", "n_edges": "int64", "truncated": "bool"})
-    return SubgraphTables(nodes, edges, summary, _counts(summary, nodes, edges, config))
+    return SubgraphTables(nodes, edges, summary, _counts(summary, config))
 
 
-def _counts(
-    summary: pd.DataFrame, nodes: pd.DataFrame, edges: pd.DataFrame, config: SubgraphConfig
-) -> dict[str, int | float]:
+def _counts(summary: pd.DataFrame, config: SubgraphConfig) -> dict[str, int | float]:
+    # row counts of the long tables from the summary, so a writer that streams them counts without holding them
     n_nodes = summary["n_nodes"].to_numpy(dtype=float)
     counts: dict[str, int | float] = {
         "images": len(summary),
-        "subgraph_nodes": len(nodes),
-        "subgraph_edges": len(edges),
+        "subgraph_nodes": int(summary["n_nodes"].sum()),
+        "subgraph_edges": int(summary["n_edges"].sum()),
         "truncated": int(summary["truncated"].sum()),
         "radius_m": float(config.radius_m),
         "max_nodes": int(config.max_nodes),
@@ -451,10 +452,47 @@ def build_subgraphs(
         Missing columns, duplicate ids, edges or images whose nodes are not in ``nodes``, bad coordinates.
     """
     config = config or SubgraphConfig()
+    chunks = list(iter_subgraph_chunks(nodes, edges, images, crs_metric=crs_metric, config=config))
+    if not chunks:
+        return _empty_tables(config)
+    # concatenating the chunks' frames gives exactly the rows and dtypes the chunks were built with
+    tables = SubgraphTables(
+        *(pd.concat([getattr(c, part) for c in chunks], ignore_index=True) for part in ("nodes", "edges", "summary"))
+    )
+    tables.counts = _counts(tables.summary, config)
+    logger.info(
+        "built %s subgraphs (radius %s m, cap %s): %s node rows, %s edge rows, %s truncated",
+        f"{len(images):,}",
+        config.radius_m,
+        config.max_nodes,
+        f"{len(tables.nodes):,}",
+        f"{len(tables.edges):,}",
+        f"{tables.counts['truncated']:,}",
+    )
+    return tables
+
+
+def iter_subgraph_chunks(
+    nodes: gpd.GeoDataFrame,
+    edges: pd.DataFrame,
+    images: pd.DataFrame,
+    *,
+    crs_metric: str,
+    config: SubgraphConfig | None = None,
+) -> Iterator[SubgraphTables]:
+    """
+    The tables of :func:`build_subgraphs`, one chunk of ``config.images_per_chunk`` images at a time.
+
+    Chunks come in input order and hold whole images (every row of an image is in its chunk), so
+    concatenating them gives :func:`build_subgraphs`'s tables; a writer that stores each chunk and drops it
+    holds one chunk's rows at a time. Arguments and errors as for :func:`build_subgraphs` (validated before
+    the first chunk); ``counts`` of a chunk is empty.
+    """
+    config = config or SubgraphConfig()
     crs = metric_crs(crs_metric, needed_by="build_subgraphs")
     _validate(nodes, edges, images)
     if images.empty:
-        return _empty_tables(config)
+        return
     lookup = pd.Index(nodes["node_id"])
     center_ids = image_node_ids(images["source"], images["image_id"])
     center = lookup.get_indexer(center_ids).astype(np.int64)
@@ -479,112 +517,70 @@ def build_subgraphs(
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     x, y = to_metric.transform(lon, lat)
     xy = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
-
-    chunks = []
+    # text columns once for the whole run, indexed per chunk
+    text = _Text(
+        image_ids=images["image_id"].astype(str).to_numpy(dtype=object),
+        center_ids=center_ids,
+        node={c: _text(nodes[c].to_numpy(dtype=object)) for c in ("node_id", "kind", "name", "category", "node_text")},
+        edge={c: _text(edges[c].to_numpy(dtype=object)) for c in ("src", "dst", "kind", "street_name")},
+        distance_m=edges["distance_m"].to_numpy(dtype=float),
+        bearing_deg=edges["bearing_deg"].to_numpy(dtype=float),
+    )
     for first in range(0, len(images), config.images_per_chunk):
         part = slice(first, first + config.images_per_chunk)
-        chunks.append(
-            _build_chunk(graph, first, lon[part], lat[part], xy[part], center[part], street[part], to_lonlat, config)
+        chunk = _build_chunk(
+            graph, first, lon[part], lat[part], xy[part], center[part], street[part], to_lonlat, config
         )
-        logger.debug(
-            "subgraphs: %s of %s images done",
-            f"{min(first + config.images_per_chunk, len(images)):,}",
-            f"{len(images):,}",
-        )
-
-    tables = _assemble(chunks, nodes, edges, images, center_ids, graph)
-    tables.counts = _counts(tables.summary, tables.nodes, tables.edges, config)
-    logger.info(
-        "built %s subgraphs (radius %s m, cap %s): %s node rows, %s edge rows, %s truncated",
-        f"{len(images):,}",
-        config.radius_m,
-        config.max_nodes,
-        f"{len(tables.nodes):,}",
-        f"{len(tables.edges):,}",
-        f"{tables.counts['truncated']:,}",
-    )
-    return tables
+        yield _assemble(chunk, first, len(lon[part]), text, graph)
+        logger.debug("subgraphs: %s of %s images done", f"{first + len(lon[part]):,}", f"{len(images):,}")
 
 
-def _assemble(
-    chunks: list[_Chunk],
-    nodes: gpd.GeoDataFrame,
-    edges: pd.DataFrame,
-    images: pd.DataFrame,
-    center_ids: npt.NDArray[np.object_],
-    graph: _Graph,
-) -> SubgraphTables:
-    """The long tables from the chunks' integer results (frames share the concatenated arrays, no copies)."""
-    image_ids = images["image_id"].astype(str).to_numpy(dtype=object)
-    node_image = np.concatenate([c.node_image for c in chunks])
-    node_code = np.concatenate([c.node_code for c in chunks])
-    node_text = {
-        c: _text(nodes[c].to_numpy(dtype=object))[node_code]
-        for c in ("node_id", "kind", "name", "category", "node_text")
-    }
+@dataclass(slots=True)
+class _Text:
+    """The id and text columns the long tables copy, as object arrays (built once, indexed per chunk)."""
+
+    image_ids: npt.NDArray[np.object_]
+    center_ids: npt.NDArray[np.object_]
+    node: dict[str, npt.NDArray[np.object_]]
+    edge: dict[str, npt.NDArray[np.object_]]
+    distance_m: npt.NDArray[np.float64]
+    bearing_deg: npt.NDArray[np.float64]
+
+
+def _assemble(chunk: _Chunk, first: int, size: int, text: _Text, graph: _Graph) -> SubgraphTables:
+    """One chunk's long tables from its integer results (images ``first .. first + size - 1``)."""
+    code, row = chunk.node_code, chunk.edge_row
     sub_nodes = pd.DataFrame(
         {
-            "image_id": pd.Series(image_ids[node_image], dtype=object),
-            **{c: pd.Series(v, dtype=object) for c, v in node_text.items()},
-            "lon": graph.lon[node_code],
-            "lat": graph.lat[node_code],
-            "dx_m": np.concatenate([c.dx_m for c in chunks]),
-            "dy_m": np.concatenate([c.dy_m for c in chunks]),
-            "distance_m": np.concatenate([c.distance_m for c in chunks]),
-            "rank": np.concatenate([c.rank for c in chunks]),
+            "image_id": pd.Series(text.image_ids[chunk.node_image], dtype=object),
+            **{c: pd.Series(v[code], dtype=object) for c, v in text.node.items()},
+            "lon": graph.lon[code],
+            "lat": graph.lat[code],
+            "dx_m": chunk.dx_m,
+            "dy_m": chunk.dy_m,
+            "distance_m": chunk.distance_m,
+            "rank": chunk.rank,
         },
         copy=False,
     )
-    edge_image = np.concatenate([c.edge_image for c in chunks])
-    edge_row = np.concatenate([c.edge_row for c in chunks])
+    edge_text = {c: pd.Series(text.edge[c][row], dtype=object) for c in ("src", "dst", "kind")}
     sub_edges = pd.DataFrame(
         {
-            "image_id": pd.Series(image_ids[edge_image], dtype=object),
-            **{
-                c: pd.Series(_text(edges[c].to_numpy(dtype=object))[edge_row], dtype=object)
-                for c in ("src", "dst", "kind")
-            },
-            "distance_m": edges["distance_m"].to_numpy(dtype=float)[edge_row],
-            "bearing_deg": edges["bearing_deg"].to_numpy(dtype=float)[edge_row],
-            "street_name": pd.Series(_text(edges["street_name"].to_numpy(dtype=object))[edge_row], dtype=object),
+            "image_id": pd.Series(text.image_ids[chunk.edge_image], dtype=object),
+            **edge_text,
+            "distance_m": text.distance_m[row],
+            "bearing_deg": text.bearing_deg[row],
+            "street_name": pd.Series(text.edge["street_name"][row], dtype=object),
         },
         copy=False,
     )
     summary = pd.DataFrame(
         {
-            "image_id": pd.Series(image_ids, dtype=object),
-            "center_node": pd.Series(center_ids, dtype=object),
-            "n_nodes": np.bincount(node_image, minlength=len(images)).astype(np.int64),
-            "n_edges": np.bincount(edge_image, minlength=len(images)).astype(np.int64),
-            "truncated": np.concatenate([c.truncated for c in chunks]),
+            "image_id": pd.Series(text.image_ids[first : first + size], dtype=object),
+            "center_node": pd.Series(text.center_ids[first : first + size], dtype=object),
+            "n_nodes": np.bincount(chunk.node_image - first, minlength=size).astype(np.int64),
+            "n_edges": np.bincount(chunk.edge_image - first, minlength=size).astype(np.int64),
+            "truncated": chunk.truncated,
         }
     )
     return SubgraphTables(sub_nodes, sub_edges, summary)
-
-
-# --- checks --------------------------------------------------------------------------------------
-
-
-def subgraph_size_outcome(summary: pd.DataFrame, *, min_nodes: int = 2, max_nodes: int = 256) -> CheckOutcome:
-    """
-    Every subgraph has between ``min_nodes`` and ``max_nodes`` nodes (centre included).
-
-    Fewer than 2 means the image lost its street; more than the cap means the cap was not applied.
-
-    Parameters
-    ----------
-    summary
-        The ``subgraphs`` table (``image_id``, ``n_nodes``).
-    min_nodes, max_nodes
-        Inclusive bounds; ``max_nodes`` is normally ``SubgraphConfig.max_nodes``.
-
-    Returns
-    -------
-    CheckOutcome
-        ``observed`` = number of subgraphs out of bounds; examples are ``image_id (n nodes)``.
-    """
-    n_nodes = summary["n_nodes"].to_numpy(dtype=np.int64)
-    bad = (n_nodes < min_nodes) | (n_nodes > max_nodes)
-    examples = [f"{i} ({n} nodes)" for i, n in zip(summary.loc[bad, "image_id"], n_nodes[bad], strict=True)]
-    expected = f"0 subgraphs with fewer than {min_nodes} or more than {max_nodes} nodes"
-    return CheckOutcome(not bad.any(), int(bad.sum()), expected, examples)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.grouping import key_runs
 
@@ -26,6 +27,7 @@ __all__ = [
     "SubgraphTables",
     "UnknownSubgraphError",
     "subgraph_for",
+    "subgraph_size_outcome",
 ]
 
 #: Columns of the ``subgraph_nodes`` long table (one row per (image, node)).
@@ -213,3 +215,31 @@ def subgraph_for(tables: SubgraphTables, image_id: str) -> tuple[pd.DataFrame, p
         )
         raise UnknownSubgraphError(msg)
     return index.nodes_of(image_id).reset_index(drop=True), index.edges_of(image_id).reset_index(drop=True)
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+def subgraph_size_outcome(summary: pd.DataFrame, *, min_nodes: int = 2, max_nodes: int = 256) -> CheckOutcome:
+    """
+    Every subgraph has between ``min_nodes`` and ``max_nodes`` nodes (centre included).
+
+    Fewer than 2 means the image lost its street; more than the cap means the cap was not applied.
+
+    Parameters
+    ----------
+    summary
+        The ``subgraphs`` table (``image_id``, ``n_nodes``).
+    min_nodes, max_nodes
+        Inclusive bounds; ``max_nodes`` is normally ``SubgraphConfig.max_nodes``.
+
+    Returns
+    -------
+    CheckOutcome
+        ``observed`` = number of subgraphs out of bounds; examples are ``image_id (n nodes)``.
+    """
+    n_nodes = summary["n_nodes"].to_numpy(dtype=np.int64)
+    bad = (n_nodes < min_nodes) | (n_nodes > max_nodes)
+    examples = [f"{i} ({n} nodes)" for i, n in zip(summary.loc[bad, "image_id"], n_nodes[bad], strict=True)]
+    expected = f"0 subgraphs with fewer than {min_nodes} or more than {max_nodes} nodes"
+    return CheckOutcome(not bad.any(), int(bad.sum()), expected, examples)

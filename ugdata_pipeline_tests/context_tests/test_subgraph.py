@@ -21,13 +21,14 @@ from ugdata_pipeline.context.graph_json import (
     write_graph_json,
 )
 from ugdata_pipeline.context.plot import size_histogram_png
-from ugdata_pipeline.context.subgraph import SubgraphConfig, build_subgraphs, subgraph_size_outcome
+from ugdata_pipeline.context.subgraph import SubgraphConfig, build_subgraphs
 from ugdata_pipeline.context.subgraph_tables import (
     SUBGRAPH_EDGE_COLUMNS,
     SUBGRAPH_NODE_COLUMNS,
     SUBGRAPH_SUMMARY_COLUMNS,
     SubgraphTables,
     subgraph_for,
+    subgraph_size_outcome,
 )
 from ugdata_pipeline.errors import SubgraphInputError, UnknownSubgraphError
 from ugdata_pipeline.graph.build import UrbanGraph
