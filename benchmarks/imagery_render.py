@@ -43,7 +43,8 @@ import shapely
 from ugdata_pipeline.cities import load_registry
 from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.cameras import sample_cameras
-from ugdata_pipeline.imagery.render import RenderConfig, render_view, view_rng
+from ugdata_pipeline.imagery.render import render_view, view_rng
+from ugdata_pipeline.imagery.render_config import RenderConfig
 from ugdata_pipeline.imagery.scene import Scene, build_scene
 from ugdata_pipeline.imagery.view_files import encode_image
 from ugdata_pipeline.osm import load_city_osm

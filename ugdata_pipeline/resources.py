@@ -131,7 +131,7 @@ class RenderedImagesResource(ImageSourceResource):
 
     def _config(self, city: City):
         """The render options for ``city``: this resource's, with the city's own ``imagery:`` options on top."""
-        from ugdata_pipeline.imagery.render import RenderConfig
+        from ugdata_pipeline.imagery.render_config import RenderConfig
 
         options = {
             "spacing_m": self.spacing_m,

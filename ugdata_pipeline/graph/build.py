@@ -19,8 +19,6 @@ geodesic helpers (:mod:`.geodesy`) on EPSG:4326 coordinates.
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -35,6 +33,7 @@ from scipy.spatial import cKDTree
 from ugdata_pipeline.errors import EmptyAreaError
 from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.graph.geodesy import distance_bearing
+from ugdata_pipeline.graph.node_ids import slugify, street_node_ids
 from ugdata_pipeline.graph.schema import EDGE_COLUMNS, MIN_EDGE_DISTANCE_M, NODE_COLUMNS
 from ugdata_pipeline.graph.text import render_node_text
 from ugdata_pipeline.osm.schema import OsmExtract
@@ -96,39 +95,6 @@ class UrbanGraph:
         out = {f"nodes/{k}": int(v) for k, v in self.nodes["kind"].value_counts().sort_index().items()}
         out.update({f"edges/{k}": int(v) for k, v in self.edges["kind"].value_counts().sort_index().items()})
         return out
-
-
-def slugify(name: str) -> str:
-    """Stable id fragment from a name: NFKC, lower case, runs of non-word characters as ``-``."""
-    text = unicodedata.normalize("NFKC", name).lower()
-    slug = re.sub(r"[^\w]+", "-", text).strip("-")
-    return slug or "unnamed"
-
-
-def street_node_ids(slugs: list[str]) -> list[str]:
-    """
-    Unique street node ids for slugs in rank order (within a slug: longest stretch first).
-
-    The first street of a slug is ``street:<slug>``, later ones ``street:<slug>-2``, ``-3``, ... A slug may itself
-    end in ``-<number>`` ("Ilha 2" is ``ilha-2``), so a numbered id skips every number already taken by a plain
-    slug or an earlier id: the second stretch of "Ilha" becomes ``street:ilha-3`` when a street "Ilha 2" exists,
-    and keeps ``street:ilha-2`` otherwise (ids that never collided stay as they were).
-    """
-    taken = set(slugs)
-    last: dict[str, int] = {}
-    out = []
-    for slug in slugs:
-        if slug not in last:
-            last[slug] = 1
-            out.append(f"street:{slug}")
-            continue
-        number = last[slug] + 1
-        while f"{slug}-{number}" in taken:
-            number += 1
-        last[slug] = number
-        taken.add(f"{slug}-{number}")
-        out.append(f"street:{slug}-{number}")
-    return out
 
 
 def _union_find(n: int, pairs_a: np.ndarray, pairs_b: np.ndarray) -> np.ndarray:

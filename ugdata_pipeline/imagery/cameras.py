@@ -25,8 +25,8 @@ import shapely
 from pyproj import CRS, Transformer
 
 from ugdata_pipeline.errors import SceneInputError
-from ugdata_pipeline.graph.build import slugify
 from ugdata_pipeline.graph.geodesy import bearing_deg
+from ugdata_pipeline.graph.node_ids import slugify
 from ugdata_pipeline.seeding import stable_hash
 
 #: Columns of :func:`sample_cameras`' result. ``x_m``, ``y_m`` (metric CRS) and ``heading_deg`` (clockwise from

@@ -26,14 +26,8 @@ from ugdata_pipeline.errors import RenderInputError
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.lighting import sequence_lighting
 from ugdata_pipeline.imagery.manifest import MANIFEST_COLUMNS
-from ugdata_pipeline.imagery.render import (
-    CREATOR,
-    SOURCE,
-    RenderConfig,
-    render_view,
-    sequence_weather,
-    view_rng,
-)
+from ugdata_pipeline.imagery.render import CREATOR, SOURCE, render_view, sequence_weather, view_rng
+from ugdata_pipeline.imagery.render_config import RenderConfig
 from ugdata_pipeline.imagery.scene import Scene, build_scene
 from ugdata_pipeline.imagery.view_files import encode_image, read_image_facts
 from ugdata_pipeline.osm.schema import OsmExtract

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.errors import EmptyAreaError
-from ugdata_pipeline.graph.build import GraphConfig, build_urban_graph, slugify
+from ugdata_pipeline.graph.build import GraphConfig, build_urban_graph
+from ugdata_pipeline.graph.node_ids import slugify
 from ugdata_pipeline.graph.text import compass_word
 from ugdata_pipeline_tests.tiny_city import grid_node_id, lonlat, streets_only, tiny_city
 

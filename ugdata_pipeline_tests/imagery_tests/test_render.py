@@ -21,13 +21,8 @@ from ugdata_pipeline.imagery.cameras import CAMERA_COLUMNS, sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import make_lighting
 from ugdata_pipeline.imagery.manifest import MANIFEST_COLUMNS
-from ugdata_pipeline.imagery.render import (
-    CREATOR,
-    RenderConfig,
-    cast_walls,
-    render_view,
-    view_rng,
-)
+from ugdata_pipeline.imagery.render import CREATOR, cast_walls, render_view, view_rng
+from ugdata_pipeline.imagery.render_config import RenderConfig
 from ugdata_pipeline.imagery.scene import build_scene
 from ugdata_pipeline.imagery.view_files import contact_sheet, image_distance, read_image_facts
 from ugdata_pipeline.osm import load_city_osm

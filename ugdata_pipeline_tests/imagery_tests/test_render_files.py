@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from ugdata_pipeline.imagery.city_render import render_city
-from ugdata_pipeline.imagery.render import RenderConfig
+from ugdata_pipeline.imagery.render_config import RenderConfig
 from ugdata_pipeline_tests.imagery_tests.test_render import CRS, make_extract
 from ugdata_pipeline_tests.tiny_city import street_table
 

@@ -10,7 +10,7 @@ from pyproj import Transformer
 
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
-from ugdata_pipeline.imagery.render import RenderConfig
+from ugdata_pipeline.imagery.render_config import RenderConfig
 from ugdata_pipeline.table_files import frame_to_parquet_bytes
 from ugdata_pipeline_tests.imagery_tests.test_render import CRS, long_street_extract  # noqa: F401 (fixture)
 

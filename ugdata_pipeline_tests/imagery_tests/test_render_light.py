@@ -16,14 +16,8 @@ from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.city_render import render_city
 from ugdata_pipeline.imagery.lighting import SEASONS, make_lighting, sequence_lighting
-from ugdata_pipeline.imagery.render import (
-    RENDER_VERSION,
-    RenderConfig,
-    cast_walls,
-    render_view,
-    sequence_weather,
-    view_rng,
-)
+from ugdata_pipeline.imagery.render import cast_walls, render_view, sequence_weather, view_rng
+from ugdata_pipeline.imagery.render_config import RENDER_VERSION, RenderConfig
 from ugdata_pipeline.imagery.scene import build_scene
 from ugdata_pipeline.osm import load_city_osm
 from ugdata_pipeline.resources import RenderedImagesResource
