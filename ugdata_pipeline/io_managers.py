@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from upath import UPath
 
-from ugdata_pipeline.assets._metadata import table_metadata
 from ugdata_pipeline.errors import IncompleteResultError
 from ugdata_pipeline.table_files import (
     StoredTable,
@@ -24,6 +23,7 @@ from ugdata_pipeline.table_files import (
     table_path,
     write_bytes_atomic,
 )
+from ugdata_pipeline.table_metadata import table_metadata
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):

@@ -1,5 +1,6 @@
-"""Metadata helpers shared by the assets and the table IO manager: Dagster's standard table metadata (row count,
-column schema, table previews), pictures (a file on disk, a thumbnail small enough to show inline), check results."""
+"""Metadata helpers shared by the assets: table previews, pictures (a file on disk, a thumbnail small enough to show
+inline), check results. The standard table metadata (row count, column schema) is :mod:`ugdata_pipeline.table_metadata`,
+which the IO manager uses too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from upath import UPath
 
 from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.table_files import write_bytes_atomic
+from ugdata_pipeline.table_metadata import column_schema
 
 #: Dagster folds Markdown longer than this behind "[Show Markdown]"; an inline thumbnail must stay under it.
 INLINE_MARKDOWN_CHARS = 1000
@@ -23,25 +25,6 @@ INLINE_MARKDOWN_CHARS = 1000
 PREVIEW_CELL_CHARS = 80
 #: Thumbnail widths tried, largest first, until the Markdown fits :data:`INLINE_MARKDOWN_CHARS`.
 _THUMBNAIL_WIDTHS = (120, 96, 80, 64, 48, 40, 32)
-
-
-def _column_type(column: pd.Series) -> str:
-    """The dtype's name; for ``object`` columns what they hold (``string``, ``mixed``, ...), which says more."""
-    if column.dtype == object:
-        return pd.api.types.infer_dtype(column, skipna=True)
-    return str(column.dtype)
-
-
-def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
-    """The frame's columns and their types as Dagster's ``TableSchema`` (the UI's Columns tab)."""
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name=str(name), type=_column_type(frame[name])) for name in frame.columns]
-    )
-
-
-def table_metadata(frame: pd.DataFrame) -> dict[str, object]:
-    """``dagster/row_count`` and ``dagster/column_schema`` of a stored table (the IO manager adds them to every one)."""
-    return {"dagster/row_count": len(frame), "dagster/column_schema": column_schema(frame)}
 
 
 def _cell(value: object) -> str | int | float | bool | None:

@@ -8,11 +8,12 @@ import pandas as pd
 from pydantic import Field
 
 from ugdata_pipeline.assets._config import dagster_config
-from ugdata_pipeline.assets._metadata import check_result, png_file, preview, table_metadata
+from ugdata_pipeline.assets._metadata import check_result, png_file, preview
 from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
+from ugdata_pipeline.table_metadata import table_metadata
 from ugdata_pipeline.ugbench import _records
 from ugdata_pipeline.ugbench._records import CityInputs
 from ugdata_pipeline.ugbench.tasks import build_tasks, task_summary, validate_tasks

@@ -17,13 +17,12 @@ from upath import UPath
 
 from ugdata_pipeline.assets._metadata import (
     INLINE_MARKDOWN_CHARS,
-    column_schema,
     png,
     png_file,
     preview,
-    table_metadata,
     thumbnail_markdown,
 )
+from ugdata_pipeline.table_metadata import column_schema, table_metadata
 
 
 def frame() -> gpd.GeoDataFrame:
