@@ -11,6 +11,7 @@ outside the degree ranges (naming a likely [south, west, north, east] swap).
 
     settings:
       max_area_km2: 250          # refuse larger bboxes / places / extracts
+      shard_size_m: 2000         # per-image work is built in square tiles of this side (graph/shards.py)
     cities:
       helsinki:
         name: Helsinki
@@ -60,6 +61,8 @@ ONLINE_KINDS = frozenset({"place", "bbox"})
 
 DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parent.parent / "cities.yaml"
 DEFAULT_MAX_AREA_KM2 = 250.0
+#: Side of a city's sub-city shards in metres (:mod:`ugdata_pipeline.graph.shards`): ~10^3 images of a dense city.
+DEFAULT_SHARD_SIZE_M = 2000.0
 _SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
 _GEOD = Geod(ellps="WGS84")
 
@@ -104,6 +107,7 @@ class City:
     source: CitySource
     max_area_km2: float = DEFAULT_MAX_AREA_KM2  # area limit for bbox/place/extract sources (the clip when given)
     imagery: Mapping[str, Any] = field(default_factory=dict)  # offline renderer options for this city (IMAGERY_KEYS)
+    shard_size_m: float = DEFAULT_SHARD_SIZE_M  # side of the square tiles its per-image work is built in
 
 
 #: Renderer options a city may set for itself (``imagery:`` in the registry), over the deployment's defaults.
@@ -116,8 +120,8 @@ IMAGERY_KEYS: dict[str, str] = {
 
 #: Keys of the registry document, of ``settings``, of a city entry and of each source kind; anything else is a typo.
 TOP_LEVEL_KEYS: tuple[str, ...] = ("settings", "cities")
-SETTINGS_KEYS: tuple[str, ...] = ("max_area_km2",)
-CITY_KEYS: tuple[str, ...] = ("name", "country", "split", "source", "max_area_km2", "imagery")
+SETTINGS_KEYS: tuple[str, ...] = ("max_area_km2", "shard_size_m")
+CITY_KEYS: tuple[str, ...] = ("name", "country", "split", "source", "max_area_km2", "imagery", "shard_size_m")
 SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "bundled": ("kind", "extract", "clip"),
     "file": ("kind", "path", "clip"),
@@ -306,7 +310,22 @@ def _parse_source(entry: str, raw: object, *, base_dir: Path, max_area_km2: floa
     return CitySource(kind="bbox", bbox=bbox)
 
 
-def _parse_city(slug: object, raw: object, *, base_dir: Path, default_max_area_km2: float, origin: str) -> City:
+def _positive(value: object, *, where: str, example: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value == float("inf"):
+        msg = f"{where} must be a positive number, got {value!r} (e.g. {example})"
+        raise CityConfigError(msg)
+    return float(value)
+
+
+def _parse_city(
+    slug: object,
+    raw: object,
+    *,
+    base_dir: Path,
+    default_max_area_km2: float,
+    default_shard_size_m: float,
+    origin: str,
+) -> City:
     if not isinstance(slug, str) or not _SLUG.match(slug):
         msg = f"{origin}: city slug {slug!r} must be lower-case letters, digits and '_' (e.g. 'new_york')"
         raise CityConfigError(msg)
@@ -337,6 +356,9 @@ def _parse_city(slug: object, raw: object, *, base_dir: Path, default_max_area_k
         source=source,
         max_area_km2=float(max_area),
         imagery=_parse_imagery(entry, raw.get("imagery")),
+        shard_size_m=_positive(
+            raw.get("shard_size_m", default_shard_size_m), where=f"{entry}: shard_size_m", example="2000 (metres)"
+        ),
     )
 
 
@@ -356,8 +378,18 @@ def parse_registry(document: object, *, base_dir: Path, path: Path | None = None
     if not isinstance(default_max, int | float) or default_max <= 0:
         msg = f"{where}: settings.max_area_km2 must be a positive number, got {default_max!r}"
         raise CityConfigError(msg)
+    shard_size = _positive(
+        settings.get("shard_size_m", DEFAULT_SHARD_SIZE_M), where=f"{where}: settings.shard_size_m", example="2000"
+    )
     cities = {
-        slug: _parse_city(slug, raw, base_dir=base_dir, default_max_area_km2=float(default_max), origin=where)
+        slug: _parse_city(
+            slug,
+            raw,
+            base_dir=base_dir,
+            default_max_area_km2=float(default_max),
+            default_shard_size_m=shard_size,
+            origin=where,
+        )
         for slug, raw in document["cities"].items()
     }
     if not cities:

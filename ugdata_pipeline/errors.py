@@ -142,3 +142,7 @@ class BenchmarkInputError(UgdataError, ValueError):
 
 class LaunchError(UgdataError, ValueError):
     """A run cannot be launched as asked: a missing workspace or config file, an unknown partition, clashing config."""
+
+
+class ShardConfigError(UgdataError, ValueError):
+    """A sub-city shard option (tile size, halo, hops) or tile key is invalid."""

@@ -281,7 +281,7 @@ def test_duplicate_keys_are_rejected(write_registry, text, message):
         (
             CITY.format(source="{kind: place, query: x}") + "    population: 5\n",
             r"cities.yaml: city 'town': unknown key 'population'; valid keys: country, imagery, max_area_km2, name, "
-            r"source, split",
+            r"shard_size_m, source, split",
         ),
         (
             CITY.format(source="{kind: bundled, extrakt: test.osm.pbf}"),
@@ -340,3 +340,31 @@ def test_the_registry_imports_nothing_of_the_osm_package() -> None:
     imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
     assert [name for name in imported if name and name.startswith("ugdata_pipeline.osm")] == []
+
+
+def test_shard_size_comes_from_the_city_then_the_settings_then_the_default(write_registry):
+    town = CITY.format(source="{kind: place, query: x}")
+    assert load_registry(write_registry(town)).get("town").shard_size_m == 2000.0
+    settings = "settings: {shard_size_m: 750}\n"
+    assert load_registry(write_registry(settings + town)).get("town").shard_size_m == 750.0
+    own = settings + town + "    shard_size_m: 1500\n"
+    assert load_registry(write_registry(own)).get("town").shard_size_m == 1500.0
+    assert load_registry().get("helsinki").shard_size_m == 1000.0  # the shipped registry's setting
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "    shard_size_m: 0\n",
+            r"city 'town': shard_size_m must be a positive number, got 0 \(e.g. 2000 \(metres\)\)",
+        ),
+        ("    shard_size_m: big\n", r"city 'town': shard_size_m must be a positive number, got 'big'"),
+        ("    shard_size_m: .inf\n", r"shard_size_m must be a positive number, got inf"),
+    ],
+)
+def test_a_bad_shard_size_is_named(write_registry, extra, message):
+    with pytest.raises(CityConfigError, match=message):
+        load_registry(write_registry(CITY.format(source="{kind: place, query: x}") + extra))
+    with pytest.raises(CityConfigError, match=r"settings.shard_size_m must be a positive number, got -1"):
+        load_registry(write_registry("settings: {shard_size_m: -1}\n" + CITY.format(source="{kind: place, query: x}")))

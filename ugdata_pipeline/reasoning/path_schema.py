@@ -39,6 +39,8 @@ REASON_EXCLUDED = "split is 'excluded' (removed by the split buffer); such image
 REASON_NOT_ANCHORED = "image has no image_street edge to a street node of the graph"
 REASON_NO_TARGET = "no POI/AOI within the hop window and distance limit"
 REASON_ALL_LEAK = "every candidate target's name appears in its own query text"
+#: Reasons found by the search (the others before it); ``missing`` lists the images found before the search first.
+TRAVERSAL_REASONS = frozenset({REASON_NO_TARGET, REASON_ALL_LEAK})
 
 
 @dataclass(frozen=True, slots=True)

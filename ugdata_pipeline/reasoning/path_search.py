@@ -147,9 +147,11 @@ class _Selector:
         self.width = self.max_depth + 1
         self.is_target = np.isin(graph.kind, list(config.target_kinds))
         self.node_key = _string_keys(graph.csr.node_ids)
-        codes, _ = pd.factorize(pd.Series(graph.category).fillna("").astype(str), sort=True)
+        # codes in the vocabulary's order: a shard's halo numbers its strata as the whole city does
+        categories = pd.Series(graph.category).fillna("").astype(str)
+        codes = pd.Categorical(categories, categories=list(graph.categories)).codes
         self.category_code = codes.astype(np.int64)
-        self.n_categories = int(codes.max(initial=0)) + 1
+        self.n_categories = max(1, len(graph.categories))
         self.distance_edges = np.array([upper for upper, _ in DISTANCE_BANDS_M[:-1]], dtype=np.float64)
         self.hop_edges = np.asarray(config.hop_band_edges, dtype=np.int64)
         self.pool = config.max_paths + max(2, config.max_paths // 2)

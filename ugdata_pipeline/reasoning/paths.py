@@ -106,6 +106,7 @@ def build_paths(
     *,
     city: str,
     config: PathConfig | None = None,
+    categories: tuple[str, ...] | None = None,
 ) -> PathResult:
     """
     Spatial reasoning paths from every image to POIs/AOIs of the anchored graph.
@@ -125,6 +126,9 @@ def build_paths(
         City slug or name; part of the random seed, so two cities draw independently.
     config
         Options; :class:`PathConfig` by default.
+    categories
+        The whole city's place categories (:func:`~ugdata_pipeline.reasoning.place_graph.place_categories`) when
+        ``nodes`` is part of it (a shard's halo, :mod:`ugdata_pipeline.reasoning.sharded`); by default the nodes'.
 
     Returns
     -------
@@ -139,7 +143,7 @@ def build_paths(
     """
     config = config or PathConfig()
     _validate(nodes, edges, images, city)
-    graph = build_place_graph(nodes, edges)
+    graph = build_place_graph(nodes, edges, categories=categories)
     table, reasons = _image_table(nodes, edges, images, graph)
     usable = ~table["image_id"].isin(list(reasons)).to_numpy()
     batch = _batch_size(graph.n)

@@ -35,6 +35,7 @@ class PlaceGraph:
     entry_street: npt.NDArray[np.object_]
     crossing_streets: dict[int, tuple[str, ...]]
     mention_text: npt.NDArray[np.object_]  # folded text a node contributes to a query (name, streets)
+    categories: tuple[str, ...]  # the category vocabulary that numbers the strata of target choice (sorted)
 
     @property
     def n(self) -> int:
@@ -45,7 +46,15 @@ class PlaceGraph:
         return np.searchsorted(self.entry_key, u * self.n + v)
 
 
-def build_place_graph(nodes: pd.DataFrame, edges: pd.DataFrame) -> PlaceGraph:
+def place_categories(nodes: pd.DataFrame) -> tuple[str, ...]:
+    """The sorted categories of the place nodes (a missing category is ``""``): the vocabulary of the strata."""
+    place = nodes.loc[nodes["kind"] != "image", "category"]
+    return tuple(sorted(set(place.fillna("").astype(str).tolist())))
+
+
+def build_place_graph(
+    nodes: pd.DataFrame, edges: pd.DataFrame, *, categories: tuple[str, ...] | None = None
+) -> PlaceGraph:
     """
     The place graph (every node but images, every edge between two of them) with its lookup arrays.
 
@@ -53,8 +62,18 @@ def build_place_graph(nodes: pd.DataFrame, edges: pd.DataFrame) -> PlaceGraph:
     ----------
     nodes, edges
         The graph tables (image nodes and ``image_street`` edges may be present; they are left out).
+    categories
+        The category vocabulary (:func:`place_categories`) of the whole city when ``nodes`` is a part of it (a
+        shard's halo), so strata are numbered, and targets drawn, as on the whole city; by default the nodes' own.
     """
     place = nodes[nodes["kind"] != "image"].sort_values("node_id", kind="stable")
+    own = place_categories(place)
+    if categories is None:
+        categories = own
+    elif not set(own) <= set(categories):
+        lacking = sorted(set(own) - set(categories))[:5]
+        msg = f"categories lacks {lacking} of the nodes' categories; pass the whole city's (place_categories)"
+        raise ValueError(msg)
     ids = place["node_id"].to_numpy(dtype=object)
     known = pd.Index(ids)
     src_pos = known.get_indexer(edges["src"].to_numpy(dtype=object))
@@ -98,6 +117,7 @@ def build_place_graph(nodes: pd.DataFrame, edges: pd.DataFrame) -> PlaceGraph:
         entry_street=street,
         crossing_streets=streets_of,
         mention_text=mention,
+        categories=tuple(categories),
     )
 
 

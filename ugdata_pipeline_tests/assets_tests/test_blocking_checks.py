@@ -32,6 +32,7 @@ from ugdata_pipeline.context.subgraph_stream import StreamedSubgraphs
 from ugdata_pipeline.dataset.records import TRAINING_RECORD_COLUMNS, TrainingRecords
 from ugdata_pipeline.definitions import defs
 from ugdata_pipeline.graph.build import build_urban_graph
+from ugdata_pipeline.reasoning.sharded import ShardPaths
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 from ugdata_pipeline.ugbench._records import TASK_COLUMNS
 from ugdata_pipeline_tests.tiny_city import tiny_city
@@ -169,10 +170,19 @@ def srp_case(check: str, *, reasons=("b",), edges=2, text="Walk along Alpha Stre
         "nodes": pd.DataFrame({"node_id": ["street:alpha", "poi:cafe"], "name": ["Alpha Street", "Blue Cafe"]}),
         "edges": graph_edges,
         "images": pd.DataFrame({"image_id": ["a", "b"], "source": ["render"] * 2, "split": ["train", "train"]}),
+        "osm_streets": pd.DataFrame(),
     }
+
+    def build_in_one_shard(nodes, edges, images, shards, *, city, config, on_shard):
+        result = SimpleNamespace(paths=paths, missing=missing, counts={})
+        on_shard(ShardPaths("e0_n0", images, nodes, edges, result))  # the asset checks each shard as it comes
+        return result
+
     patches = {
         (reasoning_assets, "anchored_graph"): lambda nodes, edges, *a: (nodes, edges),
-        (reasoning_assets, "build_paths"): lambda *a, **k: SimpleNamespace(paths=paths, missing=missing, counts={}),
+        (reasoning_assets, "city_metric_crs"): lambda *a, **k: "EPSG:32635",
+        (reasoning_assets, "image_shards"): lambda images, **k: pd.Series("e0_n0", index=images.index),
+        (reasoning_assets, "build_paths_by_shard"): build_in_one_shard,
         (reasoning_assets, "hop_histogram_png"): lambda *a, **k: PNG,
         (reasoning_assets, "distance_histogram_png"): lambda *a, **k: PNG,
     }

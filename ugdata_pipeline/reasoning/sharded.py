@@ -1,0 +1,148 @@
+"""Reasoning paths built one sub-city shard at a time, on the shard's hop halo: the same paths, memory per shard.
+
+:func:`build_paths_by_shard` gives exactly the tables of :func:`~ugdata_pipeline.reasoning.paths.build_paths` on
+the whole city (tests compare them on tiny cities with known answers and on the bundled cities): a path takes at
+most ``max_hops - 1`` steps on the place graph from its image's street, so the nodes within that many steps of the
+shard's streets, and the edges among them, hold every walk, target and alternative a path of the shard can take. The
+halo (:func:`~ugdata_pipeline.graph.shards.hop_halo`) takes ``max_hops`` steps, one spare, so a walk's last node
+keeps its neighbours too (a test shows a halo one step short of the reach loses paths). Node positions keep their
+relative order, so the walks' tie-breaks are unchanged; the strata are numbered by the whole city's categories, and
+target choice is seeded per (city, image), never by how many images came before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ugdata_pipeline.checks import CheckOutcome
+from ugdata_pipeline.graph.csr import build_csr
+from ugdata_pipeline.graph.shards import hop_halo, iter_shards
+from ugdata_pipeline.imagery.anchor import image_node_ids
+from ugdata_pipeline.reasoning.path_schema import TRAVERSAL_REASONS, PathConfig, PathResult
+from ugdata_pipeline.reasoning.paths import build_paths
+from ugdata_pipeline.reasoning.place_graph import place_categories
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ShardPaths:
+    """One shard's paths and the part of the graph they were built on (the halo), for its checks."""
+
+    key: str
+    images: pd.DataFrame
+    nodes: pd.DataFrame
+    edges: pd.DataFrame
+    result: PathResult
+
+
+def iter_path_shards(
+    nodes: pd.DataFrame,
+    edges: pd.DataFrame,
+    images: pd.DataFrame,
+    shards: pd.Series,
+    *,
+    city: str,
+    config: PathConfig | None = None,
+) -> Iterator[ShardPaths]:
+    """
+    :func:`build_paths` for each shard of ``shards`` (a key per image, aligned with ``images``; see
+    :func:`~ugdata_pipeline.graph.shards.image_shards`), in key order, each on its hop halo of the graph.
+
+    Arguments as for :func:`build_paths`; only one shard's paths and halo are held at a time by this generator.
+    """
+    config = config or PathConfig()
+    if len(shards) != len(images):
+        msg = f"shards has {len(shards)} keys for {len(images)} images; give one shard key per image, in image order"
+        raise ValueError(msg)
+    place = nodes[nodes["kind"] != "image"].sort_values("node_id", kind="stable")
+    place_ids = pd.Index(place["node_id"].to_numpy(dtype=object))
+    src_known = place_ids.get_indexer(edges["src"].to_numpy(dtype=object)) >= 0
+    dst_known = place_ids.get_indexer(edges["dst"].to_numpy(dtype=object)) >= 0
+    csr = build_csr(place_ids.to_numpy(), edges[src_known & dst_known])
+    categories = place_categories(nodes)
+    node_ids = nodes["node_id"].to_numpy(dtype=object)
+    edge_src, edge_dst = edges["src"].to_numpy(dtype=object), edges["dst"].to_numpy(dtype=object)
+    for key, rows in iter_shards(shards):
+        shard_images = images.iloc[rows]
+        sources = place_ids.get_indexer(shard_images["street_node"].astype(object).to_numpy())
+        halo = place_ids[hop_halo(csr, sources[sources >= 0], hops=config.max_hops)]
+        keep = halo.union(pd.Index(image_node_ids(shard_images["source"], shard_images["image_id"])))
+        shard_nodes = nodes[pd.Index(node_ids).isin(keep)]
+        shard_edges = edges[pd.Index(edge_src).isin(keep) & pd.Index(edge_dst).isin(keep)]
+        result = build_paths(shard_nodes, shard_edges, shard_images, city=city, config=config, categories=categories)
+        logger.debug("shard %s of %s: %s images, %s halo nodes", key, city, len(rows), len(shard_nodes))
+        yield ShardPaths(key, shard_images, shard_nodes, shard_edges, result)
+
+
+def combine_path_shards(images: pd.DataFrame, parts: list[PathResult]) -> PathResult:
+    """
+    The shards' results as one :class:`PathResult`: rows in image order (each image's paths in their own order),
+    counts summed; what :func:`build_paths` gives for all the images at once.
+    """
+    order = pd.Series(np.arange(len(images)), index=images["image_id"].to_numpy(dtype=object))
+
+    def in_image_order(frames: list[pd.DataFrame], *, later: pd.Series | None = None) -> pd.DataFrame:
+        # an empty shard's table has untyped (object) columns; concatenated, they would turn the others' columns
+        frames = [f for f in frames if len(f)] or frames[:1]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+        position = order.reindex(frame["image_id"].to_numpy(dtype=object)).to_numpy()
+        if later is not None:  # rows of these values after the others, each part in image order
+            position = position + np.where(frame[later.name].isin(later), len(images), 0)
+        return frame.iloc[np.argsort(position, kind="stable")].reset_index(drop=True)
+
+    if not parts:
+        msg = "combine_path_shards needs the result of at least one shard"
+        raise ValueError(msg)
+    counts: dict[str, int] = {}
+    for part in parts:
+        for name, value in part.counts.items():
+            counts[name] = counts.get(name, 0) + value
+    return PathResult(
+        paths=in_image_order([p.paths for p in parts]),
+        # build_paths lists the images it leaves out before searching (excluded, not anchored) first
+        missing=in_image_order([p.missing for p in parts], later=pd.Series(sorted(TRAVERSAL_REASONS), name="reason")),
+        counts=counts,
+    )
+
+
+def build_paths_by_shard(
+    nodes: pd.DataFrame,
+    edges: pd.DataFrame,
+    images: pd.DataFrame,
+    shards: pd.Series,
+    *,
+    city: str,
+    config: PathConfig | None = None,
+    on_shard: Callable[[ShardPaths], None] | None = None,
+) -> PathResult:
+    """
+    The paths of every image, built shard by shard (:func:`iter_path_shards`) and combined
+    (:func:`combine_path_shards`); ``on_shard`` sees each shard (its checks, progress) before it is dropped.
+    """
+    parts = []
+    for shard in iter_path_shards(nodes, edges, images, shards, city=city, config=config):
+        if on_shard is not None:
+            on_shard(shard)
+        parts.append(shard.result)
+    if not parts:  # no images: the empty tables of the one-shot build
+        return build_paths(nodes, edges, images, city=city, config=config)
+    return combine_path_shards(images, parts)
+
+
+def combine_outcomes(outcomes: list[CheckOutcome]) -> CheckOutcome:
+    """One check's outcomes over the shards as one: passed when every shard passed, counts summed."""
+    if not outcomes:
+        msg = "combine_outcomes needs at least one outcome"
+        raise ValueError(msg)
+    return CheckOutcome(
+        all(o.passed for o in outcomes),
+        sum(o.observed for o in outcomes),
+        outcomes[0].expected,
+        [example for o in outcomes for example in o.examples][:20],
+    )
