@@ -14,13 +14,15 @@ What is measured
     tasks (``build_tasks`` with the run's 300 records per task; no OSM areas, so no perception records). Images
     are SYNTHETIC records (points on the streets, no pixels are rendered): rendering is per image and is timed by
     ``bench_imagery.py``. Each (size, mode) runs in a fresh subprocess, so its peak RSS (``ru_maxrss``) is its own;
-    the table gives the wall seconds of every step, the peak RSS after each step (where the peak was reached),
+    the table gives the wall seconds of every step, the peak RSS after each step (where the peak was reached), the
+    paths step's own peak (Linux's VmHWM, reset at each step start),
     the total, and the growth 30k/10k and 100k/30k.
 
 Modes (side by side)
     ``oneshot``: the tables as the assets built them before issue 16: ``build_subgraphs`` returns the whole long
     tables, each is encoded whole (``frame_to_parquet_bytes``) and every later step reads them whole.
-    ``streamed``: ``write_subgraphs`` writes the subgraph tables in bounded chunks of images (the same bytes), and
+    ``streamed``: paths are built a 2 km shard at a time on each shard's hop halo (``build_paths_by_shard``, the
+    same table); ``write_subgraphs`` writes the subgraph tables in bounded chunks of images (the same bytes), and
     descriptions, captions and benchmark tasks read only the rows they need (1024 images' rows at a time, the test
     images' rows) with polars.
 
@@ -36,6 +38,7 @@ Target (issue 16)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -54,12 +57,31 @@ TARGET_IMAGES = 100_000
 TARGET_S = 3600.0
 TARGET_RSS_GB = 8.0
 IMAGES_PER_TILE = 200
+#: Side of the shards paths are built in (streamed mode), the registry's default (cities.DEFAULT_SHARD_SIZE_M).
+SHARD_SIZE_M = 2000.0
 STEPS = ("anchor", "splits", "paths", "subgraphs", "descriptions", "captions", "records", "tasks")
 
 
 def _rss_gb() -> float:
     """Peak RSS of this process so far (Linux reports kilobytes)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _reset_step_peak() -> None:
+    """Start a step's own peak: Linux resets the high-water mark VmHWM when 5 is written to clear_refs."""
+    with contextlib.suppress(OSError):  # not Linux, or not allowed: the step's peak is then the peak so far
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _step_peak_gb() -> float:
+    """The high-water RSS since :func:`_reset_step_peak` (VmHWM), else the process's peak so far."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return _rss_gb()
 
 
 def _city(n_images: int, seed: int):
@@ -110,9 +132,11 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
     from ugdata_pipeline.context.describe import describe_subgraphs
     from ugdata_pipeline.context.subgraph import SubgraphConfig, build_subgraphs
     from ugdata_pipeline.dataset.records import assemble_training_records
+    from ugdata_pipeline.graph.shards import image_shards
     from ugdata_pipeline.imagery.anchor import anchor_images
     from ugdata_pipeline.imagery.splits import assign_splits
     from ugdata_pipeline.reasoning.paths import build_paths
+    from ugdata_pipeline.reasoning.sharded import build_paths_by_shard
     from ugdata_pipeline.table_files import frame_to_parquet_bytes, write_bytes_atomic
     from ugdata_pipeline.ugbench._records import BenchConfig, CityInputs
     from ugdata_pipeline.ugbench.tasks import build_tasks
@@ -126,10 +150,20 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
     steps: dict[str, float] = {}
     rss: dict[str, float] = {}
 
+    step_peak: dict[str, float] = {}
+
     def mark(name: str, started: float) -> None:
         steps[name] = time.perf_counter() - started
         rss[name] = _rss_gb()
-        print(f"  [{n_images:,} {mode}] {name}: {steps[name]:.1f} s, peak RSS {rss[name]:.2f} GB", flush=True)
+        step_peak[name] = _step_peak_gb()
+        print(
+            f"  [{n_images:,} {mode}] {name}: {steps[name]:.1f} s, step peak {step_peak[name]:.2f} GB, "
+            f"peak so far {rss[name]:.2f} GB",
+            flush=True,
+        )
+        _reset_step_peak()
+
+    _reset_step_peak()
 
     t = time.perf_counter()
     anchored = anchor_images(raw, city.nodes, city_name="Tiled", country="Finland", crs_metric=crs_metric)
@@ -144,7 +178,12 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
     mark("splits", t)
 
     t = time.perf_counter()
-    paths = build_paths(nodes, edges, images, city="tiled").paths
+    if mode == "oneshot":
+        paths = build_paths(nodes, edges, images, city="tiled").paths
+    else:  # as the asset builds them: a shard (SHARD_SIZE_M tile) at a time on its hop halo, the same table
+        shards = image_shards(images, crs_metric=crs_metric, size_m=SHARD_SIZE_M)
+        figures["shards"] = int(shards.nunique())
+        paths = build_paths_by_shard(nodes, edges, images, shards, city="tiled").paths
     write_bytes_atomic(work / "srp.parquet", frame_to_parquet_bytes(paths))
     mark("paths", t)
 
@@ -236,6 +275,7 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
 
     figures["steps_s"] = steps
     figures["rss_gb"] = rss
+    figures["step_peak_gb"] = step_peak
     figures["total_s"] = sum(steps.values())
     figures["peak_rss_gb"] = _rss_gb()
     out.write_text(json.dumps(figures))
@@ -259,6 +299,7 @@ def _table(results: list[dict]) -> pd.DataFrame:
         row = {"images": r["images"], "mode": r["mode"], "nodes": r["graph_nodes"], "sub rows": r["subgraph_node_rows"]}
         row |= {f"{s} s": round(r["steps_s"][s], 1) for s in STEPS}
         row |= {"total s": round(r["total_s"], 1), "peak GB": round(r["peak_rss_gb"], 2)}
+        row |= {"paths GB": round(r.get("step_peak_gb", {}).get("paths", float("nan")), 2)}
         row |= {"peak at": max(STEPS, key=lambda s, r=r: (r["rss_gb"][s], -STEPS.index(s)))}
         rows.append(row)
     return pd.DataFrame(rows)

@@ -6,13 +6,10 @@ is the set of images whose position falls in one tile of a grid anchored at the 
 depends on which other images exist: adding images to a city never moves another image to another shard.
 
 Work on a shard reads only the part of the graph that can influence it, its *halo*, and gives exactly what the whole
-graph gives (tests compare them):
-
-* hop-bounded walks (reasoning paths, ``max_hops`` steps from the image) read the nodes within ``hops`` place-graph
-  steps of the shard's street nodes, one step more than the walk takes so every node on a walk keeps all its
-  neighbours (a crossing's street names are read from them), and the edges among those nodes (:func:`hop_halo`);
-* radius-bounded neighbourhoods (700 m subgraphs) read the nodes whose geometry meets the tile grown by the radius
-  (:func:`metric_halo`).
+graph gives: hop-bounded walks (reasoning paths) read the nodes within a number of place-graph steps of the shard's
+street nodes and the edges among them (:func:`hop_halo`; :mod:`ugdata_pipeline.reasoning.sharded` says why that
+is exact and tests show it). The 700 m subgraphs are not built per shard: they already stream a chunk of images at
+a time over the city's spatial index (:mod:`ugdata_pipeline.context.subgraph_stream`).
 
 Images without a position (no finite lon/lat) form the shard :data:`UNPLACED`.
 """
@@ -21,13 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import geopandas as gpd
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from pyproj import Transformer
 from scipy.sparse import csr_array
-from shapely.geometry import box
 
 from ugdata_pipeline.errors import ShardConfigError
 from ugdata_pipeline.graph.csr import CsrGraph
@@ -106,18 +101,3 @@ def hop_halo(csr: CsrGraph, sources: npt.ArrayLike, *, hops: int) -> npt.NDArray
         frontier = step & ~reached
         reached |= frontier
     return reached
-
-
-def metric_halo(
-    geometry: gpd.GeoSeries, bounds: tuple[float, float, float, float], *, halo_m: float
-) -> npt.NDArray[np.bool_]:
-    """Which ``geometry`` (in the metric CRS) meets the box ``bounds`` grown by ``halo_m`` metres on every side."""
-    if not np.isfinite(halo_m) or halo_m < 0:
-        msg = f"halo_m must be >= 0 metres, got {halo_m!r}"
-        raise ShardConfigError(msg)
-    minx, miny, maxx, maxy = bounds
-    window = box(minx - halo_m, miny - halo_m, maxx + halo_m, maxy + halo_m)
-    hits = geometry.sindex.query(window, predicate="intersects")
-    mask = np.zeros(len(geometry), dtype=bool)
-    mask[hits] = True
-    return mask

@@ -1,14 +1,12 @@
-"""Sub-city shards: tile keys with known answers, tiles that hold their points, and the two halos."""
+"""Sub-city shards: tile keys with known answers, tiles that hold their points, and the hop halo."""
 
 from __future__ import annotations
 
 import math
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-import shapely
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,7 +17,6 @@ from ugdata_pipeline.graph.shards import (
     hop_halo,
     image_shards,
     iter_shards,
-    metric_halo,
     shard_keys,
     tile_bounds,
 )
@@ -83,20 +80,6 @@ def test_hop_halo_reaches_exactly_the_nodes_within_the_hops() -> None:
     assert not hop_halo(csr, [], hops=3).any()
 
 
-def test_metric_halo_keeps_geometry_that_meets_the_grown_tile() -> None:
-    geometry = gpd.GeoSeries(
-        [
-            shapely.Point(50, 50),  # inside
-            shapely.Point(-650, 50),  # 650 m west: inside a 700 m halo
-            shapely.Point(-750, 50),  # 750 m west: outside
-            shapely.LineString([(-2000, -300), (2000, -300)]),  # a long street passing 300 m south
-            shapely.box(900, 900, 1200, 1200),  # a park 800 m north-east
-        ]
-    )
-    assert metric_halo(geometry, (0, 0, 100, 100), halo_m=700).tolist() == [True, True, False, True, False]
-    assert metric_halo(geometry, (0, 0, 100, 100), halo_m=0).tolist() == [True, False, False, False, False]
-
-
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -105,7 +88,6 @@ def test_metric_halo_keeps_geometry_that_meets_the_grown_tile() -> None:
         (lambda: tile_bounds("unplaced", size_m=100), "'unplaced' is not a tile key"),
         (lambda: tile_bounds("x1_y2", size_m=100), "tile keys look like 'e192_n3336'"),
         (lambda: hop_halo(build_csr([0], pd.DataFrame(columns=["src", "dst", "distance_m"])), [0], hops=-1), "hops"),
-        (lambda: metric_halo(gpd.GeoSeries([shapely.Point(0, 0)]), (0, 0, 1, 1), halo_m=-5), "halo_m must be >= 0"),
     ],
 )
 def test_bad_options_are_named(call, match: str) -> None:
