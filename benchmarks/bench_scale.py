@@ -154,8 +154,9 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
 
     def mark(name: str, started: float) -> None:
         steps[name] = time.perf_counter() - started
-        rss[name] = _rss_gb()
         step_peak[name] = _step_peak_gb()
+        # resetting VmHWM resets ru_maxrss too, so the process's peak is the largest step's (or setup's)
+        rss[name] = max([figures["setup_rss_gb"], *step_peak.values()])
         print(
             f"  [{n_images:,} {mode}] {name}: {steps[name]:.1f} s, step peak {step_peak[name]:.2f} GB, "
             f"peak so far {rss[name]:.2f} GB",
@@ -277,7 +278,7 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
     figures["rss_gb"] = rss
     figures["step_peak_gb"] = step_peak
     figures["total_s"] = sum(steps.values())
-    figures["peak_rss_gb"] = _rss_gb()
+    figures["peak_rss_gb"] = max([figures["setup_rss_gb"], *step_peak.values()])
     out.write_text(json.dumps(figures))
 
 
@@ -300,7 +301,7 @@ def _table(results: list[dict]) -> pd.DataFrame:
         row |= {f"{s} s": round(r["steps_s"][s], 1) for s in STEPS}
         row |= {"total s": round(r["total_s"], 1), "peak GB": round(r["peak_rss_gb"], 2)}
         row |= {"paths GB": round(r.get("step_peak_gb", {}).get("paths", float("nan")), 2)}
-        row |= {"peak at": max(STEPS, key=lambda s, r=r: (r["rss_gb"][s], -STEPS.index(s)))}
+        row |= {"peak at": max(STEPS, key=lambda s, r=r: (r["step_peak_gb"][s], -STEPS.index(s)))}
         rows.append(row)
     return pd.DataFrame(rows)
 
