@@ -3,11 +3,11 @@
 :func:`build_paths_by_shard` gives exactly the tables of :func:`~ugdata_pipeline.reasoning.paths.build_paths` on
 the whole city (tests compare them on tiny cities with known answers and on the bundled cities): a path takes at
 most ``max_hops - 1`` steps on the place graph from its image's street, so the nodes within that many steps of the
-shard's streets, and the edges among them, hold every walk, target and alternative a path of the shard can take. The
-halo (:func:`~ugdata_pipeline.graph.shards.hop_halo`) takes ``max_hops`` steps, one spare, so a walk's last node
-keeps its neighbours too (a test shows a halo one step short of the reach loses paths). Node positions keep their
-relative order, so the walks' tie-breaks are unchanged; the strata are numbered by the whole city's categories, and
-target choice is seeded per (city, image), never by how many images came before.
+shard's streets, and the edges among them (the halo, :func:`halo_hops` and
+:func:`~ugdata_pipeline.graph.shards.hop_halo`), hold every walk, target and alternative a path of the shard can
+take, and every neighbour of a walk's intermediate nodes (a test shows a halo one step short loses paths). Node
+positions keep their relative order, so the walks' tie-breaks are unchanged; the strata are numbered by the whole
+city's categories, and target choice is seeded per (city, image), never by how many images came before.
 """
 
 from __future__ import annotations
@@ -41,6 +41,16 @@ class ShardPaths:
     result: PathResult
 
 
+def halo_hops(config: PathConfig) -> int:
+    """
+    Place-graph steps a shard's halo takes: a walk's reach, ``max_hops - 1``. Its intermediate nodes then keep all
+    their neighbours (a crossing's street names are read from them); one step more when targets may be of a kind
+    whose text reads its neighbours (anything but POIs and AOIs: a crossing target names its streets).
+    """
+    reach = config.max_hops - 1
+    return reach if set(config.target_kinds) <= {"poi", "aoi"} else reach + 1
+
+
 def iter_path_shards(
     nodes: pd.DataFrame,
     edges: pd.DataFrame,
@@ -66,15 +76,25 @@ def iter_path_shards(
     dst_known = place_ids.get_indexer(edges["dst"].to_numpy(dtype=object)) >= 0
     csr = build_csr(place_ids.to_numpy(), edges[src_known & dst_known])
     categories = place_categories(nodes)
-    node_ids = nodes["node_id"].to_numpy(dtype=object)
-    edge_src, edge_dst = edges["src"].to_numpy(dtype=object), edges["dst"].to_numpy(dtype=object)
+    hops = halo_hops(config)
+    # every node id as an integer code once: a shard's node and edge masks are then array lookups, not string sets
+    codes = pd.Index(nodes["node_id"].to_numpy(dtype=object))
+    if not codes.is_unique:
+        msg = "nodes has repeated node_id values; the graph tables must hold each node once"
+        raise ValueError(msg)
+    place_code = codes.get_indexer(place_ids)
+    edge_src = codes.get_indexer(edges["src"].to_numpy(dtype=object))
+    edge_dst = codes.get_indexer(edges["dst"].to_numpy(dtype=object))
     for key, rows in iter_shards(shards):
         shard_images = images.iloc[rows]
         sources = place_ids.get_indexer(shard_images["street_node"].astype(object).to_numpy())
-        halo = place_ids[hop_halo(csr, sources[sources >= 0], hops=config.max_hops)]
-        keep = halo.union(pd.Index(image_node_ids(shard_images["source"], shard_images["image_id"])))
-        shard_nodes = nodes[pd.Index(node_ids).isin(keep)]
-        shard_edges = edges[pd.Index(edge_src).isin(keep) & pd.Index(edge_dst).isin(keep)]
+        keep = np.zeros(len(codes) + 1, dtype=bool)  # the extra last slot is where unknown ids (-1) look
+        keep[place_code[hop_halo(csr, sources[sources >= 0], hops=hops)]] = True
+        image_codes = codes.get_indexer(image_node_ids(shard_images["source"], shard_images["image_id"]))
+        keep[image_codes[image_codes >= 0]] = True
+        keep[-1] = False
+        shard_nodes = nodes[keep[:-1]]
+        shard_edges = edges[keep[edge_src] & keep[edge_dst]]
         result = build_paths(shard_nodes, shard_edges, shard_images, city=city, config=config, categories=categories)
         logger.debug("shard %s of %s: %s images, %s halo nodes", key, city, len(rows), len(shard_nodes))
         yield ShardPaths(key, shard_images, shard_nodes, shard_edges, result)

@@ -15,9 +15,10 @@ from ugdata_pipeline.imagery.anchor import anchor_images
 from ugdata_pipeline.imagery.cameras import sample_cameras
 from ugdata_pipeline.imagery.splits import assign_splits
 from ugdata_pipeline.osm import load_city_osm
+from ugdata_pipeline.reasoning.path_schema import PathConfig
 from ugdata_pipeline.reasoning.paths import build_paths
 from ugdata_pipeline.reasoning.place_graph import build_place_graph
-from ugdata_pipeline.reasoning.sharded import build_paths_by_shard, combine_outcomes, iter_path_shards
+from ugdata_pipeline.reasoning.sharded import build_paths_by_shard, combine_outcomes, halo_hops, iter_path_shards
 from ugdata_pipeline.table_files import frame_to_parquet_bytes
 from ugdata_pipeline_tests.reasoning_tests.conftest import Anchored
 from ugdata_pipeline_tests.tiny_city import CRS_METRIC, tiny_city
@@ -81,6 +82,12 @@ def test_a_halo_numbers_strata_with_the_city_s_categories(grid_anchored: Anchore
         build_place_graph(city.nodes, city.edges, categories=without_shop)
 
 
+def test_the_halo_is_the_walk_s_reach_plus_a_step_for_targets_that_read_their_neighbours() -> None:
+    assert halo_hops(PathConfig()) == 7
+    assert halo_hops(PathConfig(max_hops=4)) == 3
+    assert halo_hops(PathConfig(target_kinds=("poi", "crossing"))) == 8
+
+
 def test_no_images_and_a_wrong_key_count() -> None:
     city = build_urban_graph(tiny_city(), city_name="T", country="F")
     empty = pd.DataFrame(columns=["image_id", "source", "lon", "lat", "compass_angle", "split", "street_node"])
@@ -123,13 +130,13 @@ def test_karhula_in_shards_equals_karhula_whole(karhula: tuple[Anchored, str], s
 
 
 def test_a_halo_short_of_the_walk_gives_other_paths(karhula: tuple[Anchored, str], monkeypatch) -> None:
-    """The control: a halo two hops short of the default (one short of the walk's reach) loses paths on Karhula."""
+    """The control: a halo one step short of a walk's reach loses paths on Karhula."""
     import ugdata_pipeline.reasoning.sharded as sharded_module
 
     city, crs = karhula
     whole = build_paths(city.nodes, city.edges, city.images, city="karhula")
     real = sharded_module.hop_halo
-    monkeypatch.setattr(sharded_module, "hop_halo", lambda csr, sources, hops: real(csr, sources, hops=hops - 2))
+    monkeypatch.setattr(sharded_module, "hop_halo", lambda csr, sources, hops: real(csr, sources, hops=hops - 1))
     shards = image_shards(city.images, crs_metric=crs, size_m=300)
     short = build_paths_by_shard(city.nodes, city.edges, city.images, shards, city="karhula")
     assert len(short.paths) < len(whole.paths)
