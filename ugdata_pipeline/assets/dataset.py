@@ -17,11 +17,13 @@ from ugdata_pipeline.context.caption_quality import (
     require_complete,
 )
 from ugdata_pipeline.context.captioners import build_caption_requests, names_by_image
-from ugdata_pipeline.dataset.export import export_ms_swift, subgraph_json_from_tables
+from ugdata_pipeline.dataset.export import export_ms_swift
+from ugdata_pipeline.dataset.export_graphs import StreamedSubgraphJson
 from ugdata_pipeline.dataset.records import assemble_training_records, negatives_within_split, query_leaks
 from ugdata_pipeline.errors import DatasetInputError
 from ugdata_pipeline.failures import describe_failures
 from ugdata_pipeline.resources import CaptionerResource, CityRegistryResource, StorageResource
+from ugdata_pipeline.table_files import table_path
 
 _GATES = (
     ("both_sections", False, "Share of captions with both an image caption and a spatial summarization."),
@@ -177,7 +179,9 @@ def training_records(
 
 
 @dg.asset(
-    ins={name: dg.AssetIn(name) for name in ("training_records", "subgraph_nodes", "subgraph_edges", "subgraphs")},
+    ins={name: dg.AssetIn(name) for name in ("training_records", "subgraphs")},
+    # the long tables are read a chunk of images at a time from their table paths, never loaded whole
+    deps=["subgraph_nodes", "subgraph_edges"],
     partitions_def=city_partitions,
     group_name="dataset",
     kinds={"json"},
@@ -186,20 +190,17 @@ def ms_swift_export(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
     training_records: pd.DataFrame,
-    subgraph_nodes: pd.DataFrame,
-    subgraph_edges: pd.DataFrame,
     subgraphs: pd.DataFrame,
 ) -> dg.MaterializeResult:
     """The records as the reference's ms-swift JSONL (one folder per stage), images and graph JSON beside them."""
-    graph_json = subgraph_json_from_tables(subgraph_nodes, subgraph_edges, subgraphs)
+    paths = [table_path(storage.root, name, context.partition_key) for name in ("subgraph_nodes", "subgraph_edges")]
     root = storage.local_dir()
     written = {}
     for (stage, variant), records in training_records.groupby(["stage", "variant"]):
         out_dir = storage.local_dir(context.partition_key, "export", f"{variant}_stage{stage}")
         try:
-            export = export_ms_swift(
-                records, root=root, out_dir=out_dir, subgraph_json=graph_json if stage == 2 else None
-            )
+            graph_json = StreamedSubgraphJson(*paths, subgraphs) if stage == 2 else None
+            export = export_ms_swift(records, root=root, out_dir=out_dir, subgraph_json=graph_json)
         except DatasetInputError as exc:  # the core does not know the city; the user needs it to act
             msg = f"ms_swift_export of city {context.partition_key!r} ({variant} stage {stage}): {exc}"
             raise DatasetInputError(msg) from exc

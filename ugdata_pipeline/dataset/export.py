@@ -19,9 +19,12 @@ One JSON object per record (reference §7.3, plus ms-swift's ``negative_messages
      "label": 1}
 
 Graph JSON follows the reference: ``{"nodes": [{"node_id", "coords", "node_text"}], "edges": [{"source",
-"target"}], "center_node"}``; it is produced by the caller's ``subgraph_json`` callable (normally
-:func:`subgraph_json_from_tables`, which uses the one graph-JSON writer in ``context.graph_json``) and checked with
-the one graph-JSON validator there (``validate_graph_json``, re-exported here).
+"target"}], "center_node"}``; it is produced by the caller's ``subgraph_json``: a per-image callable (
+:func:`subgraph_json_from_tables`, over tables held in memory) or a :class:`GraphSource` that yields the graphs a
+chunk of images at a time (:class:`~ugdata_pipeline.dataset.export_graphs.StreamedSubgraphJson`, over the stored
+long tables: what the asset uses, since a city's tables do not fit in memory at paper scale). Both use the one
+graph-JSON writer in ``context.graph_json``; every graph is checked with the one validator there
+(``validate_graph_json``, re-exported here) and written to its file as it comes, so no more than a chunk is held.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -48,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MS_SWIFT_PAIR_TYPES",
+    "GraphSource",
     "MsSwiftExport",
     "MsSwiftFormatError",
     "export_ms_swift",
@@ -61,6 +65,26 @@ _QUERY_PREFIX: dict[int, str] = {1: "<image>", 2: "<graph><image>"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 SubgraphJson = Callable[[str], Mapping[str, Any]]
+
+
+@runtime_checkable
+class GraphSource(Protocol):
+    """Graph JSON of many images, produced a chunk of images at a time rather than one table for all."""
+
+    def graphs(self, image_ids: Sequence[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """
+        ``(image_id, graph)`` once for each of ``image_ids``, in any order.
+
+        Refuses images it has no graph for when called, before the first graph is produced, so an export fails
+        before it writes anything.
+        """
+        ...
+
+
+def no_subgraph_error(image_id: str) -> DatasetInputError:
+    """The refusal of a stage-2 image that the subgraph tables do not have (one message for every graph source)."""
+    msg = f"image {image_id!r} has no subgraph in the subgraph tables; build subgraphs before stage 2"
+    return DatasetInputError(msg)
 
 
 @dataclass(frozen=True)
@@ -115,11 +139,29 @@ def subgraph_json_from_tables(
 
     def render(image_id: str) -> Mapping[str, Any]:
         if image_id not in centres:
-            msg = f"image {image_id!r} has no subgraph in the subgraph tables; build subgraphs before stage 2"
-            raise DatasetInputError(msg)
+            raise no_subgraph_error(image_id)
         return by_image(image_id, centres[image_id])
 
     return render
+
+
+def _one_by_one(render: SubgraphJson, image_ids: Sequence[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for image_id in image_ids:
+        yield image_id, render(image_id)
+
+
+def _write_graphs(produced: Iterator[tuple[str, Mapping[str, Any]]], out_dir: Path) -> dict[str, str]:
+    """Validate and write each graph as it comes (only its path is kept); ``image_id -> path in the folder``."""
+    graph_rel: dict[str, str] = {}
+    for image_id, graph in produced:
+        try:
+            validate_graph_json(graph, where=f"graph of image {image_id!r}")
+        except GraphJsonError as exc:  # the export's callers handle format errors as MsSwiftFormatError
+            raise MsSwiftFormatError(str(exc)) from exc
+        rel = f"graphs/{_SAFE_NAME.sub('_', image_id)}.json"
+        write_text_atomic(out_dir / rel, json.dumps(graph, ensure_ascii=False))
+        graph_rel[image_id] = rel
+    return graph_rel
 
 
 def _line(record: Mapping[str, Any], image_rel: str, graph_rel: str | None) -> dict[str, Any]:
@@ -140,7 +182,7 @@ def export_ms_swift(
     *,
     root: Path,
     out_dir: Path,
-    subgraph_json: SubgraphJson | None = None,
+    subgraph_json: SubgraphJson | GraphSource | None = None,
     link: Literal["hardlink", "symlink", "copy"] = "hardlink",
 ) -> MsSwiftExport:
     """
@@ -155,7 +197,8 @@ def export_ms_swift(
     out_dir
         Export folder; created if needed. JSONL files are replaced atomically; images already there are kept.
     subgraph_json
-        ``image_id -> graph JSON object``; required when the records are stage 2.
+        ``image_id -> graph JSON object``, or a :class:`GraphSource` of them (chunk by chunk); required when the
+        records are stage 2.
     link
         How images get into the folder: hard link (falls back to a copy across filesystems), symlink, or copy.
 
@@ -181,7 +224,10 @@ def export_ms_swift(
         raise DatasetInputError(msg)
     stage = stages[0] if stages else 1
     if stage == 2 and subgraph_json is None:
-        msg = "stage-2 records need `subgraph_json` (image_id -> graph JSON); see subgraph_json_from_tables"
+        msg = (
+            "stage-2 records need `subgraph_json` (image_id -> graph JSON); pass subgraph_json_from_tables(...) "
+            "or export_graphs.StreamedSubgraphJson(...)"
+        )
         raise DatasetInputError(msg)
     root, out_dir = Path(root), Path(out_dir)
     sources = {p: root / p for p in records["image_path"].astype(str).unique()}
@@ -193,24 +239,32 @@ def export_ms_swift(
         )
         raise DatasetInputError(msg)
 
+    graph_ids = list(records["image_id"].astype(str).unique()) if stage == 2 else []
+    produced: Iterator[tuple[str, Mapping[str, Any]]] = iter(())
+    if stage == 2:
+        assert subgraph_json is not None
+        # a graph source refuses images without a subgraph here, before any file is placed or written
+        produced = (
+            subgraph_json.graphs(graph_ids)
+            if isinstance(subgraph_json, GraphSource)
+            else _one_by_one(subgraph_json, graph_ids)
+        )
+
     out_dir.mkdir(parents=True, exist_ok=True)
     image_rel = {}
     for rel, source in sources.items():
         target_rel = Path("images") / Path(rel)
         _place_image(source, out_dir / target_rel, link)
         image_rel[rel] = target_rel.as_posix()
-    graph_rel: dict[str, str] = {}
-    if stage == 2:
-        assert subgraph_json is not None
-        for image_id in records["image_id"].astype(str).unique():
-            graph = subgraph_json(image_id)
-            try:
-                validate_graph_json(graph, where=f"graph of image {image_id!r}")
-            except GraphJsonError as exc:  # the export's callers handle format errors as MsSwiftFormatError
-                raise MsSwiftFormatError(str(exc)) from exc
-            rel = f"graphs/{_SAFE_NAME.sub('_', image_id)}.json"
-            write_text_atomic(out_dir / rel, json.dumps(graph, ensure_ascii=False))
-            graph_rel[image_id] = rel
+    graph_rel = _write_graphs(produced, out_dir)
+    if set(graph_rel) != set(graph_ids):  # a JSONL line must never point at a graph file that was not written
+        missing, unasked = sorted(set(graph_ids) - set(graph_rel)), sorted(set(graph_rel) - set(graph_ids))
+        msg = (
+            f"the graph source gave graphs for other images than the {len(graph_ids)} stage-2 images asked for "
+            f"(missing {missing[:3]}, not asked for {unasked[:3]}); a GraphSource must give one graph for each "
+            "image it is asked for"
+        )
+        raise DatasetInputError(msg)
     files = {}
     variant = variants[0] if variants else "ugdata"
     for split, group in records.groupby("split", sort=True):

@@ -10,25 +10,27 @@ import pandas as pd
 
 from ugdata_pipeline.assets.dataset import ms_swift_export
 from ugdata_pipeline.assets.partitions import city_partitions
+from ugdata_pipeline.dataset.export import export_ms_swift, subgraph_json_from_tables
 from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import StorageResource
-from ugdata_pipeline.table_files import table_path
+from ugdata_pipeline.table_files import read_table, table_path
+from ugdata_pipeline_tests.dataset_tests.export_files import files_of, summary_of
 from ugdata_pipeline_tests.uge_tests.synthetic import make_dataset
 
 CITY = "karhula"  # a shipped slug: the partition must exist; no OSM is read
-UPSTREAM = ("training_records", "subgraph_nodes", "subgraph_edges", "subgraphs")
+# the IO manager loads these; subgraph_nodes / subgraph_edges are deps the asset reads from their table paths
+UPSTREAM = ("training_records", "subgraphs")
 
 
 def write_inputs(root: Path, records: pd.DataFrame | None = None) -> pd.DataFrame:
     """The synthetic data set's images under ``root`` and the four upstream tables as the IO manager stores them."""
     made, tables = make_dataset(root, n_places=4, views=2, size=16)
     records = made if records is None else records
-    centres = tables.nodes[tables.nodes["kind"] == "image"][["image_id", "node_id"]]
     frames = {
         "training_records": records,
         "subgraph_nodes": tables.nodes,
         "subgraph_edges": tables.edges,
-        "subgraphs": centres.rename(columns={"node_id": "center_node"}),
+        "subgraphs": summary_of(tables),
     }
     for name, frame in frames.items():
         path = table_path(str(root), name, CITY)
@@ -135,4 +137,23 @@ def test_export_refuses_a_stage2_record_without_a_subgraph(tmp_path):
         "image 'ghost' has no subgraph in the subgraph tables; "
         "build subgraphs before stage 2\n"
     )
-    assert not list((tmp_path / CITY / "export" / "ugdata_stage2").glob("*.jsonl"))
+    # refused before any image, graph or JSONL file of the stage-2 export is written
+    stage2 = tmp_path / CITY / "export" / "ugdata_stage2"
+    assert not stage2.exists() or not list(stage2.rglob("*"))
+
+
+def test_export_reads_the_stored_long_tables_and_writes_the_whole_table_bytes(tmp_path):
+    """The asset reads subgraph_nodes / subgraph_edges from their table paths (deps, not loaded through the IO
+    manager) a chunk at a time; every JSONL and graph file equals the export built from the whole tables."""
+    records = write_inputs(tmp_path)
+    assert materialize(tmp_path).success
+    nodes, edges, subgraphs = (
+        read_table(table_path(str(tmp_path), n, CITY)) for n in ("subgraph_nodes", "subgraph_edges", "subgraphs")
+    )
+    whole = subgraph_json_from_tables(nodes, edges, subgraphs)
+    for (stage, variant), group in records.groupby(["stage", "variant"]):
+        out = tmp_path / "whole" / f"{variant}_stage{stage}"
+        export_ms_swift(group, root=tmp_path, out_dir=out, subgraph_json=whole if stage == 2 else None)
+        written = files_of(tmp_path / CITY / "export" / f"{variant}_stage{stage}")
+        assert written == files_of(out)
+        assert sum(name.startswith("graphs/") for name in written) == (8 if stage == 2 else 0)
