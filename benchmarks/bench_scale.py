@@ -189,7 +189,6 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
     mark("paths", t)
 
     config = SubgraphConfig(images_per_chunk=chunk)
-    test_ids = images.loc[images["split"] == "test", "image_id"].astype(str)
     t = time.perf_counter()
     if mode == "oneshot":
         tables = build_subgraphs(nodes, edges, images, crs_metric=crs_metric, config=config)
@@ -228,14 +227,12 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
         requests = build_caption_requests(images, descriptions, tables.nodes, root=work)
         captions = captioner.caption_all(requests)
     else:
-        from ugdata_pipeline.context.subgraph_stream import READ_IMAGES_PER_CHUNK, iter_image_ranges, read_image_range
+        from ugdata_pipeline.context.subgraph_stream import caption_requests_streamed
 
-        parts = []
-        for start, stop in iter_image_ranges(summary, READ_IMAGES_PER_CHUNK):
-            rows = read_image_range(work / "subgraph_nodes.parquet", summary, start, stop)
-            requests = build_caption_requests(images.iloc[start:stop], descriptions, rows, root=work)
-            parts.append(captioner.caption_all(requests))
-        captions = pd.concat(parts, ignore_index=True)
+        # as the captions asset: requests (and the grounding gate's names) built 1024 images' rows at a time
+        streamed = caption_requests_streamed(work / "subgraph_nodes.parquet", summary, images, descriptions, root=work)
+        captions = captioner.caption_all(streamed.requests)
+        del streamed
     del descriptions
     mark("captions", t)
 
@@ -253,13 +250,15 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
     mark("records", t)
 
     t = time.perf_counter()
+    sub_ids = None
     if mode == "oneshot":
         sub_nodes, sub_edges = tables.nodes, tables.edges
-    else:
-        from ugdata_pipeline.context.subgraph_stream import read_subgraph_rows
+    else:  # as the benchmark_tasks asset: the test images' rows, every image's id from the summary
+        from ugdata_pipeline.ugbench.tasks import read_query_subgraphs
 
-        sub_nodes = read_subgraph_rows(work / "subgraph_nodes.parquet", test_ids)
-        sub_edges = read_subgraph_rows(work / "subgraph_edges.parquet", test_ids)
+        files = (work / "subgraph_nodes.parquet", work / "subgraph_edges.parquet")
+        query = read_query_subgraphs(*files, images, summary)
+        sub_nodes, sub_edges, sub_ids = query.nodes, query.edges, query.image_ids
     inputs = CityInputs(
         city="tiled",
         role="train",
@@ -269,6 +268,7 @@ def _run_steps(n_images: int, mode: str, chunk: int, out: Path, work: Path) -> N
         subgraph_nodes=sub_nodes,
         subgraph_edges=sub_edges,
         crs_metric=crs_metric,
+        subgraph_image_ids=sub_ids,
     )
     tasks, _ = build_tasks([inputs], config=BenchConfig(max_records_per_task=300))
     figures["tasks"] = len(tasks)

@@ -16,7 +16,7 @@ from ugdata_pipeline.context.caption_quality import (
     homogeneity,
     require_complete,
 )
-from ugdata_pipeline.context.captioners import build_caption_requests, names_by_image
+from ugdata_pipeline.context.subgraph_stream import caption_requests_streamed
 from ugdata_pipeline.dataset.export import export_ms_swift
 from ugdata_pipeline.dataset.export_graphs import StreamedSubgraphJson
 from ugdata_pipeline.dataset.records import assemble_training_records, negatives_within_split, query_leaks
@@ -33,7 +33,9 @@ _GATES = (
 
 
 @dg.asset(
-    ins={name: dg.AssetIn(name) for name in ("images", "subgraph_descriptions", "subgraph_nodes", "nodes")},
+    ins={name: dg.AssetIn(name) for name in ("images", "subgraph_descriptions", "subgraphs", "nodes")},
+    # the long subgraph_nodes table is read a chunk of images at a time from its table path, never loaded whole
+    deps=["subgraph_nodes"],
     partitions_def=city_partitions,
     group_name="dataset",
     io_manager_key="table_io_manager",
@@ -49,7 +51,7 @@ def captions(
     captioner: CaptionerResource,
     images: pd.DataFrame,
     subgraph_descriptions: pd.DataFrame,
-    subgraph_nodes: pd.DataFrame,
+    subgraphs: pd.DataFrame,
     nodes: pd.DataFrame,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Spatial context captions: the VLM (or the template twin) reads the image and its subgraph description.
@@ -59,8 +61,9 @@ def captions(
     """
     city = cities.city(context.partition_key)
     max_failed_share = failed_share_limit(captioner.max_failed_share)
-    root = storage.local_dir()
-    requests = build_caption_requests(images, subgraph_descriptions, subgraph_nodes, root=root)
+    nodes_path = table_path(storage.root, "subgraph_nodes", context.partition_key)
+    streamed = caption_requests_streamed(nodes_path, subgraphs, images, subgraph_descriptions, root=storage.local_dir())
+    requests = streamed.requests
     writer = captioner.captioner()
     step = max(1, len(requests) // 10)
 
@@ -93,7 +96,7 @@ def captions(
     known = set(nodes["name"].dropna().astype(str))
     gates = {
         "both_sections": both_sections_share(frame),
-        "grounded_places": hallucination_rate(frame, names_by_image(subgraph_nodes), known),
+        "grounded_places": hallucination_rate(frame, streamed.names, known),
         "homogeneity": homogeneity(frame),
     }
     for name, blocking, _ in _GATES:

@@ -13,18 +13,18 @@ from ugdata_pipeline.assets.partitions import city_check, city_partitions
 from ugdata_pipeline.checks import CheckOutcome
 from ugdata_pipeline.graph.crs import city_metric_crs
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource, TrainerResource
+from ugdata_pipeline.table_files import table_path
 from ugdata_pipeline.table_metadata import table_metadata
 from ugdata_pipeline.ugbench import _records
 from ugdata_pipeline.ugbench._records import CityInputs
-from ugdata_pipeline.ugbench.tasks import build_tasks, task_summary, validate_tasks
+from ugdata_pipeline.ugbench.tasks import build_tasks, read_query_subgraphs, task_summary, validate_tasks
 from ugdata_pipeline.uge.family import MODEL_SPECS
 
 _INPUTS = (
     "images",
     "nodes",
     "edges",
-    "subgraph_nodes",
-    "subgraph_edges",
+    "subgraphs",
     "osm_aois",
     "osm_pois",
     "osm_trees",
@@ -40,6 +40,8 @@ BenchConfig = dagster_config(_records.BenchConfig, run_defaults={"max_records_pe
 
 @dg.asset(
     ins={name: dg.AssetIn(name) for name in _INPUTS},
+    # only the test images' rows of the long subgraph tables are read, from their table paths
+    deps=["subgraph_nodes", "subgraph_edges"],
     partitions_def=city_partitions,
     group_name="benchmark_tasks",
     io_manager_key="table_io_manager",
@@ -65,11 +67,11 @@ def benchmark_tasks(
     context: dg.AssetExecutionContext,
     config: BenchConfig,
     cities: CityRegistryResource,
+    storage: StorageResource,
     images: pd.DataFrame,
     nodes: pd.DataFrame,
     edges: pd.DataFrame,
-    subgraph_nodes: pd.DataFrame,
-    subgraph_edges: pd.DataFrame,
+    subgraphs: pd.DataFrame,
     osm_aois: pd.DataFrame,
     osm_pois: pd.DataFrame,
     osm_trees: pd.DataFrame,
@@ -81,22 +83,25 @@ def benchmark_tasks(
 
     city = cities.city(context.partition_key)
     core = config.to_core()
+    paths = [table_path(storage.root, name, city.slug) for name in ("subgraph_nodes", "subgraph_edges")]
+    query = read_query_subgraphs(*paths, images, subgraphs)
     inputs = CityInputs(
         city=city.slug,
         role=city.split,
         images=images,
         nodes=nodes,
         edges=edges,
-        subgraph_nodes=subgraph_nodes,
-        subgraph_edges=subgraph_edges,
+        subgraph_nodes=query.nodes,
+        subgraph_edges=query.edges,
         crs_metric=city_metric_crs(osm_streets, where=f"city {city.slug!r}"),
         osm_aois=osm_aois,
         osm_pois=osm_pois,
         osm_trees=osm_trees,
+        subgraph_image_ids=query.image_ids,
     )
     tasks, stats = build_tasks([inputs], config=core)
     problems = validate_tasks(tasks, config=core, images_by_city={city.slug: set(images["image_id"].astype(str))})
-    blind = evaluate(tasks, {}, subgraph_nodes=subgraph_nodes, subgraph_edges=subgraph_edges, bootstrap=500).results
+    blind = evaluate(tasks, {}, subgraph_nodes=query.nodes, subgraph_edges=query.edges, bootstrap=500).results
     shortcuts = shortcut_problems(blind)
     top = blind.assign(excess=blind["hit@5"] - blind["chance_hit@5"]).sort_values("excess", ascending=False)
     yield dg.Output(

@@ -13,11 +13,11 @@ the file (offsets from ``n_nodes`` / ``n_edges``): :func:`read_image_range` read
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import geopandas as gpd
 import numpy as np
@@ -33,12 +33,17 @@ from ugdata_pipeline.context.subgraph_tables import SubgraphTables
 from ugdata_pipeline.errors import SubgraphInputError
 from ugdata_pipeline.table_files import is_local
 
+if TYPE_CHECKING:
+    from ugdata_pipeline.context.captioners import CaptionRequest
+
 #: A table file: a local path, or a UPath (local or on an object store).
 TablePath = str | os.PathLike[str] | UPath
 
 __all__ = [
     "READ_IMAGES_PER_CHUNK",
+    "StreamedCaptionInputs",
     "StreamedSubgraphs",
+    "caption_requests_streamed",
     "describe_streamed",
     "iter_image_ranges",
     "read_image_range",
@@ -250,17 +255,7 @@ def describe_streamed(
     """
     from ugdata_pipeline.context.describe import describe_subgraphs
 
-    if (
-        not summary["image_id"]
-        .astype(str)
-        .reset_index(drop=True)
-        .equals(images["image_id"].astype(str).reset_index(drop=True))
-    ):
-        msg = (
-            "describe_streamed: images and the subgraph summary list different images or orders; pass the "
-            "images table the subgraphs were built from"
-        )
-        raise SubgraphInputError(msg)
+    _require_summary_order(summary, images, who="describe_streamed")
     parts = []
     for start, stop in iter_image_ranges(summary, images_per_chunk):
         tables = SubgraphTables(
@@ -270,3 +265,61 @@ def describe_streamed(
         )
         parts.append(describe_subgraphs(tables, images.iloc[start:stop]))
     return pd.concat(parts, ignore_index=True) if parts else describe_subgraphs(_empty_tables(SubgraphConfig()), images)
+
+
+def _require_summary_order(summary: pd.DataFrame, images: pd.DataFrame, *, who: str) -> None:
+    """Refuse ``images`` that are not the summary's images in its order: image ``i``'s rows are the summary's."""
+    if (
+        not summary["image_id"]
+        .astype(str)
+        .reset_index(drop=True)
+        .equals(images["image_id"].astype(str).reset_index(drop=True))
+    ):
+        msg = (
+            f"{who}: images and the subgraph summary list different images or orders; pass the "
+            "images table the subgraphs were built from"
+        )
+        raise SubgraphInputError(msg)
+
+
+@dataclass(slots=True)
+class StreamedCaptionInputs:
+    """What the ``captions`` step needs from the long ``subgraph_nodes`` table, read a chunk of images at a time."""
+
+    #: :func:`~ugdata_pipeline.context.captioners.build_caption_requests` of the whole table, in the same order.
+    requests: list[CaptionRequest]
+    #: :func:`~ugdata_pipeline.context.captioners.names_by_image` of the whole table (every image, excluded too).
+    names: dict[str, frozenset[str] | set[str]]
+
+
+def caption_requests_streamed(
+    nodes_path: TablePath,
+    summary: pd.DataFrame,
+    images: pd.DataFrame,
+    descriptions: Mapping[str, str] | pd.DataFrame,
+    *,
+    root: Path,
+    images_per_chunk: int = READ_IMAGES_PER_CHUNK,
+) -> StreamedCaptionInputs:
+    """
+    The caption requests and the per-image names of the grounding gate, reading ``images_per_chunk`` images'
+    ``subgraph_nodes`` rows at a time; equal to ``build_caption_requests(images, descriptions, nodes, root=root)``
+    and ``names_by_image(nodes)`` of the whole table. ``images`` must be the images the summary was built from,
+    in its order (the images table and the ``subgraphs`` table of one build).
+    """
+    from ugdata_pipeline.context.captioners import build_caption_requests, names_by_image
+
+    _require_summary_order(summary, images, who="caption_requests_streamed")
+    if isinstance(descriptions, pd.DataFrame):  # once, not once per chunk
+        descriptions = dict(zip(descriptions["image_id"].astype(str), descriptions["description"], strict=True))
+    requests: list[CaptionRequest] = []
+    names: dict[str, frozenset[str] | set[str]] = {}
+    for start, stop in iter_image_ranges(summary, images_per_chunk):
+        rows = read_image_range(nodes_path, summary, start, stop)
+        chunk = build_caption_requests(images.iloc[start:stop], descriptions, rows, root=root)
+        # a request's allowed names are that image's names_by_image set: share it rather than hold the city's
+        # names twice; excluded images have no request and keep their own set
+        allowed = {r.image_id: r.allowed_names for r in chunk}
+        names.update({image_id: allowed.get(image_id, found) for image_id, found in names_by_image(rows).items()})
+        requests.extend(chunk)
+    return StreamedCaptionInputs(requests, names)

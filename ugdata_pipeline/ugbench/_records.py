@@ -114,13 +114,19 @@ class CityInputs:
     nodes, edges
         The city's graph tables (nodes need ``node_id``, ``kind``, ``name``, ``category``, ``lon``, ``lat``).
     subgraph_nodes, subgraph_edges
-        The long subgraph tables keyed by ``image_id``.
+        The long subgraph tables keyed by ``image_id``: every image's rows, or only the query images' (the
+        ``test`` split: the only rows the builders and the fusion mode read) with ``subgraph_image_ids`` set.
     crs_metric
         The city's metric CRS (``UrbanGraph.crs_metric``); perception measures distances in it.
     osm_aois, osm_pois, osm_trees
         The city's normalised OSM tables (GeoDataFrames in EPSG:4326: areas with ``category``, ``tag``,
         ``height_m``, ``is_building``; POIs with ``category``; tree points). They carry the perception measures;
         without ``osm_aois`` no perception records are built.
+    subgraph_image_ids
+        The ids of every image that has a subgraph, when the subgraph tables hold only the query images' rows:
+        perception ranks each query image among all the city's images with a subgraph, which needs their ids,
+        not their rows (:func:`~ugdata_pipeline.ugbench.tasks.read_query_subgraphs`). ``None``: the images of
+        ``subgraph_nodes``.
     """
 
     city: str
@@ -134,6 +140,7 @@ class CityInputs:
     osm_aois: pd.DataFrame | None = None
     osm_pois: pd.DataFrame | None = None
     osm_trees: pd.DataFrame | None = None
+    subgraph_image_ids: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,11 +431,17 @@ def query_images(inputs: CityInputs) -> pd.DataFrame:
     """
     images = inputs.images
     test = images[images["split"] == "test"]
-    have = set(inputs.subgraph_nodes["image_id"].astype(str).unique())
-    test = test[test["image_id"].astype(str).isin(have)]
+    test = test[test["image_id"].astype(str).isin(images_with_subgraph(inputs))]
     return test.iloc[np.argsort(test["image_id"].astype(str).to_numpy(dtype=object), kind="stable")].reset_index(
         drop=True
     )
+
+
+def images_with_subgraph(inputs: CityInputs) -> set[str]:
+    """The ids of the city's images that have a subgraph: ``subgraph_image_ids``, else those of ``subgraph_nodes``."""
+    if inputs.subgraph_image_ids is not None:
+        return set(inputs.subgraph_image_ids)
+    return set(inputs.subgraph_nodes["image_id"].astype(str).unique())
 
 
 def record_split(inputs: CityInputs) -> str:
@@ -537,6 +550,15 @@ def validate_city_inputs(inputs: CityInputs) -> None:
             fix=f"Pass the {table} table of the data contract (DESIGN.md).",
             error=BenchmarkInputError,
         )
+    if inputs.subgraph_image_ids is not None:
+        test = set(inputs.images.loc[inputs.images["split"] == "test", "image_id"].astype(str))
+        absent = sorted((test & set(inputs.subgraph_image_ids)) - set(inputs.subgraph_nodes["image_id"].astype(str)))
+        if absent:
+            msg = (
+                f"CityInputs.subgraph_nodes of {inputs.city!r} lacks the rows of {len(absent)} test image(s) with a "
+                f"subgraph, e.g. {absent[:3]}; read the rows of every test image (read_query_subgraphs)"
+            )
+            raise BenchmarkInputError(msg)
     if inputs.role == "held_out":
         other = sorted(set(inputs.images["split"].astype(str)) - {"test", "excluded"})
         if other:

@@ -51,6 +51,7 @@ from ugdata_pipeline.ugbench._records import (
     BuildStats,
     CityInputs,
     finish_record,
+    images_with_subgraph,
     query_images,
     record_rng,
     record_split,
@@ -247,7 +248,7 @@ def perception_measures(inputs: CityInputs) -> pd.DataFrame:
         dimension ``<dim>_score``, ``<dim>_pct`` (percentile rank in (0, 1], NaN when not measured) and
         ``<dim>_level`` (low | mid | high | None).
     """
-    sub_ids = set(inputs.subgraph_nodes["image_id"].astype(str))
+    sub_ids = images_with_subgraph(inputs)
     images = inputs.images[inputs.images["split"].astype(str) != "excluded"]
     images = images[images["image_id"].astype(str).isin(sub_ids)].reset_index(drop=True)
     table = pd.DataFrame({"image_id": images["image_id"].astype(str).to_numpy(dtype=object)})

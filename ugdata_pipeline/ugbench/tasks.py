@@ -22,7 +22,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ import pandas as pd
 
 from ugdata_pipeline.atomic_files import atomic_writer
 from ugdata_pipeline.errors import BenchmarkInputError
-from ugdata_pipeline.tables import missing_columns
+from ugdata_pipeline.tables import missing_columns, require_columns
 from ugdata_pipeline.ugbench._records import (
     GROUNDING_TYPES,
     MODES,
@@ -69,6 +71,7 @@ __all__ = [
     "build_tasks",
     "export_jsonl",
     "load_benchmark",
+    "read_query_subgraphs",
     "save_benchmark",
     "task_summary",
     "validate_tasks",
@@ -77,6 +80,44 @@ __all__ = [
 TASKS_FILE = "tasks.parquet"
 SUBGRAPH_NODES_FILE = "subgraph_nodes.parquet"
 SUBGRAPH_EDGES_FILE = "subgraph_edges.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySubgraphs:
+    """The subgraph rows of a city's query images and the ids of every image with a subgraph (for CityInputs)."""
+
+    nodes: pd.DataFrame
+    edges: pd.DataFrame
+    image_ids: frozenset[str]
+
+
+def read_query_subgraphs(
+    nodes_path: str | os.PathLike[str],
+    edges_path: str | os.PathLike[str],
+    images: pd.DataFrame,
+    summary: pd.DataFrame,
+) -> QuerySubgraphs:
+    """
+    Read from the long ``subgraph_nodes`` / ``subgraph_edges`` files only what the benchmark reads: the rows of
+    the ``test`` images (its query images; held-out cities hold only test images), and from the per-image
+    ``subgraphs`` summary the ids of the images with a subgraph (``n_nodes > 0``, the images of the whole table).
+
+    Pass them as ``CityInputs(subgraph_nodes=nodes, subgraph_edges=edges, subgraph_image_ids=image_ids)``, and
+    ``nodes`` / ``edges`` to ``evaluate``: the tasks and the scores are those of the whole tables.
+    """
+    from ugdata_pipeline.context.subgraph_stream import read_subgraph_rows  # lazy: polars only where files are read
+
+    for frame, table, columns in (
+        (images, "images", ("image_id", "split")),
+        (summary, "subgraphs", ("image_id", "n_nodes")),
+    ):
+        fix = f"Pass the pipeline's {table} table (the one the subgraph files were built with)."
+        require_columns(frame, columns, table=table, fix=fix, error=BenchmarkInputError)
+    test_ids = images.loc[images["split"] == "test", "image_id"].astype(str)
+    have = summary.loc[pd.to_numeric(summary["n_nodes"]) > 0, "image_id"].astype(str)
+    return QuerySubgraphs(
+        read_subgraph_rows(nodes_path, test_ids), read_subgraph_rows(edges_path, test_ids), frozenset(have)
+    )
 
 
 def _default_describe() -> Describe:

@@ -35,6 +35,7 @@ from ugdata_pipeline.graph.build import build_urban_graph
 from ugdata_pipeline.reasoning.sharded import ShardPaths
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 from ugdata_pipeline.ugbench._records import TASK_COLUMNS
+from ugdata_pipeline.ugbench.tasks import QuerySubgraphs
 from ugdata_pipeline_tests.tiny_city import tiny_city
 
 # the package exports a function of the same name, which hides the module from `import ... as`
@@ -268,7 +269,10 @@ def bench_tables(correct_idx: int, hit: float) -> Callable[[], dict]:
     def build(*args, **kwargs):
         return task_row(correct_idx), SimpleNamespace(as_metadata=dict)
 
+    # the asset reads the test images' rows from the subgraph files; the patched builders need none
+    query = QuerySubgraphs(pd.DataFrame(), pd.DataFrame(), frozenset())
     return lambda: {
+        (ugbench_assets, "read_query_subgraphs"): lambda *a, **k: query,
         (ugbench_assets, "build_tasks"): build,
         (evaluate_module, "evaluate"): lambda *a, **k: SimpleNamespace(results=blind_results(hit)),
     }

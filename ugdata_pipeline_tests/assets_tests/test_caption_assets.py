@@ -15,15 +15,19 @@ from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import CityRegistryResource, OpenAICaptionerResource, StorageResource
 from ugdata_pipeline.table_files import read_table, table_path
-from ugdata_pipeline_tests.context_tests.chat_server import ChatServer, ok, server_error
+from ugdata_pipeline_tests.context_tests.chat_server import ChatServer, Reply, ok, server_error
 
 CITY = "karhula"  # a shipped slug: the partition must exist; no OSM is read
 TAGS = [f"c{i:02d}" for i in range(10)]
-UPSTREAM = ("images", "subgraph_descriptions", "subgraph_nodes", "nodes")
+UPSTREAM = ("images", "subgraph_descriptions", "subgraphs", "subgraph_nodes", "nodes")
 
 
 def write_inputs(root: str) -> None:
-    """The four upstream tables of ``captions`` as the IO manager would have stored them, and the image files."""
+    """The upstream tables of ``captions`` as the IO manager would have stored them, and the image files.
+
+    ``subgraph_nodes`` is read from its table path a range of images at a time (``subgraphs`` says each image's
+    row count), not loaded through the IO manager.
+    """
     folder = f"{CITY}/images"
     for tag in TAGS:
         path = Path(root) / folder / f"{tag}.png"
@@ -54,6 +58,7 @@ def write_inputs(root: str) -> None:
                 "rank": [1] * len(TAGS),
             }
         ),
+        "subgraphs": pd.DataFrame({"image_id": TAGS, "n_nodes": [1] * len(TAGS), "n_edges": [0] * len(TAGS)}),
         "nodes": pd.DataFrame({"node_id": ["s1"], "name": ["Alpha Street"]}),
     }
     for name, frame in tables.items():
@@ -180,3 +185,16 @@ def test_bad_max_failed_share_fails_before_any_request(tmp_path, share):
     assert (
         "captioner.max_failed_share must be a share between 0 and 1" in failure.event_specific_data.error.cause.message
     )
+
+
+def test_the_grounding_gate_reads_each_images_names_from_the_subgraph_file(tmp_path):
+    """Every summarization names Alpha Street, a city name: grounded only through the rows of subgraph_nodes."""
+    root = str(tmp_path / "data")
+    write_inputs(root)
+    answer = "**Image:** A quiet street with brick houses.\n\n**Summarization:** The image is on Alpha Street."
+    with ChatServer(lambda tag, number, body: Reply(200, answer)) as server:
+        result = materialize(root, server.base_url, "vlm-a")
+    assert result.success
+    [gate] = [e for e in result.get_asset_check_evaluations() if e.check_name == "grounded_places"]
+    # without the file's names every summary would be ungrounded (observed 1.0, examples listed)
+    assert gate.passed and gate.metadata["observed"].value == 0.0 and "examples" not in gate.metadata

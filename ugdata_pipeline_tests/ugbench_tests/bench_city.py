@@ -116,6 +116,7 @@ class BenchCity:
     subgraph_nodes: pd.DataFrame
     subgraph_edges: pd.DataFrame
     inputs: CityInputs
+    subgraphs: pd.DataFrame  # the per-image summary of the subgraph build
 
 
 def _rect(offset_x_m: float, x0: float, y0: float, x1: float, y1: float) -> shapely.Polygon:
@@ -356,4 +357,4 @@ def build_city(
         osm_pois=pois,
         osm_trees=trees,
     )
-    return BenchCity(graph, anchored.images, tables.nodes, tables.edges, inputs)
+    return BenchCity(graph, anchored.images, tables.nodes, tables.edges, inputs, tables.summary)
