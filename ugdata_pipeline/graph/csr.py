@@ -47,6 +47,21 @@ class CsrGraph:
         return self.matrix.indices[self.matrix.indptr[position] : self.matrix.indptr[position + 1]]
 
 
+def gather_neighbours(
+    indptr: npt.NDArray[np.integer], indices: npt.NDArray[np.integer], positions: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """
+    Every neighbour of every node in ``positions`` at once: ``(owner, neighbour)``, where ``owner[k]`` indexes
+    ``positions`` (repeats, in CSR order). The one vectorised frontier expansion of the BFS-like traversals.
+    """
+    starts = indptr[positions]
+    counts = indptr[positions + 1] - starts
+    total = int(counts.sum())
+    owner = np.repeat(np.arange(len(positions), dtype=np.int64), counts)
+    offset = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return owner, indices[np.repeat(starts, counts) + offset].astype(np.int64)
+
+
 def build_csr(node_ids: npt.ArrayLike, edges: pd.DataFrame) -> CsrGraph:
     """
     Build the symmetric CSR adjacency of a graph.

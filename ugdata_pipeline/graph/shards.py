@@ -22,10 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from pyproj import Transformer
-from scipy.sparse import csr_array
 
 from ugdata_pipeline.errors import ShardConfigError
-from ugdata_pipeline.graph.csr import CsrGraph
+from ugdata_pipeline.graph.csr import CsrGraph, gather_neighbours
 
 #: The shard of images without a finite position.
 UNPLACED = "unplaced"
@@ -82,22 +81,22 @@ def hop_halo(csr: CsrGraph, sources: npt.ArrayLike, *, hops: int) -> npt.NDArray
     """
     Which positions of ``csr`` lie within ``hops`` steps of any position in ``sources`` (the sources included).
 
-    One sparse matrix-vector product per step; the adjacency is symmetric, so steps follow edges either way.
+    A multi-source BFS that expands only the frontier at each step
+    (:func:`~ugdata_pipeline.graph.csr.gather_neighbours`), so a shard costs its halo, not the city; the adjacency
+    is symmetric, so steps follow edges either way.
     """
     if hops < 0:
         msg = f"hops must be >= 0, got {hops!r}"
         raise ShardConfigError(msg)
     n = csr.matrix.shape[0]
-    reached = np.zeros(n, dtype=bool)
-    frontier = np.zeros(n, dtype=bool)
     start = np.asarray(sources, dtype=np.int64)
-    frontier[start[(start >= 0) & (start < n)]] = True
-    reached |= frontier
-    pattern = csr_array((np.ones(csr.matrix.nnz, dtype=np.int8), csr.indices, csr.indptr), shape=(n, n))
+    frontier = np.unique(start[(start >= 0) & (start < n)])
+    reached = np.zeros(n, dtype=bool)
+    reached[frontier] = True
     for _ in range(hops):
-        if not frontier.any():
+        _, neighbour = gather_neighbours(csr.indptr, csr.indices, frontier)
+        frontier = np.unique(neighbour[~reached[neighbour]])
+        if len(frontier) == 0:
             break
-        step = (pattern @ frontier.astype(np.int8)) > 0
-        frontier = step & ~reached
-        reached |= frontier
+        reached[frontier] = True
     return reached

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ugdata_pipeline.graph.csr import CsrGraph, build_csr
+from ugdata_pipeline.graph.csr import CsrGraph, build_csr, gather_neighbours
 
 # ------------------------------------------------------------------------------------------------------------
 # the place graph
@@ -181,14 +181,9 @@ class CsrTraversal:
         for depth in range(1, self.max_depth + 1):
             row = frontier // n
             node = frontier - row * n
-            starts = self.indptr[node]
-            counts = self.indptr[node + 1] - starts
-            total = int(counts.sum())
-            if total == 0:
+            owner, neighbour = gather_neighbours(self.indptr, self.indices, node)
+            if len(neighbour) == 0:
                 break
-            owner = np.repeat(np.arange(len(frontier)), counts)
-            offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-            neighbour = self.indices[np.repeat(starts, counts) + offset]
             key = row[owner] * n + neighbour
             fresh = self.depth_plus_one[key] == 0
             key, owner = key[fresh], owner[fresh]

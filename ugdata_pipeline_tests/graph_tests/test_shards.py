@@ -80,6 +80,14 @@ def test_hop_halo_reaches_exactly_the_nodes_within_the_hops() -> None:
     assert not hop_halo(csr, [], hops=3).any()
 
 
+def test_a_node_with_hundreds_of_reached_neighbours_is_reached() -> None:
+    # a street with 200 crossings, all reached: a count of reached neighbours kept in 8 bits would wrap at 128
+    star = pd.DataFrame({"src": [0] * 200, "dst": list(range(1, 201)), "distance_m": 1.0})
+    csr = build_csr(np.arange(201), star)
+    assert hop_halo(csr, np.arange(1, 201), hops=1).all()
+    assert hop_halo(csr, [5], hops=2).all()
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
