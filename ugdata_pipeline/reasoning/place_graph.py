@@ -52,6 +52,21 @@ def place_categories(nodes: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sorted(set(place.fillna("").astype(str).tolist())))
 
 
+def place_tables(
+    nodes: pd.DataFrame, edges: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """
+    What the place graph is made of: its nodes (every node but images, sorted by ``node_id``, so row = CSR
+    position), its edges (those whose both ends are such nodes) and each edge's ``src`` / ``dst`` position.
+    """
+    place = nodes[nodes["kind"] != "image"].sort_values("node_id", kind="stable")
+    known = pd.Index(place["node_id"].to_numpy(dtype=object))
+    src_pos = known.get_indexer(edges["src"].to_numpy(dtype=object))
+    dst_pos = known.get_indexer(edges["dst"].to_numpy(dtype=object))
+    keep = (src_pos >= 0) & (dst_pos >= 0)
+    return place, edges[keep].reset_index(drop=True), src_pos[keep], dst_pos[keep]
+
+
 def build_place_graph(
     nodes: pd.DataFrame, edges: pd.DataFrame, *, categories: tuple[str, ...] | None = None
 ) -> PlaceGraph:
@@ -66,7 +81,7 @@ def build_place_graph(
         The category vocabulary (:func:`place_categories`) of the whole city when ``nodes`` is a part of it (a
         shard's halo), so strata are numbered, and targets drawn, as on the whole city; by default the nodes' own.
     """
-    place = nodes[nodes["kind"] != "image"].sort_values("node_id", kind="stable")
+    place, place_edges, src_pos, dst_pos = place_tables(nodes, edges)
     own = place_categories(place)
     if categories is None:
         categories = own
@@ -75,11 +90,6 @@ def build_place_graph(
         msg = f"categories lacks {lacking} of the nodes' categories; pass the whole city's (place_categories)"
         raise ValueError(msg)
     ids = place["node_id"].to_numpy(dtype=object)
-    known = pd.Index(ids)
-    src_pos = known.get_indexer(edges["src"].to_numpy(dtype=object))
-    dst_pos = known.get_indexer(edges["dst"].to_numpy(dtype=object))
-    keep = (src_pos >= 0) & (dst_pos >= 0)
-    place_edges = edges[keep].reset_index(drop=True)
     csr = build_csr(ids, place_edges)
     n = len(ids)
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr.indptr))
@@ -90,8 +100,8 @@ def build_place_graph(
     crossing_streets: dict[int, set[str]] = defaultdict(set)
     node_kind = place["kind"].to_numpy(dtype=object)
     is_crossing_edge = place_edges["kind"].to_numpy(dtype=object) == "crossing"
-    ce_src = src_pos[keep][is_crossing_edge]
-    ce_dst = dst_pos[keep][is_crossing_edge]
+    ce_src = src_pos[is_crossing_edge]
+    ce_dst = dst_pos[is_crossing_edge]
     names = place["name"].to_numpy(dtype=object)
     for a, b in zip(ce_src.tolist(), ce_dst.tolist(), strict=True):
         crossing, street_pos = (a, b) if node_kind[a] == "crossing" else (b, a)
@@ -111,7 +121,7 @@ def build_place_graph(
         lat=place["lat"].to_numpy(dtype=np.float64),
         entry_key=entry_key,
         entry_kind=kind,
-        entry_src=src_pos[keep][origin].astype(np.int64),
+        entry_src=src_pos[origin].astype(np.int64),
         entry_distance_m=place_edges["distance_m"].to_numpy(dtype=np.float64)[origin],
         entry_bearing_deg=place_edges["bearing_deg"].to_numpy(dtype=np.float64)[origin],
         entry_street=street,

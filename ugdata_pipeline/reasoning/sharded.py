@@ -25,7 +25,7 @@ from ugdata_pipeline.graph.shards import hop_halo, iter_shards
 from ugdata_pipeline.imagery.anchor import image_node_ids
 from ugdata_pipeline.reasoning.path_schema import TRAVERSAL_REASONS, PathConfig, PathResult
 from ugdata_pipeline.reasoning.paths import build_paths
-from ugdata_pipeline.reasoning.place_graph import place_categories
+from ugdata_pipeline.reasoning.place_graph import place_categories, place_tables
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +70,10 @@ def iter_path_shards(
     if len(shards) != len(images):
         msg = f"shards has {len(shards)} keys for {len(images)} images; give one shard key per image, in image order"
         raise ValueError(msg)
-    place = nodes[nodes["kind"] != "image"].sort_values("node_id", kind="stable")
+    place, place_edges, _, _ = place_tables(nodes, edges)
     place_ids = pd.Index(place["node_id"].to_numpy(dtype=object))
-    src_known = place_ids.get_indexer(edges["src"].to_numpy(dtype=object)) >= 0
-    dst_known = place_ids.get_indexer(edges["dst"].to_numpy(dtype=object)) >= 0
-    csr = build_csr(place_ids.to_numpy(), edges[src_known & dst_known])
-    categories = place_categories(nodes)
+    csr = build_csr(place_ids.to_numpy(), place_edges)
+    categories = place_categories(place)
     hops = halo_hops(config)
     # every node id as an integer code once: a shard's node and edge masks are then array lookups, not string sets
     codes = pd.Index(nodes["node_id"].to_numpy(dtype=object))
