@@ -8,17 +8,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.assets.reasoning import spatial_reasoning_paths
 from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.reasoning.paths import build_paths
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
-from ugdata_pipeline.table_files import frame_to_parquet_bytes, read_table, table_path, write_bytes_atomic
+from ugdata_pipeline.table_files import frame_to_parquet_bytes, read_table, table_path
+from ugdata_pipeline_tests.assets_tests.anchored_inputs import upstream_sources, write_anchored_inputs
 from ugdata_pipeline_tests.reasoning_tests.conftest import Anchored, grid_city
 from ugdata_pipeline_tests.reasoning_tests.conftest import grid_anchored as grid_anchored
 
 CITY = "karhula"  # a shipped slug: the partition must exist; the inputs are the grid city's
-UPSTREAM = ("nodes", "edges", "image_nodes", "image_edges", "images", "osm_streets")
 REGISTRY = """
 cities:
   karhula:
@@ -31,21 +30,13 @@ cities:
 
 
 def write_inputs(root: Path, city: Anchored) -> None:
-    image = city.nodes["kind"] == "image"
-    frames = {
-        "nodes": city.nodes[~image].reset_index(drop=True),
-        "edges": city.edges[city.edges["kind"] != "image_street"].reset_index(drop=True),
-        "image_nodes": city.nodes[image].reset_index(drop=True),
-        "image_edges": city.edges[city.edges["kind"] == "image_street"].reset_index(drop=True),
-        "images": city.images,
-        "osm_streets": grid_city().streets,
-    }
-    for name, frame in frames.items():
-        write_bytes_atomic(table_path(str(root), name, CITY), frame_to_parquet_bytes(frame))
+    write_anchored_inputs(
+        root, CITY, nodes=city.nodes, edges=city.edges, images=city.images, streets=grid_city().streets
+    )
 
 
 def materialize(root: Path, registry: Path) -> dg.ExecuteInJobResult:
-    sources = [dg.SourceAsset(n, io_manager_key="table_io_manager", partitions_def=city_partitions) for n in UPSTREAM]
+    sources = upstream_sources()
     with dg.DagsterInstance.ephemeral() as instance:
         return dg.materialize(
             [spatial_reasoning_paths, *sources],

@@ -11,16 +11,15 @@ import pandas as pd
 import pytest
 
 from ugdata_pipeline.assets.context import spatial_subgraphs, subgraph_descriptions
-from ugdata_pipeline.assets.partitions import city_partitions
 from ugdata_pipeline.context.describe import describe_subgraphs
 from ugdata_pipeline.io_managers import ParquetIOManager
 from ugdata_pipeline.resources import CityRegistryResource, StorageResource
 from ugdata_pipeline.table_files import StoredTable, frame_to_parquet_bytes, read_table, table_path, write_bytes_atomic
+from ugdata_pipeline_tests.assets_tests.anchored_inputs import upstream_sources, write_anchored_inputs
 from ugdata_pipeline_tests.context_tests.subgraph_fixtures import AnchoredCity, anchor_into, graph_of, make_images
 from ugdata_pipeline_tests.tiny_city import tiny_city
 
 CITY = "karhula"  # a shipped slug: the partition must exist; the inputs are the tiny city's
-UPSTREAM = ("nodes", "edges", "image_nodes", "image_edges", "images", "osm_streets")
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +28,9 @@ def tiny() -> AnchoredCity:
 
 
 def write_inputs(root: Path, city: AnchoredCity) -> None:
-    image = city.nodes["kind"] == "image"
-    frames = {
-        "nodes": city.nodes[~image].reset_index(drop=True),
-        "edges": city.edges[city.edges["kind"] != "image_street"].reset_index(drop=True),
-        "image_nodes": city.nodes[image].reset_index(drop=True),
-        "image_edges": city.edges[city.edges["kind"] == "image_street"].reset_index(drop=True),
-        "images": city.images,
-        "osm_streets": tiny_city().streets,
-    }
-    for name, frame in frames.items():
-        write_bytes_atomic(table_path(str(root), name, CITY), frame_to_parquet_bytes(frame))
+    write_anchored_inputs(
+        root, CITY, nodes=city.nodes, edges=city.edges, images=city.images, streets=tiny_city().streets
+    )
 
 
 def stored_form(frame: pd.DataFrame) -> pd.DataFrame:
@@ -48,7 +39,7 @@ def stored_form(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def materialize(root: Path, *, chunk: int) -> dg.ExecuteInJobResult:
-    sources = [dg.SourceAsset(n, io_manager_key="table_io_manager", partitions_def=city_partitions) for n in UPSTREAM]
+    sources = upstream_sources()
     config = {"ops": {"spatial_subgraphs": {"config": {"images_per_chunk": chunk}}}}
     with dg.DagsterInstance.ephemeral() as instance:
         return dg.materialize(
