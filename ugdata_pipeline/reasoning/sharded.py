@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ugdata_pipeline.checks import CheckOutcome
@@ -105,13 +106,16 @@ def combine_path_shards(images: pd.DataFrame, parts: list[PathResult]) -> PathRe
     """
     order = pd.Series(np.arange(len(images)), index=images["image_id"].to_numpy(dtype=object))
 
-    def in_image_order(frames: list[pd.DataFrame], *, later: pd.Series | None = None) -> pd.DataFrame:
+    def in_image_order(
+        frames: list[pd.DataFrame], *, later: Callable[[pd.DataFrame], npt.NDArray[np.bool_]] | None = None
+    ) -> pd.DataFrame:
+        """The frames concatenated, sorted by image position (stable); rows ``later`` marks after the others."""
         # an empty shard's table has untyped (object) columns; concatenated, they would turn the others' columns
         frames = [f for f in frames if len(f)] or frames[:1]
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
         position = order.reindex(frame["image_id"].to_numpy(dtype=object)).to_numpy()
-        if later is not None:  # rows of these values after the others, each part in image order
-            position = position + np.where(frame[later.name].isin(later), len(images), 0)
+        if later is not None:
+            position = position + np.where(later(frame), len(images), 0)
         return frame.iloc[np.argsort(position, kind="stable")].reset_index(drop=True)
 
     if not parts:
@@ -124,7 +128,9 @@ def combine_path_shards(images: pd.DataFrame, parts: list[PathResult]) -> PathRe
     return PathResult(
         paths=in_image_order([p.paths for p in parts]),
         # build_paths lists the images it leaves out before searching (excluded, not anchored) first
-        missing=in_image_order([p.missing for p in parts], later=pd.Series(sorted(TRAVERSAL_REASONS), name="reason")),
+        missing=in_image_order(
+            [p.missing for p in parts], later=lambda missing: missing["reason"].isin(TRAVERSAL_REASONS).to_numpy()
+        ),
         counts=counts,
     )
 
